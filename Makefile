@@ -1,0 +1,60 @@
+# nhi-operator: the two commands are `make demo` and `make test`; see README.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+CLUSTER_DIR := e2e/.cluster
+KUBECONFIG_LOCAL := $(CURDIR)/$(CLUSTER_DIR)/kubeconfig
+BIN_DIR = $(shell e2e/build-binaries.sh)
+CARGO ?= cargo
+
+.PHONY: help build binaries cluster-up cluster-down cluster-status crds crds-check fmt lint \
+        unit-test e2e-test test demo bench clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+build: ## Build the operator (debug).
+	$(CARGO) build --bins
+
+binaries: ## Build and cache the control-plane binaries (etcd, kube-apiserver, ...).
+	@e2e/build-binaries.sh
+
+cluster-up: ## Start the local control plane on 127.0.0.1 (idempotent).
+	@e2e/cluster.sh up
+
+cluster-down: ## Stop the local control plane and remove its state.
+	@e2e/cluster.sh down
+
+cluster-status: ## Show the local control plane's state and kubeconfig path.
+	@e2e/cluster.sh status
+
+crds: ## Regenerate crds/ from the Rust types.
+	$(CARGO) run --quiet --bin nhi-operator -- crd --out-dir crds
+
+fmt: ## Format the code.
+	$(CARGO) fmt --all
+
+lint: ## rustfmt check and clippy with warnings as errors.
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit-test: ## Unit tests and the CRD freshness test (no cluster needed).
+	$(CARGO) test --lib --bins --test crd_fresh
+
+e2e-test: ## End-to-end tests against the local control plane (starts it when needed).
+	@e2e/run-e2e.sh
+
+test: ## Every test: lint, unit, control plane and end-to-end (brings the cluster up and down).
+	$(MAKE) lint
+	$(MAKE) unit-test
+	@e2e/run-e2e.sh --own-cluster
+
+demo: ## Start the control plane (unless KUBECONFIG is set), run the operator, apply the samples.
+	@e2e/demo.sh
+
+bench: ## Issue N identities at once (default 1000) and compare with a bare-client baseline.
+	@e2e/bench.sh $(N)
+
+clean: ## Remove build output and the local cluster's state.
+	-e2e/cluster.sh down
+	$(CARGO) clean

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# `make bench [N=1000]`: builds the operator in release mode and runs examples/bench.rs against
+# the local control plane (started when not running), or the cluster in $KUBECONFIG.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-1000}
+bin_dir=$(e2e/build-binaries.sh)
+export PATH="$bin_dir:$PATH"
+if [ -z "${KUBECONFIG:-}" ]; then
+  e2e/cluster.sh status >/dev/null 2>&1 || e2e/cluster.sh up
+  export KUBECONFIG=$PWD/e2e/.cluster/kubeconfig
+fi
+kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
+kubectl wait --for=condition=Established --timeout=30s -f crds/ >/dev/null
+cargo build --release --quiet --bin nhi-operator --example bench
+target/release/examples/bench "$n" --operator target/release/nhi-operator

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the end-to-end tests against the local control plane: the control plane's own tests, then
+# the operator's (cargo test --test e2e). With --own-cluster the control plane is started when it
+# is not running, and stopped again at the end, also on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+own=false
+[ "${1:-}" = "--own-cluster" ] && own=true
+
+bin_dir=$(e2e/build-binaries.sh)
+export PATH="$bin_dir:$PATH"
+
+started=false
+if ! e2e/cluster.sh status >/dev/null 2>&1; then
+  e2e/cluster.sh up
+  started=true
+fi
+if $own && $started; then
+  trap 'e2e/cluster.sh down >/dev/null 2>&1 || true' EXIT
+fi
+
+export KUBECONFIG=$PWD/e2e/.cluster/kubeconfig
+export NHI_E2E_KUBECTL=$bin_dir/kubectl
+
+echo "== control plane tests"
+e2e/test-cluster.sh
+
+echo "== installing CRDs"
+kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
+kubectl wait --for=condition=Established --timeout=30s -f crds/ >/dev/null
+
+echo "== operator end-to-end tests"
+cargo test --test e2e -- --test-threads="${NHI_E2E_THREADS:-3}"

@@ -1,0 +1,299 @@
+//! `make bench`: N MachineIdentities applied at once against a real control plane, measured
+//! against a bare-client baseline in the same run.
+//!
+//! Baseline: a bare client creates the same N MachineIdentities, then writes the same Secrets
+//! (certificates made beforehand) and status patches as fast as it can, at the same concurrency.
+//! Operator: the operator binary runs scoped to a fresh namespace; N identities are created at
+//! once and the time until every one is Ready is measured, with per-identity apply-to-Ready
+//! latency, the operator's peak RSS and CPU seconds.
+//!
+//! Usage: bench [N] [--operator PATH] [--concurrency C]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use nhi_operator::api::{MachineIdentity, MachineIdentitySpec, Owner};
+use nhi_operator::ca::CertificateAuthority;
+use nhi_operator::issue::leaf::{LeafRequest, issue_leaf, spiffe_id};
+
+fn identity(name: &str) -> MachineIdentity {
+    MachineIdentity::new(
+        name,
+        MachineIdentitySpec {
+            owner: Owner {
+                team: "bench".into(),
+                contact: None,
+            },
+            workload_ref: None,
+            review_by: None,
+            on_review_lapse: None,
+            certificate: Default::default(),
+            secret_name: format!("{name}-id"),
+            attributes: Default::default(),
+        },
+    )
+}
+
+async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{:06x}", rand::random::<u32>() & 0xffffff);
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    name
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The bare-client baseline: returns identities/s.
+async fn baseline(client: &Client, n: usize, concurrency: usize) -> f64 {
+    let ns = namespace(client, "bench-base").await;
+    let now = time::OffsetDateTime::now_utc();
+    let material =
+        CertificateAuthority::generate_root("bench", time::Duration::days(2), now).unwrap();
+    let ca = CertificateAuthority::from_material(&material, now).unwrap();
+    eprintln!("baseline: making {n} certificates beforehand");
+    let secrets: Vec<Secret> = (0..n)
+        .map(|i| {
+            let name = format!("b{i}");
+            let key = nhi_operator::issue::keys::generate_key(Default::default()).unwrap();
+            let req = LeafRequest {
+                spiffe_id: spiffe_id("cluster.local", &ns, &name),
+                common_name: name.clone(),
+                namespace: ns.clone(),
+                dns_names: vec![],
+                usages: vec![
+                    nhi_operator::api::Usage::Client,
+                    nhi_operator::api::Usage::Server,
+                ],
+                ttl: time::Duration::hours(1),
+                not_after_cap: None,
+                extensions: vec![],
+            };
+            let issued = issue_leaf(&ca, &req, &key, now).unwrap();
+            let mut mi = identity(&name);
+            mi.metadata.namespace = Some(ns.clone());
+            mi.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
+            let mut s = nhi_operator::controller::identity_secret::build_identity_secret(
+                &mi,
+                &issued,
+                ca.trust_bundle_pem(),
+                "h",
+            );
+            s.metadata.owner_references = None;
+            s
+        })
+        .collect();
+    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns);
+    let sapi: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let start = Instant::now();
+    stream::iter(secrets.into_iter().enumerate())
+        .for_each_concurrent(concurrency, |(i, secret)| {
+            let (mis, sapi) = (mis.clone(), sapi.clone());
+            async move {
+                let name = format!("b{i}");
+                mis.create(&PostParams::default(), &identity(&name)).await.expect("create mi");
+                sapi.create(&PostParams::default(), &secret).await.expect("create secret");
+                let status = serde_json::json!({
+                    "apiVersion": "nhi.dev/v1alpha1", "kind": "MachineIdentity",
+                    "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "CertificateValid",
+                        "message": "baseline", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                        "serialNumber": "00", "notAfter": "2026-01-01T00:00:00Z"}
+                });
+                mis.patch_status(&name, &PatchParams::apply("bench").force(), &Patch::Apply(&status)).await.expect("status");
+            }
+        })
+        .await;
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await;
+    rate
+}
+
+fn proc_stats(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15; after the ')' split they are at 11 and 12.
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    (hwm_kib, cpu)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args
+        .iter()
+        .find(|a| a.parse::<usize>().is_ok())
+        .map(|a| a.parse().unwrap())
+        .unwrap_or(1000);
+    let flag = |f: &str| {
+        args.iter()
+            .position(|a| a == f)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let operator = flag("--operator").unwrap_or_else(|| "target/release/nhi-operator".into());
+    let concurrency: usize = flag("--concurrency")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(32);
+    let client = Client::try_default()
+        .await
+        .expect("a kubeconfig (KUBECONFIG) for the bench cluster");
+
+    eprintln!("== baseline: bare client, {n} identities, concurrency {concurrency}");
+    let base_rate = baseline(&client, n, concurrency).await;
+    eprintln!("baseline: {base_rate:.1} identities/s");
+
+    let ns = namespace(&client, "bench-op").await;
+    let mut child = std::process::Command::new(&operator)
+        .args([
+            "run",
+            "--watch-namespace",
+            &ns,
+            "--operator-namespace",
+            &ns,
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--concurrency", &concurrency.to_string()])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {operator}: {e}"));
+    let pid = child.id();
+    // Wait for the CA to exist (the operator is up) before applying.
+    let sapi: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let t = Instant::now();
+    while sapi.get_opt("nhi-ca").await.ok().flatten().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "operator did not bootstrap its CA"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns);
+    let applied: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let ready: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let watch_ready = ready.clone();
+    let watch = tokio::spawn(
+        watcher(mis.clone(), watcher::Config::default())
+            .applied_objects()
+            .try_for_each(move |mi: MachineIdentity| {
+                let ready = watch_ready.clone();
+                async move {
+                    let is_ready = mi.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    });
+                    if is_ready {
+                        ready
+                            .lock()
+                            .unwrap()
+                            .entry(mi.name_any())
+                            .or_insert_with(Instant::now);
+                    }
+                    Ok(())
+                }
+            }),
+    );
+    let start = Instant::now();
+    eprintln!("== operator: applying {n} identities at once");
+    stream::iter(0..n)
+        .for_each_concurrent(concurrency, |i| {
+            let (mis, applied) = (mis.clone(), applied.clone());
+            async move {
+                let name = format!("o{i}");
+                applied.lock().unwrap().insert(name.clone(), Instant::now());
+                mis.create(&PostParams::default(), &identity(&name))
+                    .await
+                    .expect("create mi");
+            }
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut peak_rss = 0;
+    loop {
+        let (rss, _) = proc_stats(pid);
+        peak_rss = peak_rss.max(rss);
+        if ready.lock().unwrap().len() >= n || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let (rss, cpu) = proc_stats(pid);
+    peak_rss = peak_rss.max(rss);
+    watch.abort();
+    let ready = ready.lock().unwrap().clone();
+    let applied = applied.lock().unwrap().clone();
+    let mut latencies: Vec<f64> = ready
+        .iter()
+        .filter_map(|(k, r)| applied.get(k).map(|a| r.duration_since(*a).as_secs_f64()))
+        .collect();
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let rate = ready.len() as f64 / elapsed;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await;
+
+    println!("identities:                 {n} ({} Ready)", ready.len());
+    println!("operator rate:              {rate:.1} identities/s to Ready");
+    println!("baseline rate (bare client): {base_rate:.1} identities/s");
+    println!("ratio operator/baseline:    {:.2}", rate / base_rate);
+    println!(
+        "apply-to-Ready p50:         {:.3} s",
+        percentile(&latencies, 0.50)
+    );
+    println!(
+        "apply-to-Ready p99:         {:.3} s",
+        percentile(&latencies, 0.99)
+    );
+    println!(
+        "operator peak RSS:          {:.1} MiB",
+        peak_rss as f64 / 1024.0
+    );
+    println!("operator CPU:               {cpu:.2} s");
+    if ready.len() < n {
+        eprintln!("bench: only {} of {n} identities became Ready", ready.len());
+        std::process::exit(1);
+    }
+}

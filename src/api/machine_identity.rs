@@ -1,0 +1,274 @@
+//! The `MachineIdentity` custom resource: one non-human identity and its certificate.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+use super::condition::Condition;
+
+/// A non-human identity (a service, a CI job, an automation client, an AI agent). The operator
+/// issues it a short-lived X.509 certificate with a SPIFFE ID, writes it to a Secret and rotates it
+/// continuously.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "nhi.dev",
+    version = "v1alpha1",
+    kind = "MachineIdentity",
+    plural = "machineidentities",
+    shortname = "mi",
+    category = "nhi",
+    namespaced,
+    status = "MachineIdentityStatus",
+    validation = Rule::new("size(self.metadata.name) <= 63").message("metadata.name must be at most 63 characters (it is used as a label value)"),
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","format":"date-time","jsonPath":".status.notAfter"}"#,
+    printcolumn = r#"{"name":"Owner","type":"string","jsonPath":".spec.owner.team"}"#,
+    printcolumn = r#"{"name":"Review-By","type":"string","jsonPath":".spec.reviewBy"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineIdentitySpec {
+    /// Who is accountable for this identity. Required: every identity has an owner.
+    pub owner: Owner,
+
+    /// The object this identity serves (for example a Deployment or ServiceAccount) in the same
+    /// namespace. When it no longer exists past a grace period, the identity lapses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_ref: Option<WorkloadRef>,
+
+    /// The date (YYYY-MM-DD) by which a person must re-attest that this identity is still needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "date_schema")]
+    pub review_by: Option<String>,
+
+    /// What happens when `reviewBy` has passed: `Suspend` (revoke and stop renewing until the review
+    /// date moves forward) or `Delete` (revoke and delete the identity). Default `Suspend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_review_lapse: Option<ReviewLapseAction>,
+
+    /// How the identity's certificate is made.
+    #[serde(default)]
+    pub certificate: CertificateSpec,
+
+    /// The Secret the certificate, key and trust bundle are written to (the dynamic identity
+    /// file). Must be a valid Secret name; cannot be changed once set.
+    #[schemars(schema_with = "dns_label_name_schema")]
+    pub secret_name: String,
+
+    /// Small key/value context (for example project, security level) embedded in the certificate.
+    /// At most 16 entries; keys are lowercase words, values at most 128 characters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "attributes_schema")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// The accountable owner of an identity.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    /// The team accountable for the identity.
+    #[schemars(length(min = 1, max = 128))]
+    pub team: String,
+    /// How to reach the owner (an e-mail address, a chat channel, an on-call handle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub contact: Option<String>,
+}
+
+/// A reference to an object in the identity's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    /// API version of the object, for example `apps/v1`.
+    #[schemars(length(min = 1, max = 253))]
+    pub api_version: String,
+    /// Kind of the object, for example `Deployment`.
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
+    /// Name of the object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// What to do when an identity's review date has passed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ReviewLapseAction {
+    /// Revoke the certificate, remove the key from the Secret and stop renewing.
+    #[default]
+    Suspend,
+    /// Revoke the certificate and delete the identity.
+    Delete,
+}
+
+/// How the identity's certificate is made.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateSpec {
+    /// Lifetime of each certificate, as a Go duration (for example `1h`, `30m`). Between 5m and
+    /// 24h; the operator may enforce narrower bounds. Default: the operator's setting (1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"),
+        length(max = 32)
+    )]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('5m') && duration(self) <= duration('24h')").message("ttl must be between 5m and 24h"))]
+    pub ttl: Option<String>,
+
+    /// Percentage of the lifetime after which the certificate is renewed (10 to 90). Default: the
+    /// operator's setting (about 67, two thirds), with a small per-identity jitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 90))]
+    pub renewal_percent: Option<u8>,
+
+    /// Key algorithm of the identity's key pair. A new key is generated at every rotation.
+    #[serde(default)]
+    pub key_algorithm: KeyAlgorithm,
+
+    /// DNS names to include as subject alternative names (for serving TLS). At most 32.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub dns_names: Vec<DnsName>,
+
+    /// What the certificate may be used for: `client`, `server`, or both (the default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub usages: Vec<Usage>,
+}
+
+/// Key algorithm of an identity's key pair.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
+pub enum KeyAlgorithm {
+    /// ECDSA on curve P-256 with SHA-256 (default).
+    #[default]
+    #[serde(rename = "ECDSA-P256")]
+    EcdsaP256,
+    /// ECDSA on curve P-384 with SHA-384.
+    #[serde(rename = "ECDSA-P384")]
+    EcdsaP384,
+    /// Ed25519.
+    #[serde(rename = "Ed25519")]
+    Ed25519,
+    /// RSA, 2048-bit modulus.
+    #[serde(rename = "RSA-2048")]
+    Rsa2048,
+    /// RSA, 3072-bit modulus.
+    #[serde(rename = "RSA-3072")]
+    Rsa3072,
+}
+
+/// A certificate usage.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Usage {
+    /// TLS client authentication (mTLS client).
+    Client,
+    /// TLS server authentication.
+    Server,
+}
+
+/// A DNS name for a subject alternative name; a leading `*.` wildcard is allowed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(transparent)]
+pub struct DnsName(pub String);
+
+impl JsonSchema for DnsName {
+    fn schema_name() -> Cow<'static, str> {
+        "DnsName".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A DNS name, lowercase, optionally starting with '*.'.",
+            "maxLength": 253,
+            "pattern": r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
+        })
+    }
+}
+
+/// The observed state of a MachineIdentity, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineIdentityStatus {
+    /// Current conditions: `Ready`, `Issuing` and friends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec the status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The identity's SPIFFE ID, the certificate's URI SAN.
+    #[serde(default, rename = "spiffeID", skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+    /// Serial number of the current certificate (hexadecimal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    /// SHA-256 of the current certificate's DER encoding (hexadecimal).
+    #[serde(
+        default,
+        rename = "thumbprintSHA256",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub thumbprint_sha256: Option<String>,
+    /// Start of the current certificate's validity (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    /// End of the current certificate's validity (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// When the operator will renew the certificate (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<String>,
+}
+
+fn date_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "format": "date",
+        "description": "The date (YYYY-MM-DD) by which a person must re-attest that this identity is still needed."
+    })
+}
+
+fn dns_label_name_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "description": "The Secret the certificate, key and trust bundle are written to. Cannot be changed once set.",
+        "minLength": 1,
+        "maxLength": 253,
+        "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "secretName is immutable"}]
+    })
+}
+
+fn attributes_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "description": "Small key/value context embedded in the certificate. At most 16 entries; keys are lowercase words (a-z, 0-9, '-', '_', '.'), values at most 128 characters.",
+        "maxProperties": 16,
+        "additionalProperties": {"type": "string", "maxLength": 128},
+        "x-kubernetes-validations": [{
+            "rule": "self.all(k, size(k) <= 63 && k.matches('^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$'))",
+            "message": "attribute keys must be lowercase words of at most 63 characters (a-z, 0-9, '-', '_', '.')"
+        }]
+    })
+}
+
+impl MachineIdentity {
+    /// The usages the certificate carries: the spec's, or both client and server by default.
+    pub fn usages(&self) -> Vec<Usage> {
+        let mut u = self.spec.certificate.usages.clone();
+        if u.is_empty() {
+            u = vec![Usage::Client, Usage::Server];
+        }
+        u.sort();
+        u.dedup();
+        u
+    }
+}

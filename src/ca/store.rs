@@ -1,0 +1,129 @@
+//! Loads the CA from its Secret in the operator's namespace, or bootstraps one race-safely.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use time::{Duration, OffsetDateTime};
+use tracing::info;
+
+use super::{CaError, CaMaterial, CertificateAuthority};
+use crate::labels;
+
+/// Errors loading or bootstrapping the CA through the Kubernetes API.
+#[derive(Debug, thiserror::Error)]
+pub enum CaStoreError {
+    #[error("reading or writing the CA Secret {namespace}/{name} failed: {source}")]
+    Api {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the CA Secret {namespace}/{name} is not usable: {source}")]
+    Invalid {
+        namespace: String,
+        name: String,
+        #[source]
+        source: CaError,
+    },
+    #[error("generating the CA key failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Where the CA lives and how a bootstrapped one is made.
+#[derive(Clone, Debug)]
+pub struct CaLocation {
+    pub namespace: String,
+    pub secret_name: String,
+    pub bootstrap_lifetime: Duration,
+    pub common_name: String,
+}
+
+/// Loads the CA Secret, or creates a self-signed root when none exists. Two operators starting at
+/// once end with the same CA: creation is a create-if-absent, and the loser reads the winner's.
+pub async fn load_or_bootstrap(
+    client: Client,
+    loc: &CaLocation,
+) -> Result<CertificateAuthority, CaStoreError> {
+    let api: Api<Secret> = Api::namespaced(client, &loc.namespace);
+    let api_err = |source| CaStoreError::Api {
+        namespace: loc.namespace.clone(),
+        name: loc.secret_name.clone(),
+        source,
+    };
+    if let Some(secret) = api.get_opt(&loc.secret_name).await.map_err(api_err)? {
+        return load(&secret, loc);
+    }
+    let (name, lifetime) = (loc.common_name.clone(), loc.bootstrap_lifetime);
+    let material = tokio::task::spawn_blocking(move || {
+        CertificateAuthority::generate_root(&name, lifetime, OffsetDateTime::now_utc())
+    })
+    .await?
+    .map_err(|source| CaStoreError::Invalid {
+        namespace: loc.namespace.clone(),
+        name: loc.secret_name.clone(),
+        source,
+    })?;
+    let secret = ca_secret(loc, &material);
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(created) => {
+            info!(namespace = %loc.namespace, name = %loc.secret_name, "bootstrapped a new root CA");
+            load(&created, loc)
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            info!(namespace = %loc.namespace, name = %loc.secret_name, "another operator created the CA first; using it");
+            let winner = api.get(&loc.secret_name).await.map_err(api_err)?;
+            load(&winner, loc)
+        }
+        Err(e) => Err(api_err(e)),
+    }
+}
+
+fn load(secret: &Secret, loc: &CaLocation) -> Result<CertificateAuthority, CaStoreError> {
+    let invalid = |source| CaStoreError::Invalid {
+        namespace: loc.namespace.clone(),
+        name: loc.secret_name.clone(),
+        source,
+    };
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |k: &str| {
+        data.get(k)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    };
+    let material = CaMaterial {
+        cert_chain_pem: text("tls.crt").ok_or_else(|| invalid(CaError::MissingKey("tls.crt")))?,
+        key_pem: text("tls.key").ok_or_else(|| invalid(CaError::MissingKey("tls.key")))?,
+        trust_bundle_pem: text("ca.crt"),
+    };
+    CertificateAuthority::from_material(&material, OffsetDateTime::now_utc()).map_err(invalid)
+}
+
+fn ca_secret(loc: &CaLocation, material: &CaMaterial) -> Secret {
+    let mut data = BTreeMap::new();
+    data.insert(
+        "tls.crt".to_string(),
+        ByteString(material.cert_chain_pem.clone().into_bytes()),
+    );
+    data.insert(
+        "tls.key".to_string(),
+        ByteString(material.key_pem.clone().into_bytes()),
+    );
+    data.insert(
+        "ca.crt".to_string(),
+        ByteString(material.cert_chain_pem.clone().into_bytes()),
+    );
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(loc.secret_name.clone()),
+            namespace: Some(loc.namespace.clone()),
+            labels: Some(labels::ca_labels()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".to_string()),
+        data: Some(data),
+        ..Default::default()
+    }
+}

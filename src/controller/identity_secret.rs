@@ -1,0 +1,209 @@
+//! The identity Secret (the dynamic identity file): who owns it, what it holds, how it is built.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Resource;
+use kube::api::ObjectMeta;
+
+use crate::api::MachineIdentity;
+use crate::issue::assess::ExistingMaterial;
+use crate::issue::leaf::IssuedCertificate;
+use crate::labels;
+
+/// Keys of the identity Secret.
+pub mod keys {
+    /// Leaf certificate followed by the CA chain.
+    pub const TLS_CRT: &str = "tls.crt";
+    /// PKCS#8 private key.
+    pub const TLS_KEY: &str = "tls.key";
+    /// Trust bundle.
+    pub const CA_CRT: &str = "ca.crt";
+    /// Key then chain in one file, for an atomic read.
+    pub const IDENTITY_PEM: &str = "identity.pem";
+}
+
+/// Whose Secret a Secret of the identity's `secretName` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// No such Secret.
+    Absent,
+    /// Ours: labelled as managed by the operator and controlled by this identity.
+    Ours,
+    /// Someone else's: never touched.
+    Foreign,
+}
+
+/// Decides whether `secret` belongs to `mi`.
+pub fn ownership(secret: Option<&Secret>, mi: &MachineIdentity) -> Ownership {
+    let Some(secret) = secret else {
+        return Ownership::Absent;
+    };
+    let managed = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(labels::MANAGED_BY))
+        .is_some_and(|v| v == labels::MANAGER);
+    let controlled_by_mi = secret
+        .metadata
+        .owner_references
+        .as_ref()
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.controller == Some(true) && Some(&r.uid) == mi.metadata.uid.as_ref())
+        });
+    if managed && controlled_by_mi {
+        Ownership::Ours
+    } else {
+        Ownership::Foreign
+    }
+}
+
+/// The certificate material a Secret holds, for assessment.
+pub fn existing_material(secret: &Secret) -> ExistingMaterial<'_> {
+    let data = secret.data.as_ref();
+    ExistingMaterial {
+        tls_crt: data
+            .and_then(|d| d.get(keys::TLS_CRT))
+            .map(|b| b.0.as_slice()),
+        tls_key: data
+            .and_then(|d| d.get(keys::TLS_KEY))
+            .map(|b| b.0.as_slice()),
+        inputs_hash: secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(labels::CERT_INPUTS))
+            .map(String::as_str),
+    }
+}
+
+/// Builds the identity Secret for a freshly issued certificate.
+pub fn build_identity_secret(
+    mi: &MachineIdentity,
+    issued: &IssuedCertificate,
+    trust_bundle_pem: &str,
+    inputs_hash: &str,
+) -> Secret {
+    let name = mi.metadata.name.clone().unwrap_or_default();
+    let mut data = BTreeMap::new();
+    let mut put = |k: &str, v: String| {
+        data.insert(k.to_string(), ByteString(v.into_bytes()));
+    };
+    put(keys::TLS_CRT, issued.chain_pem.clone());
+    put(keys::TLS_KEY, issued.key_pem.clone());
+    put(keys::CA_CRT, trust_bundle_pem.to_string());
+    put(
+        keys::IDENTITY_PEM,
+        format!("{}{}", issued.key_pem, issued.chain_pem),
+    );
+    let annotations = BTreeMap::from([
+        (labels::CERT_INPUTS.to_string(), inputs_hash.to_string()),
+        (labels::SERIAL.to_string(), issued.info.serial_hex.clone()),
+    ]);
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(mi.spec.secret_name.clone()),
+            namespace: mi.metadata.namespace.clone(),
+            labels: Some(labels::identity_secret_labels(&name)),
+            annotations: Some(annotations),
+            owner_references: mi.controller_owner_ref(&()).map(|r| vec![r]),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".to_string()),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+/// Drops what the operator's Secret cache does not need (the bundle copies and managed fields), so
+/// the cache of 10,000 identities stays small.
+pub fn trim_for_cache(secret: &mut Secret) {
+    secret.metadata.managed_fields = None;
+    if let Some(data) = secret.data.as_mut() {
+        data.retain(|k, _| k == keys::TLS_CRT || k == keys::TLS_KEY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{MachineIdentitySpec, Owner};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn mi() -> MachineIdentity {
+        let mut mi = MachineIdentity::new(
+            "api",
+            MachineIdentitySpec {
+                owner: Owner {
+                    team: "t".into(),
+                    contact: None,
+                },
+                workload_ref: None,
+                review_by: None,
+                on_review_lapse: None,
+                certificate: Default::default(),
+                secret_name: "api-id".into(),
+                attributes: Default::default(),
+            },
+        );
+        mi.metadata.namespace = Some("ns".into());
+        mi.metadata.uid = Some("uid-1".into());
+        mi
+    }
+
+    fn secret(labelled: bool, owner_uid: Option<&str>) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some("api-id".into()),
+                labels: labelled.then(|| labels::identity_secret_labels("api")),
+                owner_references: owner_uid.map(|uid| {
+                    vec![OwnerReference {
+                        uid: uid.into(),
+                        controller: Some(true),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_labelled_secret_controlled_by_this_identity_is_ours() {
+        let mi = mi();
+        assert_eq!(ownership(None, &mi), Ownership::Absent);
+        assert_eq!(
+            ownership(Some(&secret(true, Some("uid-1"))), &mi),
+            Ownership::Ours
+        );
+        assert_eq!(
+            ownership(Some(&secret(false, Some("uid-1"))), &mi),
+            Ownership::Foreign
+        );
+        assert_eq!(
+            ownership(Some(&secret(true, Some("uid-2"))), &mi),
+            Ownership::Foreign
+        );
+        assert_eq!(
+            ownership(Some(&secret(false, None)), &mi),
+            Ownership::Foreign
+        );
+    }
+
+    #[test]
+    fn cache_trim_keeps_only_what_assessment_reads() {
+        let mut s = secret(true, Some("uid-1"));
+        s.data = Some(BTreeMap::from([
+            (keys::TLS_CRT.to_string(), ByteString(b"c".to_vec())),
+            (keys::TLS_KEY.to_string(), ByteString(b"k".to_vec())),
+            (keys::CA_CRT.to_string(), ByteString(b"b".to_vec())),
+            (keys::IDENTITY_PEM.to_string(), ByteString(b"i".to_vec())),
+        ]));
+        trim_for_cache(&mut s);
+        assert_eq!(s.data.unwrap().len(), 2);
+    }
+}

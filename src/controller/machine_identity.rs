@@ -1,0 +1,299 @@
+//! The MachineIdentity reconciler: read the identity and its Secret, decide, write, report.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use super::context::Context;
+use super::error::ReconcileError;
+use super::identity_secret::{Ownership, build_identity_secret, existing_material, ownership};
+use super::status::{Outcome, desired_status, status_changed};
+use crate::api::MachineIdentity;
+use crate::issue::assess::{Expectations, ReissueReason, Verdict, assess};
+use crate::issue::inputs::{ResolvedIdentity, resolve_identity};
+use crate::issue::keys::generate_key;
+use crate::issue::leaf::{IssueError, IssuedCertificate, issue_leaf};
+use crate::labels::FIELD_MANAGER;
+
+/// How long to wait before looking again at an identity whose Secret name is taken.
+const CONFLICT_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reconciles one MachineIdentity.
+pub async fn reconcile(
+    mi: Arc<MachineIdentity>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let _timer = ctx.metrics.time_reconcile();
+    let namespace = mi.namespace().ok_or(ReconcileError::NotNamespaced)?;
+    let name = mi.name_any();
+    if mi.metadata.deletion_timestamp.is_some() {
+        ctx.metrics.forget(&namespace, &name);
+        return Ok(Action::await_change());
+    }
+    let now = OffsetDateTime::now_utc();
+    let ca = ctx.ca();
+    let resolved = match resolve_identity(&mi, &ctx.policy, vec![], None) {
+        Ok(r) => r,
+        Err(e) => {
+            let outcome = Outcome::Blocked {
+                reason: e.reason().into(),
+                message: e.to_string(),
+            };
+            ctx.warn(&mi, e.reason(), &e.to_string());
+            write_status(&mi, &ctx, &outcome, None, now).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let secret = find_secret(&ctx, &mi, &namespace).await?;
+    let (outcome, action) = match ownership(secret.as_ref(), &mi) {
+        Ownership::Foreign => {
+            let message = format!(
+                "Secret {namespace}/{} exists and is not managed by this identity; it is left untouched",
+                mi.spec.secret_name
+            );
+            if !is_blocked_on(&mi, "SecretConflict") {
+                ctx.warn(&mi, "SecretConflict", &message);
+                ctx.metrics.count_failure("SecretConflict");
+            }
+            (
+                Outcome::Blocked {
+                    reason: "SecretConflict".into(),
+                    message,
+                },
+                Action::requeue(CONFLICT_RECHECK),
+            )
+        }
+        owned => {
+            let material = secret.as_ref().map(existing_material).unwrap_or_default();
+            let verdict = assess(
+                &material,
+                &Expectations {
+                    ca_public_key_der: ca.public_key_der(),
+                    inputs_hash: &resolved.inputs_hash,
+                    renewal_fraction: resolved.renewal_fraction,
+                    identity_key: &resolved.identity_key,
+                    now,
+                },
+            );
+            match verdict {
+                Verdict::Current { info, renew_at } => {
+                    (Outcome::Valid { info, renew_at }, requeue_at(renew_at, now))
+                }
+                Verdict::Reissue {
+                    reason,
+                    still_valid,
+                } => issue(&mi, &ctx, &resolved, owned, reason, still_valid, now).await?,
+            }
+        }
+    };
+    if let Outcome::Valid { info, .. } = &outcome {
+        ctx.metrics
+            .set_expiry(&namespace, &name, info.not_after.unix_timestamp());
+    }
+    write_status(
+        &mi,
+        &ctx,
+        &outcome,
+        Some(resolved.request.spiffe_id.clone()),
+        now,
+    )
+    .await?;
+    Ok(action)
+}
+
+/// Issues a new certificate and writes the Secret; returns the outcome for status.
+async fn issue(
+    mi: &MachineIdentity,
+    ctx: &Context,
+    resolved: &ResolvedIdentity,
+    owned: Ownership,
+    reason: ReissueReason,
+    still_valid: Option<(crate::issue::leaf::CertificateInfo, OffsetDateTime)>,
+    now: OffsetDateTime,
+) -> Result<(Outcome, Action), ReconcileError> {
+    let ca = ctx.ca();
+    let (request, alg) = (resolved.request.clone(), resolved.key_algorithm);
+    let signed: Result<IssuedCertificate, IssueError> = tokio::task::spawn_blocking(move || {
+        let key = generate_key(alg).map_err(IssueError::Signing)?;
+        issue_leaf(&ca, &request, &key, OffsetDateTime::now_utc())
+    })
+    .await?;
+    let issued = match signed {
+        Ok(i) => i,
+        Err(e) => {
+            let why = match e {
+                IssueError::CaExpiresTooSoon { .. } => "CAExpiresTooSoon",
+                _ => "IssuanceFailed",
+            };
+            ctx.warn(mi, why, &e.to_string());
+            ctx.metrics.count_failure(why);
+            let outcome = Outcome::Retrying {
+                reason: why.into(),
+                message: e.to_string(),
+                current: still_valid,
+            };
+            return Ok((outcome, Action::requeue(std::time::Duration::from_secs(30))));
+        }
+    };
+    let secret = build_identity_secret(
+        mi,
+        &issued,
+        ctx.ca().trust_bundle_pem(),
+        &resolved.inputs_hash,
+    );
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &mi.namespace().unwrap_or_default());
+    match owned {
+        // Create, never apply, a Secret we have not seen: if someone else creates it meanwhile,
+        // the create fails and the next reconcile reports the conflict instead of taking it over.
+        Ownership::Absent => match api
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &secret,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                return Err(ReconcileError::SecretAppeared);
+            }
+            Err(e) => return Err(ReconcileError::Kube(e)),
+        },
+        _ => {
+            api.patch(
+                &mi.spec.secret_name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+        }
+    }
+    let renew_at = crate::issue::renewal::plan_renewal(
+        issued.info.not_before,
+        issued.info.not_after,
+        resolved.renewal_fraction,
+        &resolved.identity_key,
+    );
+    let event_reason = match reason {
+        ReissueReason::Missing
+            if mi
+                .status
+                .as_ref()
+                .and_then(|s| s.serial_number.as_ref())
+                .is_none() =>
+        {
+            "Issued"
+        }
+        ReissueReason::RenewalDue => "Renewed",
+        _ => "Reissued",
+    };
+    ctx.metrics.count_issued(reason.as_str());
+    let note = format!(
+        "issued certificate {} ({}), valid until {}",
+        issued.info.serial_hex,
+        reason.as_str(),
+        crate::ca::rfc3339(issued.info.not_after)
+    );
+    info!(namespace = %mi.namespace().unwrap_or_default(), name = %mi.name_any(), serial = %issued.info.serial_hex, reason = reason.as_str(), "issued certificate");
+    ctx.publish(mi, EventType::Normal, event_reason, note);
+    Ok((
+        Outcome::Valid {
+            info: issued.info,
+            renew_at,
+        },
+        requeue_at(renew_at, now),
+    ))
+}
+
+/// The identity's Secret: from the cache of our own Secrets, else read directly (it may not be
+/// ours, or not cached yet).
+async fn find_secret(
+    ctx: &Context,
+    mi: &MachineIdentity,
+    namespace: &str,
+) -> Result<Option<Secret>, ReconcileError> {
+    let key = ObjectRef::<Secret>::new(&mi.spec.secret_name).within(namespace);
+    if let Some(cached) = ctx.secrets.get(&key) {
+        if ownership(Some(&cached), mi) == Ownership::Ours {
+            return Ok(Some((*cached).clone()));
+        }
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(api.get_opt(&mi.spec.secret_name).await?)
+}
+
+async fn write_status(
+    mi: &MachineIdentity,
+    ctx: &Context,
+    outcome: &Outcome,
+    spiffe_id: Option<String>,
+    now: OffsetDateTime,
+) -> Result<(), ReconcileError> {
+    let status = desired_status(
+        mi.status.as_ref(),
+        outcome,
+        spiffe_id,
+        mi.metadata.generation,
+        now,
+    );
+    if !status_changed(mi.status.as_ref(), &status) {
+        return Ok(());
+    }
+    let api: Api<MachineIdentity> =
+        Api::namespaced(ctx.client.clone(), &mi.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": MachineIdentity::api_version(&()),
+        "kind": MachineIdentity::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &mi.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+fn is_blocked_on(mi: &MachineIdentity, reason: &str) -> bool {
+    mi.status
+        .as_ref()
+        .and_then(|s| crate::api::condition::find_condition(&s.conditions, super::status::READY))
+        .is_some_and(|c| !c.is_true() && c.reason == reason)
+}
+
+fn requeue_at(at: OffsetDateTime, now: OffsetDateTime) -> Action {
+    let secs = (at - now).as_seconds_f64().max(1.0);
+    Action::requeue(std::time::Duration::from_secs_f64(secs))
+}
+
+/// What to do after a failed reconcile: count it, report it, retry soon.
+pub fn error_policy(mi: Arc<MachineIdentity>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
+    warn!(namespace = %mi.namespace().unwrap_or_default(), name = %mi.name_any(), reason = err.reason(), error = %err, "reconcile failed");
+    ctx.metrics.count_failure(err.reason());
+    if !matches!(err, ReconcileError::SecretAppeared) {
+        ctx.publish(&mi, EventType::Warning, err.reason(), err.to_string());
+    }
+    let jitter = rand::random_range(0..2000);
+    Action::requeue(std::time::Duration::from_millis(3000 + jitter))
+}
+
+/// Builds a Kubernetes Event (used by [`Context::publish`]).
+pub fn event(type_: EventType, reason: &str, note: String, action: &str) -> Event {
+    Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: None,
+    }
+}

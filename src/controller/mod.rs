@@ -1,0 +1,110 @@
+//! Controllers: wiring watches to reconcilers.
+
+pub mod context;
+pub mod error;
+pub mod identity_secret;
+pub mod machine_identity;
+pub mod status;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::{Config, Controller};
+use kube::runtime::utils::Predicate;
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::{Api, Client};
+use tracing::{info, warn};
+
+use crate::api::MachineIdentity;
+use crate::http::Health;
+use crate::labels;
+use context::Context;
+
+/// An `Api` over all namespaces, or one when the operator is namespace-scoped.
+pub fn scoped_api<K>(client: Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    }
+}
+
+/// The identity-Secret watch: only the operator's labelled Secrets, trimmed for the cache.
+pub fn identity_secret_watch(
+    client: Client,
+    namespace: Option<&str>,
+) -> (
+    reflector::Store<Secret>,
+    impl futures::Stream<Item = Result<Secret, watcher::Error>> + Send + 'static,
+) {
+    let api: Api<Secret> = scoped_api(client, namespace);
+    let (store, writer) = reflector::store();
+    let cfg = watcher::Config::default().labels(&labels::identity_secret_selector());
+    let stream = watcher(api, cfg)
+        .default_backoff()
+        .modify(identity_secret::trim_for_cache)
+        .reflect(writer)
+        .touched_objects();
+    (store, stream)
+}
+
+/// Runs the MachineIdentity controller until shutdown. `secrets` must be the stream whose store
+/// is in `ctx`.
+pub async fn run_machine_identities(
+    ctx: Arc<Context>,
+    secret_stream: impl futures::Stream<Item = Result<Secret, watcher::Error>> + Send + 'static,
+    namespace: Option<String>,
+    concurrency: u16,
+    health: Arc<Health>,
+) {
+    let api: Api<MachineIdentity> = scoped_api(ctx.client.clone(), namespace.as_deref());
+    let (store, writer) = reflector::store();
+    // Status-only changes (our own writes) do not trigger a reconcile.
+    let identities = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::labels)
+                .combine(predicates::annotations),
+            Default::default(),
+        );
+    let secrets_store = ctx.secrets.clone();
+    let ready_store = store.clone();
+    let ready_health = health.clone();
+    tokio::spawn(async move {
+        if ready_store.wait_until_ready().await.is_ok()
+            && secrets_store.wait_until_ready().await.is_ok()
+        {
+            ready_health.caches_synced.store(true, Ordering::Relaxed);
+            info!("caches synced");
+        }
+    });
+    health.controller_alive.store(true, Ordering::Relaxed);
+    Controller::for_stream(identities, store)
+        .owns_stream(secret_stream)
+        .with_config(Config::default().concurrency(concurrency))
+        .shutdown_on_signal()
+        .run(
+            machine_identity::reconcile,
+            machine_identity::error_policy,
+            ctx,
+        )
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!(error = %e, "controller error");
+            }
+        })
+        .await;
+    health.controller_alive.store(false, Ordering::Relaxed);
+    info!("MachineIdentity controller stopped");
+}

@@ -1,0 +1,211 @@
+//! Builds a MachineIdentity's status from the outcome of a reconcile (pure).
+
+use time::OffsetDateTime;
+
+use crate::api::MachineIdentityStatus;
+use crate::api::condition::{Condition, merge_conditions};
+use crate::ca::rfc3339;
+use crate::issue::leaf::CertificateInfo;
+
+/// Condition type: the identity holds a valid certificate.
+pub const READY: &str = "Ready";
+/// Condition type: an issuance is in progress (being retried after a failure).
+pub const ISSUING: &str = "Issuing";
+/// Ready reason when the Secret holds a valid, current certificate.
+pub const CERTIFICATE_VALID: &str = "CertificateValid";
+/// Issuing reason when nothing is pending.
+pub const UP_TO_DATE: &str = "UpToDate";
+
+/// What a reconcile found or did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The Secret holds a valid certificate (found or just issued).
+    Valid {
+        info: CertificateInfo,
+        renew_at: OffsetDateTime,
+    },
+    /// The identity cannot be issued until something changes (`reason` is stable CamelCase).
+    Blocked { reason: String, message: String },
+    /// Issuance failed and will be retried; `current` is the still-valid certificate, if any.
+    Retrying {
+        reason: String,
+        message: String,
+        current: Option<(CertificateInfo, OffsetDateTime)>,
+    },
+}
+
+/// The status after `outcome`, keeping transition times of unchanged conditions and the previous
+/// certificate facts when no certificate was looked at.
+pub fn desired_status(
+    previous: Option<&MachineIdentityStatus>,
+    outcome: &Outcome,
+    spiffe_id: Option<String>,
+    generation: Option<i64>,
+    now: OffsetDateTime,
+) -> MachineIdentityStatus {
+    let prev = previous.cloned().unwrap_or_default();
+    let mut status = MachineIdentityStatus {
+        conditions: vec![],
+        observed_generation: generation,
+        spiffe_id: spiffe_id.or(prev.spiffe_id.clone()),
+        serial_number: prev.serial_number.clone(),
+        thumbprint_sha256: prev.thumbprint_sha256.clone(),
+        not_before: prev.not_before.clone(),
+        not_after: prev.not_after.clone(),
+        renewal_time: prev.renewal_time.clone(),
+    };
+    let mut set_cert = |info: &CertificateInfo, renew_at: OffsetDateTime| {
+        status.serial_number = Some(info.serial_hex.clone());
+        status.thumbprint_sha256 = Some(info.thumbprint_sha256.clone());
+        status.not_before = Some(rfc3339(info.not_before));
+        status.not_after = Some(rfc3339(info.not_after));
+        status.renewal_time = Some(rfc3339(renew_at));
+    };
+    let conditions = match outcome {
+        Outcome::Valid { info, renew_at } => {
+            set_cert(info, *renew_at);
+            vec![
+                Condition::new(
+                    READY,
+                    true,
+                    CERTIFICATE_VALID,
+                    valid_message(info, *renew_at),
+                ),
+                Condition::new(ISSUING, false, UP_TO_DATE, "the certificate is current"),
+            ]
+        }
+        Outcome::Blocked { reason, message } => vec![
+            Condition::new(READY, false, reason, message.clone()),
+            Condition::new(ISSUING, false, reason, message.clone()),
+        ],
+        Outcome::Retrying {
+            reason,
+            message,
+            current,
+        } => {
+            let ready = match current {
+                Some((info, renew_at)) => {
+                    set_cert(info, *renew_at);
+                    Condition::new(
+                        READY,
+                        true,
+                        CERTIFICATE_VALID,
+                        valid_message(info, *renew_at),
+                    )
+                }
+                None => Condition::new(READY, false, reason, message.clone()),
+            };
+            vec![
+                ready,
+                Condition::new(ISSUING, true, reason, message.clone()),
+            ]
+        }
+    };
+    status.conditions = merge_conditions(&prev.conditions, conditions, generation, &rfc3339(now));
+    status
+}
+
+fn valid_message(info: &CertificateInfo, renew_at: OffsetDateTime) -> String {
+    format!(
+        "certificate {} valid until {}, renews at {}",
+        info.serial_hex,
+        rfc3339(info.not_after),
+        rfc3339(renew_at)
+    )
+}
+
+/// Whether two statuses differ in anything but condition transition times (to skip no-op writes).
+pub fn status_changed(old: Option<&MachineIdentityStatus>, new: &MachineIdentityStatus) -> bool {
+    old != Some(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::Duration;
+
+    fn info() -> CertificateInfo {
+        let nb = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        CertificateInfo {
+            serial_hex: "4a".into(),
+            thumbprint_sha256: "ab".into(),
+            not_before: nb,
+            not_after: nb + Duration::hours(1),
+        }
+    }
+
+    #[test]
+    fn valid_outcome_is_ready_with_certificate_facts() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_100).unwrap();
+        let renew = now + Duration::minutes(30);
+        let s = desired_status(
+            None,
+            &Outcome::Valid {
+                info: info(),
+                renew_at: renew,
+            },
+            Some("spiffe://x".into()),
+            Some(2),
+            now,
+        );
+        assert!(s.conditions[0].is_true() && s.conditions[0].type_ == READY);
+        assert!(!s.conditions[1].is_true());
+        assert_eq!(s.serial_number.as_deref(), Some("4a"));
+        assert_eq!(s.not_after.as_deref(), Some("2027-01-15T09:00:00Z"));
+        assert_eq!(s.observed_generation, Some(2));
+        // Re-deriving at a later time changes nothing: no status churn, no extra writes.
+        let again = desired_status(
+            Some(&s),
+            &Outcome::Valid {
+                info: info(),
+                renew_at: renew,
+            },
+            Some("spiffe://x".into()),
+            Some(2),
+            now + Duration::minutes(5),
+        );
+        assert!(!status_changed(Some(&s), &again));
+    }
+
+    #[test]
+    fn retrying_with_a_valid_certificate_stays_ready() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_100).unwrap();
+        let out = Outcome::Retrying {
+            reason: "CAExpiresTooSoon".into(),
+            message: "m".into(),
+            current: Some((info(), now)),
+        };
+        let s = desired_status(None, &out, None, Some(1), now);
+        assert!(s.conditions[0].is_true());
+        assert!(s.conditions[1].is_true());
+        assert_eq!(s.conditions[1].reason, "CAExpiresTooSoon");
+    }
+
+    #[test]
+    fn blocked_is_not_ready_and_keeps_previous_certificate_facts() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_100).unwrap();
+        let prev = desired_status(
+            None,
+            &Outcome::Valid {
+                info: info(),
+                renew_at: now,
+            },
+            None,
+            Some(1),
+            now,
+        );
+        let s = desired_status(
+            Some(&prev),
+            &Outcome::Blocked {
+                reason: "SecretConflict".into(),
+                message: "taken".into(),
+            },
+            None,
+            Some(2),
+            now,
+        );
+        assert!(!s.conditions[0].is_true());
+        assert_eq!(s.conditions[0].reason, "SecretConflict");
+        assert_eq!(s.serial_number.as_deref(), Some("4a"));
+    }
+}

@@ -1,0 +1,91 @@
+//! The operator's HTTP endpoints: `/metrics`, `/readyz` (caches synced and CA loaded) and
+//! `/livez` (the controller loop is running).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+use crate::metrics::Metrics;
+
+/// Health flags flipped by the operator as it starts and runs.
+#[derive(Default)]
+pub struct Health {
+    /// The CA is loaded.
+    pub ca_loaded: AtomicBool,
+    /// The watch caches have synced.
+    pub caches_synced: AtomicBool,
+    /// The controller loop is running (false once it has stopped).
+    pub controller_alive: AtomicBool,
+}
+
+impl Health {
+    /// Ready to serve: CA loaded and caches synced.
+    pub fn ready(&self) -> bool {
+        self.ca_loaded.load(Ordering::Relaxed) && self.caches_synced.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+}
+
+/// Serves the endpoints on `addr` until the process exits. Returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<SocketAddr> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/readyz", get(readyz))
+        .route("/livez", get(livez))
+        .with_state(AppState { health, metrics });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+async fn metrics_handler(
+    State(s): State<AppState>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    (
+        StatusCode::OK,
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}
+
+async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
+    if s.health.ready() {
+        (StatusCode::OK, "ok")
+    } else if !s.health.ca_loaded.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "CA not loaded")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    }
+}
+
+async fn livez(State(s): State<AppState>) -> (StatusCode, &'static str) {
+    if s.health.controller_alive.load(Ordering::Relaxed)
+        || !s.health.ca_loaded.load(Ordering::Relaxed)
+    {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "controller loop stopped")
+    }
+}

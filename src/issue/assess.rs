@@ -1,0 +1,271 @@
+//! Decides whether the certificate in an identity's Secret is still good, or why to re-issue.
+
+use rcgen::{KeyPair, PublicKeyData};
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+use super::leaf::{CertificateInfo, thumbprint};
+use super::renewal::plan_renewal;
+use crate::ca::pem_util::pem_certificates;
+
+/// What the identity's Secret currently holds (all optional: the Secret may be partial).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExistingMaterial<'a> {
+    pub tls_crt: Option<&'a [u8]>,
+    pub tls_key: Option<&'a [u8]>,
+    pub inputs_hash: Option<&'a str>,
+}
+
+/// Why a new certificate must be issued. The names are stable: they appear in Events and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReissueReason {
+    /// No Secret, or it holds no certificate or key.
+    Missing,
+    /// The certificate or key cannot be parsed.
+    Unparseable,
+    /// The key does not belong to the certificate.
+    KeyMismatch,
+    /// The certificate was not signed by the current CA.
+    WrongIssuer,
+    /// The certificate has expired.
+    Expired,
+    /// The spec or the operator's settings changed what the certificate should contain.
+    InputsChanged,
+    /// The renewal time has come.
+    RenewalDue,
+}
+
+impl ReissueReason {
+    /// Stable CamelCase name, used as an Event reason and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReissueReason::Missing => "SecretMissing",
+            ReissueReason::Unparseable => "CertificateUnparseable",
+            ReissueReason::KeyMismatch => "KeyMismatch",
+            ReissueReason::WrongIssuer => "WrongIssuer",
+            ReissueReason::Expired => "Expired",
+            ReissueReason::InputsChanged => "InputsChanged",
+            ReissueReason::RenewalDue => "RenewalDue",
+        }
+    }
+}
+
+/// The verdict on the Secret's current certificate.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Keep it; renew at `renew_at`.
+    Current {
+        info: CertificateInfo,
+        renew_at: OffsetDateTime,
+    },
+    /// Issue a new one. `still_valid` is the current certificate when it can still be used
+    /// meanwhile (renewal due, inputs changed).
+    Reissue {
+        reason: ReissueReason,
+        still_valid: Option<(CertificateInfo, OffsetDateTime)>,
+    },
+}
+
+impl Verdict {
+    /// The re-issue reason, if any.
+    pub fn reissue_reason(&self) -> Option<ReissueReason> {
+        match self {
+            Verdict::Current { .. } => None,
+            Verdict::Reissue { reason, .. } => Some(*reason),
+        }
+    }
+}
+
+/// Everything the assessment compares against.
+#[derive(Clone, Copy, Debug)]
+pub struct Expectations<'a> {
+    /// DER SubjectPublicKeyInfo of the current CA.
+    pub ca_public_key_der: &'a [u8],
+    /// Hash of what the certificate should contain now.
+    pub inputs_hash: &'a str,
+    /// Fraction of the lifetime at which to renew.
+    pub renewal_fraction: f64,
+    /// Stable per-identity key for renewal jitter.
+    pub identity_key: &'a str,
+    pub now: OffsetDateTime,
+}
+
+/// Assesses the Secret's certificate. Checks, in order: present, parseable, key matches, signed by
+/// the current CA, not expired, built from the current inputs, renewal time not reached.
+pub fn assess(existing: &ExistingMaterial<'_>, expect: &Expectations<'_>) -> Verdict {
+    match inspect(existing, expect) {
+        Ok(v) => v,
+        Err(reason) => Verdict::Reissue {
+            reason,
+            still_valid: None,
+        },
+    }
+}
+
+fn inspect(
+    existing: &ExistingMaterial<'_>,
+    expect: &Expectations<'_>,
+) -> Result<Verdict, ReissueReason> {
+    let (crt, key) = match (existing.tls_crt, existing.tls_key) {
+        (Some(c), Some(k)) if !c.is_empty() && !k.is_empty() => (c, k),
+        _ => return Err(ReissueReason::Missing),
+    };
+    let crt = std::str::from_utf8(crt).map_err(|_| ReissueReason::Unparseable)?;
+    let key = std::str::from_utf8(key).map_err(|_| ReissueReason::Unparseable)?;
+    let chain = pem_certificates(crt).map_err(|_| ReissueReason::Unparseable)?;
+    let leaf_der = &chain[0];
+    let (_, leaf) = X509Certificate::from_der(leaf_der).map_err(|_| ReissueReason::Unparseable)?;
+    let key = KeyPair::from_pem(key).map_err(|_| ReissueReason::Unparseable)?;
+    if key.subject_public_key_info() != leaf.public_key().raw {
+        return Err(ReissueReason::KeyMismatch);
+    }
+    let (_, ca_spki) = SubjectPublicKeyInfo::from_der(expect.ca_public_key_der)
+        .map_err(|_| ReissueReason::WrongIssuer)?;
+    if leaf.verify_signature(Some(&ca_spki)).is_err() {
+        return Err(ReissueReason::WrongIssuer);
+    }
+    let not_before = leaf.validity().not_before.to_datetime();
+    let not_after = leaf.validity().not_after.to_datetime();
+    if expect.now >= not_after {
+        return Err(ReissueReason::Expired);
+    }
+    let renew_at = plan_renewal(
+        not_before,
+        not_after,
+        expect.renewal_fraction,
+        expect.identity_key,
+    );
+    let info = CertificateInfo {
+        serial_hex: hex::encode(leaf.raw_serial()),
+        thumbprint_sha256: thumbprint(leaf_der),
+        not_before,
+        not_after,
+    };
+    let reason = if existing.inputs_hash != Some(expect.inputs_hash) {
+        ReissueReason::InputsChanged
+    } else if expect.now >= renew_at {
+        ReissueReason::RenewalDue
+    } else {
+        return Ok(Verdict::Current { info, renew_at });
+    };
+    Ok(Verdict::Reissue {
+        reason,
+        still_valid: Some((info, renew_at)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{KeyAlgorithm, Usage};
+    use crate::ca::CertificateAuthority;
+    use crate::issue::keys::generate_key;
+    use crate::issue::leaf::{IssuedCertificate, LeafRequest, issue_leaf};
+    use time::Duration;
+
+    fn ca() -> CertificateAuthority {
+        let now = OffsetDateTime::now_utc();
+        let m = CertificateAuthority::generate_root("t", Duration::days(30), now).unwrap();
+        CertificateAuthority::from_material(&m, now).unwrap()
+    }
+
+    fn issue(ca: &CertificateAuthority, now: OffsetDateTime) -> IssuedCertificate {
+        let req = LeafRequest {
+            spiffe_id: "spiffe://cluster.local/ns/a/mi/b".into(),
+            common_name: "b".into(),
+            namespace: "a".into(),
+            dns_names: vec![],
+            usages: vec![Usage::Client],
+            ttl: Duration::hours(1),
+            not_after_cap: None,
+            extensions: vec![],
+        };
+        issue_leaf(
+            ca,
+            &req,
+            &generate_key(KeyAlgorithm::EcdsaP256).unwrap(),
+            now,
+        )
+        .unwrap()
+    }
+
+    fn expect<'a>(ca: &'a CertificateAuthority, now: OffsetDateTime) -> Expectations<'a> {
+        Expectations {
+            ca_public_key_der: ca.public_key_der(),
+            inputs_hash: "h1",
+            renewal_fraction: 2.0 / 3.0,
+            identity_key: "a/b",
+            now,
+        }
+    }
+
+    fn material<'a>(i: &'a IssuedCertificate, hash: &'a str) -> ExistingMaterial<'a> {
+        ExistingMaterial {
+            tls_crt: Some(i.chain_pem.as_bytes()),
+            tls_key: Some(i.key_pem.as_bytes()),
+            inputs_hash: Some(hash),
+        }
+    }
+
+    #[test]
+    fn a_fresh_certificate_is_current_with_renewal_ahead() {
+        let ca = ca();
+        let now = OffsetDateTime::now_utc();
+        let i = issue(&ca, now);
+        match assess(&material(&i, "h1"), &expect(&ca, now)) {
+            Verdict::Current { info, renew_at } => {
+                assert_eq!(info, i.info);
+                assert!(renew_at > now + Duration::minutes(30));
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn every_reason_is_detected() {
+        let ca = ca();
+        let other = self::ca();
+        let now = OffsetDateTime::now_utc();
+        let i = issue(&ca, now);
+        let j = issue(&ca, now);
+        let e = expect(&ca, now);
+        let r = |m: ExistingMaterial<'_>, e: &Expectations<'_>| assess(&m, e).reissue_reason();
+        assert_eq!(
+            r(ExistingMaterial::default(), &e),
+            Some(ReissueReason::Missing)
+        );
+        let garbage = ExistingMaterial {
+            tls_crt: Some(b"garbage"),
+            ..material(&i, "h1")
+        };
+        assert_eq!(r(garbage, &e), Some(ReissueReason::Unparseable));
+        let swapped = ExistingMaterial {
+            tls_key: Some(j.key_pem.as_bytes()),
+            ..material(&i, "h1")
+        };
+        assert_eq!(r(swapped, &e), Some(ReissueReason::KeyMismatch));
+        let foreign = Expectations {
+            ca_public_key_der: other.public_key_der(),
+            ..e
+        };
+        assert_eq!(
+            r(material(&i, "h1"), &foreign),
+            Some(ReissueReason::WrongIssuer)
+        );
+        let late = Expectations {
+            now: now + Duration::hours(2),
+            ..e
+        };
+        assert_eq!(r(material(&i, "h1"), &late), Some(ReissueReason::Expired));
+        assert_eq!(
+            r(material(&i, "h0"), &e),
+            Some(ReissueReason::InputsChanged)
+        );
+        let due = Expectations {
+            now: now + Duration::minutes(50),
+            ..e
+        };
+        assert_eq!(r(material(&i, "h1"), &due), Some(ReissueReason::RenewalDue));
+    }
+}

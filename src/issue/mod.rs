@@ -1,0 +1,7 @@
+//! Pure certificate logic: inputs, keys, leaf signing, renewal timing and assessment.
+
+pub mod assess;
+pub mod inputs;
+pub mod keys;
+pub mod leaf;
+pub mod renewal;

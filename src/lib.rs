@@ -1,0 +1,15 @@
+//! nhi-operator: short-lived, cryptographically bound identities for every non-human identity.
+//!
+//! The pure core (`issue`, `ca::authority`) builds and assesses certificates from plain data;
+//! the controllers (`controller`) read from and write to the Kubernetes API around it.
+
+pub mod api;
+pub mod ca;
+pub mod controller;
+pub mod http;
+pub mod issue;
+pub mod labels;
+pub mod metrics;
+pub mod operator;
+pub mod settings;
+pub mod telemetry;

@@ -1,0 +1,88 @@
+//! The `nhi-operator` command: `run` the controller, print the `crd` YAML.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use nhi_operator::{api, operator, settings::Settings, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "nhi-operator",
+    version,
+    about = "Short-lived, cryptographically bound identities for non-human identities"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator.
+    Run(Settings),
+    /// Print the CustomResourceDefinitions as YAML (or write one file per CRD into a directory).
+    Crd {
+        /// Write `<crd name>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        out_dir: Option<std::path::PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd { out_dir } => print_crds(out_dir),
+        Command::Run(settings) => {
+            telemetry::init(settings.log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("nhi-operator: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(operator::run(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "nhi-operator stopped");
+                    eprintln!("nhi-operator: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn print_crds(out_dir: Option<std::path::PathBuf>) -> ExitCode {
+    let docs = match api::crd_documents() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("nhi-operator: cannot render the CRDs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match out_dir {
+        None => {
+            let all: Vec<String> = docs.into_iter().map(|(_, yaml)| yaml).collect();
+            print!("{}", all.join("---\n"));
+        }
+        Some(dir) => {
+            for (file, yaml) in docs {
+                if let Err(e) = std::fs::create_dir_all(&dir)
+                    .and_then(|_| std::fs::write(dir.join(&file), yaml))
+                {
+                    eprintln!(
+                        "nhi-operator: cannot write {}: {e}",
+                        dir.join(&file).display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

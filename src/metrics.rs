@@ -1,0 +1,171 @@
+//! Prometheus metrics. Labels are bounded: reasons are a fixed set; the per-identity expiry
+//! gauge has one series per live identity and is removed when the identity goes away.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Label set carrying a stable CamelCase reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// Label set naming one identity.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IdentityLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The operator's metrics.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// Certificates issued, by why (`SecretMissing`, `RenewalDue`, ...).
+    pub issued: Family<ReasonLabels, Counter>,
+    /// Failed issuances and reconciles, by stable reason.
+    pub failures: Family<ReasonLabels, Counter>,
+    /// notAfter of each identity's current certificate (Unix seconds).
+    pub expiry: Family<IdentityLabels, Gauge<i64>>,
+    /// Reconcile duration in seconds.
+    pub reconcile_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let issued = Family::<ReasonLabels, Counter>::default();
+        let failures = Family::<ReasonLabels, Counter>::default();
+        let expiry = Family::<IdentityLabels, Gauge<i64>>::default();
+        let reconcile_duration = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
+        let mut registry = Registry::with_prefix("nhi");
+        registry.register(
+            "certificates_issued",
+            "Certificates issued, by reason",
+            issued.clone(),
+        );
+        registry.register(
+            "failures",
+            "Reconcile and issuance failures, by reason",
+            failures.clone(),
+        );
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of each identity's current certificate",
+            expiry.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent reconciling one MachineIdentity",
+            reconcile_duration.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            issued,
+            failures,
+            expiry,
+            reconcile_duration,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts an issuance.
+    pub fn count_issued(&self, reason: &str) {
+        self.issued
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a failure.
+    pub fn count_failure(&self, reason: &str) {
+        self.failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records an identity's certificate expiry.
+    pub fn set_expiry(&self, namespace: &str, name: &str, not_after_unix: i64) {
+        let labels = IdentityLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self.expiry.get_or_create(&labels).set(not_after_unix);
+    }
+
+    /// Forgets an identity (deleted): keeps the series count bounded by live identities.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.expiry.remove(&IdentityLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        });
+    }
+
+    /// Starts timing a reconcile; the duration is observed when the guard drops.
+    pub fn time_reconcile(&self) -> ReconcileTimer<'_> {
+        ReconcileTimer {
+            start: Instant::now(),
+            histogram: &self.reconcile_duration,
+        }
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        }
+        out
+    }
+}
+
+/// Observes a reconcile's duration when dropped.
+pub struct ReconcileTimer<'a> {
+    start: Instant,
+    histogram: &'a Histogram,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_counters_and_forgets_identities() {
+        let m = Metrics::default();
+        m.count_issued("SecretMissing");
+        m.set_expiry("ns", "a", 42);
+        {
+            let _t = m.time_reconcile();
+        }
+        let text = m.encode();
+        assert!(
+            text.contains("nhi_certificates_issued_total{reason=\"SecretMissing\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "nhi_certificate_expiry_timestamp_seconds{namespace=\"ns\",name=\"a\"} 42"
+            )
+        );
+        assert!(text.contains("nhi_reconcile_duration_seconds_count 1"));
+        m.forget("ns", "a");
+        assert!(!m.encode().contains("name=\"a\""));
+    }
+}

@@ -1,0 +1,82 @@
+//! Starts the operator: HTTP endpoints, CA, caches and controllers.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use tracing::{error, info};
+
+use crate::ca::store::{CaLocation, load_or_bootstrap};
+use crate::controller::{self, context::Context};
+use crate::http::{self, Health};
+use crate::issue::inputs::IssuancePolicy;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+
+/// Errors that stop the operator at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid settings: {0}")]
+    Settings(String),
+    #[error(
+        "cannot build a Kubernetes client (is KUBECONFIG or the in-cluster config available?): {0}"
+    )]
+    Client(#[from] kube::Error),
+    #[error("cannot serve HTTP on the configured address: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Runs the operator until it receives SIGTERM or SIGINT.
+pub async fn run(settings: Settings) -> Result<(), StartError> {
+    settings.validate().map_err(StartError::Settings)?;
+    let client = Client::try_default().await?;
+    let health = Arc::new(Health::default());
+    let metrics = Arc::new(Metrics::default());
+    let bound = http::serve(settings.http_addr, health.clone(), metrics.clone()).await?;
+    info!(address = %bound, "serving /metrics, /readyz, /livez");
+
+    let location = CaLocation {
+        namespace: settings.operator_namespace.clone(),
+        secret_name: settings.ca_secret.clone(),
+        bootstrap_lifetime: settings.ca_lifetime.0,
+        common_name: format!("nhi-operator root CA ({})", settings.trust_domain),
+    };
+    // A CA that cannot be loaded is reported and retried; the operator stays up and not ready.
+    let mut delay = Duration::from_secs(1);
+    let ca = loop {
+        match load_or_bootstrap(client.clone(), &location).await {
+            Ok(ca) => break ca,
+            Err(e) => {
+                error!(error = %e, retry_in_seconds = delay.as_secs(), "cannot load the CA");
+                metrics.count_failure("CAUnavailable");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {},
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
+    };
+    info!(not_after = %crate::ca::rfc3339(ca.not_after()), "CA loaded");
+    health.ca_loaded.store(true, Ordering::Relaxed);
+
+    let reporter = Reporter {
+        controller: "nhi-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let policy = IssuancePolicy {
+        trust_domain: settings.trust_domain.clone(),
+        default_ttl: settings.default_ttl.0,
+        min_ttl: settings.min_ttl.0,
+        max_ttl: settings.max_ttl.0,
+        renewal_fraction: settings.renewal_fraction,
+    };
+    let ns = settings.watch_namespace.clone();
+    let (secrets, secret_stream) = controller::identity_secret_watch(client.clone(), ns.as_deref());
+    let ctx = Arc::new(Context::new(client, ca, policy, recorder, metrics, secrets));
+    controller::run_machine_identities(ctx, secret_stream, ns, settings.concurrency, health).await;
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! Operator settings: command-line flags with environment-variable fallbacks.
+
+use std::net::SocketAddr;
+
+use clap::{Args, ValueEnum};
+use time::Duration;
+
+/// A Go-style duration flag (`90s`, `5m`, `1h30m`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GoDuration(pub Duration);
+
+impl std::str::FromStr for GoDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_go_duration(s).map(GoDuration)
+    }
+}
+
+/// Parses a Go duration string (`1h`, `90m`, `1h30m`), refusing negative values.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let d: kube::core::Duration = s
+        .parse()
+        .map_err(|e| format!("invalid duration {s:?}: {e}"))?;
+    if d.is_negative() {
+        return Err(format!("invalid duration {s:?}: must not be negative"));
+    }
+    let std: std::time::Duration = d.into();
+    Duration::try_from(std).map_err(|_| format!("invalid duration {s:?}: too long"))
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Settings of the `run` command.
+#[derive(Clone, Debug, Args)]
+pub struct Settings {
+    /// SPIFFE trust domain of every issued identity.
+    #[arg(long, env = "NHI_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+
+    /// Certificate lifetime when an identity does not set one.
+    #[arg(long, env = "NHI_DEFAULT_TTL", default_value = "1h")]
+    pub default_ttl: GoDuration,
+
+    /// Shortest lifetime an identity may request.
+    #[arg(long, env = "NHI_MIN_TTL", default_value = "5m")]
+    pub min_ttl: GoDuration,
+
+    /// Longest lifetime an identity may request.
+    #[arg(long, env = "NHI_MAX_TTL", default_value = "24h")]
+    pub max_ttl: GoDuration,
+
+    /// Fraction of the lifetime after which certificates are renewed (an identity may override it).
+    #[arg(long, env = "NHI_RENEWAL_FRACTION", default_value_t = 2.0 / 3.0)]
+    pub renewal_fraction: f64,
+
+    /// Namespace the operator runs in; its CA Secret lives there.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "nhi-system")]
+    pub operator_namespace: String,
+
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "NHI_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// Name of the CA Secret (`tls.crt`, `tls.key`, optional `ca.crt`) in the operator's namespace.
+    /// Created with a self-signed root when absent; a provided CA is used as is.
+    #[arg(long, env = "NHI_CA_SECRET", default_value = "nhi-ca")]
+    pub ca_secret: String,
+
+    /// Lifetime of a bootstrapped root CA.
+    #[arg(long, env = "NHI_CA_LIFETIME", default_value = "8760h")]
+    pub ca_lifetime: GoDuration,
+
+    /// Address of the HTTP server for /metrics, /readyz and /livez.
+    #[arg(long, env = "NHI_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// How many identities are reconciled at once.
+    #[arg(long, env = "NHI_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
+
+    /// Log format.
+    #[arg(long, env = "NHI_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Checks the settings for consistency.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.min_ttl.0 < Duration::seconds(10) {
+            return Err("--min-ttl must be at least 10s".into());
+        }
+        if self.min_ttl.0 > self.max_ttl.0 {
+            return Err("--min-ttl must not exceed --max-ttl".into());
+        }
+        if self.default_ttl.0 < self.min_ttl.0 || self.default_ttl.0 > self.max_ttl.0 {
+            return Err("--default-ttl must lie within [--min-ttl, --max-ttl]".into());
+        }
+        if !(0.1..=0.9).contains(&self.renewal_fraction) {
+            return Err("--renewal-fraction must lie within [0.1, 0.9]".into());
+        }
+        if self.trust_domain.is_empty()
+            || !self.trust_domain.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' || c == '_'
+            })
+        {
+            return Err("--trust-domain must be lowercase letters, digits, '.', '-' or '_'".into());
+        }
+        if self.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_go_durations() {
+        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::minutes(90));
+        assert_eq!(parse_go_duration("45s").unwrap(), Duration::seconds(45));
+        assert!(parse_go_duration("-5m").is_err());
+        assert!(parse_go_duration("5 minutes").is_err());
+    }
+}

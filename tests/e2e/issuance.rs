@@ -1,0 +1,273 @@
+//! Issuance, verification, rotation and re-issuance against the local control plane.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use rcgen::{KeyPair, PublicKeyData};
+use serde_json::json;
+use x509_parser::prelude::*;
+
+use crate::support::*;
+use nhi_operator::api::MachineIdentity;
+use nhi_operator::ca::pem_util::pem_certificates;
+
+/// Checks the Secret's leaf with openssl (an independent verifier) against `ca.crt`, its SANs,
+/// and that `tls.key` belongs to it. Returns the leaf's serial (hex).
+fn verify_secret(secret: &Secret, spiffe_id: &str, dns: &[&str]) -> String {
+    let crt = secret_text(secret, "tls.crt");
+    let chain = pem_certificates(&crt).expect("tls.crt is PEM");
+    let dir = tempfile::tempdir().unwrap();
+    let leaf_path = dir.path().join("leaf.pem");
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(
+        &leaf_path,
+        nhi_operator::ca::pem_util::certificate_pem(&chain[0]),
+    )
+    .unwrap();
+    std::fs::write(&ca_path, secret_text(secret, "ca.crt")).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&ca_path)
+        .arg(&leaf_path)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl verify failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+    let san = leaf
+        .subject_alternative_name()
+        .unwrap()
+        .expect("has SANs")
+        .value;
+    let uris: Vec<&str> = san
+        .general_names
+        .iter()
+        .filter_map(|g| {
+            if let GeneralName::URI(u) = g {
+                Some(*u)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(uris, vec![spiffe_id]);
+    for d in dns {
+        assert!(
+            san.general_names.contains(&GeneralName::DNSName(d)),
+            "missing DNS SAN {d}"
+        );
+    }
+    let key = KeyPair::from_pem(&secret_text(secret, "tls.key")).expect("tls.key parses");
+    assert_eq!(
+        key.subject_public_key_info(),
+        leaf.public_key().raw,
+        "tls.key does not match the leaf"
+    );
+    let identity_pem = secret_text(secret, "identity.pem");
+    assert!(identity_pem.starts_with("-----BEGIN PRIVATE KEY-----") && identity_pem.contains(&crt));
+    hex::encode(leaf.raw_serial())
+}
+
+#[tokio::test]
+async fn identity_becomes_ready_within_5s_with_a_verifiable_certificate() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "issue").await;
+    let op = Operator::start(&ns.name, &[]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let mi = identity(
+        "payments-api",
+        json!({"owner": {"team": "payments"}, "secretName": "payments-api-identity",
+               "certificate": {"dnsNames": ["api.payments.svc", "*.payments.example"]}}),
+    );
+    let applied = Instant::now();
+    api.create(&PostParams::default(), &mi).await.unwrap();
+    let ready = wait_ready(&api, "payments-api", Duration::from_secs(5)).await;
+    eprintln!("apply to Ready: {:?}", applied.elapsed());
+
+    let out = kubectl()
+        .args([
+            "wait",
+            "--for=condition=Ready",
+            "mi/payments-api",
+            "-n",
+            &ns.name,
+            "--timeout=5s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let secret = secrets.get("payments-api-identity").await.unwrap();
+    let spiffe = format!("spiffe://cluster.local/ns/{}/mi/payments-api", ns.name);
+    let serial = verify_secret(
+        &secret,
+        &spiffe,
+        &["api.payments.svc", "*.payments.example"],
+    );
+    let status = ready.status.unwrap();
+    assert_eq!(status.spiffe_id.as_deref(), Some(spiffe.as_str()));
+    assert_eq!(status.serial_number.as_deref(), Some(serial.as_str()));
+    assert_eq!(status.observed_generation, ready.metadata.generation);
+    let chain = pem_certificates(&secret_text(&secret, "tls.crt")).unwrap();
+    assert_eq!(
+        status.thumbprint_sha256.unwrap(),
+        nhi_operator::issue::leaf::thumbprint(&chain[0])
+    );
+    assert!(status.renewal_time.is_some() && status.not_after.is_some());
+    // The Secret belongs to the identity (garbage-collected with it) and carries our label.
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(owner.kind, "MachineIdentity");
+    assert_eq!(owner.controller, Some(true));
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    // No key material in status or Events.
+    let status_json =
+        serde_json::to_string(&api.get("payments-api").await.unwrap().status).unwrap();
+    assert!(!status_json.contains("PRIVATE KEY"));
+    let events = kubectl()
+        .args(["get", "events", "-n", &ns.name, "-o", "json"])
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(events.contains("Issued"), "an Issued event is recorded");
+    assert!(!events.contains("PRIVATE KEY"));
+    // Metrics count the issuance.
+    let (code, metrics) = op.get("/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("nhi_certificates_issued_total{reason=\"SecretMissing\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("nhi_certificate_expiry_timestamp_seconds{namespace="));
+    assert_eq!(op.get("/livez").await.unwrap().0, 200);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn short_lived_certificates_rotate_with_a_new_key_before_expiry() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "rotate").await;
+    let op = Operator::start(&ns.name, &["--min-ttl", "10s", "--default-ttl", "15s"]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    api.create(
+        &PostParams::default(),
+        &identity(
+            "rot",
+            json!({"owner": {"team": "t"}, "secretName": "rot-id"}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_ready(&api, "rot", Duration::from_secs(5)).await;
+    let spiffe = format!("spiffe://cluster.local/ns/{}/mi/rot", ns.name);
+    let mut seen: Vec<(String, Vec<u8>, ::time::OffsetDateTime)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while seen.len() < 3 && Instant::now() < deadline {
+        let s = secrets.get("rot-id").await.unwrap();
+        let serial = verify_secret(&s, &spiffe, &[]);
+        if seen.last().map(|l| &l.0) != Some(&serial) {
+            let chain = pem_certificates(&secret_text(&s, "tls.crt")).unwrap();
+            let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+            let now = ::time::OffsetDateTime::now_utc();
+            if let Some(prev) = seen.last() {
+                assert!(
+                    now < prev.2,
+                    "rotation came after the previous certificate expired"
+                );
+            }
+            seen.push((
+                serial,
+                leaf.public_key().raw.to_vec(),
+                leaf.validity().not_after.to_datetime(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        seen.len() >= 3,
+        "expected at least two rotations, saw {} certificates; log:\n{}",
+        seen.len(),
+        op.log_tail()
+    );
+    for w in seen.windows(2) {
+        assert_ne!(w[0].0, w[1].0, "new serial");
+        assert_ne!(w[0].1, w[1].1, "new key");
+    }
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn deleted_or_corrupted_secret_is_reissued_within_5s() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "reissue").await;
+    let op = Operator::start(&ns.name, &[]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    api.create(
+        &PostParams::default(),
+        &identity("re", json!({"owner": {"team": "t"}, "secretName": "re-id"})),
+    )
+    .await
+    .unwrap();
+    let first = wait_ready(&api, "re", Duration::from_secs(5))
+        .await
+        .status
+        .unwrap()
+        .serial_number
+        .unwrap();
+    let spiffe = format!("spiffe://cluster.local/ns/{}/mi/re", ns.name);
+
+    secrets
+        .delete("re-id", &DeleteParams::default())
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let s = wait_for(
+        Duration::from_secs(5),
+        "re-issued Secret after deletion",
+        || async { secrets.get_opt("re-id").await.ok().flatten() },
+    )
+    .await;
+    eprintln!("re-issued after deletion in {:?}", t.elapsed());
+    let second = verify_secret(&s, &spiffe, &[]);
+    assert_ne!(first, second);
+
+    let corrupt = json!({"data": {"tls.crt": ByteString(b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n".to_vec())}});
+    secrets
+        .patch("re-id", &PatchParams::default(), &Patch::Merge(&corrupt))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let third = wait_for(
+        Duration::from_secs(5),
+        "re-issued certificate after corruption",
+        || async {
+            let s = secrets.get("re-id").await.ok()?;
+            let serial = s
+                .metadata
+                .annotations
+                .as_ref()?
+                .get("nhi.dev/serial")?
+                .clone();
+            (serial != second && pem_certificates(&secret_text(&s, "tls.crt")).is_ok()).then_some(s)
+        },
+    )
+    .await;
+    eprintln!("re-issued after corruption in {:?}", t.elapsed());
+    verify_secret(&third, &spiffe, &[]);
+    ns.delete().await;
+}

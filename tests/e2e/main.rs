@@ -1,0 +1,6 @@
+//! End-to-end tests against the local control plane (`make cluster-up`, or run by `make test`).
+
+mod issuance;
+mod safety;
+mod support;
+mod validation;

@@ -1,0 +1,276 @@
+//! Test harness for the end-to-end tests: a client for the local control plane, a namespace per
+//! test, and the operator binary run as a real process.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use nhi_operator::api::MachineIdentity;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Path of the local control plane's admin kubeconfig, or `$KUBECONFIG`.
+pub fn kubeconfig_path() -> PathBuf {
+    std::env::var_os("KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/.cluster/kubeconfig")
+        })
+}
+
+/// A client for the local control plane. Panics with a hint when it is not running.
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+        panic!(
+            "no kubeconfig at {} ({e}); start the control plane with `make cluster-up`",
+            path.display()
+        )
+    });
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is usable");
+    Client::try_from(cfg).expect("client")
+}
+
+/// A namespace of its own for one test.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, prefix: &str) -> Self {
+        let name = format!("e2e-{prefix}-{:06x}", rand::random::<u32>() & 0xffffff);
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        TestNamespace {
+            name,
+            client: client.clone(),
+        }
+    }
+
+    pub async fn delete(self) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let _ = api.delete(&self.name, &DeleteParams::default()).await;
+    }
+}
+
+/// The operator binary running as a child process, killed on drop.
+pub struct Operator {
+    child: Option<Child>,
+    pub http: SocketAddr,
+    pub log: PathBuf,
+    args: Vec<String>,
+}
+
+impl Operator {
+    /// Starts the operator scoped to `namespace` (its CA Secret lives there too).
+    pub fn start(namespace: &str, extra: &[&str]) -> Operator {
+        let http = free_port();
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--watch-namespace".into(),
+            namespace.into(),
+            "--operator-namespace".into(),
+            namespace.into(),
+            "--http-addr".into(),
+            http.to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let log = dir.join(format!("{namespace}.log"));
+        let mut op = Operator {
+            child: None,
+            http,
+            log,
+            args,
+        };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_nhi-operator"))
+            .args(&self.args)
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("RUST_LOG", "warn,nhi_operator=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start nhi-operator");
+        self.child = Some(child);
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the same process again after [`Operator::kill`].
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// GETs a path from the operator's HTTP server: (status code, body).
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.http, path).await
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some((200, _)) = self.get("/readyz").await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "operator not ready within {timeout:?}; log:\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// The last lines of the operator's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal HTTP/1.0 GET over loopback.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A MachineIdentity from a JSON spec.
+pub fn identity(name: &str, spec: serde_json::Value) -> MachineIdentity {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "nhi.dev/v1alpha1",
+        "kind": "MachineIdentity",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("valid MachineIdentity JSON")
+}
+
+/// Whether the identity's Ready condition is True.
+pub fn is_ready(mi: &MachineIdentity) -> bool {
+    condition(mi, "Ready").is_some_and(|c| c.status == "True")
+}
+
+/// A condition of the identity by type.
+pub fn condition<'a>(
+    mi: &'a MachineIdentity,
+    type_: &str,
+) -> Option<&'a nhi_operator::api::Condition> {
+    mi.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
+
+/// Waits for the identity to be Ready and returns it.
+pub async fn wait_ready(
+    api: &Api<MachineIdentity>,
+    name: &str,
+    timeout: Duration,
+) -> MachineIdentity {
+    wait_for(
+        timeout,
+        &format!("MachineIdentity {name} Ready"),
+        || async { api.get_opt(name).await.ok().flatten().filter(is_ready) },
+    )
+    .await
+}
+
+/// A data key of a Secret as text.
+pub fn secret_text(secret: &Secret, key: &str) -> String {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .unwrap_or_default()
+}
+
+/// The kubectl to use (the one built for the control plane's version when available).
+pub fn kubectl() -> Command {
+    let bin = std::env::var("NHI_E2E_KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let mut c = Command::new(bin);
+    c.env("KUBECONFIG", kubeconfig_path());
+    c
+}

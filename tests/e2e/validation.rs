@@ -1,0 +1,194 @@
+//! Admission: invalid manifests are rejected by the apiserver, naming the field; what the schema
+//! cannot catch becomes a condition, never a crash.
+
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::support::*;
+use nhi_operator::api::MachineIdentity;
+
+/// Creates a MachineIdentity from raw JSON (so invalid values reach the apiserver) and returns
+/// the rejection message.
+async fn rejected_dynamic(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> String {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("nhi.dev", "v1alpha1", "MachineIdentity"),
+        "machineidentities",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "nhi.dev/v1alpha1", "kind": "MachineIdentity",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => panic!("{name}: the apiserver accepted an invalid MachineIdentity"),
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{name}: {}", s.message);
+            s.message
+        }
+        Err(e) => panic!("{name}: unexpected error {e}"),
+    }
+}
+
+#[tokio::test]
+async fn invalid_manifests_are_rejected_with_the_field_named() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "valid").await;
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let base = || json!({"owner": {"team": "t"}, "secretName": "s"});
+    let with = |path: &str, value: serde_json::Value| {
+        let mut s = base();
+        let mut cur = &mut s;
+        let parts: Vec<&str> = path.split('.').collect();
+        for p in &parts[..parts.len() - 1] {
+            if cur.get(*p).is_none() {
+                cur[*p] = json!({});
+            }
+            cur = &mut cur[*p];
+        }
+        cur[parts[parts.len() - 1]] = value;
+        s
+    };
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        ("no-owner", json!({"secretName": "s"}), "spec.owner"),
+        (
+            "empty-team",
+            with("owner.team", json!("")),
+            "spec.owner.team",
+        ),
+        (
+            "ttl-short",
+            with("certificate.ttl", json!("1m")),
+            "spec.certificate.ttl",
+        ),
+        (
+            "ttl-long",
+            with("certificate.ttl", json!("48h")),
+            "spec.certificate.ttl",
+        ),
+        (
+            "ttl-garbage",
+            with("certificate.ttl", json!("one hour")),
+            "spec.certificate.ttl",
+        ),
+        (
+            "bad-dns",
+            with("certificate.dnsNames", json!(["Not_A_Name"])),
+            "spec.certificate.dnsNames[0]",
+        ),
+        (
+            "bad-alg",
+            with("certificate.keyAlgorithm", json!("DSA-1024")),
+            "spec.certificate.keyAlgorithm",
+        ),
+        (
+            "bad-review",
+            with("reviewBy", json!("next week")),
+            "spec.reviewBy",
+        ),
+        (
+            "bad-secret",
+            with("secretName", json!("Not A Name")),
+            "spec.secretName",
+        ),
+        (
+            "no-secret",
+            json!({"owner": {"team": "t"}}),
+            "spec.secretName",
+        ),
+        (
+            "bad-renewal",
+            with("certificate.renewalPercent", json!(99)),
+            "spec.certificate.renewalPercent",
+        ),
+        (
+            "bad-attr",
+            with("attributes", json!({"Bad Key": "x"})),
+            "spec.attributes",
+        ),
+        (
+            "bad-usage",
+            with("certificate.usages", json!(["codeSigning"])),
+            "spec.certificate.usages[0]",
+        ),
+    ];
+    let count = cases.len();
+    for (name, spec, field) in cases {
+        let msg = rejected_dynamic(&client, &ns.name, name, spec).await;
+        assert!(
+            msg.contains(field),
+            "{name}: message does not name {field}: {msg}"
+        );
+    }
+    let long = "x".repeat(64);
+    let msg = rejected_dynamic(&client, &ns.name, &long, base()).await;
+    assert!(msg.contains("metadata.name"), "{msg}");
+    eprintln!("{} kinds of invalid manifest rejected", count + 1);
+
+    // secretName is immutable.
+    api.create(&PostParams::default(), &identity("immutable", base()))
+        .await
+        .unwrap();
+    let patch = json!({"spec": {"secretName": "other"}});
+    match api
+        .patch("immutable", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert!(
+            s.message.contains("secretName is immutable"),
+            "{}",
+            s.message
+        ),
+        other => panic!("changing secretName was not refused: {other:?}"),
+    }
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn what_the_schema_cannot_catch_becomes_a_condition() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "cond").await;
+    let mut op = Operator::start(&ns.name, &["--max-ttl", "2h"]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    api.create(
+        &PostParams::default(),
+        &identity(
+            "too-long",
+            json!({"owner": {"team": "t"}, "secretName": "tl", "certificate": {"ttl": "3h"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let mi = wait_for(
+        Duration::from_secs(5),
+        "TTLOutOfBounds condition",
+        || async {
+            api.get("too-long")
+                .await
+                .ok()
+                .filter(|m| condition(m, "Ready").is_some_and(|c| c.reason == "TTLOutOfBounds"))
+        },
+    )
+    .await;
+    let c = condition(&mi, "Ready").unwrap();
+    assert_eq!(c.status, "False");
+    assert!(c.message.contains("spec.certificate.ttl"), "{}", c.message);
+    assert!(op.alive(), "the operator must not crash on a bad spec");
+    // Fixing the spec makes it Ready.
+    let patch = json!({"spec": {"certificate": {"ttl": "1h"}}});
+    api.patch("too-long", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_ready(&api, "too-long", Duration::from_secs(5)).await;
+    ns.delete().await;
+}
