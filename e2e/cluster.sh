@@ -82,9 +82,9 @@ start() {
   local runner=()
   command -v setsid >/dev/null 2>&1 && runner=(setsid)
   rm -f "$STATE/$name.pid"
-  # The inner shell records its own pid and then execs the binary, keeping that pid.
+  # The inner shell records its own pid and then execs the binary, keeping that pid; fd 9
+  # (the lock) is closed so that the component does not hold it.
   # shellcheck disable=SC2016
-  # fd 9 (the lock) is closed so that the component does not hold it.
   ${runner[@]+"${runner[@]}"} nohup bash -c 'echo $$ >"$0"; exec "$@"' "$STATE/$name.pid" "$@" \
     >"$STATE/$name.log" 2>&1 </dev/null 9>&- &
   local i
@@ -108,18 +108,19 @@ fail() {
   die "$name $msg; everything started was stopped; logs kept in $STATE (run '$0 down' to remove)"
 }
 
-# wait_ready NAME CHECK...: poll CHECK until it succeeds, the process dies, or timeout.
+# wait_ready NAME WHAT CHECK...: poll CHECK until it succeeds, the process dies, or timeout.
 wait_ready() {
-  local name=$1; shift
+  local name=$1 what=$2
+  shift 2
   local start=$SECONDS
   while :; do
     if ! alive "$name"; then fail "$name" "exited during startup"; fi
     if "$@" >/dev/null 2>&1; then
-      log "$name ready ($((SECONDS - start)) s)"
+      log "$name: $what ($((SECONDS - start)) s)"
       return 0
     fi
     if [ $((SECONDS - start)) -ge "$READY_TIMEOUT" ]; then
-      fail "$name" "was not ready within ${READY_TIMEOUT} s"
+      fail "$name" "was not ready within ${READY_TIMEOUT} s (waiting for: $what)"
     fi
     sleep 0.2
   done
@@ -145,6 +146,14 @@ apiserver_ready() { [ "$(apiserver_readyz)" = ok ]; }
 
 kcm_healthy() {
   [ "$(curl -fsSk --max-time 2 "https://127.0.0.1:$KCM_PORT/healthz")" = ok ]
+}
+
+# The controllers really run: the serviceaccount controller created default/default (pods and
+# `kubectl create token default` need it).
+kcm_working() {
+  curl -fsS --max-time 5 --cacert "$STATE/pki/ca.crt" --cert "$STATE/pki/admin.crt" \
+    --key "$STATE/pki/admin.key" \
+    "https://127.0.0.1:$APISERVER_PORT/api/v1/namespaces/default/serviceaccounts/default"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -292,12 +301,22 @@ EOF
 
 # binaries: the bin folder from build-binaries.sh (a no-op when everything is cached).
 binaries() {
-  local out bin
+  local out bin b cache=${NHI_BIN_CACHE:-$HOME/.cache/nhi-operator/bin}
+  if ! command -v go >/dev/null 2>&1; then
+    # Without Go nothing can be built, but a complete cache is still usable.
+    for b in etcd kube-apiserver kube-controller-manager kubectl; do
+      [ -x "$cache/current/$b" ] || break
+    done
+    if [ -x "$cache/current/$b" ]; then
+      log "Go is not on PATH; using the cached binaries in $cache/current"
+      printf '%s\n' "$cache/current"
+      return 0
+    fi
+  fi
   if ! out=$("$here/build-binaries.sh"); then
     die "building the control plane binaries failed (see the messages above)"
   fi
   bin=$(printf '%s\n' "$out" | tail -n 1)
-  local b
   for b in etcd kube-apiserver kube-controller-manager kubectl; do
     [ -x "$bin/$b" ] || die "build-binaries.sh did not produce $bin/$b"
   done
@@ -340,10 +359,9 @@ cmd_up() {
 
   local bin
   bin=$(binaries)
+  choose_ports
   mkdir -p "$STATE"
   trap 'trap - INT TERM; stop_all; die "interrupted; everything started was stopped"' INT TERM
-
-  choose_ports
   gen_pki
   cat >"$STATE/cluster.env" <<EOF
 BIN=$bin
@@ -368,7 +386,7 @@ EOF
     --initial-cluster-state=new \
     --unsafe-no-fsync=true \
     --log-level=warn
-  wait_ready etcd etcd_healthy
+  wait_ready etcd "/health ok" etcd_healthy
 
   local pki=$STATE/pki
   start kube-apiserver "$bin/kube-apiserver" \
@@ -396,7 +414,7 @@ EOF
     --allow-privileged=true \
     --feature-gates="$FEATURE_GATES" \
     --runtime-config="$RUNTIME_CONFIG"
-  wait_ready kube-apiserver apiserver_ready
+  wait_ready kube-apiserver "/readyz ok" apiserver_ready
 
   local kcm_kubeconfig=$STATE/kube-controller-manager.kubeconfig
   start kube-controller-manager "$bin/kube-controller-manager" \
@@ -414,7 +432,8 @@ EOF
     --cluster-signing-cert-file="$pki/ca.crt" \
     --cluster-signing-key-file="$pki/ca.key" \
     --feature-gates="$FEATURE_GATES"
-  wait_ready kube-controller-manager kcm_healthy
+  wait_ready kube-controller-manager "/healthz ok" kcm_healthy
+  wait_ready kube-controller-manager "controllers running (ServiceAccount default/default exists)" kcm_working
 
   trap - INT TERM
   log "control plane up in $((SECONDS - t0)) s: https://127.0.0.1:$APISERVER_PORT"

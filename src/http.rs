@@ -17,8 +17,10 @@ use crate::metrics::Metrics;
 pub struct Health {
     /// The CA is loaded.
     pub ca_loaded: AtomicBool,
-    /// The watch caches have synced.
-    pub caches_synced: AtomicBool,
+    /// The MachineIdentity cache has completed its first list.
+    pub identities_synced: AtomicBool,
+    /// The identity-Secret cache has completed its first list.
+    pub secrets_synced: AtomicBool,
     /// The controller loop is running (false once it has stopped).
     pub controller_alive: AtomicBool,
 }
@@ -26,7 +28,9 @@ pub struct Health {
 impl Health {
     /// Ready to serve: CA loaded and caches synced.
     pub fn ready(&self) -> bool {
-        self.ca_loaded.load(Ordering::Relaxed) && self.caches_synced.load(Ordering::Relaxed)
+        self.ca_loaded.load(Ordering::Relaxed)
+            && self.identities_synced.load(Ordering::Relaxed)
+            && self.secrets_synced.load(Ordering::Relaxed)
     }
 }
 

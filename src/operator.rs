@@ -75,7 +75,8 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         renewal_fraction: settings.renewal_fraction,
     };
     let ns = settings.watch_namespace.clone();
-    let (secrets, secret_stream) = controller::identity_secret_watch(client.clone(), ns.as_deref());
+    let (secrets, secret_stream) =
+        controller::identity_secret_watch(client.clone(), ns.as_deref(), health.clone());
     let ctx = Arc::new(Context::new(client, ca, policy, recorder, metrics, secrets));
     controller::run_machine_identities(ctx, secret_stream, ns, settings.concurrency, health).await;
     Ok(())

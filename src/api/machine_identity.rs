@@ -121,7 +121,7 @@ pub struct CertificateSpec {
     /// operator's setting (about 67, two thirds), with a small per-identity jitter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 90))]
-    pub renewal_percent: Option<u8>,
+    pub renewal_percent: Option<i32>,
 
     /// Key algorithm of the identity's key pair. A new key is generated at every rotation.
     #[serde(default)]
@@ -252,7 +252,7 @@ fn attributes_schema(_: &mut SchemaGenerator) -> Schema {
         "type": "object",
         "description": "Small key/value context embedded in the certificate. At most 16 entries; keys are lowercase words (a-z, 0-9, '-', '_', '.'), values at most 128 characters.",
         "maxProperties": 16,
-        "additionalProperties": {"type": "string", "maxLength": 128},
+        "additionalProperties": {"type": "string", "maxLength": 128, "description": "An attribute value, at most 128 characters."},
         "x-kubernetes-validations": [{
             "rule": "self.all(k, size(k) <= 63 && k.matches('^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$'))",
             "message": "attribute keys must be lowercase words of at most 63 characters (a-z, 0-9, '-', '_', '.')"

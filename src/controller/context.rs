@@ -1,6 +1,8 @@
 //! State shared by every reconcile: the client, the CA, the policy, caches, events and metrics.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::core::v1::Secret;
@@ -24,6 +26,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Cache of the operator's own (labelled) identity Secrets.
     pub secrets: Store<Secret>,
+    /// Fingerprint of the last status written per identity (by uid), so a reconcile that sees a
+    /// cache not yet updated with our own write does not write the same status again.
+    written: Mutex<HashMap<String, u64>>,
 }
 
 impl Context {
@@ -42,6 +47,31 @@ impl Context {
             recorder,
             metrics,
             secrets,
+            written: Mutex::default(),
+        }
+    }
+
+    /// Whether `status` is exactly what was last written for the identity `uid`.
+    pub fn already_written(&self, uid: &str, status: &impl serde::Serialize) -> bool {
+        let fp = fingerprint(status);
+        self.written
+            .lock()
+            .map(|w| w.get(uid) == Some(&fp))
+            .unwrap_or(false)
+    }
+
+    /// Records the status written for the identity `uid`.
+    pub fn remember_written(&self, uid: &str, status: &impl serde::Serialize) {
+        let fp = fingerprint(status);
+        if let Ok(mut w) = self.written.lock() {
+            w.insert(uid.to_string(), fp);
+        }
+    }
+
+    /// Forgets an identity that is going away.
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut w) = self.written.lock() {
+            w.remove(uid);
         }
     }
 
@@ -78,4 +108,10 @@ fn truncate(mut s: String) -> String {
         s.truncate(cut);
     }
     s
+}
+
+fn fingerprint(value: &impl serde::Serialize) -> u64 {
+    let mut h = DefaultHasher::new();
+    serde_json::to_vec(value).unwrap_or_default().hash(&mut h);
+    h.finish()
 }

@@ -35,6 +35,7 @@ pub async fn reconcile(
     let name = mi.name_any();
     if mi.metadata.deletion_timestamp.is_some() {
         ctx.metrics.forget(&namespace, &name);
+        ctx.forget(mi.metadata.uid.as_deref().unwrap_or_default());
         return Ok(Action::await_change());
     }
     let now = OffsetDateTime::now_utc();
@@ -222,10 +223,10 @@ async fn find_secret(
     namespace: &str,
 ) -> Result<Option<Secret>, ReconcileError> {
     let key = ObjectRef::<Secret>::new(&mi.spec.secret_name).within(namespace);
-    if let Some(cached) = ctx.secrets.get(&key) {
-        if ownership(Some(&cached), mi) == Ownership::Ours {
-            return Ok(Some((*cached).clone()));
-        }
+    if let Some(cached) = ctx.secrets.get(&key)
+        && ownership(Some(&cached), mi) == Ownership::Ours
+    {
+        return Ok(Some((*cached).clone()));
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     Ok(api.get_opt(&mi.spec.secret_name).await?)

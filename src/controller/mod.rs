@@ -41,6 +41,7 @@ where
 pub fn identity_secret_watch(
     client: Client,
     namespace: Option<&str>,
+    health: Arc<Health>,
 ) -> (
     reflector::Store<Secret>,
     impl futures::Stream<Item = Result<Secret, watcher::Error>> + Send + 'static,
@@ -51,6 +52,11 @@ pub fn identity_secret_watch(
     let stream = watcher(api, cfg)
         .default_backoff()
         .modify(identity_secret::trim_for_cache)
+        .inspect(move |ev| {
+            if let Ok(watcher::Event::InitDone) = ev {
+                health.secrets_synced.store(true, Ordering::Relaxed);
+            }
+        })
         .reflect(writer)
         .touched_objects();
     (store, stream)
@@ -68,8 +74,26 @@ pub async fn run_machine_identities(
     let api: Api<MachineIdentity> = scoped_api(ctx.client.clone(), namespace.as_deref());
     let (store, writer) = reflector::store();
     // Status-only changes (our own writes) do not trigger a reconcile.
+    let forget_ctx = ctx.clone();
+    let forget_health = health.clone();
     let identities = watcher(api, watcher::Config::default())
         .default_backoff()
+        // Deleted identities leave the metrics and the written-status memory; the first complete
+        // list marks the identity cache as synced (for /readyz).
+        .inspect(move |ev| {
+            if let Ok(watcher::Event::InitDone) = ev {
+                forget_health
+                    .identities_synced
+                    .store(true, Ordering::Relaxed);
+            }
+            if let Ok(watcher::Event::Delete(mi)) = ev {
+                use kube::ResourceExt;
+                forget_ctx
+                    .metrics
+                    .forget(&mi.namespace().unwrap_or_default(), &mi.name_any());
+                forget_ctx.forget(mi.metadata.uid.as_deref().unwrap_or_default());
+            }
+        })
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
@@ -78,17 +102,6 @@ pub async fn run_machine_identities(
                 .combine(predicates::annotations),
             Default::default(),
         );
-    let secrets_store = ctx.secrets.clone();
-    let ready_store = store.clone();
-    let ready_health = health.clone();
-    tokio::spawn(async move {
-        if ready_store.wait_until_ready().await.is_ok()
-            && secrets_store.wait_until_ready().await.is_ok()
-        {
-            ready_health.caches_synced.store(true, Ordering::Relaxed);
-            info!("caches synced");
-        }
-    });
     health.controller_alive.store(true, Ordering::Relaxed);
     Controller::for_stream(identities, store)
         .owns_stream(secret_stream)

@@ -151,6 +151,30 @@ async fn identity_becomes_ready_within_5s_with_a_verifiable_certificate() {
     );
     assert!(metrics.contains("nhi_certificate_expiry_timestamp_seconds{namespace="));
     assert_eq!(op.get("/livez").await.unwrap().0, 200);
+
+    // Deleting the identity garbage-collects its Secret and its metric series.
+    api.delete("payments-api", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "Secret garbage-collected with its identity",
+        || async {
+            secrets
+                .get_opt("payments-api-identity")
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for(Duration::from_secs(5), "expiry series removed", || async {
+        let (_, m) = op.get("/metrics").await?;
+        (!m.contains("name=\"payments-api\"")).then_some(())
+    })
+    .await;
     ns.delete().await;
 }
 

@@ -65,7 +65,7 @@ async fn a_secret_that_is_not_ours_is_never_overwritten() {
         "the foreign Secret was modified"
     );
     assert_eq!(secret_text(&after, "password"), "hunter2");
-    assert!(after.data.unwrap().get("tls.key").is_none());
+    assert!(!after.data.unwrap().contains_key("tls.key"));
     let events = kubectl()
         .args(["get", "events", "-n", &ns.name, "-o", "json"])
         .output()

@@ -271,6 +271,10 @@ pub fn secret_text(secret: &Secret, key: &str) -> String {
 pub fn kubectl() -> Command {
     let bin = std::env::var("NHI_E2E_KUBECTL").unwrap_or_else(|_| "kubectl".into());
     let mut c = Command::new(bin);
-    c.env("KUBECONFIG", kubeconfig_path());
+    // A discovery cache of this test process only: one made before the CRDs were installed
+    // would hide them.
+    let cache = std::env::temp_dir().join(format!("nhi-e2e-kubectl-{}", std::process::id()));
+    c.env("KUBECONFIG", kubeconfig_path())
+        .env("KUBECACHEDIR", cache);
     c
 }

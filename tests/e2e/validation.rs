@@ -192,3 +192,51 @@ async fn what_the_schema_cannot_catch_becomes_a_condition() {
     wait_ready(&api, "too-long", Duration::from_secs(5)).await;
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn kubectl_explain_and_printer_columns_describe_identities() {
+    for (field, expect) in [
+        ("mi.spec.owner", "accountable"),
+        ("mi.spec.certificate.ttl", "Lifetime of each certificate"),
+        ("mi.spec.certificate.keyAlgorithm", "Key algorithm"),
+        ("mi.spec.secretName", "cannot be changed once set"),
+        ("mi.status.thumbprintSHA256", "SHA-256"),
+    ] {
+        let out = kubectl().args(["explain", field]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains(expect),
+            "kubectl explain {field}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "columns").await;
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    api.create(
+        &PostParams::default(),
+        &identity(
+            "cols",
+            json!({"owner": {"team": "columns-team"}, "secretName": "c", "reviewBy": "2030-01-01"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let out = kubectl()
+        .args(["get", "mi", "-n", &ns.name])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header = table.lines().next().unwrap_or_default();
+    for col in ["READY", "EXPIRES", "OWNER", "REVIEW-BY", "AGE"] {
+        assert!(
+            header.contains(col),
+            "printer column {col} missing: {table}"
+        );
+    }
+    assert!(
+        table.contains("columns-team") && table.contains("2030-01-01"),
+        "{table}"
+    );
+    ns.delete().await;
+}
