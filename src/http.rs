@@ -93,3 +93,52 @@ async fn livez(State(s): State<AppState>) -> (StatusCode, &'static str) {
         (StatusCode::SERVICE_UNAVAILABLE, "controller loop stopped")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_with_ca_and_both_caches() {
+        let h = Health::default();
+        assert!(!h.ready());
+        h.ca_loaded.store(true, Ordering::Relaxed);
+        h.identities_synced.store(true, Ordering::Relaxed);
+        assert!(!h.ready(), "the Secret cache has not synced yet");
+        h.secrets_synced.store(true, Ordering::Relaxed);
+        assert!(h.ready());
+    }
+
+    #[tokio::test]
+    async fn livez_fails_once_the_controller_loop_stopped() {
+        let health = Arc::new(Health::default());
+        let addr = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            health.clone(),
+            Arc::new(Metrics::default()),
+        )
+        .await
+        .unwrap();
+        let get = |path: &'static str| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        assert!(get("/readyz").await.starts_with("HTTP/1.0 503"));
+        health.ca_loaded.store(true, Ordering::Relaxed);
+        health.controller_alive.store(true, Ordering::Relaxed);
+        assert!(get("/livez").await.starts_with("HTTP/1.0 200"));
+        health.controller_alive.store(false, Ordering::Relaxed);
+        assert!(get("/livez").await.starts_with("HTTP/1.0 503"));
+        assert!(
+            get("/metrics")
+                .await
+                .contains("nhi_reconcile_duration_seconds")
+        );
+    }
+}

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub expiry: Family<IdentityLabels, Gauge<i64>>,
     /// Reconcile duration in seconds.
     pub reconcile_duration: Histogram,
+    /// Normal Events dropped by the Event budget.
+    pub events_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -66,12 +68,19 @@ impl Default for Metrics {
             "Time spent reconciling one MachineIdentity",
             reconcile_duration.clone(),
         );
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Normal Events not published because the Event budget was spent",
+            events_dropped.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             issued,
             failures,
             expiry,
             reconcile_duration,
+            events_dropped,
         }
     }
 }
@@ -93,6 +102,11 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// Counts a Normal Event dropped by the budget.
+    pub fn count_event_dropped(&self) {
+        self.events_dropped.inc();
     }
 
     /// Records an identity's certificate expiry.

@@ -9,6 +9,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use tracing::{error, info};
 
 use crate::ca::store::{CaLocation, load_or_bootstrap};
+use crate::controller::events::{EventBudget, EventPublisher};
 use crate::controller::{self, context::Context};
 use crate::http::{self, Health};
 use crate::issue::inputs::IssuancePolicy;
@@ -77,7 +78,17 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let ns = settings.watch_namespace.clone();
     let (secrets, secret_stream) =
         controller::identity_secret_watch(client.clone(), ns.as_deref(), health.clone());
-    let ctx = Arc::new(Context::new(client, ca, policy, recorder, metrics, secrets));
+    let budget = EventBudget::new(settings.event_burst, settings.event_qps);
+    let events = EventPublisher::new(recorder, budget);
+    let ctx = Arc::new(Context::new(
+        client,
+        ca,
+        policy,
+        events,
+        metrics,
+        secrets,
+        health.clone(),
+    ));
     controller::run_machine_identities(ctx, secret_stream, ns, settings.concurrency, health).await;
     Ok(())
 }

@@ -83,6 +83,15 @@ pub struct Settings {
     #[arg(long, env = "NHI_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
 
+    /// Normal Events the operator may publish at once (Warnings are never limited).
+    #[arg(long, env = "NHI_EVENT_BURST", default_value_t = 100)]
+    pub event_burst: u32,
+
+    /// Normal Events per second after the burst; the rest are dropped and counted in
+    /// `nhi_events_dropped_total`.
+    #[arg(long, env = "NHI_EVENT_QPS", default_value_t = 10.0)]
+    pub event_qps: f64,
+
     /// Log format.
     #[arg(long, env = "NHI_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -109,6 +118,9 @@ impl Settings {
             })
         {
             return Err("--trust-domain must be lowercase letters, digits, '.', '-' or '_'".into());
+        }
+        if !(self.event_qps.is_finite() && self.event_qps >= 0.0) {
+            return Err("--event-qps must be a non-negative number".into());
         }
         if self.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());

@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::Resource;
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 
-use super::machine_identity::event;
+use super::events::EventPublisher;
 use crate::api::MachineIdentity;
 use crate::ca::CertificateAuthority;
+use crate::http::Health;
 use crate::issue::inputs::IssuancePolicy;
 use crate::metrics::Metrics;
 
@@ -22,13 +22,16 @@ pub struct Context {
     pub client: Client,
     ca: ArcSwap<CertificateAuthority>,
     pub policy: IssuancePolicy,
-    pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Cache of the operator's own (labelled) identity Secrets.
     pub secrets: Store<Secret>,
+    /// Health flags, among them whether the Secret cache has synced.
+    pub health: Arc<Health>,
     /// Fingerprint of the last status written per identity (by uid), so a reconcile that sees a
     /// cache not yet updated with our own write does not write the same status again.
     written: Mutex<HashMap<String, u64>>,
+    /// Where Events go.
+    pub events: EventPublisher,
 }
 
 impl Context {
@@ -36,18 +39,20 @@ impl Context {
         client: Client,
         ca: CertificateAuthority,
         policy: IssuancePolicy,
-        recorder: Recorder,
+        events: EventPublisher,
         metrics: Arc<Metrics>,
         secrets: Store<Secret>,
+        health: Arc<Health>,
     ) -> Self {
         Context {
             client,
             ca: ArcSwap::from_pointee(ca),
             policy,
-            recorder,
             metrics,
             secrets,
+            health,
             written: Mutex::default(),
+            events,
         }
     }
 
@@ -80,34 +85,15 @@ impl Context {
         self.ca.load_full()
     }
 
-    /// Publishes an Event about an identity in the background: Events are reports, and a slow
-    /// Events API must not slow issuance.
+    /// Publishes an Event about an identity (see [`EventPublisher::publish`]).
     pub fn publish(&self, mi: &MachineIdentity, type_: EventType, reason: &str, note: String) {
-        let recorder = self.recorder.clone();
-        let reference = mi.object_ref(&());
-        let ev = event(type_, reason, truncate(note), "Reconcile");
-        tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&ev, &reference).await {
-                tracing::debug!(error = %e, "publishing an Event failed");
-            }
-        });
+        self.events.publish(&self.metrics, mi, type_, reason, note);
     }
 
     /// Publishes a Warning Event.
     pub fn warn(&self, mi: &MachineIdentity, reason: &str, note: &str) {
         self.publish(mi, EventType::Warning, reason, note.to_string());
     }
-}
-
-fn truncate(mut s: String) -> String {
-    if s.len() > 1000 {
-        let mut cut = 1000;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
 }
 
 fn fingerprint(value: &impl serde::Serialize) -> u64 {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use time::OffsetDateTime;
@@ -54,23 +54,7 @@ pub async fn reconcile(
     };
     let secret = find_secret(&ctx, &mi, &namespace).await?;
     let (outcome, action) = match ownership(secret.as_ref(), &mi) {
-        Ownership::Foreign => {
-            let message = format!(
-                "Secret {namespace}/{} exists and is not managed by this identity; it is left untouched",
-                mi.spec.secret_name
-            );
-            if !is_blocked_on(&mi, "SecretConflict") {
-                ctx.warn(&mi, "SecretConflict", &message);
-                ctx.metrics.count_failure("SecretConflict");
-            }
-            (
-                Outcome::Blocked {
-                    reason: "SecretConflict".into(),
-                    message,
-                },
-                Action::requeue(CONFLICT_RECHECK),
-            )
-        }
+        Ownership::Foreign => secret_conflict(&mi, &ctx, &namespace),
         owned => {
             let material = secret.as_ref().map(existing_material).unwrap_or_default();
             let verdict = assess(
@@ -107,6 +91,24 @@ pub async fn reconcile(
     )
     .await?;
     Ok(action)
+}
+
+/// The outcome when the identity's Secret name is taken by a Secret that is not ours: report it
+/// once, leave the Secret alone, look again later.
+fn secret_conflict(mi: &MachineIdentity, ctx: &Context, namespace: &str) -> (Outcome, Action) {
+    let message = format!(
+        "Secret {namespace}/{} exists and is not managed by this identity; it is left untouched",
+        mi.spec.secret_name
+    );
+    if !is_blocked_on(mi, "SecretConflict") {
+        ctx.warn(mi, "SecretConflict", &message);
+        ctx.metrics.count_failure("SecretConflict");
+    }
+    let outcome = Outcome::Blocked {
+        reason: "SecretConflict".into(),
+        message,
+    };
+    (outcome, Action::requeue(CONFLICT_RECHECK))
 }
 
 /// Issues a new certificate and writes the Secret; returns the outcome for status.
@@ -151,8 +153,8 @@ async fn issue(
     );
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &mi.namespace().unwrap_or_default());
     match owned {
-        // Create, never apply, a Secret we have not seen: if someone else creates it meanwhile,
-        // the create fails and the next reconcile reports the conflict instead of taking it over.
+        // Create, never apply, a Secret we have not seen: if one exists after all (someone
+        // else's, or ours not yet cached), the create fails and we look before doing anything.
         Ownership::Absent => match api
             .create(
                 &PostParams {
@@ -165,6 +167,15 @@ async fn issue(
         {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {
+                let existing = api.get_opt(&mi.spec.secret_name).await?;
+                if ownership(existing.as_ref(), mi) == Ownership::Foreign {
+                    return Ok(secret_conflict(
+                        mi,
+                        ctx,
+                        &mi.namespace().unwrap_or_default(),
+                    ));
+                }
+                // Ours, but not in the cache yet: look again once it is.
                 return Err(ReconcileError::SecretAppeared);
             }
             Err(e) => return Err(ReconcileError::Kube(e)),
@@ -223,10 +234,21 @@ async fn find_secret(
     namespace: &str,
 ) -> Result<Option<Secret>, ReconcileError> {
     let key = ObjectRef::<Secret>::new(&mi.spec.secret_name).within(namespace);
-    if let Some(cached) = ctx.secrets.get(&key)
-        && ownership(Some(&cached), mi) == Ownership::Ours
-    {
-        return Ok(Some((*cached).clone()));
+    match ctx.secrets.get(&key) {
+        Some(cached) if ownership(Some(&cached), mi) == Ownership::Ours => {
+            return Ok(Some((*cached).clone()));
+        }
+        // Not in the synced cache of our labelled Secrets: most likely absent. Issuance creates
+        // (never applies) it, so a Secret that exists after all makes the create fail with a
+        // conflict, and only then is it read.
+        None if ctx
+            .health
+            .secrets_synced
+            .load(std::sync::atomic::Ordering::Relaxed) =>
+        {
+            return Ok(None);
+        }
+        _ => {}
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     Ok(api.get_opt(&mi.spec.secret_name).await?)
@@ -284,17 +306,10 @@ pub fn error_policy(mi: Arc<MachineIdentity>, err: &ReconcileError, ctx: Arc<Con
     if !matches!(err, ReconcileError::SecretAppeared) {
         ctx.publish(&mi, EventType::Warning, err.reason(), err.to_string());
     }
+    if matches!(err, ReconcileError::SecretAppeared) {
+        // Our own Secret, not yet in the cache: it will be in a moment.
+        return Action::requeue(std::time::Duration::from_millis(500));
+    }
     let jitter = rand::random_range(0..2000);
     Action::requeue(std::time::Duration::from_millis(3000 + jitter))
-}
-
-/// Builds a Kubernetes Event (used by [`Context::publish`]).
-pub fn event(type_: EventType, reason: &str, note: String, action: &str) -> Event {
-    Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: action.to_string(),
-        secondary: None,
-    }
 }

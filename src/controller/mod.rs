@@ -2,6 +2,7 @@
 
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod identity_secret;
 pub mod machine_identity;
 pub mod status;
