@@ -129,6 +129,22 @@ async fn baseline(client: &Client, n: usize, concurrency: usize) -> f64 {
     rate
 }
 
+/// CPU seconds used so far by the local control plane's apiserver and etcd (when their pid files
+/// are there), to show where the time of each phase goes.
+fn control_plane_cpu() -> Option<f64> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/.cluster");
+    let mut total = 0.0;
+    for c in ["kube-apiserver", "etcd"] {
+        let pid: u32 = std::fs::read_to_string(dir.join(format!("{c}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        total += proc_stats(pid).1;
+    }
+    Some(total)
+}
+
 fn proc_stats(pid: u32) -> (u64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm_kib = status
@@ -176,7 +192,9 @@ async fn main() {
         .expect("a kubeconfig (KUBECONFIG) for the bench cluster");
 
     eprintln!("== baseline: bare client, {n} identities, concurrency {concurrency}");
+    let cp0 = control_plane_cpu();
     let base_rate = baseline(&client, n, concurrency).await;
+    let cp_base = control_plane_cpu().zip(cp0).map(|(b, a)| b - a);
     eprintln!("baseline: {base_rate:.1} identities/s");
 
     let ns = namespace(&client, "bench-op").await;
@@ -233,6 +251,7 @@ async fn main() {
                 }
             }),
     );
+    let cp1 = control_plane_cpu();
     let start = Instant::now();
     eprintln!("== operator: applying {n} identities at once");
     stream::iter(0..n)
@@ -258,6 +277,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cp_op = control_plane_cpu().zip(cp1).map(|(b, a)| b - a);
     let (rss, cpu) = proc_stats(pid);
     peak_rss = peak_rss.max(rss);
     watch.abort();
@@ -292,6 +312,13 @@ async fn main() {
         peak_rss as f64 / 1024.0
     );
     println!("operator CPU:               {cpu:.2} s");
+    if let (Some(b), Some(o)) = (cp_base, cp_op) {
+        println!(
+            "apiserver+etcd CPU per identity: baseline {:.1} ms, operator run {:.1} ms",
+            b * 1000.0 / n as f64,
+            o * 1000.0 / n as f64
+        );
+    }
     if ready.len() < n {
         eprintln!("bench: only {} of {n} identities became Ready", ready.len());
         std::process::exit(1);

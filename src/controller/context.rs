@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::core::v1::Secret;
@@ -17,6 +18,9 @@ use crate::http::Health;
 use crate::issue::inputs::IssuancePolicy;
 use crate::metrics::Metrics;
 
+/// How long our own status write may take to show in the watch cache.
+pub const CACHE_LAG_WINDOW: Duration = Duration::from_secs(10);
+
 /// Shared reconcile state.
 pub struct Context {
     pub client: Client,
@@ -27,9 +31,9 @@ pub struct Context {
     pub secrets: Store<Secret>,
     /// Health flags, among them whether the Secret cache has synced.
     pub health: Arc<Health>,
-    /// Fingerprint of the last status written per identity (by uid), so a reconcile that sees a
-    /// cache not yet updated with our own write does not write the same status again.
-    written: Mutex<HashMap<String, u64>>,
+    /// Fingerprint and time of the last status written per identity (by uid), so a reconcile
+    /// that sees a cache not yet updated with our own write does not write the same status again.
+    written: Mutex<HashMap<String, (u64, Instant)>>,
     /// Where Events go.
     pub events: EventPublisher,
 }
@@ -56,12 +60,17 @@ impl Context {
         }
     }
 
-    /// Whether `status` is exactly what was last written for the identity `uid`.
+    /// Whether `status` is exactly what was written for the identity `uid` within the last
+    /// [`CACHE_LAG_WINDOW`]: past that, the cache is trusted again (someone else may have changed
+    /// the status since, and it must be put right).
     pub fn already_written(&self, uid: &str, status: &impl serde::Serialize) -> bool {
         let fp = fingerprint(status);
         self.written
             .lock()
-            .map(|w| w.get(uid) == Some(&fp))
+            .map(|w| {
+                w.get(uid)
+                    .is_some_and(|(f, at)| *f == fp && at.elapsed() < CACHE_LAG_WINDOW)
+            })
             .unwrap_or(false)
     }
 
@@ -69,7 +78,7 @@ impl Context {
     pub fn remember_written(&self, uid: &str, status: &impl serde::Serialize) {
         let fp = fingerprint(status);
         if let Ok(mut w) = self.written.lock() {
-            w.insert(uid.to_string(), fp);
+            w.insert(uid.to_string(), (fp, Instant::now()));
         }
     }
 

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::context::Context;
 use super::error::ReconcileError;
 use super::identity_secret::{Ownership, build_identity_secret, existing_material, ownership};
-use super::status::{Outcome, desired_status, status_changed};
+use super::status::{Outcome, comparable, desired_status, status_changed};
 use crate::api::MachineIdentity;
 use crate::issue::assess::{Expectations, ReissueReason, Verdict, assess};
 use crate::issue::inputs::{ResolvedIdentity, resolve_identity};
@@ -268,7 +268,11 @@ async fn write_status(
         mi.metadata.generation,
         now,
     );
-    if !status_changed(mi.status.as_ref(), &status) {
+    // Skip the write when the cached status already says it, or when this operator already
+    // wrote exactly this (the cache may not show our own write yet).
+    let uid = mi.metadata.uid.clone().unwrap_or_default();
+    let written = comparable(&status);
+    if !status_changed(mi.status.as_ref(), &status) || ctx.already_written(&uid, &written) {
         return Ok(());
     }
     let api: Api<MachineIdentity> =
@@ -284,6 +288,7 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await?;
+    ctx.remember_written(&uid, &written);
     Ok(())
 }
 

@@ -116,7 +116,17 @@ fn valid_message(info: &CertificateInfo, renew_at: OffsetDateTime) -> String {
 
 /// Whether two statuses differ in anything but condition transition times (to skip no-op writes).
 pub fn status_changed(old: Option<&MachineIdentityStatus>, new: &MachineIdentityStatus) -> bool {
-    old != Some(new)
+    old.map(comparable) != Some(comparable(new))
+}
+
+/// The status without condition transition times: what decides whether a write is needed. A
+/// stale cache yields the same status with fresh transition times; that needs no write.
+pub fn comparable(status: &MachineIdentityStatus) -> MachineIdentityStatus {
+    let mut s = status.clone();
+    s.conditions
+        .iter_mut()
+        .for_each(|c| c.last_transition_time.clear());
+    s
 }
 
 #[cfg(test)]
@@ -165,6 +175,19 @@ mod tests {
             now + Duration::minutes(5),
         );
         assert!(!status_changed(Some(&s), &again));
+        // A stale cache (no status yet) gives fresh transition times: still the same status.
+        let from_stale = desired_status(
+            None,
+            &Outcome::Valid {
+                info: info(),
+                renew_at: renew,
+            },
+            Some("spiffe://x".into()),
+            Some(2),
+            now + Duration::minutes(5),
+        );
+        assert_eq!(comparable(&from_stale), comparable(&s));
+        assert!(status_changed(None, &s));
     }
 
     #[test]
