@@ -193,7 +193,12 @@ async fn main() {
 
     eprintln!("== baseline: bare client, {n} identities, concurrency {concurrency}");
     let cp0 = control_plane_cpu();
-    let base_rate = baseline(&client, n, concurrency).await;
+    // --no-baseline: for investigating the operator alone; reported figures use the full run.
+    let base_rate = if args.iter().any(|a| a == "--no-baseline") {
+        f64::NAN
+    } else {
+        baseline(&client, n, concurrency).await
+    };
     let cp_base = control_plane_cpu().zip(cp0).map(|(b, a)| b - a);
     eprintln!("baseline: {base_rate:.1} identities/s");
 

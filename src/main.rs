@@ -35,8 +35,13 @@ fn main() -> ExitCode {
         Command::Crd { out_dir } => print_crds(out_dir),
         Command::Run(settings) => {
             telemetry::init(settings.log_format);
+            // Key generation runs on the blocking pool; a few threads keep every core busy, while
+            // tokio's default of 512 threads (each with its own allocator arena) would only grow
+            // memory.
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .max_blocking_threads(cores.max(2))
                 .build()
             {
                 Ok(rt) => rt,

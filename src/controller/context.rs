@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 
@@ -15,6 +16,7 @@ use super::events::EventPublisher;
 use crate::api::MachineIdentity;
 use crate::ca::CertificateAuthority;
 use crate::http::Health;
+use crate::issue::assess::KnownCertificate;
 use crate::issue::inputs::IssuancePolicy;
 use crate::metrics::Metrics;
 
@@ -27,8 +29,8 @@ pub struct Context {
     ca: ArcSwap<CertificateAuthority>,
     pub policy: IssuancePolicy,
     pub metrics: Arc<Metrics>,
-    /// Cache of the operator's own (labelled) identity Secrets.
-    pub secrets: Store<Secret>,
+    /// Metadata cache of the operator's own (labelled) identity Secrets.
+    pub secrets: Store<PartialObjectMeta<Secret>>,
     /// Health flags, among them whether the Secret cache has synced.
     pub health: Arc<Health>,
     /// Fingerprint and time of the last status written per identity (by uid), so a reconcile
@@ -36,6 +38,9 @@ pub struct Context {
     written: Mutex<HashMap<String, (u64, Instant)>>,
     /// Where Events go.
     pub events: EventPublisher,
+    /// The certificate in each identity's Secret (by identity uid), with the Secret's
+    /// resourceVersion it was seen at: while that version is current, the Secret need not be read.
+    known: Mutex<HashMap<String, (String, KnownCertificate)>>,
 }
 
 impl Context {
@@ -45,7 +50,7 @@ impl Context {
         policy: IssuancePolicy,
         events: EventPublisher,
         metrics: Arc<Metrics>,
-        secrets: Store<Secret>,
+        secrets: Store<PartialObjectMeta<Secret>>,
         health: Arc<Health>,
     ) -> Self {
         Context {
@@ -56,6 +61,7 @@ impl Context {
             secrets,
             health,
             written: Mutex::default(),
+            known: Mutex::default(),
             events,
         }
     }
@@ -86,6 +92,45 @@ impl Context {
     pub fn forget(&self, uid: &str) {
         if let Ok(mut w) = self.written.lock() {
             w.remove(uid);
+        }
+        self.forget_certificate(uid);
+    }
+
+    /// The certificate known for identity `uid` if its Secret is still at `resource_version`.
+    pub fn known_certificate(
+        &self,
+        uid: &str,
+        resource_version: Option<&str>,
+    ) -> Option<KnownCertificate> {
+        let known = self.known.lock().ok()?;
+        let (rv, cert) = known.get(uid)?;
+        (Some(rv.as_str()) == resource_version).then(|| cert.clone())
+    }
+
+    /// Whether any certificate is known for identity `uid` (its Secret was seen or written).
+    pub fn has_known_certificate(&self, uid: &str) -> bool {
+        self.known
+            .lock()
+            .map(|k| k.contains_key(uid))
+            .unwrap_or(false)
+    }
+
+    /// Remembers the certificate in identity `uid`'s Secret at `resource_version`.
+    pub fn remember_certificate(
+        &self,
+        uid: &str,
+        resource_version: Option<String>,
+        cert: KnownCertificate,
+    ) {
+        if let (Ok(mut known), Some(rv)) = (self.known.lock(), resource_version) {
+            known.insert(uid.to_string(), (rv, cert));
+        }
+    }
+
+    /// Forgets the certificate of identity `uid` (its Secret is gone or unknown).
+    pub fn forget_certificate(&self, uid: &str) {
+        if let Ok(mut known) = self.known.lock() {
+            known.remove(uid);
         }
     }
 

@@ -35,25 +35,20 @@ pub enum Ownership {
     Foreign,
 }
 
-/// Decides whether `secret` belongs to `mi`.
-pub fn ownership(secret: Option<&Secret>, mi: &MachineIdentity) -> Ownership {
-    let Some(secret) = secret else {
+/// Decides whether the Secret with metadata `meta` belongs to `mi`.
+pub fn ownership(meta: Option<&ObjectMeta>, mi: &MachineIdentity) -> Ownership {
+    let Some(meta) = meta else {
         return Ownership::Absent;
     };
-    let managed = secret
-        .metadata
+    let managed = meta
         .labels
         .as_ref()
         .and_then(|l| l.get(labels::MANAGED_BY))
         .is_some_and(|v| v == labels::MANAGER);
-    let controlled_by_mi = secret
-        .metadata
-        .owner_references
-        .as_ref()
-        .is_some_and(|refs| {
-            refs.iter()
-                .any(|r| r.controller == Some(true) && Some(&r.uid) == mi.metadata.uid.as_ref())
-        });
+    let controlled_by_mi = meta.owner_references.as_ref().is_some_and(|refs| {
+        refs.iter()
+            .any(|r| r.controller == Some(true) && Some(&r.uid) == mi.metadata.uid.as_ref())
+    });
     if managed && controlled_by_mi {
         Ownership::Ours
     } else {
@@ -118,15 +113,6 @@ pub fn build_identity_secret(
     }
 }
 
-/// Drops what the operator's Secret cache does not need (the bundle copies and managed fields), so
-/// the cache of 10,000 identities stays small.
-pub fn trim_for_cache(secret: &mut Secret) {
-    secret.metadata.managed_fields = None;
-    if let Some(data) = secret.data.as_mut() {
-        data.retain(|k, _| k == keys::TLS_CRT || k == keys::TLS_KEY);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,20 +140,17 @@ mod tests {
         mi
     }
 
-    fn secret(labelled: bool, owner_uid: Option<&str>) -> Secret {
-        Secret {
-            metadata: ObjectMeta {
-                name: Some("api-id".into()),
-                labels: labelled.then(|| labels::identity_secret_labels("api")),
-                owner_references: owner_uid.map(|uid| {
-                    vec![OwnerReference {
-                        uid: uid.into(),
-                        controller: Some(true),
-                        ..Default::default()
-                    }]
-                }),
-                ..Default::default()
-            },
+    fn meta(labelled: bool, owner_uid: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some("api-id".into()),
+            labels: labelled.then(|| labels::identity_secret_labels("api")),
+            owner_references: owner_uid.map(|uid| {
+                vec![OwnerReference {
+                    uid: uid.into(),
+                    controller: Some(true),
+                    ..Default::default()
+                }]
+            }),
             ..Default::default()
         }
     }
@@ -177,33 +160,17 @@ mod tests {
         let mi = mi();
         assert_eq!(ownership(None, &mi), Ownership::Absent);
         assert_eq!(
-            ownership(Some(&secret(true, Some("uid-1"))), &mi),
+            ownership(Some(&meta(true, Some("uid-1"))), &mi),
             Ownership::Ours
         );
         assert_eq!(
-            ownership(Some(&secret(false, Some("uid-1"))), &mi),
+            ownership(Some(&meta(false, Some("uid-1"))), &mi),
             Ownership::Foreign
         );
         assert_eq!(
-            ownership(Some(&secret(true, Some("uid-2"))), &mi),
+            ownership(Some(&meta(true, Some("uid-2"))), &mi),
             Ownership::Foreign
         );
-        assert_eq!(
-            ownership(Some(&secret(false, None)), &mi),
-            Ownership::Foreign
-        );
-    }
-
-    #[test]
-    fn cache_trim_keeps_only_what_assessment_reads() {
-        let mut s = secret(true, Some("uid-1"));
-        s.data = Some(BTreeMap::from([
-            (keys::TLS_CRT.to_string(), ByteString(b"c".to_vec())),
-            (keys::TLS_KEY.to_string(), ByteString(b"k".to_vec())),
-            (keys::CA_CRT.to_string(), ByteString(b"b".to_vec())),
-            (keys::IDENTITY_PEM.to_string(), ByteString(b"i".to_vec())),
-        ]));
-        trim_for_cache(&mut s);
-        assert_eq!(s.data.unwrap().len(), 2);
+        assert_eq!(ownership(Some(&meta(false, None)), &mi), Ownership::Foreign);
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -16,7 +17,9 @@ use super::error::ReconcileError;
 use super::identity_secret::{Ownership, build_identity_secret, existing_material, ownership};
 use super::status::{Outcome, comparable, desired_status, status_changed};
 use crate::api::MachineIdentity;
-use crate::issue::assess::{Expectations, ReissueReason, Verdict, assess};
+use crate::issue::assess::{
+    Expectations, KnownCertificate, ReissueReason, Verdict, assess, assess_known,
+};
 use crate::issue::inputs::{ResolvedIdentity, resolve_identity};
 use crate::issue::keys::generate_key;
 use crate::issue::leaf::{IssueError, IssuedCertificate, issue_leaf};
@@ -52,31 +55,25 @@ pub async fn reconcile(
             return Ok(Action::await_change());
         }
     };
-    let secret = find_secret(&ctx, &mi, &namespace).await?;
-    let (outcome, action) = match ownership(secret.as_ref(), &mi) {
-        Ownership::Foreign => secret_conflict(&mi, &ctx, &namespace),
-        owned => {
-            let material = secret.as_ref().map(existing_material).unwrap_or_default();
-            let verdict = assess(
-                &material,
-                &Expectations {
-                    ca_public_key_der: ca.public_key_der(),
-                    inputs_hash: &resolved.inputs_hash,
-                    renewal_fraction: resolved.renewal_fraction,
-                    identity_key: &resolved.identity_key,
-                    now,
-                },
-            );
-            match verdict {
-                Verdict::Current { info, renew_at } => {
-                    (Outcome::Valid { info, renew_at }, requeue_at(renew_at, now))
-                }
-                Verdict::Reissue {
-                    reason,
-                    still_valid,
-                } => issue(&mi, &ctx, &resolved, owned, reason, still_valid, now).await?,
-            }
+    let expect = Expectations {
+        ca_public_key_der: ca.public_key_der(),
+        inputs_hash: &resolved.inputs_hash,
+        renewal_fraction: resolved.renewal_fraction,
+        identity_key: &resolved.identity_key,
+        now,
+    };
+    let (outcome, action) = match examine_secret(&ctx, &mi, &namespace, &expect).await? {
+        Examined::Foreign => secret_conflict(&mi, &ctx, &namespace),
+        Examined::Verdict(_, Verdict::Current { info, renew_at }) => {
+            (Outcome::Valid { info, renew_at }, requeue_at(renew_at, now))
         }
+        Examined::Verdict(
+            owned,
+            Verdict::Reissue {
+                reason,
+                still_valid,
+            },
+        ) => issue(&mi, &ctx, &resolved, owned, reason, still_valid, now).await?,
     };
     if let Outcome::Valid { info, .. } = &outcome {
         ctx.metrics
@@ -122,6 +119,8 @@ async fn issue(
     now: OffsetDateTime,
 ) -> Result<(Outcome, Action), ReconcileError> {
     let ca = ctx.ca();
+    let ca_key_der = ca.public_key_der().to_vec();
+    let ca_key_der = ca_key_der.as_slice();
     let (request, alg) = (resolved.request.clone(), resolved.key_algorithm);
     let signed: Result<IssuedCertificate, IssueError> = tokio::task::spawn_blocking(move || {
         let key = generate_key(alg).map_err(IssueError::Signing)?;
@@ -152,7 +151,7 @@ async fn issue(
         &resolved.inputs_hash,
     );
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &mi.namespace().unwrap_or_default());
-    match owned {
+    let written = match owned {
         // Create, never apply, a Secret we have not seen: if one exists after all (someone
         // else's, or ours not yet cached), the create fails and we look before doing anything.
         Ownership::Absent => match api
@@ -165,10 +164,10 @@ async fn issue(
             )
             .await
         {
-            Ok(_) => {}
+            Ok(created) => created,
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 let existing = api.get_opt(&mi.spec.secret_name).await?;
-                if ownership(existing.as_ref(), mi) == Ownership::Foreign {
+                if ownership(existing.as_ref().map(|s| &s.metadata), mi) == Ownership::Foreign {
                     return Ok(secret_conflict(
                         mi,
                         ctx,
@@ -186,9 +185,16 @@ async fn issue(
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&secret),
             )
-            .await?;
+            .await?
         }
-    }
+    };
+    // Remember what is in the Secret at the version just written: the watch event of this very
+    // write then needs no read of the Secret.
+    ctx.remember_certificate(
+        mi.metadata.uid.as_deref().unwrap_or_default(),
+        written.metadata.resource_version.clone(),
+        KnownCertificate::new(issued.info.clone(), &resolved.inputs_hash, ca_key_der),
+    );
     let renew_at = crate::issue::renewal::plan_renewal(
         issued.info.not_before,
         issued.info.not_after,
@@ -226,32 +232,84 @@ async fn issue(
     ))
 }
 
-/// The identity's Secret: from the cache of our own Secrets, else read directly (it may not be
-/// ours, or not cached yet).
-async fn find_secret(
+/// What the identity's Secret holds, as far as reconciling needs to know.
+enum Examined {
+    /// A Secret of that name exists and is not ours.
+    Foreign,
+    /// Ours or absent, and the verdict on its certificate.
+    Verdict(Ownership, Verdict),
+}
+
+/// Examines the identity's Secret, reading its body only when the operator does not already know
+/// what it holds: the metadata cache shows whether it exists and at which resourceVersion, and a
+/// certificate the operator wrote or verified at that version needs no second look.
+async fn examine_secret(
     ctx: &Context,
     mi: &MachineIdentity,
     namespace: &str,
-) -> Result<Option<Secret>, ReconcileError> {
-    let key = ObjectRef::<Secret>::new(&mi.spec.secret_name).within(namespace);
+    expect: &Expectations<'_>,
+) -> Result<Examined, ReconcileError> {
+    let uid = mi.metadata.uid.clone().unwrap_or_default();
+    let key = ObjectRef::<PartialObjectMeta<Secret>>::new(&mi.spec.secret_name).within(namespace);
+    let synced = ctx
+        .health
+        .secrets_synced
+        .load(std::sync::atomic::Ordering::Relaxed);
     match ctx.secrets.get(&key) {
-        Some(cached) if ownership(Some(&cached), mi) == Ownership::Ours => {
-            return Ok(Some((*cached).clone()));
+        Some(meta) if ownership(Some(&meta.metadata), mi) == Ownership::Ours => {
+            if let Some(known) =
+                ctx.known_certificate(&uid, meta.metadata.resource_version.as_deref())
+            {
+                return Ok(Examined::Verdict(
+                    Ownership::Ours,
+                    assess_known(&known, expect),
+                ));
+            }
         }
-        // Not in the synced cache of our labelled Secrets: most likely absent. Issuance creates
-        // (never applies) it, so a Secret that exists after all makes the create fail with a
-        // conflict, and only then is it read.
-        None if ctx
-            .health
-            .secrets_synced
-            .load(std::sync::atomic::Ordering::Relaxed) =>
-        {
-            return Ok(None);
+        // Not among our labelled Secrets and nothing written by us: absent (issuance creates,
+        // never applies, so a Secret that exists after all is not overwritten).
+        None if synced && !ctx.has_known_certificate(&uid) => {
+            let missing = Verdict::Reissue {
+                reason: ReissueReason::Missing,
+                still_valid: None,
+            };
+            return Ok(Examined::Verdict(Ownership::Absent, missing));
         }
         _ => {}
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(api.get_opt(&mi.spec.secret_name).await?)
+    let secret = api.get_opt(&mi.spec.secret_name).await?;
+    match ownership(secret.as_ref().map(|s| &s.metadata), mi) {
+        Ownership::Foreign => Ok(Examined::Foreign),
+        Ownership::Absent => {
+            ctx.forget_certificate(&uid);
+            let missing = Verdict::Reissue {
+                reason: ReissueReason::Missing,
+                still_valid: None,
+            };
+            Ok(Examined::Verdict(Ownership::Absent, missing))
+        }
+        Ownership::Ours => {
+            let Some(secret) = secret else {
+                return Err(ReconcileError::SecretAppeared);
+            };
+            let material = existing_material(&secret);
+            let verdict = assess(&material, expect);
+            match &verdict {
+                Verdict::Current { info, .. } => ctx.remember_certificate(
+                    &uid,
+                    secret.metadata.resource_version.clone(),
+                    KnownCertificate::new(
+                        info.clone(),
+                        expect.inputs_hash,
+                        expect.ca_public_key_der,
+                    ),
+                ),
+                Verdict::Reissue { .. } => ctx.forget_certificate(&uid),
+            }
+            Ok(Examined::Verdict(Ownership::Ours, verdict))
+        }
+    }
 }
 
 async fn write_status(

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config, Controller};
 use kube::runtime::utils::Predicate;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
@@ -38,21 +39,25 @@ where
     }
 }
 
-/// The identity-Secret watch: only the operator's labelled Secrets, trimmed for the cache.
+/// The identity-Secret watch: metadata only (no keys or certificates in memory), and only the
+/// operator's labelled Secrets.
 pub fn identity_secret_watch(
     client: Client,
     namespace: Option<&str>,
     health: Arc<Health>,
 ) -> (
-    reflector::Store<Secret>,
-    impl futures::Stream<Item = Result<Secret, watcher::Error>> + Send + 'static,
+    reflector::Store<PartialObjectMeta<Secret>>,
+    impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
 ) {
-    let api: Api<Secret> = scoped_api(client, namespace);
+    let api: Api<PartialObjectMeta<Secret>> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
     let (store, writer) = reflector::store();
     let cfg = watcher::Config::default().labels(&labels::identity_secret_selector());
     let stream = watcher(api, cfg)
         .default_backoff()
-        .modify(identity_secret::trim_for_cache)
+        .modify(|s: &mut PartialObjectMeta<Secret>| s.metadata.managed_fields = None)
         .inspect(move |ev| {
             if let Ok(watcher::Event::InitDone) = ev {
                 health.secrets_synced.store(true, Ordering::Relaxed);
@@ -67,7 +72,9 @@ pub fn identity_secret_watch(
 /// is in `ctx`.
 pub async fn run_machine_identities(
     ctx: Arc<Context>,
-    secret_stream: impl futures::Stream<Item = Result<Secret, watcher::Error>> + Send + 'static,
+    secret_stream: impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>>
+    + Send
+    + 'static,
     namespace: Option<String>,
     concurrency: u16,
     health: Arc<Health>,
@@ -79,6 +86,8 @@ pub async fn run_machine_identities(
     let forget_health = health.clone();
     let identities = watcher(api, watcher::Config::default())
         .default_backoff()
+        // Managed fields are the bulk of a small object; reconciles never read them.
+        .modify(|mi: &mut MachineIdentity| mi.metadata.managed_fields = None)
         // Deleted identities leave the metrics and the written-status memory; the first complete
         // list marks the identity cache as synced (for /readyz).
         .inspect(move |ev| {

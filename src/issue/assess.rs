@@ -125,34 +125,74 @@ fn inspect(
     if leaf.verify_signature(Some(&ca_spki)).is_err() {
         return Err(ReissueReason::WrongIssuer);
     }
-    let not_before = leaf.validity().not_before.to_datetime();
-    let not_after = leaf.validity().not_after.to_datetime();
-    if expect.now >= not_after {
-        return Err(ReissueReason::Expired);
-    }
-    let renew_at = plan_renewal(
-        not_before,
-        not_after,
-        expect.renewal_fraction,
-        expect.identity_key,
-    );
     let info = CertificateInfo {
         serial_hex: hex::encode(leaf.raw_serial()),
         thumbprint_sha256: thumbprint(leaf_der),
-        not_before,
-        not_after,
+        not_before: leaf.validity().not_before.to_datetime(),
+        not_after: leaf.validity().not_after.to_datetime(),
     };
-    let reason = if existing.inputs_hash != Some(expect.inputs_hash) {
+    Ok(judge(info, existing.inputs_hash, expect))
+}
+
+/// What the operator knows of a certificate it wrote or verified itself: enough to decide on
+/// renewal without reading the Secret again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownCertificate {
+    pub info: CertificateInfo,
+    /// The inputs hash the certificate was built from.
+    pub inputs_hash: String,
+    /// SHA-256 of the signing CA's SubjectPublicKeyInfo.
+    pub ca_key_sha256: String,
+}
+
+impl KnownCertificate {
+    /// Records a certificate signed by the CA whose SubjectPublicKeyInfo is `ca_public_key_der`.
+    pub fn new(info: CertificateInfo, inputs_hash: &str, ca_public_key_der: &[u8]) -> Self {
+        KnownCertificate {
+            info,
+            inputs_hash: inputs_hash.to_string(),
+            ca_key_sha256: thumbprint(ca_public_key_der),
+        }
+    }
+}
+
+/// Assesses a certificate known from a previous issuance or assessment (key match and signature
+/// were checked then): same CA, not expired, current inputs, renewal not due.
+pub fn assess_known(known: &KnownCertificate, expect: &Expectations<'_>) -> Verdict {
+    if known.ca_key_sha256 != thumbprint(expect.ca_public_key_der) {
+        return Verdict::Reissue {
+            reason: ReissueReason::WrongIssuer,
+            still_valid: None,
+        };
+    }
+    judge(known.info.clone(), Some(&known.inputs_hash), expect)
+}
+
+/// The common tail of every assessment: expiry, inputs, renewal time.
+fn judge(info: CertificateInfo, inputs_hash: Option<&str>, expect: &Expectations<'_>) -> Verdict {
+    if expect.now >= info.not_after {
+        return Verdict::Reissue {
+            reason: ReissueReason::Expired,
+            still_valid: None,
+        };
+    }
+    let renew_at = plan_renewal(
+        info.not_before,
+        info.not_after,
+        expect.renewal_fraction,
+        expect.identity_key,
+    );
+    let reason = if inputs_hash != Some(expect.inputs_hash) {
         ReissueReason::InputsChanged
     } else if expect.now >= renew_at {
         ReissueReason::RenewalDue
     } else {
-        return Ok(Verdict::Current { info, renew_at });
+        return Verdict::Current { info, renew_at };
     };
-    Ok(Verdict::Reissue {
+    Verdict::Reissue {
         reason,
         still_valid: Some((info, renew_at)),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -266,6 +306,29 @@ mod tests {
             now: now + Duration::minutes(50),
             ..e
         };
+        // The same verdicts from what the operator remembers, without the Secret.
+        let known = KnownCertificate::new(i.info.clone(), "h1", ca.public_key_der());
+        assert!(matches!(assess_known(&known, &e), Verdict::Current { .. }));
+        assert_eq!(
+            assess_known(&known, &foreign).reissue_reason(),
+            Some(ReissueReason::WrongIssuer)
+        );
+        assert_eq!(
+            assess_known(&known, &late).reissue_reason(),
+            Some(ReissueReason::Expired)
+        );
+        assert_eq!(
+            assess_known(&known, &due).reissue_reason(),
+            Some(ReissueReason::RenewalDue)
+        );
+        let changed = KnownCertificate {
+            inputs_hash: "h0".into(),
+            ..known.clone()
+        };
+        assert_eq!(
+            assess_known(&changed, &e).reissue_reason(),
+            Some(ReissueReason::InputsChanged)
+        );
         assert_eq!(r(material(&i, "h1"), &due), Some(ReissueReason::RenewalDue));
     }
 }
