@@ -21,16 +21,19 @@ pub struct Health {
     pub identities_synced: AtomicBool,
     /// The identity-Secret cache has completed its first list.
     pub secrets_synced: AtomicBool,
+    /// A standby waiting for the leader Lease: ready, but not reconciling.
+    pub standby: AtomicBool,
     /// The controller loop is running (false once it has stopped).
     pub controller_alive: AtomicBool,
 }
 
 impl Health {
-    /// Ready to serve: CA loaded and caches synced.
+    /// Ready to serve: a standby, or the CA loaded and caches synced.
     pub fn ready(&self) -> bool {
-        self.ca_loaded.load(Ordering::Relaxed)
-            && self.identities_synced.load(Ordering::Relaxed)
-            && self.secrets_synced.load(Ordering::Relaxed)
+        self.standby.load(Ordering::Relaxed)
+            || self.ca_loaded.load(Ordering::Relaxed)
+                && self.identities_synced.load(Ordering::Relaxed)
+                && self.secrets_synced.load(Ordering::Relaxed)
     }
 }
 
@@ -107,6 +110,12 @@ mod tests {
         assert!(!h.ready(), "the Secret cache has not synced yet");
         h.secrets_synced.store(true, Ordering::Relaxed);
         assert!(h.ready());
+        let standby = Health::default();
+        standby.standby.store(true, Ordering::Relaxed);
+        assert!(
+            standby.ready(),
+            "a standby is ready (it serves metrics and takes over)"
+        );
     }
 
     #[tokio::test]

@@ -39,13 +39,20 @@ pub enum LeaseVerdict {
 
 /// Decides what to do with a Lease at `now` (pure).
 pub fn lease_verdict(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> LeaseVerdict {
-    let Some(spec) = spec else { return LeaseVerdict::Acquire };
+    let Some(spec) = spec else {
+        return LeaseVerdict::Acquire;
+    };
     match spec.holder_identity.as_deref() {
         Some(holder) if holder == me => LeaseVerdict::Renew,
         None | Some("") => LeaseVerdict::Acquire,
         Some(_) => {
-            let last = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
-            let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
+            let last = spec
+                .renew_time
+                .as_ref()
+                .or(spec.acquire_time.as_ref())
+                .map(|t| t.0);
+            let duration =
+                SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
             match last {
                 Some(t) if t + duration > now => LeaseVerdict::Wait,
                 _ => LeaseVerdict::Acquire,
@@ -61,9 +68,17 @@ pub fn claimed_spec(previous: Option<&LeaseSpec>, cfg: &LeaseConfig, now: Timest
     LeaseSpec {
         holder_identity: Some(cfg.identity.clone()),
         lease_duration_seconds: Some(cfg.lease_duration.as_secs().max(1) as i32),
-        acquire_time: if ours { previous.and_then(|p| p.acquire_time.clone()) } else { Some(MicroTime(now)) },
+        acquire_time: if ours {
+            previous.and_then(|p| p.acquire_time.clone())
+        } else {
+            Some(MicroTime(now))
+        },
         renew_time: Some(MicroTime(now)),
-        lease_transitions: Some(if ours || previous.is_none() { transitions } else { transitions + 1 }),
+        lease_transitions: Some(if ours || previous.is_none() {
+            transitions
+        } else {
+            transitions + 1
+        }),
         ..Default::default()
     }
 }
@@ -81,7 +96,9 @@ async fn try_claim(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::Er
             name: Some(cfg.name.clone()),
             namespace: Some(cfg.namespace.clone()),
             // Optimistic concurrency: a concurrent claim makes this write fail with a conflict.
-            resource_version: existing.as_ref().and_then(|l| l.metadata.resource_version.clone()),
+            resource_version: existing
+                .as_ref()
+                .and_then(|l| l.metadata.resource_version.clone()),
             ..Default::default()
         },
         spec: Some(claimed_spec(spec, cfg, now)),
@@ -121,13 +138,15 @@ pub async fn hold(client: Client, cfg: &LeaseConfig) {
     let mut last_renewal = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(cfg.retry_period).await;
-        match try_claim(&api, cfg).await {
-            Ok(true) => last_renewal = tokio::time::Instant::now(),
-            Ok(false) => {
+        // A hanging request must not keep a deposed leader writing: bound each attempt.
+        match tokio::time::timeout(cfg.renew_deadline, try_claim(&api, cfg)).await {
+            Ok(Ok(true)) => last_renewal = tokio::time::Instant::now(),
+            Ok(Ok(false)) => {
                 warn!(lease = %cfg.name, "another replica took the Lease");
                 return;
             }
-            Err(e) => warn!(error = %e, "renewing the Lease failed"),
+            Ok(Err(e)) => warn!(error = %e, "renewing the Lease failed"),
+            Err(_) => warn!(lease = %cfg.name, "renewing the Lease timed out"),
         }
         if last_renewal.elapsed() > cfg.renew_deadline {
             warn!(lease = %cfg.name, "could not renew the Lease within the deadline");
@@ -139,8 +158,12 @@ pub async fn hold(client: Client, cfg: &LeaseConfig) {
 /// Gives the Lease up (on a clean shutdown) so a standby takes over at once.
 pub async fn release(client: Client, cfg: &LeaseConfig) {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
-    let Ok(Some(mut lease)) = api.get_opt(&cfg.name).await else { return };
-    let Some(spec) = lease.spec.as_mut() else { return };
+    let Ok(Some(mut lease)) = api.get_opt(&cfg.name).await else {
+        return;
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return;
+    };
     if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
         return;
     }
@@ -183,13 +206,25 @@ mod tests {
     fn verdicts() {
         let now = Timestamp::from_second(1_800_000_000).unwrap();
         assert_eq!(lease_verdict(None, "me", now), LeaseVerdict::Acquire);
-        assert_eq!(lease_verdict(Some(&held_by("me", now)), "me", now), LeaseVerdict::Renew);
+        assert_eq!(
+            lease_verdict(Some(&held_by("me", now)), "me", now),
+            LeaseVerdict::Renew
+        );
         let fresh = held_by("other", now - SignedDuration::from_secs(5));
         assert_eq!(lease_verdict(Some(&fresh), "me", now), LeaseVerdict::Wait);
         let stale = held_by("other", now - SignedDuration::from_secs(16));
-        assert_eq!(lease_verdict(Some(&stale), "me", now), LeaseVerdict::Acquire);
-        let released = LeaseSpec { holder_identity: None, ..held_by("x", now) };
-        assert_eq!(lease_verdict(Some(&released), "me", now), LeaseVerdict::Acquire);
+        assert_eq!(
+            lease_verdict(Some(&stale), "me", now),
+            LeaseVerdict::Acquire
+        );
+        let released = LeaseSpec {
+            holder_identity: None,
+            ..held_by("x", now)
+        };
+        assert_eq!(
+            lease_verdict(Some(&released), "me", now),
+            LeaseVerdict::Acquire
+        );
     }
 
     #[test]

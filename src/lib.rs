@@ -9,6 +9,7 @@ pub mod controller;
 pub mod http;
 pub mod issue;
 pub mod labels;
+pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod settings;

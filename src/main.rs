@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator.
-    Run(Settings),
+    Run(Box<Settings>),
     /// Print the CustomResourceDefinitions as YAML (or write one file per CRD into a directory).
     Crd {
         /// Write `<crd name>.yaml` files into this directory instead of printing.
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(operator::run(settings)) {
+            match runtime.block_on(operator::run(*settings)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "nhi-operator stopped");

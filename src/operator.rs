@@ -13,6 +13,7 @@ use crate::controller::events::{EventBudget, EventPublisher};
 use crate::controller::{self, context::Context};
 use crate::http::{self, Health};
 use crate::issue::inputs::IssuancePolicy;
+use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 
@@ -27,6 +28,8 @@ pub enum StartError {
     Client(#[from] kube::Error),
     #[error("cannot serve HTTP on the configured address: {0}")]
     Http(#[from] std::io::Error),
+    #[error("lost the leader Lease; stopping so that only one replica writes")]
+    LostLeadership,
 }
 
 /// Runs the operator until it receives SIGTERM or SIGINT.
@@ -37,6 +40,17 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::default());
     let bound = http::serve(settings.http_addr, health.clone(), metrics.clone()).await?;
     info!(address = %bound, "serving /metrics, /readyz, /livez");
+
+    // With leader election, a standby waits here (ready, as a standby) until it holds the Lease.
+    let lease = settings.leader_elect.then(|| lease_config(&settings));
+    if let Some(cfg) = &lease {
+        health.standby.store(true, Ordering::Relaxed);
+        tokio::select! {
+            _ = leader::acquire(client.clone(), cfg) => {},
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        health.standby.store(false, Ordering::Relaxed);
+    }
 
     let location = CaLocation {
         namespace: settings.operator_namespace.clone(),
@@ -81,7 +95,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let budget = EventBudget::new(settings.event_burst, settings.event_qps);
     let events = EventPublisher::new(recorder, budget);
     let ctx = Arc::new(Context::new(
-        client,
+        client.clone(),
         ca,
         policy,
         events,
@@ -89,6 +103,36 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         secrets,
         health.clone(),
     ));
-    controller::run_machine_identities(ctx, secret_stream, ns, settings.concurrency, health).await;
-    Ok(())
+    let controller =
+        controller::run_machine_identities(ctx, secret_stream, ns, settings.concurrency, health);
+    let Some(cfg) = lease else {
+        controller.await;
+        return Ok(());
+    };
+    // The leader stops writing the moment it cannot renew: it exits, and a standby takes over.
+    tokio::select! {
+        _ = controller => {
+            leader::release(client, &cfg).await;
+            Ok(())
+        }
+        _ = leader::hold(client.clone(), &cfg) => Err(StartError::LostLeadership),
+    }
+}
+
+fn lease_config(settings: &Settings) -> LeaseConfig {
+    let identity = std::env::var("POD_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "nhi-operator".into());
+            format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+        });
+    LeaseConfig {
+        namespace: settings.operator_namespace.clone(),
+        name: settings.leader_election_lease.clone(),
+        identity,
+        lease_duration: settings.lease_duration.0.unsigned_abs(),
+        renew_deadline: settings.renew_deadline.0.unsigned_abs(),
+        retry_period: settings.retry_period.0.unsigned_abs(),
+    }
 }

@@ -92,6 +92,31 @@ pub struct Settings {
     #[arg(long, env = "NHI_EVENT_QPS", default_value_t = 10.0)]
     pub event_qps: f64,
 
+    /// Run several replicas safely: only the holder of a coordination.k8s.io Lease in the
+    /// operator's namespace reconciles; the others wait as standbys.
+    #[arg(long, env = "NHI_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "NHI_LEADER_ELECTION_LEASE",
+        default_value = "nhi-operator"
+    )]
+    pub leader_election_lease: String,
+
+    /// How long the Lease is valid without renewal: a standby takes over after this.
+    #[arg(long, env = "NHI_LEASE_DURATION", default_value = "15s")]
+    pub lease_duration: GoDuration,
+
+    /// A leader that has not renewed for this long stops (must be below --lease-duration).
+    #[arg(long, env = "NHI_RENEW_DEADLINE", default_value = "10s")]
+    pub renew_deadline: GoDuration,
+
+    /// How often the Lease is renewed, and how often a standby tries to take it.
+    #[arg(long, env = "NHI_RETRY_PERIOD", default_value = "2s")]
+    pub retry_period: GoDuration,
+
     /// Log format.
     #[arg(long, env = "NHI_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -121,6 +146,14 @@ impl Settings {
         }
         if !(self.event_qps.is_finite() && self.event_qps >= 0.0) {
             return Err("--event-qps must be a non-negative number".into());
+        }
+        if self.leader_elect
+            && !(self.retry_period.0 < self.renew_deadline.0
+                && self.renew_deadline.0 < self.lease_duration.0)
+        {
+            return Err(
+                "leader election needs --retry-period < --renew-deadline < --lease-duration".into(),
+            );
         }
         if self.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());

@@ -1,6 +1,7 @@
 //! End-to-end tests against the local control plane (`make cluster-up`, or run by `make test`).
 
 mod issuance;
+mod leader;
 mod safety;
 mod support;
 mod validation;

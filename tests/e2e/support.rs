@@ -22,6 +22,14 @@ pub fn kubeconfig_path() -> PathBuf {
         })
 }
 
+/// The kubeconfig the operator process runs with: `NHI_E2E_OPERATOR_KUBECONFIG` (for example a
+/// token of the Helm chart's ServiceAccount, to prove its RBAC suffices), else the tests' own.
+pub fn operator_kubeconfig_path() -> PathBuf {
+    std::env::var_os("NHI_E2E_OPERATOR_KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(kubeconfig_path)
+}
+
 /// A client for the local control plane. Panics with a hint when it is not running.
 pub async fn client() -> Client {
     let path = kubeconfig_path();
@@ -75,11 +83,17 @@ pub struct Operator {
     pub http: SocketAddr,
     pub log: PathBuf,
     args: Vec<String>,
+    pod_name: Option<String>,
 }
 
 impl Operator {
     /// Starts the operator scoped to `namespace` (its CA Secret lives there too).
     pub fn start(namespace: &str, extra: &[&str]) -> Operator {
+        Self::start_named(namespace, extra, None)
+    }
+
+    /// Like [`Operator::start`], with `POD_NAME` set (the leader-election identity) and its own log.
+    pub fn start_named(namespace: &str, extra: &[&str], pod_name: Option<&str>) -> Operator {
         let http = free_port();
         let mut args: Vec<String> = vec![
             "run".into(),
@@ -93,12 +107,16 @@ impl Operator {
         args.extend(extra.iter().map(|s| s.to_string()));
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
-        let log = dir.join(format!("{namespace}.log"));
+        let log = match pod_name {
+            Some(p) => dir.join(format!("{namespace}-{p}.log")),
+            None => dir.join(format!("{namespace}.log")),
+        };
         let mut op = Operator {
             child: None,
             http,
             log,
             args,
+            pod_name: pod_name.map(str::to_string),
         };
         op.spawn();
         op
@@ -110,9 +128,13 @@ impl Operator {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_nhi-operator"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nhi-operator"));
+        if let Some(p) = &self.pod_name {
+            cmd.env("POD_NAME", p);
+        }
+        let child = cmd
             .args(&self.args)
-            .env("KUBECONFIG", kubeconfig_path())
+            .env("KUBECONFIG", operator_kubeconfig_path())
             .env("RUST_LOG", "warn,nhi_operator=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

@@ -1,0 +1,163 @@
+//! High availability: two operators with leader election; the leader dies during a burst of 200
+//! issuances; the standby takes over; every identity ends Ready with exactly one certificate.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::PostParams;
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+
+use crate::support::*;
+use nhi_operator::api::MachineIdentity;
+
+const N: usize = 200;
+
+#[tokio::test]
+async fn the_standby_takes_over_a_burst_without_issuing_twice() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "leader").await;
+    let flags = [
+        "--leader-elect",
+        "--lease-duration",
+        "6s",
+        "--renew-deadline",
+        "4s",
+        "--retry-period",
+        "1s",
+    ];
+    let mut a = Operator::start_named(&ns.name, &flags, Some("op-a"));
+    let mut b = Operator::start_named(&ns.name, &flags, Some("op-b"));
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let holder = |l: &Lease| {
+        l.spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.clone())
+            .unwrap_or_default()
+    };
+    let first = wait_for(Duration::from_secs(20), "a leader", || async {
+        leases
+            .get_opt("nhi-operator")
+            .await
+            .ok()
+            .flatten()
+            .map(|l| holder(&l))
+            .filter(|h| !h.is_empty())
+    })
+    .await;
+    a.wait_ready(Duration::from_secs(20)).await;
+    b.wait_ready(Duration::from_secs(20)).await;
+
+    // Every serial ever written to each identity Secret.
+    let serials: Arc<Mutex<HashMap<String, HashSet<String>>>> = Arc::default();
+    let seen = serials.clone();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let watch = tokio::spawn(
+        watcher(
+            secrets,
+            watcher::Config::default().labels("nhi.dev/identity"),
+        )
+        .applied_objects()
+        .try_for_each(move |s: Secret| {
+            let seen = seen.clone();
+            async move {
+                if let Some(serial) = s
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("nhi.dev/serial"))
+                {
+                    let name = s.metadata.name.clone().unwrap_or_default();
+                    seen.lock()
+                        .unwrap()
+                        .entry(name)
+                        .or_default()
+                        .insert(serial.clone());
+                }
+                Ok(())
+            }
+        }),
+    );
+
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let creator = api.clone();
+    let burst = tokio::spawn(async move {
+        futures::stream::iter(0..N)
+            .for_each_concurrent(16, |i| {
+                let api = creator.clone();
+                async move {
+                    let mi = identity(
+                        &format!("ha{i}"),
+                        json!({"owner": {"team": "t"}, "secretName": format!("ha{i}-id")}),
+                    );
+                    api.create(&PostParams::default(), &mi).await.unwrap();
+                }
+            })
+            .await;
+    });
+    // Kill the leader mid-burst.
+    wait_for(
+        Duration::from_secs(30),
+        "some identities issued",
+        || async { (serials.lock().unwrap().len() >= 20).then_some(()) },
+    )
+    .await;
+    let killed = Instant::now();
+    let survivor = if first == "op-a" {
+        a.kill();
+        "op-b"
+    } else {
+        b.kill();
+        "op-a"
+    };
+    let issued_before_kill = serials.lock().unwrap().len();
+    assert!(
+        issued_before_kill < N,
+        "the burst finished before the leader was killed"
+    );
+
+    wait_for(
+        Duration::from_secs(90),
+        "every identity Ready after the handover",
+        || async {
+            let list = api.list(&Default::default()).await.ok()?;
+            (list.items.len() == N && list.items.iter().all(is_ready)).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "handover: all {N} Ready {:?} after killing the leader ({issued_before_kill} issued before)",
+        killed.elapsed()
+    );
+    let lease = leases.get("nhi-operator").await.unwrap();
+    assert_eq!(holder(&lease), survivor);
+    assert!(lease.spec.unwrap().lease_transitions.unwrap_or(0) >= 1);
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    watch.abort();
+    let serials = serials.lock().unwrap().clone();
+    assert_eq!(serials.len(), N, "every identity Secret was written");
+    let twice: Vec<_> = serials
+        .iter()
+        .filter(|(_, s)| s.len() > 1)
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "issued twice across the handover: {twice:?}"
+    );
+    // Each identity's status names the certificate in its Secret.
+    for mi in api.list(&Default::default()).await.unwrap() {
+        let secret_serial = serials
+            .get(&mi.spec.secret_name)
+            .and_then(|s| s.iter().next().cloned());
+        assert_eq!(mi.status.and_then(|s| s.serial_number), secret_serial);
+    }
+    drop((a, b));
+    ns.delete().await;
+}
