@@ -120,6 +120,7 @@ async fn the_standby_takes_over_a_burst_without_issuing_twice() {
         issued_before_kill < N,
         "the burst finished before the leader was killed"
     );
+    burst.await.expect("every identity created");
 
     wait_for(
         Duration::from_secs(90),
