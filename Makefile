@@ -8,7 +8,7 @@ BIN_DIR = $(shell e2e/build-binaries.sh)
 CARGO ?= cargo
 
 .PHONY: help build binaries cluster-up cluster-down cluster-status crds crds-check fmt lint \
-        unit-test e2e-test test demo bench clean
+        unit-test static-binary-test e2e-test test demo bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -28,8 +28,10 @@ cluster-down: ## Stop the local control plane and remove its state.
 cluster-status: ## Show the local control plane's state and kubeconfig path.
 	@e2e/cluster.sh status
 
-crds: ## Regenerate crds/ from the Rust types.
+crds: ## Regenerate crds/ from the Rust types, and the chart's and kustomize's copies.
 	$(CARGO) run --quiet --bin nhi-operator -- crd --out-dir crds
+	cp crds/*.yaml charts/nhi-operator/crds/
+	cp crds/*.yaml config/crd/
 
 fmt: ## Format the code.
 	$(CARGO) fmt --all
@@ -41,12 +43,16 @@ lint: ## rustfmt check and clippy with warnings as errors.
 unit-test: ## Unit tests and the CRD freshness test (no cluster needed).
 	$(CARGO) test --lib --bins --test crd_fresh
 
+static-binary-test: ## The container's binary: a static musl build that runs.
+	@e2e/test-static-binary.sh
+
 e2e-test: ## End-to-end tests against the local control plane (starts it when needed).
 	@e2e/run-e2e.sh
 
 test: ## Every test: lint, unit, control plane and end-to-end (brings the cluster up and down).
 	$(MAKE) lint
 	$(MAKE) unit-test
+	$(MAKE) static-binary-test
 	@e2e/run-e2e.sh --own-cluster
 
 demo: ## Start the control plane (unless KUBECONFIG is set), run the operator, apply the samples.

@@ -32,3 +32,9 @@ kubectl wait --for=condition=Established --timeout=30s -f crds/ >/dev/null
 
 echo "== operator end-to-end tests"
 cargo test --test e2e -- --test-threads="${NHI_E2E_THREADS:-3}"
+
+echo "== install tests: Helm chart, kustomize, Dockerfile"
+e2e/test-install.sh
+
+echo "== the chart's RBAC: exactly what it lists, and enough for the operator"
+e2e/test-chart-rbac.sh

@@ -6,13 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::Store;
 
 use super::events::EventPublisher;
+use super::secret_index::SecretIndex;
 use crate::api::MachineIdentity;
 use crate::ca::CertificateAuthority;
 use crate::http::Health;
@@ -30,7 +28,7 @@ pub struct Context {
     pub policy: IssuancePolicy,
     pub metrics: Arc<Metrics>,
     /// Metadata cache of the operator's own (labelled) identity Secrets.
-    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub secrets: Arc<SecretIndex>,
     /// Health flags, among them whether the Secret cache has synced.
     pub health: Arc<Health>,
     /// Fingerprint and time of the last status written per identity (by uid), so a reconcile
@@ -50,7 +48,7 @@ impl Context {
         policy: IssuancePolicy,
         events: EventPublisher,
         metrics: Arc<Metrics>,
-        secrets: Store<PartialObjectMeta<Secret>>,
+        secrets: Arc<SecretIndex>,
         health: Arc<Health>,
     ) -> Self {
         Context {

@@ -45,15 +45,19 @@ pub fn ownership(meta: Option<&ObjectMeta>, mi: &MachineIdentity) -> Ownership {
         .as_ref()
         .and_then(|l| l.get(labels::MANAGED_BY))
         .is_some_and(|v| v == labels::MANAGER);
-    let controlled_by_mi = meta.owner_references.as_ref().is_some_and(|refs| {
-        refs.iter()
-            .any(|r| r.controller == Some(true) && Some(&r.uid) == mi.metadata.uid.as_ref())
-    });
-    if managed && controlled_by_mi {
+    if managed && controlled_by(meta, mi) {
         Ownership::Ours
     } else {
         Ownership::Foreign
     }
+}
+
+/// Whether `mi` is the controller among the owners in `meta`.
+pub fn controlled_by(meta: &ObjectMeta, mi: &MachineIdentity) -> bool {
+    meta.owner_references.as_ref().is_some_and(|refs| {
+        refs.iter()
+            .any(|r| r.controller == Some(true) && Some(&r.uid) == mi.metadata.uid.as_ref())
+    })
 }
 
 /// The certificate material a Secret holds, for assessment.

@@ -4,10 +4,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -250,16 +248,14 @@ async fn examine_secret(
     expect: &Expectations<'_>,
 ) -> Result<Examined, ReconcileError> {
     let uid = mi.metadata.uid.clone().unwrap_or_default();
-    let key = ObjectRef::<PartialObjectMeta<Secret>>::new(&mi.spec.secret_name).within(namespace);
     let synced = ctx
         .health
         .secrets_synced
         .load(std::sync::atomic::Ordering::Relaxed);
-    match ctx.secrets.get(&key) {
-        Some(meta) if ownership(Some(&meta.metadata), mi) == Ownership::Ours => {
-            if let Some(known) =
-                ctx.known_certificate(&uid, meta.metadata.resource_version.as_deref())
-            {
+    match ctx.secrets.get(namespace, &mi.spec.secret_name) {
+        // Indexed Secrets all carry the managed-by label (the watch selects it).
+        Some(seen) if seen.controller_uid.is_some() && seen.controller_uid == mi.metadata.uid => {
+            if let Some(known) = ctx.known_certificate(&uid, Some(&seen.resource_version)) {
                 return Ok(Examined::Verdict(
                     Ownership::Ours,
                     assess_known(&known, expect),

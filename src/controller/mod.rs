@@ -5,6 +5,7 @@ pub mod error;
 pub mod events;
 pub mod identity_secret;
 pub mod machine_identity;
+pub mod secret_index;
 pub mod status;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::api::MachineIdentity;
 use crate::http::Health;
 use crate::labels;
 use context::Context;
+use secret_index::SecretIndex;
 
 /// An `Api` over all namespaces, or one when the operator is namespace-scoped.
 pub fn scoped_api<K>(client: Client, namespace: Option<&str>) -> Api<K>
@@ -40,33 +42,38 @@ where
 }
 
 /// The identity-Secret watch: metadata only (no keys or certificates in memory), and only the
-/// operator's labelled Secrets.
+/// operator's labelled Secrets, kept as a compact index of versions rather than a cache.
 pub fn identity_secret_watch(
     client: Client,
     namespace: Option<&str>,
     health: Arc<Health>,
 ) -> (
-    reflector::Store<PartialObjectMeta<Secret>>,
+    Arc<SecretIndex>,
     impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
 ) {
     let api: Api<PartialObjectMeta<Secret>> = match namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    let (store, writer) = reflector::store();
+    let index = Arc::new(SecretIndex::default());
+    let writer = index.clone();
     let cfg = watcher::Config::default().labels(&labels::identity_secret_selector());
     let stream = watcher(api, cfg)
         .default_backoff()
-        .modify(|s: &mut PartialObjectMeta<Secret>| s.metadata.managed_fields = None)
         .inspect(move |ev| {
-            if let Ok(watcher::Event::InitDone) = ev {
-                health.secrets_synced.store(true, Ordering::Relaxed);
+            if let Ok(ev) = ev {
+                writer.apply(ev);
+                if let watcher::Event::InitDone = ev {
+                    health.secrets_synced.store(true, Ordering::Relaxed);
+                }
             }
         })
-        .reflect(writer)
         .touched_objects();
-    (store, stream)
+    (index, stream)
 }
+
+/// The annotation `kubectl apply` (client-side) keeps the last applied manifest in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Runs the MachineIdentity controller until shutdown. `secrets` must be the stream whose store
 /// is in `ctx`.
@@ -87,7 +94,17 @@ pub async fn run_machine_identities(
     let identities = watcher(api, watcher::Config::default())
         .default_backoff()
         // Managed fields are the bulk of a small object; reconciles never read them.
-        .modify(|mi: &mut MachineIdentity| mi.metadata.managed_fields = None)
+        .modify(|mi: &mut MachineIdentity| {
+            mi.metadata.managed_fields = None;
+            // kubectl's client-side apply copy of the whole manifest: never read, often the
+            // largest field.
+            if let Some(a) = mi.metadata.annotations.as_mut() {
+                a.remove(LAST_APPLIED);
+                if a.is_empty() {
+                    mi.metadata.annotations = None;
+                }
+            }
+        })
         // Deleted identities leave the metrics and the written-status memory; the first complete
         // list marks the identity cache as synced (for /readyz).
         .inspect(move |ev| {

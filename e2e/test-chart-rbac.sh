@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Proves the Helm chart's RBAC is enough and no broader than charts/nhi-operator/README.md lists:
+# installs the chart (its objects only: nothing runs pods here), checks every listed and unlisted
+# permission of its ServiceAccount with `kubectl auth can-i`, then runs the core end-to-end tests
+# with the operator authenticated by a token of that ServiceAccount (`kubectl create token`).
+# Expects KUBECONFIG (admin) and helm/kubectl on PATH, as e2e/run-e2e.sh sets them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NS=nhi-rbac-test
+RELEASE=nhi-operator
+SA=system:serviceaccount:$NS:$RELEASE
+OTHER=default
+work=$(mktemp -d)
+
+cleanup() {
+  helm uninstall --namespace "$NS" "$RELEASE" >/dev/null 2>&1 || true
+  kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A namespace left terminating by an earlier run must be gone before it is created again.
+for _ in $(seq 60); do
+  kubectl get namespace "$NS" >/dev/null 2>&1 || break
+  sleep 1
+done
+kubectl create namespace "$NS" >/dev/null
+helm install "$RELEASE" charts/nhi-operator --namespace "$NS" --wait=false >/dev/null
+echo "installed the chart as $RELEASE in $NS"
+
+# expected verb resource namespace [name]: what the ServiceAccount may do (yes) and must not (no).
+# Resources with a subresource are written resource/subresource.
+matrix() {
+  cat <<EOF
+yes get machineidentities.nhi.dev $OTHER
+yes list machineidentities.nhi.dev $OTHER
+yes watch machineidentities.nhi.dev $OTHER
+yes list machineidentities.nhi.dev *
+no  create machineidentities.nhi.dev $OTHER
+no  update machineidentities.nhi.dev $OTHER
+no  patch machineidentities.nhi.dev $OTHER
+no  delete machineidentities.nhi.dev $OTHER
+yes patch machineidentities.nhi.dev/status $OTHER
+no  update machineidentities.nhi.dev/status $OTHER
+yes update machineidentities.nhi.dev/finalizers $OTHER
+no  patch machineidentities.nhi.dev/finalizers $OTHER
+yes get secrets $OTHER
+yes list secrets *
+yes watch secrets *
+yes create secrets $OTHER
+yes patch secrets $OTHER
+no  update secrets $OTHER
+no  delete secrets $OTHER
+no  deletecollection secrets $OTHER
+yes create events.events.k8s.io $OTHER
+yes patch events.events.k8s.io $OTHER
+no  get events.events.k8s.io $OTHER
+no  delete events.events.k8s.io $OTHER
+no  create events $OTHER
+yes create leases.coordination.k8s.io $NS
+yes get leases.coordination.k8s.io $NS nhi-operator
+yes update leases.coordination.k8s.io $NS nhi-operator
+no  get leases.coordination.k8s.io $NS someone-elses
+no  update leases.coordination.k8s.io $NS someone-elses
+no  delete leases.coordination.k8s.io $NS nhi-operator
+no  create leases.coordination.k8s.io $OTHER
+no  list leases.coordination.k8s.io $NS
+no  get configmaps $OTHER
+no  get pods $OTHER
+no  create pods $OTHER
+no  create serviceaccounts/token $OTHER
+no  get serviceaccounts $OTHER
+no  create rolebindings.rbac.authorization.k8s.io $OTHER
+no  bind clusterroles.rbac.authorization.k8s.io *
+no  escalate roles.rbac.authorization.k8s.io $OTHER
+no  impersonate users *
+no  create certificatesigningrequests.certificates.k8s.io *
+no  update customresourcedefinitions.apiextensions.k8s.io *
+no  delete namespaces *
+EOF
+}
+
+failed=0
+checked=0
+while read -r expected verb resource namespace name; do
+  args=("$verb")
+  if [[ $resource == */* ]]; then
+    args+=("${resource%%/*}" "--subresource=${resource#*/}")
+  else
+    args+=("$resource${name:+/$name}")
+  fi
+  if [ "$namespace" = "*" ]; then args+=(--all-namespaces); else args+=(--namespace "$namespace"); fi
+  got=$(kubectl auth can-i "${args[@]}" --as "$SA" 2>/dev/null || true)
+  checked=$((checked + 1))
+  if [ "$got" != "$expected" ]; then
+    echo "not ok - can-i ${args[*]}: expected $expected, got ${got:-error}"
+    failed=$((failed + 1))
+  fi
+done < <(matrix)
+echo "RBAC: $checked permissions checked, $failed differ from the chart README"
+[ "$failed" -eq 0 ] || exit 1
+
+# A kubeconfig that authenticates as the chart's ServiceAccount.
+server=$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
+ca=$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+token=$(kubectl create token "$RELEASE" --namespace "$NS" --duration 2h)
+cat >"$work/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: $server
+    certificate-authority-data: $ca
+users:
+- name: chart-service-account
+  user:
+    token: $token
+contexts:
+- name: chart
+  context: {cluster: local, user: chart-service-account}
+current-context: chart
+EOF
+chmod 600 "$work/kubeconfig"
+[ "$(KUBECONFIG=$work/kubeconfig kubectl auth whoami -o jsonpath='{.status.userInfo.username}')" = "$SA" ]
+
+# The core tests; the leader-election test is left out because its Lease lives in each test's
+# own namespace, and the chart grants Leases only in the release namespace (by design).
+echo "== core end-to-end tests, the operator running as $SA"
+NHI_E2E_OPERATOR_KUBECONFIG=$work/kubeconfig \
+  cargo test --test e2e -- --skip leader:: --test-threads="${NHI_E2E_THREADS:-3}"

