@@ -21,6 +21,23 @@ use crate::metrics::Metrics;
 /// How long our own status write may take to show in the watch cache.
 pub const CACHE_LAG_WINDOW: Duration = Duration::from_secs(10);
 
+/// An object uid as a map key: the 128 bits of the UUID the apiserver assigns, not its 36-byte
+/// text (the maps below hold one entry per identity).
+type UidKey = u128;
+
+/// The key of `uid`; a uid that is not a UUID (never seen from an apiserver) is hashed.
+fn uid_key(uid: &str) -> UidKey {
+    let hex: String = uid.chars().filter(|c| *c != '-').collect();
+    match (hex.len(), u128::from_str_radix(&hex, 16)) {
+        (32, Ok(k)) => k,
+        _ => {
+            let mut h = DefaultHasher::new();
+            uid.hash(&mut h);
+            u128::from(h.finish())
+        }
+    }
+}
+
 /// Shared reconcile state.
 pub struct Context {
     pub client: Client,
@@ -33,12 +50,15 @@ pub struct Context {
     pub health: Arc<Health>,
     /// Fingerprint and time of the last status written per identity (by uid), so a reconcile
     /// that sees a cache not yet updated with our own write does not write the same status again.
-    written: Mutex<HashMap<String, (u64, Instant)>>,
+    written: Mutex<HashMap<UidKey, (u64, Instant)>>,
     /// Where Events go.
     pub events: EventPublisher,
     /// The certificate in each identity's Secret (by identity uid), with the Secret's
     /// resourceVersion it was seen at: while that version is current, the Secret need not be read.
-    known: Mutex<HashMap<String, (String, KnownCertificate)>>,
+    known: Mutex<HashMap<UidKey, (String, KnownCertificate)>>,
+    /// Hash of what may change an identity's certificate (generation, labels, annotations) when
+    /// it last triggered a reconcile: status-only updates (our own writes) trigger nothing.
+    triggered: Mutex<HashMap<UidKey, u64>>,
 }
 
 impl Context {
@@ -60,6 +80,7 @@ impl Context {
             health,
             written: Mutex::default(),
             known: Mutex::default(),
+            triggered: Mutex::default(),
             events,
         }
     }
@@ -72,7 +93,7 @@ impl Context {
         self.written
             .lock()
             .map(|w| {
-                w.get(uid)
+                w.get(&uid_key(uid))
                     .is_some_and(|(f, at)| *f == fp && at.elapsed() < CACHE_LAG_WINDOW)
             })
             .unwrap_or(false)
@@ -82,14 +103,34 @@ impl Context {
     pub fn remember_written(&self, uid: &str, status: &impl serde::Serialize) {
         let fp = fingerprint(status);
         if let Ok(mut w) = self.written.lock() {
-            w.insert(uid.to_string(), (fp, Instant::now()));
+            w.insert(uid_key(uid), (fp, Instant::now()));
+        }
+    }
+
+    /// Whether the identity changed in a way that needs a reconcile since it last triggered one:
+    /// its generation (spec), labels or annotations. Records the change.
+    pub fn worth_reconciling(&self, mi: &MachineIdentity) -> bool {
+        let Some(uid) = mi.metadata.uid.as_deref() else {
+            return true;
+        };
+        let mut h = DefaultHasher::new();
+        mi.metadata.generation.hash(&mut h);
+        mi.metadata.labels.hash(&mut h);
+        mi.metadata.annotations.hash(&mut h);
+        let hash = h.finish();
+        match self.triggered.lock() {
+            Ok(mut t) => t.insert(uid_key(uid), hash) != Some(hash),
+            Err(_) => true,
         }
     }
 
     /// Forgets an identity that is going away.
     pub fn forget(&self, uid: &str) {
         if let Ok(mut w) = self.written.lock() {
-            w.remove(uid);
+            w.remove(&uid_key(uid));
+        }
+        if let Ok(mut t) = self.triggered.lock() {
+            t.remove(&uid_key(uid));
         }
         self.forget_certificate(uid);
     }
@@ -101,7 +142,7 @@ impl Context {
         resource_version: Option<&str>,
     ) -> Option<KnownCertificate> {
         let known = self.known.lock().ok()?;
-        let (rv, cert) = known.get(uid)?;
+        let (rv, cert) = known.get(&uid_key(uid))?;
         (Some(rv.as_str()) == resource_version).then(|| cert.clone())
     }
 
@@ -109,7 +150,7 @@ impl Context {
     pub fn has_known_certificate(&self, uid: &str) -> bool {
         self.known
             .lock()
-            .map(|k| k.contains_key(uid))
+            .map(|k| k.contains_key(&uid_key(uid)))
             .unwrap_or(false)
     }
 
@@ -121,14 +162,14 @@ impl Context {
         cert: KnownCertificate,
     ) {
         if let (Ok(mut known), Some(rv)) = (self.known.lock(), resource_version) {
-            known.insert(uid.to_string(), (rv, cert));
+            known.insert(uid_key(uid), (rv, cert));
         }
     }
 
     /// Forgets the certificate of identity `uid` (its Secret is gone or unknown).
     pub fn forget_certificate(&self, uid: &str) {
         if let Ok(mut known) = self.known.lock() {
-            known.remove(uid);
+            known.remove(&uid_key(uid));
         }
     }
 
@@ -152,4 +193,19 @@ fn fingerprint(value: &impl serde::Serialize) -> u64 {
     let mut h = DefaultHasher::new();
     serde_json::to_vec(value).unwrap_or_default().hash(&mut h);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uid_key;
+
+    #[test]
+    fn uids_key_by_their_128_bits_and_stay_distinct() {
+        let a = uid_key("e1bf1523-c16a-45de-b47b-0eb795b56dfa");
+        assert_eq!(a, 0xe1bf1523_c16a_45de_b47b_0eb795b56dfa);
+        assert_ne!(a, uid_key("e1bf1523-c16a-45de-b47b-0eb795b56dfb"));
+        // Not a UUID: hashed, still stable and distinct.
+        assert_eq!(uid_key("uid-1"), uid_key("uid-1"));
+        assert_ne!(uid_key("uid-1"), uid_key("uid-2"));
+    }
 }

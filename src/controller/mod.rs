@@ -15,8 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config, Controller};
-use kube::runtime::utils::Predicate;
-use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
@@ -90,6 +89,7 @@ pub async fn run_machine_identities(
     let (store, writer) = reflector::store();
     // Status-only changes (our own writes) do not trigger a reconcile.
     let forget_ctx = ctx.clone();
+    let filter_ctx = ctx.clone();
     let forget_health = health.clone();
     let identities = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -123,12 +123,13 @@ pub async fn run_machine_identities(
         })
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(
-            predicates::generation
-                .combine(predicates::labels)
-                .combine(predicates::annotations),
-            Default::default(),
-        );
+        .filter(move |mi| {
+            // Errors pass through (the controller reports them); objects only when they changed.
+            futures::future::ready(
+                mi.as_ref()
+                    .map_or(true, |mi| filter_ctx.worth_reconciling(mi)),
+            )
+        });
     health.controller_alive.store(true, Ordering::Relaxed);
     Controller::for_stream(identities, store)
         .owns_stream(secret_stream)

@@ -1,6 +1,7 @@
 //! Decides whether the certificate in an identity's Secret is still good, or why to re-issue.
 
 use rcgen::{KeyPair, PublicKeyData};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::x509::SubjectPublicKeyInfo;
@@ -141,8 +142,8 @@ pub struct KnownCertificate {
     pub info: CertificateInfo,
     /// The inputs hash the certificate was built from.
     pub inputs_hash: String,
-    /// SHA-256 of the signing CA's SubjectPublicKeyInfo.
-    pub ca_key_sha256: String,
+    /// SHA-256 of the signing CA's SubjectPublicKeyInfo (raw: one is kept per identity).
+    pub ca_key_sha256: [u8; 32],
 }
 
 impl KnownCertificate {
@@ -151,7 +152,7 @@ impl KnownCertificate {
         KnownCertificate {
             info,
             inputs_hash: inputs_hash.to_string(),
-            ca_key_sha256: thumbprint(ca_public_key_der),
+            ca_key_sha256: Sha256::digest(ca_public_key_der).into(),
         }
     }
 }
@@ -159,7 +160,7 @@ impl KnownCertificate {
 /// Assesses a certificate known from a previous issuance or assessment (key match and signature
 /// were checked then): same CA, not expired, current inputs, renewal not due.
 pub fn assess_known(known: &KnownCertificate, expect: &Expectations<'_>) -> Verdict {
-    if known.ca_key_sha256 != thumbprint(expect.ca_public_key_der) {
+    if known.ca_key_sha256 != <[u8; 32]>::from(Sha256::digest(expect.ca_public_key_der)) {
         return Verdict::Reissue {
             reason: ReissueReason::WrongIssuer,
             still_valid: None,

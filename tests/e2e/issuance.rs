@@ -295,3 +295,63 @@ async fn deleted_or_corrupted_secret_is_reissued_within_5s() {
     verify_secret(&third, &spiffe, &[]);
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_changed_spec_is_reissued_and_a_status_change_alone_is_not() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "respec").await;
+    let op = Operator::start(&ns.name, &[]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let spec = json!({"owner": {"team": "t"}, "secretName": "rs-id",
+        "certificate": {"dnsNames": ["a.example.internal"]}});
+    api.create(&PostParams::default(), &identity("rs", spec))
+        .await
+        .unwrap();
+    let first = wait_ready(&api, "rs", Duration::from_secs(5)).await;
+    let first_serial = first.status.unwrap().serial_number.unwrap();
+    let spiffe = format!("spiffe://cluster.local/ns/{}/mi/rs", ns.name);
+
+    // A label change (no new generation) triggers a look but no new certificate.
+    let label = json!({"metadata": {"labels": {"team": "t"}}});
+    api.patch("rs", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = secrets.get("rs-id").await.unwrap();
+    assert_eq!(
+        verify_secret(&s, &spiffe, &["a.example.internal"]),
+        first_serial
+    );
+
+    // New DNS names: a new certificate carrying them, within 5 s.
+    let change = json!({"spec": {"certificate": {"dnsNames": ["b.example.internal"]}}});
+    api.patch("rs", &PatchParams::default(), &Patch::Merge(&change))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let s = wait_for(
+        Duration::from_secs(5),
+        "re-issued for the new DNS names",
+        || async {
+            let s = secrets.get("rs-id").await.ok()?;
+            let serial = s
+                .metadata
+                .annotations
+                .as_ref()?
+                .get("nhi.dev/serial")?
+                .clone();
+            (serial != first_serial).then_some(s)
+        },
+    )
+    .await;
+    eprintln!("re-issued after a spec change in {:?}", t.elapsed());
+    verify_secret(&s, &spiffe, &["b.example.internal"]);
+    let mi = wait_ready(&api, "rs", Duration::from_secs(5)).await;
+    assert_eq!(
+        mi.status.unwrap().observed_generation,
+        mi.metadata.generation
+    );
+    ns.delete().await;
+}
