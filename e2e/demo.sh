@@ -34,8 +34,8 @@ nohup target/debug/nhi-operator run --operator-namespace nhi-system --http-addr 
 echo $! >"$state/demo-operator.pid"
 
 echo "== applying config/samples/"
-kubectl apply -f config/samples/
-names=$(kubectl get -f config/samples/ -o name)
+kubectl apply -k config/samples/
+names=$(kubectl get -k config/samples/ -o name)
 if ! kubectl wait --for=condition=Ready --timeout=60s $names; then
   echo "identities did not become Ready; operator log:" >&2
   tail -n 40 "$state/demo-operator.log" >&2
