@@ -102,8 +102,8 @@ echo "RBAC: $checked permissions checked, $failed differ from the chart README"
 [ "$failed" -eq 0 ] || exit 1
 
 # A kubeconfig that authenticates as the chart's ServiceAccount.
-server=$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
-ca=$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+server=$(kubectl config view --raw --minify --flatten -o jsonpath='{.clusters[0].cluster.server}')
+ca=$(kubectl config view --raw --minify --flatten -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
 token=$(kubectl create token "$RELEASE" --namespace "$NS" --duration 2h)
 cat >"$work/kubeconfig" <<EOF
 apiVersion: v1
@@ -123,7 +123,8 @@ contexts:
 current-context: chart
 EOF
 chmod 600 "$work/kubeconfig"
-[ "$(KUBECONFIG=$work/kubeconfig kubectl auth whoami -o jsonpath='{.status.userInfo.username}')" = "$SA" ]
+whoami=$(KUBECONFIG=$work/kubeconfig kubectl auth whoami -o jsonpath='{.status.userInfo.username}')
+[ "$whoami" = "$SA" ] || { echo "not ok - the token authenticates as '$whoami', not $SA"; exit 1; }
 
 # The core tests; the leader-election test is left out because its Lease lives in each test's
 # own namespace, and the chart grants Leases only in the release namespace (by design).

@@ -15,8 +15,11 @@ cargo build --quiet --locked --target "$target" --bin nhi-operator
 
 fail() { echo "not ok - $1" >&2; exit 1; }
 # No interpreter and no shared-library dependency: it runs where there is no libc at all.
-if readelf --program-headers "$bin" | grep -q INTERP; then fail "$bin requests a dynamic loader"; fi
-if readelf --dynamic "$bin" | grep -q NEEDED; then fail "$bin needs shared libraries"; fi
+headers=$(readelf --wide --program-headers "$bin") || fail "readelf cannot read $bin"
+dynamic=$(readelf --wide --dynamic "$bin") || fail "readelf cannot read $bin"
+[[ $headers == *LOAD* ]] || fail "readelf shows no program headers for $bin"
+if [[ $headers == *INTERP* ]]; then fail "$bin requests a dynamic loader"; fi
+if [[ $dynamic == *NEEDED* ]]; then fail "$bin needs shared libraries"; fi
 echo "ok - $bin is statically linked"
 # It runs with nothing from the environment, and renders the same CRDs as the checked-in ones.
 env -i "$bin" --version >/dev/null || fail "$bin --version"

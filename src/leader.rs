@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tracing::{debug, info, warn};
@@ -37,8 +37,11 @@ pub enum LeaseVerdict {
     Wait,
 }
 
-/// Decides what to do with a Lease at `now` (pure).
-pub fn lease_verdict(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> LeaseVerdict {
+/// Decides what to do with a Lease whose holder and renewal this process has seen unchanged for
+/// `unchanged_for` on its own monotonic clock (pure). Expiry is judged by that local observation,
+/// never by comparing another replica's wall-clock `renewTime` with ours, so clock skew between
+/// nodes cannot make a standby take over early.
+pub fn lease_verdict(spec: Option<&LeaseSpec>, me: &str, unchanged_for: Duration) -> LeaseVerdict {
     let Some(spec) = spec else {
         return LeaseVerdict::Acquire;
     };
@@ -46,18 +49,33 @@ pub fn lease_verdict(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Leas
         Some(holder) if holder == me => LeaseVerdict::Renew,
         None | Some("") => LeaseVerdict::Acquire,
         Some(_) => {
-            let last = spec
-                .renew_time
-                .as_ref()
-                .or(spec.acquire_time.as_ref())
-                .map(|t| t.0);
-            let duration =
-                SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-            match last {
-                Some(t) if t + duration > now => LeaseVerdict::Wait,
-                _ => LeaseVerdict::Acquire,
+            let secs = spec.lease_duration_seconds.unwrap_or(15).max(1);
+            if unchanged_for >= Duration::from_secs(secs.unsigned_abs().into()) {
+                LeaseVerdict::Acquire
+            } else {
+                LeaseVerdict::Wait
             }
         }
+    }
+}
+
+/// The holder and renewal last seen, and since when (local monotonic time).
+#[derive(Default)]
+struct Observed {
+    record: Option<(Option<String>, Option<MicroTime>)>,
+    since: Option<tokio::time::Instant>,
+}
+
+impl Observed {
+    /// Records the Lease as seen now; returns how long it has been unchanged.
+    fn see(&mut self, spec: Option<&LeaseSpec>) -> Duration {
+        let record = spec.map(|s| (s.holder_identity.clone(), s.renew_time.clone()));
+        let now = tokio::time::Instant::now();
+        if self.since.is_none() || self.record != record {
+            self.record = record;
+            self.since = Some(now);
+        }
+        self.since.map_or(Duration::ZERO, |t| now - t)
     }
 }
 
@@ -84,11 +102,16 @@ pub fn claimed_spec(previous: Option<&LeaseSpec>, cfg: &LeaseConfig, now: Timest
 }
 
 /// One attempt to acquire or renew. Ok(true) when this process holds the Lease afterwards.
-async fn try_claim(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::Error> {
-    let now = Timestamp::now();
+async fn try_claim(
+    api: &Api<Lease>,
+    cfg: &LeaseConfig,
+    observed: &mut Observed,
+) -> Result<bool, kube::Error> {
     let existing = api.get_opt(&cfg.name).await?;
     let spec = existing.as_ref().and_then(|l| l.spec.as_ref());
-    if lease_verdict(spec, &cfg.identity, now) == LeaseVerdict::Wait {
+    let unchanged_for = observed.see(spec);
+    let now = Timestamp::now();
+    if lease_verdict(spec, &cfg.identity, unchanged_for) == LeaseVerdict::Wait {
         return Ok(false);
     }
     let lease = Lease {
@@ -114,15 +137,18 @@ async fn try_claim(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::Er
     }
 }
 
-/// Waits until this process holds the Lease.
-pub async fn acquire(client: Client, cfg: &LeaseConfig) {
+/// Waits until this process holds the Lease; returns when the successful claim started (the
+/// renewal time written is no earlier than that).
+pub async fn acquire(client: Client, cfg: &LeaseConfig) -> tokio::time::Instant {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     info!(lease = %cfg.name, identity = %cfg.identity, "waiting to become the leader");
+    let mut observed = Observed::default();
     loop {
-        match try_claim(&api, cfg).await {
+        let started = tokio::time::Instant::now();
+        match try_claim(&api, cfg, &mut observed).await {
             Ok(true) => {
                 info!(lease = %cfg.name, identity = %cfg.identity, "became the leader");
-                return;
+                return started;
             }
             Ok(false) => debug!("another replica leads"),
             Err(e) => warn!(error = %e, "leader election: cannot read or write the Lease"),
@@ -131,26 +157,31 @@ pub async fn acquire(client: Client, cfg: &LeaseConfig) {
     }
 }
 
-/// Renews the Lease until a renewal has not succeeded within the renew deadline; then returns,
-/// and the caller must stop writing at once.
-pub async fn hold(client: Client, cfg: &LeaseConfig) {
+/// Renews the Lease, held since the claim that started at `claimed`, until no renewal has
+/// succeeded within the renew deadline; then returns, and the caller must stop writing at once.
+/// The deadline is absolute: counted from the start of the last successful renewal, it bounds
+/// every wait and every request, so the holder stops before a standby can take over.
+pub async fn hold(client: Client, cfg: &LeaseConfig, claimed: tokio::time::Instant) {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
-    let mut last_renewal = tokio::time::Instant::now();
+    let mut observed = Observed::default();
+    let mut renewed = claimed;
     loop {
-        tokio::time::sleep(cfg.retry_period).await;
-        // A hanging request must not keep a deposed leader writing: bound each attempt.
-        match tokio::time::timeout(cfg.renew_deadline, try_claim(&api, cfg)).await {
-            Ok(Ok(true)) => last_renewal = tokio::time::Instant::now(),
+        let deadline = renewed + cfg.renew_deadline;
+        tokio::time::sleep_until((tokio::time::Instant::now() + cfg.retry_period).min(deadline))
+            .await;
+        let started = tokio::time::Instant::now();
+        if started >= deadline {
+            warn!(lease = %cfg.name, "could not renew the Lease within the deadline");
+            return;
+        }
+        match tokio::time::timeout_at(deadline, try_claim(&api, cfg, &mut observed)).await {
+            Ok(Ok(true)) => renewed = started,
             Ok(Ok(false)) => {
                 warn!(lease = %cfg.name, "another replica took the Lease");
                 return;
             }
             Ok(Err(e)) => warn!(error = %e, "renewing the Lease failed"),
             Err(_) => warn!(lease = %cfg.name, "renewing the Lease timed out"),
-        }
-        if last_renewal.elapsed() > cfg.renew_deadline {
-            warn!(lease = %cfg.name, "could not renew the Lease within the deadline");
-            return;
         }
     }
 }
@@ -179,6 +210,7 @@ pub async fn release(client: Client, cfg: &LeaseConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::jiff::SignedDuration;
 
     fn cfg() -> LeaseConfig {
         LeaseConfig {
@@ -203,18 +235,23 @@ mod tests {
     }
 
     #[test]
-    fn verdicts() {
+    fn verdicts_follow_the_local_observation_of_the_lease() {
         let now = Timestamp::from_second(1_800_000_000).unwrap();
-        assert_eq!(lease_verdict(None, "me", now), LeaseVerdict::Acquire);
+        let secs = Duration::from_secs;
+        assert_eq!(lease_verdict(None, "me", secs(0)), LeaseVerdict::Acquire);
         assert_eq!(
-            lease_verdict(Some(&held_by("me", now)), "me", now),
+            lease_verdict(Some(&held_by("me", now)), "me", secs(0)),
             LeaseVerdict::Renew
         );
-        let fresh = held_by("other", now - SignedDuration::from_secs(5));
-        assert_eq!(lease_verdict(Some(&fresh), "me", now), LeaseVerdict::Wait);
-        let stale = held_by("other", now - SignedDuration::from_secs(16));
+        // Another holder: wait until its renewal has been seen unchanged for a lease duration,
+        // whatever its renewTime says (clocks of other nodes are not trusted).
+        let other = held_by("other", now - SignedDuration::from_secs(3600));
         assert_eq!(
-            lease_verdict(Some(&stale), "me", now),
+            lease_verdict(Some(&other), "me", secs(14)),
+            LeaseVerdict::Wait
+        );
+        assert_eq!(
+            lease_verdict(Some(&other), "me", secs(15)),
             LeaseVerdict::Acquire
         );
         let released = LeaseSpec {
@@ -222,9 +259,21 @@ mod tests {
             ..held_by("x", now)
         };
         assert_eq!(
-            lease_verdict(Some(&released), "me", now),
+            lease_verdict(Some(&released), "me", secs(0)),
             LeaseVerdict::Acquire
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unchanged_lease_ages_and_a_renewed_one_starts_again() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut observed = Observed::default();
+        let first = held_by("other", now);
+        assert_eq!(observed.see(Some(&first)), Duration::ZERO);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(observed.see(Some(&first)), Duration::from_secs(5));
+        let renewed = held_by("other", now + SignedDuration::from_secs(2));
+        assert_eq!(observed.see(Some(&renewed)), Duration::ZERO);
     }
 
     #[test]

@@ -41,17 +41,56 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let bound = http::serve(settings.http_addr, health.clone(), metrics.clone()).await?;
     info!(address = %bound, "serving /metrics, /readyz, /livez");
 
-    // With leader election, a standby waits here (ready, as a standby) until it holds the Lease.
-    let lease = settings.leader_elect.then(|| lease_config(&settings));
-    if let Some(cfg) = &lease {
-        health.standby.store(true, Ordering::Relaxed);
-        tokio::select! {
-            _ = leader::acquire(client.clone(), cfg) => {},
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+    // With leader election, a standby waits here (ready, as a standby) until it holds the Lease;
+    // from then on the Lease is renewed alongside everything the leader does, the CA load
+    // included, and the leader stops the moment it cannot renew.
+    let Some(cfg) = settings.leader_elect.then(|| lease_config(&settings)) else {
+        return lead(settings, client, health, metrics).await;
+    };
+    health.standby.store(true, Ordering::Relaxed);
+    let claimed = tokio::select! {
+        claimed = leader::acquire(client.clone(), &cfg) => claimed,
+        _ = shutdown_signal() => return Ok(()),
+    };
+    health.standby.store(false, Ordering::Relaxed);
+    tokio::select! {
+        result = lead(settings, client.clone(), health, metrics) => {
+            leader::release(client, &cfg).await;
+            result
         }
-        health.standby.store(false, Ordering::Relaxed);
+        _ = leader::hold(client.clone(), &cfg, claimed) => Err(StartError::LostLeadership),
     }
+}
 
+/// SIGTERM (what Kubernetes sends; the operator may run as PID 1, which has no default handler)
+/// or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Loads the CA and runs the controllers until shutdown (the leader's work).
+async fn lead(
+    settings: Settings,
+    client: Client,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+) -> Result<(), StartError> {
     let location = CaLocation {
         namespace: settings.operator_namespace.clone(),
         secret_name: settings.ca_secret.clone(),
@@ -68,7 +107,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
                 metrics.count_failure("CAUnavailable");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {},
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                    _ = shutdown_signal() => return Ok(()),
                 }
                 delay = (delay * 2).min(Duration::from_secs(60));
             }
@@ -95,7 +134,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let budget = EventBudget::new(settings.event_burst, settings.event_qps);
     let events = EventPublisher::new(recorder, budget);
     let ctx = Arc::new(Context::new(
-        client.clone(),
+        client,
         ca,
         policy,
         events,
@@ -103,20 +142,8 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         secrets,
         health.clone(),
     ));
-    let controller =
-        controller::run_machine_identities(ctx, secret_stream, ns, settings.concurrency, health);
-    let Some(cfg) = lease else {
-        controller.await;
-        return Ok(());
-    };
-    // The leader stops writing the moment it cannot renew: it exits, and a standby takes over.
-    tokio::select! {
-        _ = controller => {
-            leader::release(client, &cfg).await;
-            Ok(())
-        }
-        _ = leader::hold(client.clone(), &cfg) => Err(StartError::LostLeadership),
-    }
+    controller::run_machine_identities(ctx, secret_stream, ns, settings.concurrency, health).await;
+    Ok(())
 }
 
 fn lease_config(settings: &Settings) -> LeaseConfig {

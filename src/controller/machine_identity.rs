@@ -62,7 +62,7 @@ pub async fn reconcile(
     };
     let (outcome, action) = match examine_secret(&ctx, &mi, &namespace, &expect).await? {
         Examined::Foreign => secret_conflict(&mi, &ctx, &namespace),
-        Examined::Verdict(_, Verdict::Current { info, renew_at }) => {
+        Examined::Verdict(_, Verdict::Current { info, renew_at }, _) => {
             (Outcome::Valid { info, renew_at }, requeue_at(renew_at, now))
         }
         Examined::Verdict(
@@ -71,7 +71,11 @@ pub async fn reconcile(
                 reason,
                 still_valid,
             },
-        ) => issue(&mi, &ctx, &resolved, owned, reason, still_valid, now).await?,
+            judged_version,
+        ) => {
+            let target = (owned, judged_version);
+            issue(&mi, &ctx, &resolved, target, reason, still_valid, now).await?
+        }
     };
     if let Outcome::Valid { info, .. } = &outcome {
         ctx.metrics
@@ -111,7 +115,7 @@ async fn issue(
     mi: &MachineIdentity,
     ctx: &Context,
     resolved: &ResolvedIdentity,
-    owned: Ownership,
+    (owned, judged_version): (Ownership, Option<String>),
     reason: ReissueReason,
     still_valid: Option<(crate::issue::leaf::CertificateInfo, OffsetDateTime)>,
     now: OffsetDateTime,
@@ -142,12 +146,15 @@ async fn issue(
             return Ok((outcome, Action::requeue(std::time::Duration::from_secs(30))));
         }
     };
-    let secret = build_identity_secret(
+    let mut secret = build_identity_secret(
         mi,
         &issued,
         ctx.ca().trust_bundle_pem(),
         &resolved.inputs_hash,
     );
+    // Overwrite only the Secret version that was judged ours: if it changed since (deleted and
+    // re-created by someone else, say), the write fails with a conflict and we look again.
+    secret.metadata.resource_version = judged_version;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &mi.namespace().unwrap_or_default());
     let written = match owned {
         // Create, never apply, a Secret we have not seen: if one exists after all (someone
@@ -177,14 +184,21 @@ async fn issue(
             }
             Err(e) => return Err(ReconcileError::Kube(e)),
         },
-        _ => {
-            api.patch(
+        _ => match api
+            .patch(
                 &mi.spec.secret_name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&secret),
             )
-            .await?
-        }
+            .await
+        {
+            Ok(written) => written,
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
+                ctx.forget_certificate(mi.metadata.uid.as_deref().unwrap_or_default());
+                return Err(ReconcileError::SecretAppeared);
+            }
+            Err(e) => return Err(ReconcileError::Kube(e)),
+        },
     };
     // Remember what is in the Secret at the version just written: the watch event of this very
     // write then needs no read of the Secret.
@@ -234,8 +248,9 @@ async fn issue(
 enum Examined {
     /// A Secret of that name exists and is not ours.
     Foreign,
-    /// Ours or absent, and the verdict on its certificate.
-    Verdict(Ownership, Verdict),
+    /// Ours or absent, the verdict on its certificate, and the Secret's resourceVersion it was
+    /// judged at (None when absent).
+    Verdict(Ownership, Verdict, Option<String>),
 }
 
 /// Examines the identity's Secret, reading its body only when the operator does not already know
@@ -259,6 +274,7 @@ async fn examine_secret(
                 return Ok(Examined::Verdict(
                     Ownership::Ours,
                     assess_known(&known, expect),
+                    Some(seen.resource_version),
                 ));
             }
         }
@@ -269,7 +285,7 @@ async fn examine_secret(
                 reason: ReissueReason::Missing,
                 still_valid: None,
             };
-            return Ok(Examined::Verdict(Ownership::Absent, missing));
+            return Ok(Examined::Verdict(Ownership::Absent, missing, None));
         }
         _ => {}
     }
@@ -283,7 +299,7 @@ async fn examine_secret(
                 reason: ReissueReason::Missing,
                 still_valid: None,
             };
-            Ok(Examined::Verdict(Ownership::Absent, missing))
+            Ok(Examined::Verdict(Ownership::Absent, missing, None))
         }
         Ownership::Ours => {
             let Some(secret) = secret else {
@@ -303,7 +319,8 @@ async fn examine_secret(
                 ),
                 Verdict::Reissue { .. } => ctx.forget_certificate(&uid),
             }
-            Ok(Examined::Verdict(Ownership::Ours, verdict))
+            let version = secret.metadata.resource_version.clone();
+            Ok(Examined::Verdict(Ownership::Ours, verdict, version))
         }
     }
 }

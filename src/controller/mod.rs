@@ -90,6 +90,10 @@ pub async fn run_machine_identities(
     // Status-only changes (our own writes) do not trigger a reconcile.
     let forget_ctx = ctx.clone();
     let filter_ctx = ctx.clone();
+    // Every identity a (re)list returns is reconciled, changed or not: whatever happened to its
+    // Secret while the watches were down is found and put right.
+    let relisting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relist_flag = relisting.clone();
     let forget_health = health.clone();
     let identities = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -108,7 +112,11 @@ pub async fn run_machine_identities(
         // Deleted identities leave the metrics and the written-status memory; the first complete
         // list marks the identity cache as synced (for /readyz).
         .inspect(move |ev| {
+            if let Ok(watcher::Event::Init) = ev {
+                relist_flag.store(true, Ordering::Relaxed);
+            }
             if let Ok(watcher::Event::InitDone) = ev {
+                relist_flag.store(false, Ordering::Relaxed);
                 forget_health
                     .identities_synced
                     .store(true, Ordering::Relaxed);
@@ -124,11 +132,12 @@ pub async fn run_machine_identities(
         .reflect(writer)
         .applied_objects()
         .filter(move |mi| {
-            // Errors pass through (the controller reports them); objects only when they changed.
-            futures::future::ready(
-                mi.as_ref()
-                    .map_or(true, |mi| filter_ctx.worth_reconciling(mi)),
-            )
+            // Errors pass through (the controller reports them); objects when they changed, and all
+            // of them during a relist.
+            futures::future::ready(mi.as_ref().map_or(true, |mi| {
+                let changed = filter_ctx.worth_reconciling(mi);
+                changed || relisting.load(Ordering::Relaxed)
+            }))
         });
     health.controller_alive.store(true, Ordering::Relaxed);
     Controller::for_stream(identities, store)

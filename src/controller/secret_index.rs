@@ -68,14 +68,17 @@ impl SecretIndex {
         self.len() == 0
     }
 
-    /// Applies one watch event. A relist (Init … InitDone) builds a fresh index that replaces the
-    /// old one when complete, so Secrets deleted while the watch was down disappear.
+    /// Applies one watch event. A relist (Init … InitDone) updates entries as it goes and, when
+    /// complete, drops those it did not find: Secrets deleted while the watch was down.
     pub fn apply(&self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Init => state.relisting = Some(HashMap::new()),
             watcher::Event::InitApply(s) => {
                 if let Some((k, v)) = entry(s) {
+                    // Live at once too: the reconcile this event triggers must see the version
+                    // the relist found, not one from before the watch went down.
+                    state.live.insert(k.clone(), v.clone());
                     state
                         .relisting
                         .get_or_insert_with(HashMap::new)
@@ -156,8 +159,9 @@ mod tests {
         index.apply(&watcher::Event::Apply(secret("gone", "1", None)));
         index.apply(&watcher::Event::Init);
         index.apply(&watcher::Event::InitApply(secret("kept", "5", Some("u"))));
-        // Until the relist completes, readers see the old index.
+        // Until the relist completes, readers see the old entries too, and the new ones at once.
         assert!(index.get("ns", "gone").is_some());
+        assert_eq!(index.get("ns", "kept").unwrap().resource_version, "5");
         index.apply(&watcher::Event::InitDone);
         assert_eq!(index.get("ns", "gone"), None);
         assert_eq!(index.get("ns", "kept").unwrap().resource_version, "5");
