@@ -30,6 +30,12 @@ echo "== installing CRDs"
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=30s -f crds/ >/dev/null
 
+# kube-controller-manager's garbage collector learns of new resource types on its periodic
+# discovery resync (every 30 s): until it has, objects owned by a MachineIdentity are not
+# collected. Wait until it collects a probe, so the tests time the operator, not that resync.
+echo "== waiting for the garbage collector to watch MachineIdentities"
+e2e/wait-gc-ready.sh
+
 echo "== operator end-to-end tests"
 cargo test --test e2e -- --test-threads="${NHI_E2E_THREADS:-3}"
 

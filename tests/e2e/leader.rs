@@ -162,3 +162,59 @@ async fn the_standby_takes_over_a_burst_without_issuing_twice() {
     drop((a, b));
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_leader_stopped_with_sigterm_hands_over_at_once() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "release").await;
+    // A long lease: only a released Lease is taken over within the test's bound.
+    let flags = [
+        "--leader-elect",
+        "--lease-duration",
+        "30s",
+        "--renew-deadline",
+        "20s",
+    ];
+    let mut a = Operator::start_named(&ns.name, &flags, Some("op-a"));
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let holder = |l: Lease| l.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+    wait_for(Duration::from_secs(20), "op-a leads", || async {
+        let l = leases.get_opt("nhi-operator").await.ok().flatten()?;
+        (holder(l) == "op-a").then_some(())
+    })
+    .await;
+    let b = Operator::start_named(&ns.name, &flags, Some("op-b"));
+    b.wait_ready(Duration::from_secs(20)).await;
+
+    let stopped = Instant::now();
+    let status = a.terminate(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "op-a did not exit cleanly on SIGTERM: {status:?}\n{}",
+        a.log_tail()
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "op-b takes the released Lease",
+        || async {
+            let l = leases.get_opt("nhi-operator").await.ok().flatten()?;
+            (holder(l) == "op-b").then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "released Lease taken over {:?} after SIGTERM",
+        stopped.elapsed()
+    );
+
+    // The new leader issues.
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let mi = identity(
+        "after",
+        json!({"owner": {"team": "t"}, "secretName": "after-id"}),
+    );
+    api.create(&PostParams::default(), &mi).await.unwrap();
+    wait_ready(&api, "after", Duration::from_secs(10)).await;
+    drop(b);
+    ns.delete().await;
+}

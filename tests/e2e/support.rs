@@ -151,6 +151,24 @@ impl Operator {
         }
     }
 
+    /// Sends SIGTERM (what Kubernetes sends) and waits up to `timeout` for a clean exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
     /// Starts the same process again after [`Operator::kill`].
     pub fn restart(&mut self) {
         self.kill();
