@@ -27,9 +27,13 @@ type UidKey = u128;
 
 /// The key of `uid`; a uid that is not a UUID (never seen from an apiserver) is hashed.
 fn uid_key(uid: &str) -> UidKey {
-    let hex: String = uid.chars().filter(|c| *c != '-').collect();
-    match (hex.len(), u128::from_str_radix(&hex, 16)) {
-        (32, Ok(k)) => k,
+    let mut digits = uid.chars().filter(|c| *c != '-');
+    let parsed = digits.clone().count() == 32;
+    let key = digits.try_fold(0u128, |k, c| {
+        c.to_digit(16).map(|d| (k << 4) | u128::from(d))
+    });
+    match key {
+        Some(k) if parsed => k,
         _ => {
             let mut h = DefaultHasher::new();
             uid.hash(&mut h);

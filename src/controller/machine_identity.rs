@@ -62,19 +62,26 @@ pub async fn reconcile(
     };
     let (outcome, action) = match examine_secret(&ctx, &mi, &namespace, &expect).await? {
         Examined::Foreign => secret_conflict(&mi, &ctx, &namespace),
-        Examined::Verdict(_, Verdict::Current { info, renew_at }, _) => {
+        Examined::Verdict(Verdict::Current { info, renew_at }, _) => {
             (Outcome::Valid { info, renew_at }, requeue_at(renew_at, now))
         }
         Examined::Verdict(
-            owned,
             Verdict::Reissue {
                 reason,
                 still_valid,
             },
             judged_version,
         ) => {
-            let target = (owned, judged_version);
-            issue(&mi, &ctx, &resolved, target, reason, still_valid, now).await?
+            issue(
+                &mi,
+                &ctx,
+                &resolved,
+                judged_version,
+                reason,
+                still_valid,
+                now,
+            )
+            .await?
         }
     };
     if let Outcome::Valid { info, .. } = &outcome {
@@ -115,7 +122,7 @@ async fn issue(
     mi: &MachineIdentity,
     ctx: &Context,
     resolved: &ResolvedIdentity,
-    (owned, judged_version): (Ownership, Option<String>),
+    judged_version: Option<String>,
     reason: ReissueReason,
     still_valid: Option<(crate::issue::leaf::CertificateInfo, OffsetDateTime)>,
     now: OffsetDateTime,
@@ -154,12 +161,13 @@ async fn issue(
     );
     // Overwrite only the Secret version that was judged ours: if it changed since (deleted and
     // re-created by someone else, say), the write fails with a conflict and we look again.
+    let exists = judged_version.is_some();
     secret.metadata.resource_version = judged_version;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &mi.namespace().unwrap_or_default());
-    let written = match owned {
+    let written = match exists {
         // Create, never apply, a Secret we have not seen: if one exists after all (someone
         // else's, or ours not yet cached), the create fails and we look before doing anything.
-        Ownership::Absent => match api
+        false => match api
             .create(
                 &PostParams {
                     field_manager: Some(FIELD_MANAGER.into()),
@@ -184,7 +192,7 @@ async fn issue(
             }
             Err(e) => return Err(ReconcileError::Kube(e)),
         },
-        _ => match api
+        true => match api
             .patch(
                 &mi.spec.secret_name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
@@ -248,9 +256,9 @@ async fn issue(
 enum Examined {
     /// A Secret of that name exists and is not ours.
     Foreign,
-    /// Ours or absent, the verdict on its certificate, and the Secret's resourceVersion it was
-    /// judged at (None when absent).
-    Verdict(Ownership, Verdict, Option<String>),
+    /// Ours or absent: the verdict on its certificate, and the resourceVersion of the Secret it
+    /// was judged at (None: there is no Secret).
+    Verdict(Verdict, Option<String>),
 }
 
 /// Examines the identity's Secret, reading its body only when the operator does not already know
@@ -272,7 +280,6 @@ async fn examine_secret(
         Some(seen) if seen.controller_uid.is_some() && seen.controller_uid == mi.metadata.uid => {
             if let Some(known) = ctx.known_certificate(&uid, Some(&seen.resource_version)) {
                 return Ok(Examined::Verdict(
-                    Ownership::Ours,
                     assess_known(&known, expect),
                     Some(seen.resource_version),
                 ));
@@ -285,7 +292,7 @@ async fn examine_secret(
                 reason: ReissueReason::Missing,
                 still_valid: None,
             };
-            return Ok(Examined::Verdict(Ownership::Absent, missing, None));
+            return Ok(Examined::Verdict(missing, None));
         }
         _ => {}
     }
@@ -299,7 +306,7 @@ async fn examine_secret(
                 reason: ReissueReason::Missing,
                 still_valid: None,
             };
-            Ok(Examined::Verdict(Ownership::Absent, missing, None))
+            Ok(Examined::Verdict(missing, None))
         }
         Ownership::Ours => {
             let Some(secret) = secret else {
@@ -320,7 +327,7 @@ async fn examine_secret(
                 Verdict::Reissue { .. } => ctx.forget_certificate(&uid),
             }
             let version = secret.metadata.resource_version.clone();
-            Ok(Examined::Verdict(Ownership::Ours, verdict, version))
+            Ok(Examined::Verdict(verdict, version))
         }
     }
 }

@@ -58,14 +58,10 @@ impl SecretIndex {
     }
 
     /// How many Secrets are indexed.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         state.live.len()
-    }
-
-    /// Whether no Secret is indexed.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Applies one watch event. A relist (Init … InitDone) updates entries as it goes and, when

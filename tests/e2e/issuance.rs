@@ -276,19 +276,12 @@ async fn deleted_or_corrupted_secret_is_reissued_within_5s() {
         .await
         .unwrap();
     let t = Instant::now();
-    let third = wait_for(
+    let third = wait_for_reissue(
+        &secrets,
+        "re-id",
+        &second,
         Duration::from_secs(5),
         "re-issued certificate after corruption",
-        || async {
-            let s = secrets.get("re-id").await.ok()?;
-            let serial = s
-                .metadata
-                .annotations
-                .as_ref()?
-                .get("nhi.dev/serial")?
-                .clone();
-            (serial != second && pem_certificates(&secret_text(&s, "tls.crt")).is_ok()).then_some(s)
-        },
     )
     .await;
     eprintln!("re-issued after corruption in {:?}", t.elapsed());
@@ -331,19 +324,12 @@ async fn a_changed_spec_is_reissued_and_a_status_change_alone_is_not() {
         .await
         .unwrap();
     let t = Instant::now();
-    let s = wait_for(
+    let s = wait_for_reissue(
+        &secrets,
+        "rs-id",
+        &first_serial,
         Duration::from_secs(5),
         "re-issued for the new DNS names",
-        || async {
-            let s = secrets.get("rs-id").await.ok()?;
-            let serial = s
-                .metadata
-                .annotations
-                .as_ref()?
-                .get("nhi.dev/serial")?
-                .clone();
-            (serial != first_serial).then_some(s)
-        },
     )
     .await;
     eprintln!("re-issued after a spec change in {:?}", t.elapsed());

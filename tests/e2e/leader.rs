@@ -18,6 +18,20 @@ use nhi_operator::api::MachineIdentity;
 
 const N: usize = 200;
 
+/// The holder of the operator's Lease, if it exists and is held.
+async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
+    let lease = leases.get_opt("nhi-operator").await.ok().flatten()?;
+    lease.spec?.holder_identity.filter(|h| !h.is_empty())
+}
+
+/// Waits until `who` holds the operator's Lease.
+async fn wait_for_holder(leases: &Api<Lease>, who: &str, timeout: Duration, what: &str) {
+    wait_for(timeout, what, || async {
+        (lease_holder(leases).await.as_deref() == Some(who)).then_some(())
+    })
+    .await
+}
+
 #[tokio::test]
 async fn the_standby_takes_over_a_burst_without_issuing_twice() {
     let client = client().await;
@@ -34,20 +48,8 @@ async fn the_standby_takes_over_a_burst_without_issuing_twice() {
     let mut a = Operator::start_named(&ns.name, &flags, Some("op-a"));
     let mut b = Operator::start_named(&ns.name, &flags, Some("op-b"));
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
-    let holder = |l: &Lease| {
-        l.spec
-            .as_ref()
-            .and_then(|s| s.holder_identity.clone())
-            .unwrap_or_default()
-    };
-    let first = wait_for(Duration::from_secs(20), "a leader", || async {
-        leases
-            .get_opt("nhi-operator")
-            .await
-            .ok()
-            .flatten()
-            .map(|l| holder(&l))
-            .filter(|h| !h.is_empty())
+    let first = wait_for(Duration::from_secs(20), "a leader", || {
+        lease_holder(&leases)
     })
     .await;
     a.wait_ready(Duration::from_secs(20)).await;
@@ -66,12 +68,7 @@ async fn the_standby_takes_over_a_burst_without_issuing_twice() {
         .try_for_each(move |s: Secret| {
             let seen = seen.clone();
             async move {
-                if let Some(serial) = s
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get("nhi.dev/serial"))
-                {
+                if let Some(serial) = serial_of(&s) {
                     let name = s.metadata.name.clone().unwrap_or_default();
                     seen.lock()
                         .unwrap()
@@ -135,8 +132,8 @@ async fn the_standby_takes_over_a_burst_without_issuing_twice() {
         "handover: all {N} Ready {:?} after killing the leader ({issued_before_kill} issued before)",
         killed.elapsed()
     );
+    assert_eq!(lease_holder(&leases).await.as_deref(), Some(survivor));
     let lease = leases.get("nhi-operator").await.unwrap();
-    assert_eq!(holder(&lease), survivor);
     assert!(lease.spec.unwrap().lease_transitions.unwrap_or(0) >= 1);
 
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -177,12 +174,7 @@ async fn a_leader_stopped_with_sigterm_hands_over_at_once() {
     ];
     let mut a = Operator::start_named(&ns.name, &flags, Some("op-a"));
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
-    let holder = |l: Lease| l.spec.and_then(|s| s.holder_identity).unwrap_or_default();
-    wait_for(Duration::from_secs(20), "op-a leads", || async {
-        let l = leases.get_opt("nhi-operator").await.ok().flatten()?;
-        (holder(l) == "op-a").then_some(())
-    })
-    .await;
+    wait_for_holder(&leases, "op-a", Duration::from_secs(20), "op-a leads").await;
     let b = Operator::start_named(&ns.name, &flags, Some("op-b"));
     b.wait_ready(Duration::from_secs(20)).await;
 
@@ -193,13 +185,11 @@ async fn a_leader_stopped_with_sigterm_hands_over_at_once() {
         "op-a did not exit cleanly on SIGTERM: {status:?}\n{}",
         a.log_tail()
     );
-    wait_for(
+    wait_for_holder(
+        &leases,
+        "op-b",
         Duration::from_secs(10),
         "op-b takes the released Lease",
-        || async {
-            let l = leases.get_opt("nhi-operator").await.ok().flatten()?;
-            (holder(l) == "op-b").then_some(())
-        },
     )
     .await;
     eprintln!(

@@ -307,6 +307,33 @@ pub fn secret_text(secret: &Secret, key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The serial the operator recorded on an identity Secret (`nhi.dev/serial`).
+pub fn serial_of(secret: &Secret) -> Option<String> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(nhi_operator::labels::SERIAL)
+        .cloned()
+}
+
+/// Waits until the Secret `name` holds a certificate other than serial `old`, in valid PEM.
+pub async fn wait_for_reissue(
+    secrets: &Api<Secret>,
+    name: &str,
+    old: &str,
+    timeout: Duration,
+    what: &str,
+) -> Secret {
+    wait_for(timeout, what, || async {
+        let s = secrets.get(name).await.ok()?;
+        let fresh = serial_of(&s).is_some_and(|serial| serial != old);
+        let pem = nhi_operator::ca::pem_util::pem_certificates(&secret_text(&s, "tls.crt"));
+        (fresh && pem.is_ok()).then_some(s)
+    })
+    .await
+}
+
 /// The kubectl to use (the one built for the control plane's version when available).
 pub fn kubectl() -> Command {
     let bin = std::env::var("NHI_E2E_KUBECTL").unwrap_or_else(|_| "kubectl".into());
