@@ -43,8 +43,8 @@ if ! kubectl wait --for=condition=Ready --timeout=60s $names; then
 fi
 
 echo
-kubectl get machineidentities -o wide
-for mi in $names; do
+kubectl get machineidentities,entitlements -o wide
+for mi in $(printf '%s\n' $names | grep '^machineidentit'); do
   name=${mi#*/}
   secret=$(kubectl get "$mi" -o jsonpath='{.spec.secretName}')
   echo
@@ -52,7 +52,8 @@ for mi in $names; do
   kubectl get secret "$secret" -o jsonpath='{.data.tls\.crt}' | base64 -d |
     openssl x509 -noout -subject -serial -startdate -enddate -ext subjectAltName,extendedKeyUsage
   echo "   status: spiffeID=$(kubectl get "$mi" -o jsonpath='{.status.spiffeID}')" \
-    "renewalTime=$(kubectl get "$mi" -o jsonpath='{.status.renewalTime}')"
+    "renewalTime=$(kubectl get "$mi" -o jsonpath='{.status.renewalTime}')" \
+    "entitlements=$(kubectl get "$mi" -o jsonpath='{.status.entitlements}')"
 done
 echo
 echo "The operator keeps running (pid $(cat "$state/demo-operator.pid")); stop it with: kill \$(cat $state/demo-operator.pid)"

@@ -43,6 +43,14 @@ no  patch machineidentities.nhi.dev $OTHER
 no  delete machineidentities.nhi.dev $OTHER
 yes patch machineidentities.nhi.dev/status $OTHER
 no  update machineidentities.nhi.dev/status $OTHER
+yes get entitlements.nhi.dev $OTHER
+yes list entitlements.nhi.dev *
+yes watch entitlements.nhi.dev *
+no  create entitlements.nhi.dev $OTHER
+no  patch entitlements.nhi.dev $OTHER
+no  delete entitlements.nhi.dev $OTHER
+yes patch entitlements.nhi.dev/status $OTHER
+no  update entitlements.nhi.dev/status $OTHER
 yes update machineidentities.nhi.dev/finalizers $OTHER
 no  patch machineidentities.nhi.dev/finalizers $OTHER
 yes get secrets $OTHER

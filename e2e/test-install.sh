@@ -97,21 +97,27 @@ check "cluster is reachable (KUBECONFIG=${KUBECONFIG:-unset})" k get --raw /read
 # ---------------------------------------------------------------------------------------------
 # Copies that must not drift
 
-check "chart CRD is a byte-identical copy of crds/" \
-  cmp crds/machineidentities.nhi.dev.yaml "$CHART/crds/machineidentities.nhi.dev.yaml"
-check "config/crd CRD is a byte-identical copy of crds/" \
-  cmp crds/machineidentities.nhi.dev.yaml config/crd/machineidentities.nhi.dev.yaml
+for crd in machineidentities entitlements; do
+  check "chart CRD $crd is a byte-identical copy of crds/" \
+    cmp "crds/$crd.nhi.dev.yaml" "$CHART/crds/$crd.nhi.dev.yaml"
+  check "config/crd CRD $crd is a byte-identical copy of crds/" \
+    cmp "crds/$crd.nhi.dev.yaml" "config/crd/$crd.nhi.dev.yaml"
+done
 
 argocd_patch_embeds_health_lua() {
   to_json <config/argocd/argocd-cm-patch.yaml | python3 -c '
 import json, sys
 cm = json.load(sys.stdin)[0]
-embedded = cm["data"]["resource.customizations.health.nhi.dev_MachineIdentity"]
-sys.exit(0 if embedded == open("config/argocd/health.lua").read() else "argocd-cm-patch.yaml differs from health.lua")'
+for kind, path in [("MachineIdentity", "config/argocd/health.lua"), ("Entitlement", "config/argocd/entitlement-health.lua")]:
+    embedded = cm["data"]["resource.customizations.health.nhi.dev_" + kind]
+    if embedded != open(path).read():
+        sys.exit("argocd-cm-patch.yaml differs from " + path)'
 }
-check "config/argocd/argocd-cm-patch.yaml embeds health.lua unchanged" argocd_patch_embeds_health_lua
+check "config/argocd/argocd-cm-patch.yaml embeds both health checks unchanged" argocd_patch_embeds_health_lua
 if command -v lua5.1 >/dev/null 2>&1; then
   check "Argo CD health check (lua5.1 config/argocd/health_test.lua)" lua5.1 config/argocd/health_test.lua
+  check "Argo CD Entitlement health check (lua5.1 config/argocd/entitlement_health_test.lua)" \
+    lua5.1 config/argocd/entitlement_health_test.lua
 else
   skip "Argo CD health check" "lua5.1 not on PATH"
 fi
@@ -129,7 +135,7 @@ if k get crd machineidentities.nhi.dev >/dev/null 2>&1; then
   :
 else
   check "CRDs applied (kubectl apply --server-side -f crds/)" k apply --server-side -f crds/
-  k wait --for=condition=Established crd/machineidentities.nhi.dev --timeout=30s >/dev/null 2>&1 || true
+  k wait --for=condition=Established crd/machineidentities.nhi.dev crd/entitlements.nhi.dev --timeout=30s >/dev/null 2>&1 || true
 fi
 # A namespace left terminating by a previous run refuses new objects: wait for it to go.
 fresh_namespace() {

@@ -103,6 +103,7 @@ async fn baseline(client: &Client, n: usize, concurrency: usize) -> f64 {
             let outcome = Outcome::Valid {
                 info: issued.info.clone(),
                 renew_at: issued.info.not_after - time::Duration::minutes(20),
+                grants: vec![],
             };
             let status = desired_status(None, &outcome, Some(req.spiffe_id.clone()), Some(1), now);
             (s, status)

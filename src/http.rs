@@ -21,6 +21,8 @@ pub struct Health {
     pub identities_synced: AtomicBool,
     /// The identity-Secret cache has completed its first list.
     pub secrets_synced: AtomicBool,
+    /// The Entitlement cache has completed its first list.
+    pub entitlements_synced: AtomicBool,
     /// A standby waiting for the leader Lease: ready, but not reconciling.
     pub standby: AtomicBool,
     /// The controller loop is running (false once it has stopped).
@@ -34,6 +36,7 @@ impl Health {
             || self.ca_loaded.load(Ordering::Relaxed)
                 && self.identities_synced.load(Ordering::Relaxed)
                 && self.secrets_synced.load(Ordering::Relaxed)
+                && self.entitlements_synced.load(Ordering::Relaxed)
     }
 }
 
@@ -107,6 +110,7 @@ mod tests {
         assert!(!h.ready());
         h.ca_loaded.store(true, Ordering::Relaxed);
         h.identities_synced.store(true, Ordering::Relaxed);
+        h.entitlements_synced.store(true, Ordering::Relaxed);
         assert!(!h.ready(), "the Secret cache has not synced yet");
         h.secrets_synced.store(true, Ordering::Relaxed);
         assert!(h.ready());

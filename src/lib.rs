@@ -6,6 +6,7 @@
 pub mod api;
 pub mod ca;
 pub mod controller;
+pub mod entitle;
 pub mod http;
 pub mod issue;
 pub mod labels;
@@ -14,3 +15,4 @@ pub mod metrics;
 pub mod operator;
 pub mod settings;
 pub mod telemetry;
+pub mod verify;

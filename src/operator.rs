@@ -133,16 +133,31 @@ async fn lead(
         controller::identity_secret_watch(client.clone(), ns.as_deref(), health.clone());
     let budget = EventBudget::new(settings.event_burst, settings.event_qps);
     let events = EventPublisher::new(recorder, budget);
+    let (entitlements, entitlement_writer) = kube::runtime::reflector::store();
+    let (entitlement_trigger, entitlement_requests) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Context::new(
         client,
         ca,
         policy,
         events,
         metrics,
-        secrets,
         health.clone(),
+        controller::context::Watches {
+            secrets,
+            entitlements,
+            refresh_entitlement: entitlement_trigger,
+        },
     ));
-    controller::run_machine_identities(ctx, secret_stream, ns, settings.concurrency, health).await;
+    controller::run_controllers(
+        ctx,
+        secret_stream,
+        entitlement_writer,
+        entitlement_requests,
+        ns,
+        settings.concurrency,
+        health,
+    )
+    .await;
     Ok(())
 }
 

@@ -226,6 +226,10 @@ pub struct MachineIdentityStatus {
     /// When the operator will renew the certificate (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_time: Option<String>,
+    /// The identity's effective grants: what its current certificate carries, from every active
+    /// Entitlement that selects it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entitlements: Vec<String>,
 }
 
 fn date_schema(_: &mut SchemaGenerator) -> Schema {

@@ -1,9 +1,11 @@
 //! The operator's API: custom resource types (group `nhi.dev`, version `v1alpha1`).
 
 pub mod condition;
+pub mod entitlement;
 pub mod machine_identity;
 
 pub use condition::Condition;
+pub use entitlement::{Binding, Entitlement, EntitlementSpec, EntitlementStatus, Subjects};
 pub use machine_identity::{
     CertificateSpec, DnsName, KeyAlgorithm, MachineIdentity, MachineIdentitySpec,
     MachineIdentityStatus, Owner, ReviewLapseAction, Usage, WorkloadRef,
@@ -17,7 +19,7 @@ pub const GROUP: &str = "nhi.dev";
 /// The YAML of every CustomResourceDefinition the operator defines, as checked in under `crds/`:
 /// one `(file name, YAML document)` pair per CRD.
 pub fn crd_documents() -> Result<Vec<(String, String)>, serde_yaml::Error> {
-    let crds = vec![MachineIdentity::crd()];
+    let crds = vec![MachineIdentity::crd(), Entitlement::crd()];
     crds.into_iter()
         .map(|crd| {
             let name = format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default());

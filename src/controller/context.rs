@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use kube::Client;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::events::EventPublisher;
 use super::secret_index::SecretIndex;
-use crate::api::MachineIdentity;
+use crate::api::{Entitlement, MachineIdentity};
 use crate::ca::CertificateAuthority;
 use crate::http::Health;
 use crate::issue::assess::KnownCertificate;
@@ -55,14 +57,29 @@ pub struct Context {
     /// Fingerprint and time of the last status written per identity (by uid), so a reconcile
     /// that sees a cache not yet updated with our own write does not write the same status again.
     written: Mutex<HashMap<UidKey, (u64, Instant)>>,
-    /// Where Events go.
-    pub events: EventPublisher,
+    /// Where Events go (shared with the Entitlement controller).
+    pub events: Arc<EventPublisher>,
+    /// The Entitlement cache: what the grants of each identity are resolved from.
+    pub entitlements: Store<Entitlement>,
+    /// Asks the Entitlement controller to look at an Entitlement again (after an issuance changed
+    /// which certificate carries its grants).
+    entitlement_trigger: UnboundedSender<ObjectRef<Entitlement>>,
     /// The certificate in each identity's Secret (by identity uid), with the Secret's
     /// resourceVersion it was seen at: while that version is current, the Secret need not be read.
     known: Mutex<HashMap<UidKey, (String, KnownCertificate)>>,
     /// Hash of what may change an identity's certificate (generation, labels, annotations) when
     /// it last triggered a reconcile: status-only updates (our own writes) trigger nothing.
     triggered: Mutex<HashMap<UidKey, u64>>,
+}
+
+/// What the identity controller reads from its watches, and the channel that asks the Entitlement
+/// controller to refresh an Entitlement.
+pub struct Watches {
+    /// Metadata index of the operator's identity Secrets.
+    pub secrets: Arc<SecretIndex>,
+    /// The Entitlement cache.
+    pub entitlements: Store<Entitlement>,
+    pub refresh_entitlement: UnboundedSender<ObjectRef<Entitlement>>,
 }
 
 impl Context {
@@ -72,20 +89,22 @@ impl Context {
         policy: IssuancePolicy,
         events: EventPublisher,
         metrics: Arc<Metrics>,
-        secrets: Arc<SecretIndex>,
         health: Arc<Health>,
+        watches: Watches,
     ) -> Self {
         Context {
             client,
             ca: ArcSwap::from_pointee(ca),
             policy,
             metrics,
-            secrets,
+            secrets: watches.secrets,
             health,
             written: Mutex::default(),
             known: Mutex::default(),
             triggered: Mutex::default(),
-            events,
+            events: Arc::new(events),
+            entitlements: watches.entitlements,
+            entitlement_trigger: watches.refresh_entitlement,
         }
     }
 
@@ -175,6 +194,15 @@ impl Context {
         if let Ok(mut known) = self.known.lock() {
             known.remove(&uid_key(uid));
         }
+    }
+
+    /// Asks the Entitlement controller to refresh the bindings of Entitlement `name` in
+    /// `namespace`.
+    pub fn refresh_entitlement(&self, namespace: &str, name: &str) {
+        // A closed channel means the Entitlement controller has stopped: shutting down.
+        let _ = self
+            .entitlement_trigger
+            .send(ObjectRef::new(name).within(namespace));
     }
 
     /// The CA currently signing.

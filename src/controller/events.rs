@@ -8,7 +8,6 @@ use std::time::Instant;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
 
-use crate::api::MachineIdentity;
 use crate::metrics::Metrics;
 
 /// Publishes Events through a [`Recorder`], within an [`EventBudget`].
@@ -22,13 +21,13 @@ impl EventPublisher {
         EventPublisher { recorder, budget }
     }
 
-    /// Publishes an Event about an identity in the background: Events are reports, and a slow
+    /// Publishes an Event about an object (an identity, an Entitlement) in the background: Events are reports, and a slow
     /// Events API must not slow issuance. Normal Events beyond the budget are dropped and
     /// counted, as client-go's recorder does.
-    pub fn publish(
+    pub fn publish<K: Resource<DynamicType = ()>>(
         &self,
         metrics: &Metrics,
-        mi: &MachineIdentity,
+        obj: &K,
         type_: EventType,
         reason: &str,
         note: String,
@@ -38,7 +37,7 @@ impl EventPublisher {
             return;
         }
         let recorder = self.recorder.clone();
-        let reference = mi.object_ref(&());
+        let reference = obj.object_ref(&());
         let ev = Event {
             type_,
             reason: reason.to_string(),

@@ -1,11 +1,13 @@
 //! The MachineIdentity reconciler: read the identity and its Secret, decide, write, report.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -15,12 +17,14 @@ use super::error::ReconcileError;
 use super::identity_secret::{Ownership, build_identity_secret, existing_material, ownership};
 use super::status::{Outcome, comparable, desired_status, status_changed};
 use crate::api::MachineIdentity;
+use crate::entitle::extension::{self, IdentityClaims};
+use crate::entitle::resolve::{EffectiveGrants, EntitlementFacts, effective_grants};
 use crate::issue::assess::{
-    Expectations, KnownCertificate, ReissueReason, Verdict, assess, assess_known,
+    Expectations, KnownCertificate, ReissueReason, Verdict, assess, assess_known, renewal_time,
 };
-use crate::issue::inputs::{ResolvedIdentity, resolve_identity};
+use crate::issue::inputs::{ResolvedIdentity, SpecError, resolve_identity};
 use crate::issue::keys::generate_key;
-use crate::issue::leaf::{IssueError, IssuedCertificate, issue_leaf};
+use crate::issue::leaf::{CustomExtensions, IssueError, IssuedCertificate, issue_leaf};
 use crate::labels::FIELD_MANAGER;
 
 /// How long to wait before looking again at an identity whose Secret name is taken.
@@ -39,9 +43,18 @@ pub async fn reconcile(
         ctx.forget(mi.metadata.uid.as_deref().unwrap_or_default());
         return Ok(Action::await_change());
     }
+    if !ctx.health.entitlements_synced.load(Ordering::Relaxed) {
+        // Grants are resolved from the Entitlement cache: issuing before it is complete would
+        // issue certificates without grants, then issue them again.
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+    }
     let now = OffsetDateTime::now_utc();
     let ca = ctx.ca();
-    let resolved = match resolve_identity(&mi, &ctx.policy, vec![], None) {
+    let entitlements = namespace_entitlements(&ctx, &namespace);
+    let grants = effective_grants(&name, mi.labels(), &entitlements, now);
+    let resolved = match claims_extension(&mi, &grants)
+        .and_then(|ext| resolve_identity(&mi, &ctx.policy, ext, grants.not_after_cap))
+    {
         Ok(r) => r,
         Err(e) => {
             let outcome = Outcome::Blocked {
@@ -58,13 +71,20 @@ pub async fn reconcile(
         inputs_hash: &resolved.inputs_hash,
         renewal_fraction: resolved.renewal_fraction,
         identity_key: &resolved.identity_key,
+        not_after_cap: grants.not_after_cap,
         now,
     };
+    let carried: Vec<String> = grants.grants.iter().cloned().collect();
     let (outcome, action) = match examine_secret(&ctx, &mi, &namespace, &expect).await? {
         Examined::Foreign => secret_conflict(&mi, &ctx, &namespace),
-        Examined::Verdict(Verdict::Current { info, renew_at }, _) => {
-            (Outcome::Valid { info, renew_at }, requeue_at(renew_at, now))
-        }
+        Examined::Verdict(Verdict::Current { info, renew_at }, _) => (
+            Outcome::Valid {
+                info,
+                renew_at,
+                grants: carried,
+            },
+            requeue_at(renew_at, now),
+        ),
         Examined::Verdict(
             Verdict::Reissue {
                 reason,
@@ -72,17 +92,29 @@ pub async fn reconcile(
             },
             judged_version,
         ) => {
-            issue(
+            let (outcome, action) = issue(
                 &mi,
                 &ctx,
                 &resolved,
+                &expect,
                 judged_version,
                 reason,
                 still_valid,
-                now,
+                carried,
             )
-            .await?
+            .await?;
+            if matches!(outcome, Outcome::Valid { .. }) {
+                refresh_bindings(&ctx, &namespace, &name, &entitlements, &grants);
+            }
+            (outcome, action)
         }
+    };
+    // Come back when the grants change (an Entitlement starts or ends), if that is sooner.
+    let action = match grants.next_change {
+        Some(at) if at < renewal_of(&outcome).unwrap_or(at + time::Duration::SECOND) => {
+            requeue_at(at, now)
+        }
+        _ => action,
     };
     if let Outcome::Valid { info, .. } = &outcome {
         ctx.metrics
@@ -118,15 +150,18 @@ fn secret_conflict(mi: &MachineIdentity, ctx: &Context, namespace: &str) -> (Out
 }
 
 /// Issues a new certificate and writes the Secret; returns the outcome for status.
+#[allow(clippy::too_many_arguments)]
 async fn issue(
     mi: &MachineIdentity,
     ctx: &Context,
     resolved: &ResolvedIdentity,
+    expect: &Expectations<'_>,
     judged_version: Option<String>,
     reason: ReissueReason,
     still_valid: Option<(crate::issue::leaf::CertificateInfo, OffsetDateTime)>,
-    now: OffsetDateTime,
+    grants: Vec<String>,
 ) -> Result<(Outcome, Action), ReconcileError> {
+    let now = expect.now;
     let ca = ctx.ca();
     let ca_key_der = ca.public_key_der().to_vec();
     let ca_key_der = ca_key_der.as_slice();
@@ -215,12 +250,7 @@ async fn issue(
         written.metadata.resource_version.clone(),
         KnownCertificate::new(issued.info.clone(), &resolved.inputs_hash, ca_key_der),
     );
-    let renew_at = crate::issue::renewal::plan_renewal(
-        issued.info.not_before,
-        issued.info.not_after,
-        resolved.renewal_fraction,
-        &resolved.identity_key,
-    );
+    let renew_at = renewal_time(&issued.info, expect);
     let event_reason = match reason {
         ReissueReason::Missing
             if mi
@@ -235,8 +265,12 @@ async fn issue(
         _ => "Reissued",
     };
     ctx.metrics.count_issued(reason.as_str());
+    let carries = match grants.is_empty() {
+        true => String::new(),
+        false => format!(", carrying {}", grants.join(", ")),
+    };
     let note = format!(
-        "issued certificate {} ({}), valid until {}",
+        "issued certificate {} ({}), valid until {}{carries}",
         issued.info.serial_hex,
         reason.as_str(),
         crate::ca::rfc3339(issued.info.not_after)
@@ -247,6 +281,7 @@ async fn issue(
         Outcome::Valid {
             info: issued.info,
             renew_at,
+            grants,
         },
         requeue_at(renew_at, now),
     ))
@@ -368,6 +403,67 @@ async fn write_status(
     .await?;
     ctx.remember_written(&uid, &written);
     Ok(())
+}
+
+/// The Entitlements of a namespace, as plain data (one whose timestamps do not parse is left out:
+/// its own status reports it).
+fn namespace_entitlements(ctx: &Context, namespace: &str) -> Vec<EntitlementFacts> {
+    ctx.entitlements
+        .state()
+        .iter()
+        .filter(|e| e.metadata.namespace.as_deref() == Some(namespace))
+        .filter_map(|e| EntitlementFacts::from_resource(e).ok())
+        .collect()
+}
+
+/// The identity extension for the identity's grants and attributes (none when both are empty).
+fn claims_extension(
+    mi: &MachineIdentity,
+    grants: &EffectiveGrants,
+) -> Result<CustomExtensions, SpecError> {
+    let claims = IdentityClaims {
+        grants: grants.grants.clone(),
+        attributes: mi.spec.attributes.clone(),
+    };
+    if claims.is_empty() {
+        return Ok(vec![]);
+    }
+    let der =
+        extension::encode(&claims).map_err(|e| SpecError::InvalidAttributes(e.to_string()))?;
+    Ok(vec![(extension::EXTENSION_OID.to_vec(), der)])
+}
+
+/// After an issuance, the Entitlements whose bindings may have changed look again: those that
+/// select the identity now and those that list it as bound.
+fn refresh_bindings(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    entitlements: &[EntitlementFacts],
+    grants: &EffectiveGrants,
+) {
+    for ent in entitlements {
+        let listed = ctx
+            .entitlements
+            .get(&ObjectRef::new(&ent.name).within(namespace))
+            .and_then(|e| e.status.clone())
+            .is_some_and(|s| s.bindings.iter().any(|b| b.identity == name));
+        if listed || grants.selected_by.contains(&ent.name) {
+            ctx.refresh_entitlement(namespace, &ent.name);
+        }
+    }
+}
+
+/// When the certificate in `outcome` renews, if there is one.
+fn renewal_of(outcome: &Outcome) -> Option<OffsetDateTime> {
+    match outcome {
+        Outcome::Valid { renew_at, .. } => Some(*renew_at),
+        Outcome::Retrying {
+            current: Some((_, renew_at)),
+            ..
+        } => Some(*renew_at),
+        _ => None,
+    }
 }
 
 fn is_blocked_on(mi: &MachineIdentity, reason: &str) -> bool {

@@ -1,6 +1,9 @@
 //! Controllers: wiring watches to reconcilers.
 
 pub mod context;
+pub mod entitlement;
+pub mod entitlement_status;
+pub mod entitlement_watch;
 pub mod error;
 pub mod events;
 pub mod identity_secret;
@@ -15,14 +18,17 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tracing::{info, warn};
 
-use crate::api::MachineIdentity;
+use crate::api::{Entitlement, MachineIdentity};
 use crate::http::Health;
 use crate::labels;
 use context::Context;
+use entitlement::EntitlementContext;
 use secret_index::SecretIndex;
 
 /// An `Api` over all namespaces, or one when the operator is namespace-scoped.
@@ -74,19 +80,83 @@ pub fn identity_secret_watch(
 /// The annotation `kubectl apply` (client-side) keeps the last applied manifest in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Runs the MachineIdentity controller until shutdown. `secrets` must be the stream whose store
-/// is in `ctx`.
-pub async fn run_machine_identities(
+/// Runs the MachineIdentity and Entitlement controllers until shutdown. `secret_stream` must be
+/// the stream whose index is in `ctx`, `entitlements` the writer of `ctx.entitlements`, and
+/// `entitlement_requests` the receiving end of the channel `ctx` asks for Entitlement refreshes on.
+pub async fn run_controllers(
     ctx: Arc<Context>,
     secret_stream: impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>>
     + Send
     + 'static,
+    entitlements: reflector::store::Writer<Entitlement>,
+    mut entitlement_requests: UnboundedReceiver<ObjectRef<Entitlement>>,
+    namespace: Option<String>,
+    concurrency: u16,
+    health: Arc<Health>,
+) {
+    let (store, writer) = reflector::store();
+    let (to_identities, mut identity_requests) = unbounded_channel();
+    let entitlement_store = entitlements.as_reader();
+    let entitlement_changes = entitlement_watch::entitlement_stream(
+        ctx.client.clone(),
+        namespace.as_deref(),
+        entitlements,
+        store.clone(),
+        to_identities,
+        health.clone(),
+    );
+    let entitlement_ctx = Arc::new(EntitlementContext {
+        client: ctx.client.clone(),
+        identities: store.clone(),
+        events: ctx.events.clone(),
+        metrics: ctx.metrics.clone(),
+    });
+    let entitlement_controller = Controller::for_stream(entitlement_changes, entitlement_store)
+        .reconcile_on(futures::stream::poll_fn(move |cx| {
+            entitlement_requests.poll_recv(cx)
+        }))
+        .with_config(Config::default().concurrency(concurrency.clamp(1, 4)))
+        .shutdown_on_signal()
+        .run(
+            entitlement::reconcile,
+            entitlement::error_policy,
+            entitlement_ctx,
+        )
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!(error = %e, "entitlement controller error");
+            }
+        });
+    let identity_requests = futures::stream::poll_fn(move |cx| identity_requests.poll_recv(cx));
+    let identity_controller = run_machine_identities(
+        ctx,
+        secret_stream,
+        (store, writer),
+        identity_requests,
+        namespace,
+        concurrency,
+        health.clone(),
+    );
+    tokio::join!(identity_controller, entitlement_controller);
+    info!("controllers stopped");
+}
+
+/// Runs the MachineIdentity controller until shutdown.
+async fn run_machine_identities(
+    ctx: Arc<Context>,
+    secret_stream: impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>>
+    + Send
+    + 'static,
+    (store, writer): (
+        reflector::Store<MachineIdentity>,
+        reflector::store::Writer<MachineIdentity>,
+    ),
+    requests: impl futures::Stream<Item = ObjectRef<MachineIdentity>> + Send + 'static,
     namespace: Option<String>,
     concurrency: u16,
     health: Arc<Health>,
 ) {
     let api: Api<MachineIdentity> = scoped_api(ctx.client.clone(), namespace.as_deref());
-    let (store, writer) = reflector::store();
     // Status-only changes (our own writes) do not trigger a reconcile.
     let forget_ctx = ctx.clone();
     let filter_ctx = ctx.clone();
@@ -142,6 +212,7 @@ pub async fn run_machine_identities(
     health.controller_alive.store(true, Ordering::Relaxed);
     Controller::for_stream(identities, store)
         .owns_stream(secret_stream)
+        .reconcile_on(requests)
         .with_config(Config::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(

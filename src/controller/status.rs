@@ -23,6 +23,8 @@ pub enum Outcome {
     Valid {
         info: CertificateInfo,
         renew_at: OffsetDateTime,
+        /// The grants the certificate carries.
+        grants: Vec<String>,
     },
     /// The identity cannot be issued until something changes (`reason` is stable CamelCase).
     Blocked { reason: String, message: String },
@@ -53,6 +55,7 @@ pub fn desired_status(
         not_before: prev.not_before.clone(),
         not_after: prev.not_after.clone(),
         renewal_time: prev.renewal_time.clone(),
+        entitlements: prev.entitlements.clone(),
     };
     let mut set_cert = |info: &CertificateInfo, renew_at: OffsetDateTime| {
         status.serial_number = Some(info.serial_hex.clone());
@@ -62,7 +65,7 @@ pub fn desired_status(
         status.renewal_time = Some(rfc3339(renew_at));
     };
     let conditions = match outcome {
-        Outcome::Valid { info, renew_at } => {
+        Outcome::Valid { info, renew_at, .. } => {
             set_cert(info, *renew_at);
             vec![
                 Condition::new(
@@ -101,6 +104,9 @@ pub fn desired_status(
             ]
         }
     };
+    if let Outcome::Valid { grants, .. } = outcome {
+        status.entitlements = grants.clone();
+    }
     status.conditions = merge_conditions(&prev.conditions, conditions, generation, &rfc3339(now));
     status
 }
@@ -153,6 +159,7 @@ mod tests {
             &Outcome::Valid {
                 info: info(),
                 renew_at: renew,
+                grants: vec!["payments.process".into()],
             },
             Some("spiffe://x".into()),
             Some(2),
@@ -163,12 +170,14 @@ mod tests {
         assert_eq!(s.serial_number.as_deref(), Some("4a"));
         assert_eq!(s.not_after.as_deref(), Some("2027-01-15T09:00:00Z"));
         assert_eq!(s.observed_generation, Some(2));
+        assert_eq!(s.entitlements, vec!["payments.process"]);
         // Re-deriving at a later time changes nothing: no status churn, no extra writes.
         let again = desired_status(
             Some(&s),
             &Outcome::Valid {
                 info: info(),
                 renew_at: renew,
+                grants: vec!["payments.process".into()],
             },
             Some("spiffe://x".into()),
             Some(2),
@@ -181,6 +190,7 @@ mod tests {
             &Outcome::Valid {
                 info: info(),
                 renew_at: renew,
+                grants: vec!["payments.process".into()],
             },
             Some("spiffe://x".into()),
             Some(2),
@@ -212,6 +222,7 @@ mod tests {
             &Outcome::Valid {
                 info: info(),
                 renew_at: now,
+                grants: vec![],
             },
             None,
             Some(1),

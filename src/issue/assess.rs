@@ -89,6 +89,9 @@ pub struct Expectations<'a> {
     pub renewal_fraction: f64,
     /// Stable per-identity key for renewal jitter.
     pub identity_key: &'a str,
+    /// The latest notAfter the certificate's grants allow (see
+    /// [`crate::entitle::resolve::EffectiveGrants::not_after_cap`]).
+    pub not_after_cap: Option<OffsetDateTime>,
     pub now: OffsetDateTime,
 }
 
@@ -169,6 +172,21 @@ pub fn assess_known(known: &KnownCertificate, expect: &Expectations<'_>) -> Verd
     judge(known.info.clone(), Some(&known.inputs_hash), expect)
 }
 
+/// When to renew: at the planned fraction of the lifetime, except for a certificate cut short by
+/// the expiry of a grant it carries. Renewing that one early cannot extend it (its successor is
+/// capped at the same moment), so it is replaced when it ends, by one without the expired grant.
+pub fn renewal_time(info: &CertificateInfo, expect: &Expectations<'_>) -> OffsetDateTime {
+    match expect.not_after_cap {
+        Some(cap) if info.not_after >= cap => info.not_after,
+        _ => plan_renewal(
+            info.not_before,
+            info.not_after,
+            expect.renewal_fraction,
+            expect.identity_key,
+        ),
+    }
+}
+
 /// The common tail of every assessment: expiry, inputs, renewal time.
 fn judge(info: CertificateInfo, inputs_hash: Option<&str>, expect: &Expectations<'_>) -> Verdict {
     if expect.now >= info.not_after {
@@ -177,12 +195,7 @@ fn judge(info: CertificateInfo, inputs_hash: Option<&str>, expect: &Expectations
             still_valid: None,
         };
     }
-    let renew_at = plan_renewal(
-        info.not_before,
-        info.not_after,
-        expect.renewal_fraction,
-        expect.identity_key,
-    );
+    let renew_at = renewal_time(&info, expect);
     let reason = if inputs_hash != Some(expect.inputs_hash) {
         ReissueReason::InputsChanged
     } else if expect.now >= renew_at {
@@ -237,6 +250,7 @@ mod tests {
             inputs_hash: "h1",
             renewal_fraction: 2.0 / 3.0,
             identity_key: "a/b",
+            not_after_cap: None,
             now,
         }
     }
@@ -331,5 +345,32 @@ mod tests {
             Some(ReissueReason::InputsChanged)
         );
         assert_eq!(r(material(&i, "h1"), &due), Some(ReissueReason::RenewalDue));
+    }
+
+    #[test]
+    fn a_certificate_capped_by_a_grant_lives_until_the_grant_ends() {
+        let ca = ca();
+        let now = OffsetDateTime::now_utc();
+        let i = issue(&ca, now);
+        let known = KnownCertificate::new(i.info.clone(), "h1", ca.public_key_der());
+        // Capped at its own notAfter: no renewal at two thirds, but at the end.
+        let capped = Expectations {
+            not_after_cap: Some(i.info.not_after),
+            now: now + Duration::minutes(50),
+            ..expect(&ca, now)
+        };
+        match assess_known(&known, &capped) {
+            Verdict::Current { renew_at, .. } => assert_eq!(renew_at, i.info.not_after),
+            v => panic!("{v:?}"),
+        }
+        // A cap beyond notAfter does not bind: the usual renewal applies.
+        let loose = Expectations {
+            not_after_cap: Some(i.info.not_after + Duration::hours(5)),
+            ..capped
+        };
+        assert_eq!(
+            assess_known(&known, &loose).reissue_reason(),
+            Some(ReissueReason::RenewalDue)
+        );
     }
 }

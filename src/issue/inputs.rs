@@ -4,7 +4,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::Duration;
 
-use super::leaf::{LeafRequest, spiffe_id};
+use super::leaf::{CustomExtensions, LeafRequest, spiffe_id};
 use crate::api::{KeyAlgorithm, MachineIdentity};
 use crate::settings::parse_go_duration;
 
@@ -31,6 +31,8 @@ pub enum SpecError {
     },
     #[error("the object has no namespace or name")]
     MissingIdentity,
+    #[error("spec.attributes cannot be encoded in the certificate: {0}")]
+    InvalidAttributes(String),
 }
 
 impl SpecError {
@@ -40,6 +42,7 @@ impl SpecError {
             SpecError::InvalidTtl(_) => "InvalidTTL",
             SpecError::TtlOutOfBounds { .. } => "TTLOutOfBounds",
             SpecError::MissingIdentity => "InvalidSpec",
+            SpecError::InvalidAttributes(_) => "InvalidAttributes",
         }
     }
 }
@@ -74,7 +77,7 @@ struct HashedInputs<'a> {
 pub fn resolve_identity(
     mi: &MachineIdentity,
     policy: &IssuancePolicy,
-    extensions: Vec<(Vec<u64>, Vec<u8>)>,
+    extensions: CustomExtensions,
     not_after_cap: Option<time::OffsetDateTime>,
 ) -> Result<ResolvedIdentity, SpecError> {
     let namespace = mi

@@ -16,6 +16,9 @@ use crate::ca::CertificateAuthority;
 /// How far notBefore is backdated to tolerate clock skew between machines.
 pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::seconds(60);
 
+/// Custom extensions of a certificate: (OID arcs, DER content) pairs.
+pub type CustomExtensions = Vec<(Vec<u64>, Vec<u8>)>;
+
 /// Everything that goes into an identity's certificate, as plain data.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LeafRequest {
@@ -34,7 +37,7 @@ pub struct LeafRequest {
     /// A hard upper bound on notAfter (for example the earliest expiry of a carried grant).
     pub not_after_cap: Option<OffsetDateTime>,
     /// Custom extensions (DER content with OID), for example the entitlements extension.
-    pub extensions: Vec<(Vec<u64>, Vec<u8>)>,
+    pub extensions: CustomExtensions,
 }
 
 /// Why a certificate could not be issued.

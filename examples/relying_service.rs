@@ -1,0 +1,196 @@
+//! A relying service: an mTLS HTTPS server on 127.0.0.1 that authorizes every request by the
+//! grant its route table names, from the client certificate alone (no call to the cluster).
+//!
+//! ```text
+//! cargo run --example relying_service -- --identity-dir ./payments-api \
+//!     --route /payments=payments.process --route /reports=reports.read [--crl crl.pem]
+//! ```
+//!
+//! The identity directory holds the service's own `tls.crt`, `tls.key` and `ca.crt`, as the
+//! operator writes them into the identity Secret. The server prints `listening on <address>`
+//! once it accepts connections.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use nhi_operator::verify::{
+    Purpose, RevocationList, TrustBundle, VerifiedIdentity, certificates_from_pem, verify_identity,
+};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+struct Options {
+    listen: SocketAddr,
+    identity_dir: PathBuf,
+    crl: Option<PathBuf>,
+    /// Path prefix -> required grant.
+    routes: BTreeMap<String, String>,
+}
+
+fn options() -> Result<Options, String> {
+    let mut listen: SocketAddr = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
+    let (mut identity_dir, mut crl, mut routes) = (None, None, BTreeMap::new());
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
+            "--identity-dir" => identity_dir = Some(PathBuf::from(value()?)),
+            "--crl" => crl = Some(PathBuf::from(value()?)),
+            "--route" => {
+                let v = value()?;
+                let (path, grant) = v
+                    .split_once('=')
+                    .ok_or(format!("--route {v:?}: expected /path=grant.name"))?;
+                routes.insert(path.to_string(), grant.to_string());
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if !listen.ip().is_loopback() {
+        return Err("--listen must be a loopback address".into());
+    }
+    Ok(Options {
+        listen,
+        identity_dir: identity_dir.ok_or("--identity-dir is required")?,
+        crl,
+        routes,
+    })
+}
+
+fn read(dir: &std::path::Path, file: &str) -> Result<String, String> {
+    std::fs::read_to_string(dir.join(file))
+        .map_err(|e| format!("{}: {e}", dir.join(file).display()))
+}
+
+/// The server's TLS configuration: its own identity, and client certificates required and
+/// chained to the identity bundle's roots.
+fn tls_config(dir: &std::path::Path) -> Result<rustls::ServerConfig, String> {
+    let chain: Vec<CertificateDer<'static>> =
+        certificates_from_pem(&read(dir, "tls.crt")?).map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(read(dir, "tls.key")?.as_bytes())
+        .map_err(|e| format!("tls.key: {e}"))?;
+    let mut roots = RootCertStore::empty();
+    for ca in certificates_from_pem(&read(dir, "ca.crt")?).map_err(|e| e.to_string())? {
+        roots.add(ca).map_err(|e| format!("ca.crt: {e}"))?;
+    }
+    let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .map_err(|e| e.to_string())?;
+    rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| e.to_string())
+}
+
+/// Decides one request: the route's grant must be in the caller's certificate.
+fn authorize(
+    routes: &BTreeMap<String, String>,
+    path: &str,
+    caller: &Result<VerifiedIdentity, String>,
+) -> (StatusCode, String) {
+    let Some((_, grant)) = routes
+        .iter()
+        .rev()
+        .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+    else {
+        return (StatusCode::NOT_FOUND, format!("no route for {path}\n"));
+    };
+    match caller {
+        Err(e) => (StatusCode::UNAUTHORIZED, format!("identity refused: {e}\n")),
+        Ok(id) if id.has_grant(grant) => (
+            StatusCode::OK,
+            format!("{} may {grant}\n", id.identity.spiffe_id),
+        ),
+        Ok(id) => (
+            StatusCode::FORBIDDEN,
+            format!("{} lacks {grant}\n", id.identity.spiffe_id),
+        ),
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), String> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let opts = options()?;
+    let trust = Arc::new(
+        TrustBundle::from_pem(&read(&opts.identity_dir, "ca.crt")?).map_err(|e| e.to_string())?,
+    );
+    let crl = match &opts.crl {
+        Some(p) => Some(Arc::new(
+            RevocationList::from_pem(&std::fs::read_to_string(p).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config(&opts.identity_dir)?));
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "listening on {}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let routes = Arc::new(opts.routes);
+    loop {
+        let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let (acceptor, routes, trust, crl) =
+            (acceptor.clone(), routes.clone(), trust.clone(), crl.clone());
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    eprintln!("handshake refused: {e}");
+                    return;
+                }
+            };
+            let peer: Vec<CertificateDer<'static>> = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+                .unwrap_or_default();
+            // Verified once per connection, offline: chain, validity, CRL, SPIFFE ID, grants.
+            let caller = verify_identity(
+                &peer,
+                &trust,
+                crl.as_deref(),
+                Purpose::Client,
+                time::OffsetDateTime::now_utc(),
+            )
+            .map_err(|e| e.to_string());
+            let service = service_fn(move |req: Request<Incoming>| {
+                let (status, body) = authorize(&routes, req.uri().path(), &caller);
+                let who = caller
+                    .as_ref()
+                    .map(|c| c.serial_hex.clone())
+                    .unwrap_or_default();
+                eprintln!(
+                    "{} {} serial={who} -> {}",
+                    req.method(),
+                    req.uri().path(),
+                    status.as_u16()
+                );
+                let mut response = Response::new(body);
+                *response.status_mut() = status;
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .await
+            {
+                eprintln!("connection error: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,305 @@
+//! Builds an Entitlement's status from its phase and its subjects' certificates (pure).
+
+use std::collections::BTreeSet;
+
+use time::OffsetDateTime;
+
+use crate::api::condition::{Condition, merge_conditions};
+use crate::api::entitlement::{Binding, EntitlementStatus, MAX_LISTED_BINDINGS};
+use crate::ca::rfc3339;
+use crate::entitle::resolve::Phase;
+
+/// Condition type: every subject holds a certificate carrying the grants.
+pub const READY: &str = "Ready";
+/// Condition type: `expiresAt` has passed.
+pub const EXPIRED: &str = "Expired";
+/// Condition type: the Entitlement selects no identity.
+pub const NO_SUBJECTS: &str = "NoSubjects";
+
+/// A selected identity, as far as binding goes: what its current certificate carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubjectCertificate {
+    pub identity: String,
+    /// The grants its current certificate carries (`status.entitlements`).
+    pub grants: BTreeSet<String>,
+    pub serial_number: Option<String>,
+    pub thumbprint_sha256: Option<String>,
+    pub not_after: Option<String>,
+}
+
+/// What the reconciler learned about an Entitlement.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Assessment {
+    /// The spec cannot be used (a timestamp or selector the schema could not check).
+    Invalid { reason: String, message: String },
+    /// The spec is usable: its phase and the identities it selects.
+    Usable {
+        phase: Phase,
+        grants: BTreeSet<String>,
+        subjects: Vec<SubjectCertificate>,
+    },
+}
+
+/// The status after `assessment`, and whether some subjects are still waiting for a certificate
+/// carrying the grants (the reconciler then looks again shortly).
+pub fn desired_entitlement_status(
+    previous: Option<&EntitlementStatus>,
+    assessment: &Assessment,
+    justification: &str,
+    generation: Option<i64>,
+    now: OffsetDateTime,
+) -> (EntitlementStatus, bool) {
+    let prev = previous.cloned().unwrap_or_default();
+    let mut status = EntitlementStatus {
+        observed_generation: generation,
+        justification: Some(justification.to_string()),
+        ..Default::default()
+    };
+    let mut pending = false;
+    let conditions = match assessment {
+        Assessment::Invalid { reason, message } => vec![
+            Condition::new(READY, false, reason, message.clone()),
+            Condition::new(EXPIRED, false, reason, message.clone()),
+        ],
+        Assessment::Usable {
+            phase,
+            grants,
+            subjects,
+        } => {
+            let mut bindings: Vec<Binding> = if *phase == Phase::Active {
+                subjects.iter().filter_map(|s| binding(s, grants)).collect()
+            } else {
+                vec![]
+            };
+            bindings.sort_by(|a, b| a.identity.cmp(&b.identity));
+            status.bound_count = bindings.len() as i64;
+            let unbound = subjects.len() - bindings.len();
+            bindings.truncate(MAX_LISTED_BINDINGS);
+            status.bindings = bindings;
+            let grant_list = grants.iter().cloned().collect::<Vec<_>>().join(", ");
+            let ready = match phase {
+                Phase::Pending => Condition::new(
+                    READY,
+                    false,
+                    "NotYetActive",
+                    format!("{grant_list} not granted before notBefore"),
+                ),
+                Phase::Expired => Condition::new(
+                    READY,
+                    false,
+                    "Expired",
+                    format!("{grant_list} expired; no certificate carries them any more"),
+                ),
+                Phase::Active if subjects.is_empty() => Condition::new(
+                    READY,
+                    false,
+                    "NoSubjects",
+                    "no MachineIdentity in this namespace matches spec.subjects",
+                ),
+                Phase::Active if unbound > 0 => {
+                    pending = true;
+                    Condition::new(
+                        READY,
+                        false,
+                        "Binding",
+                        format!(
+                            "{unbound} of {} identities do not hold a certificate carrying {grant_list} yet",
+                            subjects.len()
+                        ),
+                    )
+                }
+                Phase::Active => Condition::new(
+                    READY,
+                    true,
+                    "Bound",
+                    format!(
+                        "{} identities hold a certificate carrying {grant_list}",
+                        subjects.len()
+                    ),
+                ),
+            };
+            let expired = match phase {
+                Phase::Expired => Condition::new(EXPIRED, true, "Expired", "expiresAt has passed"),
+                Phase::Pending => {
+                    Condition::new(EXPIRED, false, "NotYetActive", "notBefore lies ahead")
+                }
+                Phase::Active => Condition::new(EXPIRED, false, "Active", "the grants apply"),
+            };
+            let no_subjects = match subjects.is_empty() {
+                true => Condition::new(
+                    NO_SUBJECTS,
+                    true,
+                    "NoSubjects",
+                    "no MachineIdentity in this namespace matches spec.subjects",
+                ),
+                false => Condition::new(
+                    NO_SUBJECTS,
+                    false,
+                    "SubjectsFound",
+                    format!("{} identities selected", subjects.len()),
+                ),
+            };
+            vec![ready, expired, no_subjects]
+        }
+    };
+    status.conditions = merge_conditions(&prev.conditions, conditions, generation, &rfc3339(now));
+    (status, pending)
+}
+
+/// The binding of a subject whose current certificate carries every grant.
+fn binding(subject: &SubjectCertificate, grants: &BTreeSet<String>) -> Option<Binding> {
+    if !grants.is_subset(&subject.grants) {
+        return None;
+    }
+    Some(Binding {
+        identity: subject.identity.clone(),
+        serial_number: subject.serial_number.clone()?,
+        thumbprint_sha256: subject.thumbprint_sha256.clone()?,
+        not_after: subject.not_after.clone()?,
+    })
+}
+
+/// Whether two statuses differ in anything but condition transition times.
+pub fn entitlement_status_changed(
+    old: Option<&EntitlementStatus>,
+    new: &EntitlementStatus,
+) -> bool {
+    let strip = |s: &EntitlementStatus| {
+        let mut s = s.clone();
+        s.conditions
+            .iter_mut()
+            .for_each(|c| c.last_transition_time.clear());
+        s
+    };
+    old.map(strip) != Some(strip(new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    fn grants(g: &[&str]) -> BTreeSet<String> {
+        g.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn subject(name: &str, carried: &[&str]) -> SubjectCertificate {
+        SubjectCertificate {
+            identity: name.into(),
+            grants: grants(carried),
+            serial_number: Some(format!("{name}-serial")),
+            thumbprint_sha256: Some(format!("{name}-thumb")),
+            not_after: Some("2027-01-15T09:00:00Z".into()),
+        }
+    }
+
+    fn ready(s: &EntitlementStatus) -> &Condition {
+        s.conditions.iter().find(|c| c.type_ == READY).unwrap()
+    }
+
+    #[test]
+    fn bound_when_every_subject_carries_the_grants() {
+        let a = Assessment::Usable {
+            phase: Phase::Active,
+            grants: grants(&["payments.process"]),
+            subjects: vec![
+                subject("web", &["payments.process", "x.read"]),
+                subject("api", &["payments.process"]),
+            ],
+        };
+        let (s, pending) = desired_entitlement_status(None, &a, "TICKET-1", Some(3), now());
+        assert!(!pending);
+        assert!(ready(&s).is_true());
+        assert_eq!(ready(&s).reason, "Bound");
+        assert_eq!(s.bound_count, 2);
+        assert_eq!(s.bindings[0].identity, "api", "sorted by identity");
+        assert_eq!(s.bindings[0].thumbprint_sha256, "api-thumb");
+        assert_eq!(s.justification.as_deref(), Some("TICKET-1"));
+        assert_eq!(s.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn waits_for_subjects_without_the_grants() {
+        let a = Assessment::Usable {
+            phase: Phase::Active,
+            grants: grants(&["payments.process", "payments.refund"]),
+            subjects: vec![subject("api", &["payments.process"])],
+        };
+        let (s, pending) = desired_entitlement_status(None, &a, "j", None, now());
+        assert!(pending);
+        assert_eq!(ready(&s).reason, "Binding");
+        assert!(s.bindings.is_empty());
+    }
+
+    #[test]
+    fn phases_and_empty_selection() {
+        for (phase, reason, expired) in [
+            (Phase::Pending, "NotYetActive", false),
+            (Phase::Expired, "Expired", true),
+        ] {
+            let a = Assessment::Usable {
+                phase,
+                grants: grants(&["a.b"]),
+                subjects: vec![subject("api", &["a.b"])],
+            };
+            let (s, pending) = desired_entitlement_status(None, &a, "j", None, now());
+            assert!(!pending);
+            assert_eq!(ready(&s).reason, reason);
+            assert!(
+                s.bindings.is_empty(),
+                "no binding outside the active window"
+            );
+            let e = s.conditions.iter().find(|c| c.type_ == EXPIRED).unwrap();
+            assert_eq!(e.is_true(), expired);
+        }
+        let none = Assessment::Usable {
+            phase: Phase::Active,
+            grants: grants(&["a.b"]),
+            subjects: vec![],
+        };
+        let (s, _) = desired_entitlement_status(None, &none, "j", None, now());
+        assert_eq!(ready(&s).reason, "NoSubjects");
+        assert!(
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == NO_SUBJECTS && c.is_true())
+        );
+    }
+
+    #[test]
+    fn bindings_are_listed_up_to_the_limit_and_all_counted() {
+        let subjects = (0..300)
+            .map(|i| subject(&format!("mi-{i:03}"), &["a.b"]))
+            .collect();
+        let a = Assessment::Usable {
+            phase: Phase::Active,
+            grants: grants(&["a.b"]),
+            subjects,
+        };
+        let (s, _) = desired_entitlement_status(None, &a, "j", None, now());
+        assert_eq!(s.bound_count, 300);
+        assert_eq!(s.bindings.len(), MAX_LISTED_BINDINGS);
+    }
+
+    #[test]
+    fn recomputing_later_is_no_change() {
+        let a = Assessment::Invalid {
+            reason: "InvalidSelector".into(),
+            message: "m".into(),
+        };
+        let (s, _) = desired_entitlement_status(None, &a, "j", Some(1), now());
+        assert!(!ready(&s).is_true());
+        let (again, _) = desired_entitlement_status(
+            Some(&s),
+            &a,
+            "j",
+            Some(1),
+            now() + time::Duration::minutes(3),
+        );
+        assert!(!entitlement_status_changed(Some(&s), &again));
+        assert!(entitlement_status_changed(None, &s));
+    }
+}

@@ -1,0 +1,97 @@
+//! Label selector matching (the semantics of Kubernetes' `metav1.LabelSelector`), as a pure
+//! function.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+/// Whether `labels` match `selector`. Every `matchLabels` entry and every `matchExpressions`
+/// requirement must hold. An unknown operator is an error (the Entitlement reports it) and
+/// selects nothing.
+pub fn selector_matches(
+    selector: &LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> Result<bool, String> {
+    for (key, value) in selector.match_labels.iter().flatten() {
+        if labels.get(key) != Some(value) {
+            return Ok(false);
+        }
+    }
+    for req in selector.match_expressions.iter().flatten() {
+        let values = req.values.as_deref().unwrap_or_default();
+        let present = labels.get(&req.key);
+        let holds = match req.operator.as_str() {
+            "In" => present.is_some_and(|v| values.contains(v)),
+            "NotIn" => present.is_none_or(|v| !values.contains(v)),
+            "Exists" => present.is_some(),
+            "DoesNotExist" => present.is_none(),
+            other => {
+                return Err(format!(
+                    "selector operator {other:?} is not one of In, NotIn, Exists, DoesNotExist"
+                ));
+            }
+        };
+        if !holds {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn req(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: Some(values.iter().map(|v| v.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn match_labels_and_expressions() {
+        let l = labels(&[("team", "pay"), ("tier", "api")]);
+        let by_labels = LabelSelector {
+            match_labels: Some(labels(&[("team", "pay")])),
+            match_expressions: None,
+        };
+        assert_eq!(selector_matches(&by_labels, &l), Ok(true));
+        assert_eq!(
+            selector_matches(&by_labels, &labels(&[("team", "ops")])),
+            Ok(false)
+        );
+        let cases = [
+            (req("tier", "In", &["api", "web"]), true),
+            (req("tier", "In", &["web"]), false),
+            (req("tier", "NotIn", &["web"]), true),
+            (req("absent", "NotIn", &["x"]), true),
+            (req("tier", "NotIn", &["api"]), false),
+            (req("team", "Exists", &[]), true),
+            (req("absent", "Exists", &[]), false),
+            (req("absent", "DoesNotExist", &[]), true),
+            (req("team", "DoesNotExist", &[]), false),
+        ];
+        for (r, want) in cases {
+            let s = LabelSelector {
+                match_labels: Some(labels(&[("team", "pay")])),
+                match_expressions: Some(vec![r.clone()]),
+            };
+            assert_eq!(selector_matches(&s, &l), Ok(want), "{r:?}");
+        }
+        let bad = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![req("team", "Like", &["p"])]),
+        };
+        assert!(selector_matches(&bad, &l).is_err());
+    }
+}

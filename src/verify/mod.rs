@@ -1,0 +1,441 @@
+//! Offline verification of identity certificates, for relying services: validates the chain to
+//! the trust bundle (rustls-webpki), the validity time, the revocation list when given, the
+//! SPIFFE ID form, and returns who the caller is and what it is granted. No call to the cluster.
+//!
+//! ```no_run
+//! use nhi_operator::verify::{Purpose, RevocationList, TrustBundle, verify_identity};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // `ca.crt` and `crl.pem` as the operator publishes them; the chain as the TLS peer sent it.
+//! let trust = TrustBundle::from_pem(&std::fs::read_to_string("ca.crt")?)?;
+//! let crl = RevocationList::from_pem(&std::fs::read_to_string("crl.pem")?)?;
+//! let chain = nhi_operator::verify::certificates_from_pem(&std::fs::read_to_string("tls.crt")?)?;
+//! let caller = verify_identity(&chain, &trust, Some(&crl), Purpose::Client, time::OffsetDateTime::now_utc())?;
+//! if caller.has_grant("payments.process") {
+//!     println!("{} may process payments", caller.identity.spiffe_id);
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod spiffe;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
+use time::OffsetDateTime;
+use webpki::{
+    EndEntityCert, ExpirationPolicy, KeyUsage, OwnedCertRevocationList, RevocationCheckDepth,
+    RevocationOptionsBuilder, UnknownStatusPolicy,
+};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::ca::pem_util::pem_certificates;
+use crate::entitle::extension::{ExtensionError, claims_of};
+pub use spiffe::{SpiffeIdentity, parse_spiffe_id};
+
+/// The roots a relying service trusts (the operator's `ca.crt`).
+pub struct TrustBundle {
+    anchors: Vec<TrustAnchor<'static>>,
+}
+
+impl TrustBundle {
+    /// Reads every certificate of a PEM bundle as a trust anchor.
+    pub fn from_pem(pem: &str) -> Result<Self, VerifyError> {
+        let ders = pem_certificates(pem).map_err(|e| VerifyError::BadTrustBundle(e.to_string()))?;
+        Self::from_der(ders.into_iter().map(CertificateDer::from).collect())
+    }
+
+    /// Uses DER certificates as trust anchors.
+    pub fn from_der(certs: Vec<CertificateDer<'static>>) -> Result<Self, VerifyError> {
+        let anchors = certs
+            .iter()
+            .map(|c| {
+                webpki::anchor_from_trusted_cert(c)
+                    .map(|a| a.to_owned())
+                    .map_err(|e| VerifyError::BadTrustBundle(format!("{e:?}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if anchors.is_empty() {
+            return Err(VerifyError::BadTrustBundle(
+                "no certificate in the bundle".into(),
+            ));
+        }
+        Ok(TrustBundle { anchors })
+    }
+}
+
+/// A certificate revocation list signed by the CA (the operator's `crl.pem`).
+pub struct RevocationList {
+    crl: webpki::CertRevocationList<'static>,
+}
+
+impl RevocationList {
+    /// Reads a PEM `X509 CRL`.
+    pub fn from_pem(pem_text: &str) -> Result<Self, VerifyError> {
+        let block = pem::parse(pem_text).map_err(|e| VerifyError::BadCrl(e.to_string()))?;
+        if block.tag() != "X509 CRL" {
+            return Err(VerifyError::BadCrl(format!(
+                "expected an X509 CRL, found {}",
+                block.tag()
+            )));
+        }
+        Self::from_der(block.contents())
+    }
+
+    /// Reads a DER CRL.
+    pub fn from_der(der: &[u8]) -> Result<Self, VerifyError> {
+        let der = CertificateRevocationListDer::from(der.to_vec());
+        let owned = OwnedCertRevocationList::from_der(&der)
+            .map_err(|e| VerifyError::BadCrl(format!("{e:?}")))?;
+        Ok(RevocationList { crl: owned.into() })
+    }
+}
+
+/// What the certificate is being used for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// A TLS client (the relying service is the server).
+    Client,
+    /// A TLS server.
+    Server,
+}
+
+/// A verified identity: who it is, what it may do, and the certificate that said so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedIdentity {
+    pub identity: SpiffeIdentity,
+    /// Entitlement names carried by the certificate.
+    pub grants: BTreeSet<String>,
+    /// Attributes carried by the certificate.
+    pub attributes: BTreeMap<String, String>,
+    /// Serial number, lowercase hexadecimal.
+    pub serial_hex: String,
+    pub not_after: OffsetDateTime,
+}
+
+impl VerifiedIdentity {
+    /// Whether the certificate carries `grant`.
+    pub fn has_grant(&self, grant: &str) -> bool {
+        self.grants.contains(grant)
+    }
+}
+
+/// Why a certificate was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("no certificate was presented")]
+    NoCertificate,
+    #[error("the trust bundle cannot be used: {0}")]
+    BadTrustBundle(String),
+    #[error("the revocation list cannot be used: {0}")]
+    BadCrl(String),
+    #[error("the certificate cannot be parsed: {0}")]
+    Malformed(String),
+    #[error("the certificate does not chain to a trusted root: {0}")]
+    Untrusted(String),
+    #[error("the certificate has expired")]
+    Expired,
+    #[error("the certificate is not valid yet")]
+    NotYetValid,
+    #[error("the certificate has been revoked")]
+    Revoked,
+    #[error("the certificate is not valid for {0:?} use")]
+    WrongUsage(Purpose),
+    #[error("the certificate does not name an identity: {0}")]
+    BadSpiffeId(String),
+    #[error(transparent)]
+    Extension(#[from] ExtensionError),
+}
+
+/// Reads a PEM chain (leaf first) into DER certificates.
+pub fn certificates_from_pem(pem_text: &str) -> Result<Vec<CertificateDer<'static>>, VerifyError> {
+    let ders = pem_certificates(pem_text).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    Ok(ders.into_iter().map(CertificateDer::from).collect())
+}
+
+/// Verifies a certificate chain (leaf first, as a TLS peer sends it) against `trust` at `now`,
+/// and against `crl` when given (a CRL that is not the issuer's, or is past its nextUpdate, fails
+/// closed). Returns the identity with its grants and attributes.
+pub fn verify_identity(
+    chain: &[CertificateDer<'_>],
+    trust: &TrustBundle,
+    crl: Option<&RevocationList>,
+    purpose: Purpose,
+    now: OffsetDateTime,
+) -> Result<VerifiedIdentity, VerifyError> {
+    let (leaf, intermediates) = chain.split_first().ok_or(VerifyError::NoCertificate)?;
+    let end_entity =
+        EndEntityCert::try_from(leaf).map_err(|e| VerifyError::Malformed(format!("{e:?}")))?;
+    let seconds = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+    let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(seconds));
+    let crls;
+    let revocation = match crl {
+        Some(list) => {
+            crls = [&list.crl];
+            let options = RevocationOptionsBuilder::new(&crls)
+                .map_err(|e| VerifyError::BadCrl(format!("{e:?}")))?
+                .with_depth(RevocationCheckDepth::EndEntity)
+                .with_status_policy(UnknownStatusPolicy::Deny)
+                .with_expiration_policy(ExpirationPolicy::Enforce)
+                .build();
+            Some(options)
+        }
+        None => None,
+    };
+    let usage = match purpose {
+        Purpose::Client => KeyUsage::client_auth(),
+        Purpose::Server => KeyUsage::server_auth(),
+    };
+    end_entity
+        .verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &trust.anchors,
+            intermediates,
+            time,
+            usage,
+            revocation,
+            None,
+        )
+        .map_err(|e| map_webpki_error(e, purpose))?;
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref())
+        .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let identity = parse_spiffe_id(&single_uri_san(&cert)?).map_err(VerifyError::BadSpiffeId)?;
+    let claims = claims_of(&cert)?;
+    Ok(VerifiedIdentity {
+        identity,
+        grants: claims.grants,
+        attributes: claims.attributes,
+        serial_hex: hex::encode(cert.raw_serial()),
+        not_after: cert.validity().not_after.to_datetime(),
+    })
+}
+
+/// The certificate's one URI subject alternative name (an X.509-SVID has exactly one).
+fn single_uri_san(cert: &X509Certificate<'_>) -> Result<String, VerifyError> {
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| VerifyError::Malformed(e.to_string()))?
+        .ok_or_else(|| VerifyError::BadSpiffeId("no subject alternative names".into()))?;
+    let uris: Vec<&str> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some(*u),
+            _ => None,
+        })
+        .collect();
+    match uris.as_slice() {
+        [one] => Ok(one.to_string()),
+        other => Err(VerifyError::BadSpiffeId(format!(
+            "expected exactly one URI SAN, found {}",
+            other.len()
+        ))),
+    }
+}
+
+fn map_webpki_error(e: webpki::Error, purpose: Purpose) -> VerifyError {
+    match e {
+        webpki::Error::CertExpired { .. } => VerifyError::Expired,
+        webpki::Error::CertNotValidYet { .. } => VerifyError::NotYetValid,
+        webpki::Error::CertRevoked => VerifyError::Revoked,
+        webpki::Error::RequiredEkuNotFoundContext(_) => VerifyError::WrongUsage(purpose),
+        other => VerifyError::Untrusted(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{KeyAlgorithm, Usage};
+    use crate::ca::CertificateAuthority;
+    use crate::entitle::extension::{EXTENSION_OID, IdentityClaims, encode};
+    use crate::issue::keys::generate_key;
+    use crate::issue::leaf::{IssuedCertificate, LeafRequest, issue_leaf};
+    use rcgen::{
+        CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams,
+        SerialNumber,
+    };
+    use time::Duration;
+
+    fn ca() -> CertificateAuthority {
+        let now = OffsetDateTime::now_utc();
+        let m = CertificateAuthority::generate_root("test root", Duration::days(30), now).unwrap();
+        CertificateAuthority::from_material(&m, now).unwrap()
+    }
+
+    fn request(extensions: Vec<(Vec<u64>, Vec<u8>)>, usages: Vec<Usage>) -> LeafRequest {
+        LeafRequest {
+            spiffe_id: "spiffe://cluster.local/ns/payments/mi/checkout".into(),
+            common_name: "checkout".into(),
+            namespace: "payments".into(),
+            dns_names: vec![],
+            usages,
+            ttl: Duration::hours(1),
+            not_after_cap: None,
+            extensions,
+        }
+    }
+
+    fn with_grants(grants: &[&str]) -> Vec<(Vec<u64>, Vec<u8>)> {
+        let claims = IdentityClaims {
+            grants: grants.iter().map(|s| s.to_string()).collect(),
+            attributes: [("project".to_string(), "shop".to_string())].into(),
+        };
+        vec![(EXTENSION_OID.to_vec(), encode(&claims).unwrap())]
+    }
+
+    fn issue(ca: &CertificateAuthority, req: &LeafRequest) -> IssuedCertificate {
+        let key = generate_key(KeyAlgorithm::EcdsaP256).unwrap();
+        issue_leaf(ca, req, &key, OffsetDateTime::now_utc()).unwrap()
+    }
+
+    fn chain(issued: &IssuedCertificate) -> Vec<CertificateDer<'static>> {
+        certificates_from_pem(&issued.chain_pem).unwrap()
+    }
+
+    fn trust(ca: &CertificateAuthority) -> TrustBundle {
+        TrustBundle::from_pem(ca.trust_bundle_pem()).unwrap()
+    }
+
+    #[test]
+    fn returns_the_identity_with_its_grants_and_attributes() {
+        let ca = ca();
+        let issued = issue(
+            &ca,
+            &request(with_grants(&["payments.process"]), vec![Usage::Client]),
+        );
+        let v = verify_identity(
+            &chain(&issued),
+            &trust(&ca),
+            None,
+            Purpose::Client,
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        assert_eq!(v.identity.namespace, "payments");
+        assert_eq!(v.identity.name, "checkout");
+        assert!(v.has_grant("payments.process"));
+        assert!(!v.has_grant("payments.refund"));
+        assert_eq!(v.attributes["project"], "shop");
+        assert_eq!(v.serial_hex, issued.info.serial_hex);
+        // Without the extension: the identity, with no grants.
+        let plain = issue(&ca, &request(vec![], vec![Usage::Client]));
+        let v = verify_identity(
+            &chain(&plain),
+            &trust(&ca),
+            None,
+            Purpose::Client,
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        assert!(v.grants.is_empty());
+    }
+
+    #[test]
+    fn refuses_untrusted_expired_not_yet_valid_and_wrong_usage() {
+        let ca = ca();
+        let other = self::ca();
+        let issued = issue(&ca, &request(with_grants(&["a.b"]), vec![Usage::Client]));
+        let now = OffsetDateTime::now_utc();
+        let check = |t: &TrustBundle, at: OffsetDateTime, p: Purpose| {
+            verify_identity(&chain(&issued), t, None, p, at)
+        };
+        assert!(matches!(
+            check(&trust(&other), now, Purpose::Client),
+            Err(VerifyError::Untrusted(_))
+        ));
+        assert_eq!(
+            check(&trust(&ca), now + Duration::hours(2), Purpose::Client),
+            Err(VerifyError::Expired)
+        );
+        assert_eq!(
+            check(&trust(&ca), now - Duration::hours(1), Purpose::Client),
+            Err(VerifyError::NotYetValid)
+        );
+        assert_eq!(
+            check(&trust(&ca), now, Purpose::Server),
+            Err(VerifyError::WrongUsage(Purpose::Server))
+        );
+        assert_eq!(
+            verify_identity(&[], &trust(&ca), None, Purpose::Client, now),
+            Err(VerifyError::NoCertificate)
+        );
+        assert!(matches!(
+            verify_identity(
+                &[CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])],
+                &trust(&ca),
+                None,
+                Purpose::Client,
+                now
+            ),
+            Err(VerifyError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_a_malformed_extension_with_a_clear_error() {
+        let ca = ca();
+        let garbage = vec![(EXTENSION_OID.to_vec(), vec![0x30, 0x03, 0x02, 0x01, 0x09])];
+        let issued = issue(&ca, &request(garbage, vec![Usage::Client]));
+        let err = verify_identity(
+            &chain(&issued),
+            &trust(&ca),
+            None,
+            Purpose::Client,
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, VerifyError::Extension(_)), "{err}");
+        assert!(err.to_string().contains("identity extension"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_revoked_certificate_and_accepts_an_unrevoked_one() {
+        let ca = ca();
+        let revoked = issue(&ca, &request(with_grants(&["a.b"]), vec![Usage::Client]));
+        let fine = issue(&ca, &request(with_grants(&["a.b"]), vec![Usage::Client]));
+        let now = OffsetDateTime::now_utc();
+        let serial = hex::decode(&revoked.info.serial_hex).unwrap();
+        let crl = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(1),
+            next_update: now + Duration::hours(1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&serial),
+                revocation_time: now,
+                reason_code: Some(RevocationReason::CessationOfOperation),
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(ca.issuer())
+        .unwrap();
+        let list = RevocationList::from_pem(&crl.pem().unwrap()).unwrap();
+        assert_eq!(
+            verify_identity(
+                &chain(&revoked),
+                &trust(&ca),
+                Some(&list),
+                Purpose::Client,
+                now
+            ),
+            Err(VerifyError::Revoked)
+        );
+        assert!(
+            verify_identity(
+                &chain(&fine),
+                &trust(&ca),
+                Some(&list),
+                Purpose::Client,
+                now
+            )
+            .is_ok()
+        );
+        assert!(matches!(
+            RevocationList::from_pem("not a crl"),
+            Err(VerifyError::BadCrl(_))
+        ));
+    }
+}

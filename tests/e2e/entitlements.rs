@@ -1,0 +1,614 @@
+//! Entitlements end to end: grants carried in certificates, an example relying service deciding
+//! over real mTLS, re-issue on every change, just-in-time grants, thumbprint bindings, admission.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::support::*;
+use nhi_operator::api::{Entitlement, MachineIdentity};
+use nhi_operator::verify::{
+    Purpose, TrustBundle, VerifiedIdentity, certificates_from_pem, verify_identity,
+};
+
+/// An Entitlement from a JSON spec.
+fn entitlement(name: &str, spec: serde_json::Value) -> Entitlement {
+    serde_json::from_value(json!({
+        "apiVersion": "nhi.dev/v1alpha1", "kind": "Entitlement",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .expect("valid Entitlement JSON")
+}
+
+/// Verifies the Secret's certificate offline with the verification library and returns what it
+/// says.
+fn verified(secret: &Secret) -> VerifiedIdentity {
+    let chain = certificates_from_pem(&secret_text(secret, "tls.crt")).unwrap();
+    let trust = TrustBundle::from_pem(&secret_text(secret, "ca.crt")).unwrap();
+    verify_identity(
+        &chain,
+        &trust,
+        None,
+        Purpose::Client,
+        OffsetDateTime::now_utc(),
+    )
+    .expect("the identity certificate verifies")
+}
+
+/// Waits until the identity's Secret holds a verifiable certificate whose grants satisfy `want`.
+async fn wait_for_grants(
+    secrets: &Api<Secret>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    want: impl Fn(&VerifiedIdentity) -> bool,
+) -> (Secret, VerifiedIdentity) {
+    wait_for(timeout, what, || async {
+        let s = secrets.get_opt(name).await.ok().flatten()?;
+        let chain = certificates_from_pem(&secret_text(&s, "tls.crt")).ok()?;
+        let trust = TrustBundle::from_pem(&secret_text(&s, "ca.crt")).ok()?;
+        let v = verify_identity(
+            &chain,
+            &trust,
+            None,
+            Purpose::Client,
+            OffsetDateTime::now_utc(),
+        )
+        .ok()?;
+        want(&v).then_some((s, v))
+    })
+    .await
+}
+
+/// Writes an identity Secret's files into a directory, the way kubelet projects a Secret volume.
+fn project(secret: &Secret, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        std::fs::write(dir.join(key), secret_text(secret, key)).unwrap();
+    }
+}
+
+/// The example relying service, built by `cargo build --example relying_service`.
+fn relying_service_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("NHI_E2E_RELYING_SERVICE") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/examples/relying_service
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = profile_dir.join("examples").join("relying_service");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --example relying_service`",
+        bin.display()
+    );
+    bin
+}
+
+/// A running relying service; killed on drop.
+struct RelyingService {
+    child: Child,
+    port: u16,
+}
+
+impl RelyingService {
+    fn start(identity_dir: &Path, routes: &[&str]) -> RelyingService {
+        let mut cmd = Command::new(relying_service_binary());
+        cmd.args(["--listen", "127.0.0.1:0", "--identity-dir"])
+            .arg(identity_dir);
+        for r in routes {
+            cmd.args(["--route", r]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the relying service starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        RelyingService { child, port }
+    }
+
+    /// Sends `GET path` with curl (an independent TLS client) presenting the identity in
+    /// `client_dir`, trusting `ca.crt` from it, and returns the HTTP status.
+    fn status_for(&self, server_name: &str, client_dir: &Path, path: &str) -> u16 {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .arg("--resolve")
+            .arg(format!("{server_name}:{}:127.0.0.1", self.port))
+            .arg("--cacert")
+            .arg(client_dir.join("ca.crt"))
+            .arg("--cert")
+            .arg(client_dir.join("tls.crt"))
+            .arg("--key")
+            .arg(client_dir.join("tls.key"))
+            .arg(format!("https://{server_name}:{}{path}", self.port))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("curl: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+impl Drop for RelyingService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.replace_nanosecond(0).unwrap().format(&Rfc3339).unwrap()
+}
+
+#[tokio::test]
+async fn a_granted_identity_is_authorized_over_mtls_until_the_entitlement_goes() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "ent").await;
+    let op = Operator::start(&ns.name, &[]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let server_name = format!("payments-api.{}.svc", ns.name);
+    for (name, spec) in [
+        (
+            "payments-api",
+            json!({"owner": {"team": "payments"}, "secretName": "payments-api-identity",
+                   "certificate": {"dnsNames": [server_name], "usages": ["server"]}}),
+        ),
+        (
+            "checkout",
+            json!({"owner": {"team": "shop"}, "secretName": "checkout-identity",
+                   "certificate": {"usages": ["client"]}, "attributes": {"project": "shop"}}),
+        ),
+        (
+            "browser",
+            json!({"owner": {"team": "shop"}, "secretName": "browser-identity",
+                   "certificate": {"usages": ["client"]}}),
+        ),
+    ] {
+        mis.create(&PostParams::default(), &identity(name, spec))
+            .await
+            .unwrap();
+    }
+    for name in ["payments-api", "checkout", "browser"] {
+        wait_ready(&mis, name, Duration::from_secs(10)).await;
+    }
+    let before_grant = serial_of(&secrets.get("checkout-identity").await.unwrap()).unwrap();
+
+    let created = Instant::now();
+    ents.create(
+        &PostParams::default(),
+        &entitlement(
+            "checkout-pays",
+            json!({"subjects": {"names": ["checkout"]}, "grants": ["payments.process"],
+                   "justification": "PAY-7: checkout submits card payments"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let (checkout, claims) = wait_for_grants(
+        &secrets,
+        "checkout-identity",
+        Duration::from_secs(5),
+        "checkout's certificate to carry payments.process",
+        |v| v.has_grant("payments.process"),
+    )
+    .await;
+    eprintln!(
+        "Entitlement created -> certificate carrying the grant: {:?}",
+        created.elapsed()
+    );
+    assert_ne!(serial_of(&checkout).unwrap(), before_grant);
+    assert_eq!(claims.attributes["project"], "shop");
+    assert_eq!(claims.identity.name, "checkout");
+
+    // The entitlement-to-thumbprint map names the certificate in the Secret.
+    let leaf = certificates_from_pem(&secret_text(&checkout, "tls.crt")).unwrap()[0].clone();
+    let thumbprint = nhi_operator::issue::leaf::thumbprint(leaf.as_ref());
+    let bound = wait_for(
+        Duration::from_secs(10),
+        "the Entitlement to be bound",
+        || async {
+            let e = ents.get("checkout-pays").await.ok()?;
+            let status = e.status.clone()?;
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (ready && status.bindings.first()?.thumbprint_sha256 == thumbprint).then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(bound.bound_count, 1);
+    assert_eq!(bound.bindings[0].identity, "checkout");
+    assert_eq!(bound.bindings[0].serial_number, claims.serial_hex);
+    assert_eq!(
+        bound.justification.as_deref(),
+        Some("PAY-7: checkout submits card payments")
+    );
+    let mi = mis.get("checkout").await.unwrap();
+    assert_eq!(mi.status.unwrap().entitlements, vec!["payments.process"]);
+
+    // The example relying service decides from the client certificate alone.
+    let dir = tempfile::tempdir().unwrap();
+    let (server_dir, checkout_dir, browser_dir) = (
+        dir.path().join("server"),
+        dir.path().join("checkout"),
+        dir.path().join("browser"),
+    );
+    project(
+        &secrets.get("payments-api-identity").await.unwrap(),
+        &server_dir,
+    );
+    project(&checkout, &checkout_dir);
+    project(
+        &secrets.get("browser-identity").await.unwrap(),
+        &browser_dir,
+    );
+    let service = RelyingService::start(&server_dir, &["/payments=payments.process"]);
+    assert_eq!(
+        service.status_for(&server_name, &checkout_dir, "/payments"),
+        200
+    );
+    assert_eq!(
+        service.status_for(&server_name, &browser_dir, "/payments"),
+        403
+    );
+    assert_eq!(
+        service.status_for(&server_name, &checkout_dir, "/elsewhere"),
+        404
+    );
+
+    // Deleting the Entitlement re-issues checkout, and only checkout, without the grant.
+    let unrelated = [
+        serial_of(&secrets.get("payments-api-identity").await.unwrap()).unwrap(),
+        serial_of(&secrets.get("browser-identity").await.unwrap()).unwrap(),
+    ];
+    let granted_serial = serial_of(&checkout).unwrap();
+    let deleted = Instant::now();
+    ents.delete("checkout-pays", &DeleteParams::default())
+        .await
+        .unwrap();
+    let reissued = wait_for_reissue(
+        &secrets,
+        "checkout-identity",
+        &granted_serial,
+        Duration::from_secs(5),
+        "checkout to be re-issued after the Entitlement was deleted",
+    )
+    .await;
+    eprintln!(
+        "Entitlement deleted -> re-issued without the grant: {:?}",
+        deleted.elapsed()
+    );
+    assert!(verified(&reissued).grants.is_empty());
+    project(&reissued, &checkout_dir);
+    assert_eq!(
+        service.status_for(&server_name, &checkout_dir, "/payments"),
+        403
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = [
+        serial_of(&secrets.get("payments-api-identity").await.unwrap()).unwrap(),
+        serial_of(&secrets.get("browser-identity").await.unwrap()).unwrap(),
+    ];
+    assert_eq!(
+        unrelated, after,
+        "identities the Entitlement never selected were re-issued"
+    );
+    drop(service);
+    drop(op);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_just_in_time_grant_caps_the_certificate_and_expires_by_itself() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "jit").await;
+    let op = Operator::start(&ns.name, &[]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let mut oncall = identity(
+        "oncall-bot",
+        json!({"owner": {"team": "sre"}, "secretName": "oncall-bot-identity"}),
+    );
+    oncall.metadata.labels = Some([("role".to_string(), "oncall".to_string())].into());
+    mis.create(&PostParams::default(), &oncall).await.unwrap();
+    wait_ready(&mis, "oncall-bot", Duration::from_secs(10)).await;
+
+    // Selected by label, for 25 seconds.
+    let expires_at =
+        OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::seconds(25);
+    ents.create(
+        &PostParams::default(),
+        &entitlement(
+            "break-glass",
+            json!({"subjects": {"selector": {"matchLabels": {"role": "oncall"}}},
+                   "grants": ["db.admin"], "expiresAt": rfc3339(expires_at),
+                   "justification": "INC-99: database failover"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let (granted, claims) = wait_for_grants(
+        &secrets,
+        "oncall-bot-identity",
+        Duration::from_secs(5),
+        "the certificate to carry db.admin",
+        |v| v.has_grant("db.admin"),
+    )
+    .await;
+    assert_eq!(
+        claims.not_after, expires_at,
+        "the certificate must not outlive the grant it carries"
+    );
+    let granted_serial = serial_of(&granted).unwrap();
+
+    // After expiresAt the identity holds a certificate without the grant, within 5 s.
+    let wait = (expires_at - OffsetDateTime::now_utc()).unsigned_abs();
+    tokio::time::sleep(wait).await;
+    let expired_at = Instant::now();
+    let reissued = wait_for_reissue(
+        &secrets,
+        "oncall-bot-identity",
+        &granted_serial,
+        Duration::from_secs(5),
+        "a certificate without db.admin after expiresAt",
+    )
+    .await;
+    eprintln!(
+        "expiresAt -> re-issued without the grant: {:?}",
+        expired_at.elapsed()
+    );
+    let v = verified(&reissued);
+    assert!(!v.has_grant("db.admin"));
+    assert!(
+        v.not_after > expires_at + time::Duration::minutes(30),
+        "back to the full TTL"
+    );
+    let status = wait_for(
+        Duration::from_secs(5),
+        "the Entitlement to report Expired",
+        || async {
+            let s = ents.get("break-glass").await.ok()?.status?;
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Expired" && c.status == "True")
+                .then_some(s)
+        },
+    )
+    .await;
+    assert!(status.bindings.is_empty());
+    drop(op);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn grants_follow_not_before_and_label_changes_within_seconds() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "entlbl").await;
+    let op = Operator::start(&ns.name, &[]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    for name in ["batch", "bystander"] {
+        mis.create(
+            &PostParams::default(),
+            &identity(
+                name,
+                json!({"owner": {"team": "data"}, "secretName": format!("{name}-identity")}),
+            ),
+        )
+        .await
+        .unwrap();
+        wait_ready(&mis, name, Duration::from_secs(10)).await;
+    }
+    let bystander = serial_of(&secrets.get("bystander-identity").await.unwrap()).unwrap();
+
+    // A grant that starts 8 s from now is not in the certificate until then.
+    let not_before =
+        OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::seconds(8);
+    ents.create(
+        &PostParams::default(),
+        &entitlement(
+            "nightly-reports",
+            json!({"subjects": {"names": ["batch"]}, "grants": ["reports.read"],
+                   "notBefore": rfc3339(not_before), "justification": "DATA-3: nightly export"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let scheduled = wait_for(
+        Duration::from_secs(5),
+        "the Entitlement to be scheduled",
+        || async {
+            let s = ents.get("nightly-reports").await.ok()?.status?;
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.reason == "NotYetActive")
+                .then_some(s)
+        },
+    )
+    .await;
+    assert!(scheduled.bindings.is_empty());
+    let before = secrets.get("batch-identity").await.unwrap();
+    assert!(!verified(&before).has_grant("reports.read"));
+    tokio::time::sleep((not_before - OffsetDateTime::now_utc()).unsigned_abs()).await;
+    let started = Instant::now();
+    wait_for_grants(
+        &secrets,
+        "batch-identity",
+        Duration::from_secs(5),
+        "reports.read once notBefore passed",
+        |v| v.has_grant("reports.read"),
+    )
+    .await;
+    eprintln!(
+        "notBefore -> certificate carrying the grant: {:?}",
+        started.elapsed()
+    );
+
+    // A label change brings an identity under a selector: re-issued with both grants.
+    ents.create(
+        &PostParams::default(),
+        &entitlement(
+            "frontend-catalog",
+            json!({"subjects": {"selector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["frontend"]}]}},
+                   "grants": ["catalog.read"], "justification": "CAT-1: product pages"}),
+        ),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let labelled = Instant::now();
+    mis.patch(
+        "batch",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"tier": "frontend"}}})),
+    )
+    .await
+    .unwrap();
+    wait_for_grants(
+        &secrets,
+        "batch-identity",
+        Duration::from_secs(5),
+        "catalog.read after the label change",
+        |v| v.has_grant("catalog.read") && v.has_grant("reports.read"),
+    )
+    .await;
+    eprintln!(
+        "label change -> certificate carrying the grant: {:?}",
+        labelled.elapsed()
+    );
+    // And removing the label takes the grant away again.
+    mis.patch(
+        "batch",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"tier": null}}})),
+    )
+    .await
+    .unwrap();
+    wait_for_grants(
+        &secrets,
+        "batch-identity",
+        Duration::from_secs(5),
+        "catalog.read removed after the label went",
+        |v| !v.has_grant("catalog.read") && v.has_grant("reports.read"),
+    )
+    .await;
+    assert_eq!(
+        serial_of(&secrets.get("bystander-identity").await.unwrap()).unwrap(),
+        bystander,
+        "an identity no Entitlement selects was re-issued"
+    );
+    drop(op);
+    ns.delete().await;
+}
+
+/// Creates an Entitlement from raw JSON and returns the apiserver's rejection message.
+async fn rejected(client: &kube::Client, ns: &str, name: &str, spec: serde_json::Value) -> String {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("nhi.dev", "v1alpha1", "Entitlement"),
+        "entitlements",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "nhi.dev/v1alpha1", "kind": "Entitlement",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => panic!("{name}: the apiserver accepted an invalid Entitlement"),
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{name}: {}", s.message);
+            s.message
+        }
+        Err(e) => panic!("{name}: unexpected error {e}"),
+    }
+}
+
+#[tokio::test]
+async fn invalid_entitlements_are_rejected_with_a_message() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "entval").await;
+    let names = json!({"names": ["a"]});
+    let cases = [
+        (
+            "bad-grant",
+            json!({"subjects": names, "grants": ["Payments.Process"], "justification": "j"}),
+            "spec.grants[0]",
+        ),
+        (
+            "no-subjects",
+            json!({"subjects": {}, "grants": ["a.b"], "justification": "j"}),
+            "subjects needs names, a selector, or both",
+        ),
+        (
+            "empty-selector",
+            json!({"subjects": {"selector": {}}, "grants": ["a.b"], "justification": "j"}),
+            "selector must not be empty",
+        ),
+        (
+            "backwards",
+            json!({"subjects": names, "grants": ["a.b"], "justification": "j",
+                   "notBefore": "2030-01-02T00:00:00Z", "expiresAt": "2030-01-01T00:00:00Z"}),
+            "spec.expiresAt must be after spec.notBefore",
+        ),
+        (
+            "no-justification",
+            json!({"subjects": names, "grants": ["a.b"]}),
+            "spec.justification: Required value",
+        ),
+        (
+            "no-grants",
+            json!({"subjects": names, "grants": [], "justification": "j"}),
+            "spec.grants",
+        ),
+        (
+            "not-a-time",
+            json!({"subjects": names, "grants": ["a.b"], "justification": "j", "expiresAt": "tomorrow"}),
+            "spec.expiresAt",
+        ),
+    ];
+    for (name, spec, expected) in cases {
+        let message = rejected(&client, &ns.name, name, spec).await;
+        assert!(
+            message.contains(expected),
+            "{name}: {message:?} does not contain {expected:?}"
+        );
+        eprintln!("{name}: {message}");
+    }
+    ns.delete().await;
+}
