@@ -40,8 +40,9 @@ lint: ## rustfmt check and clippy with warnings as errors.
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-unit-test: ## Unit tests and the CRD freshness test (no cluster needed).
+unit-test: ## Unit tests, doc examples and the CRD freshness test (no cluster needed).
 	$(CARGO) test --lib --bins --test crd_fresh
+	$(CARGO) test --doc
 
 static-binary-test: ## The container's binary: a static musl build that runs.
 	@e2e/test-static-binary.sh
