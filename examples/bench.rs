@@ -37,6 +37,7 @@ fn identity(name: &str) -> MachineIdentity {
             certificate: Default::default(),
             secret_name: format!("{name}-id"),
             attributes: Default::default(),
+            kubernetes_access: None,
         },
     )
 }
@@ -98,12 +99,14 @@ async fn baseline(client: &Client, n: usize, concurrency: usize) -> f64 {
                 &issued,
                 ca.trust_bundle_pem(),
                 "h",
+                None,
             );
             // The status the operator writes for this certificate.
             let outcome = Outcome::Valid {
                 info: issued.info.clone(),
                 renew_at: issued.info.not_after - time::Duration::minutes(20),
                 grants: vec![],
+                kubernetes_access: None,
             };
             let status = desired_status(None, &outcome, Some(req.spiffe_id.clone()), Some(1), now);
             (s, status)

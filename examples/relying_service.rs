@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! cargo run --example relying_service -- --identity-dir ./payments-api \
-//!     --route /payments=payments.process --route /reports=reports.read [--crl crl.pem]
+//!     --route /payments=payments.process --route /reports=reports.read \
+//!     [--trusted-namespace shop ...] [--crl crl.pem]
 //! ```
+//!
+//! A grant is asserted by whoever may create Entitlements in the caller's namespace: with
+//! `--trusted-namespace` only callers from those namespaces are authorized.
 //!
 //! The identity directory holds the service's own `tls.crt`, `tls.key` and `ca.crt`, as the
 //! operator writes them into the identity Secret. The server prints `listening on <address>`
@@ -35,11 +39,14 @@ struct Options {
     crl: Option<PathBuf>,
     /// Path prefix -> required grant.
     routes: BTreeMap<String, String>,
+    /// Namespaces trusted to grant access (all when empty).
+    trusted_namespaces: Vec<String>,
 }
 
 fn options() -> Result<Options, String> {
     let mut listen: SocketAddr = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
     let (mut identity_dir, mut crl, mut routes) = (None, None, BTreeMap::new());
+    let mut trusted_namespaces = vec![];
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -47,6 +54,7 @@ fn options() -> Result<Options, String> {
             "--listen" => listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
             "--identity-dir" => identity_dir = Some(PathBuf::from(value()?)),
             "--crl" => crl = Some(PathBuf::from(value()?)),
+            "--trusted-namespace" => trusted_namespaces.push(value()?),
             "--route" => {
                 let v = value()?;
                 let (path, grant) = v
@@ -65,6 +73,7 @@ fn options() -> Result<Options, String> {
         identity_dir: identity_dir.ok_or("--identity-dir is required")?,
         crl,
         routes,
+        trusted_namespaces,
     })
 }
 
@@ -95,10 +104,11 @@ fn tls_config(dir: &std::path::Path) -> Result<rustls::ServerConfig, String> {
 
 /// Decides one request: the route's grant must be in the caller's certificate.
 fn authorize(
-    routes: &BTreeMap<String, String>,
+    opts: &Options,
     path: &str,
     caller: &Result<VerifiedIdentity, String>,
 ) -> (StatusCode, String) {
+    let routes = &opts.routes;
     let Some((_, grant)) = routes
         .iter()
         .rev()
@@ -108,6 +118,18 @@ fn authorize(
     };
     match caller {
         Err(e) => (StatusCode::UNAUTHORIZED, format!("identity refused: {e}\n")),
+        Ok(id)
+            if !opts.trusted_namespaces.is_empty()
+                && !opts.trusted_namespaces.contains(&id.identity.namespace) =>
+        {
+            (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "namespace {} is not trusted to grant {grant}\n",
+                    id.identity.namespace
+                ),
+            )
+        }
         Ok(id) if id.has_grant(grant) => (
             StatusCode::OK,
             format!("{} may {grant}\n", id.identity.spiffe_id),
@@ -141,11 +163,11 @@ async fn main() -> Result<(), String> {
         "listening on {}",
         listener.local_addr().map_err(|e| e.to_string())?
     );
-    let routes = Arc::new(opts.routes);
+    let opts = Arc::new(opts);
     loop {
         let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
-        let (acceptor, routes, trust, crl) =
-            (acceptor.clone(), routes.clone(), trust.clone(), crl.clone());
+        let (acceptor, opts, trust, crl) =
+            (acceptor.clone(), opts.clone(), trust.clone(), crl.clone());
         tokio::spawn(async move {
             let tls = match acceptor.accept(tcp).await {
                 Ok(tls) => tls,
@@ -170,7 +192,7 @@ async fn main() -> Result<(), String> {
             )
             .map_err(|e| e.to_string());
             let service = service_fn(move |req: Request<Incoming>| {
-                let (status, body) = authorize(&routes, req.uri().path(), &caller);
+                let (status, body) = authorize(&opts, req.uri().path(), &caller);
                 let who = caller
                     .as_ref()
                     .map(|c| c.serial_hex.clone())

@@ -13,6 +13,7 @@ use crate::controller::events::{EventBudget, EventPublisher};
 use crate::controller::{self, context::Context};
 use crate::http::{self, Health};
 use crate::issue::inputs::IssuancePolicy;
+use crate::issue::kube_client::KubeEndpoint;
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -30,12 +31,40 @@ pub enum StartError {
     Http(#[from] std::io::Error),
     #[error("lost the leader Lease; stopping so that only one replica writes")]
     LostLeadership,
+    #[error("cannot read the Kubernetes configuration: {0}")]
+    KubeConfig(#[from] kube::config::InferConfigError),
+    #[error("cannot read --kube-api-ca-file: {0}")]
+    KubeApiCa(String),
+}
+
+/// Where identities' kubeconfigs point: the settings, or what the operator itself uses.
+fn kube_endpoint(settings: &Settings, config: &kube::Config) -> Result<KubeEndpoint, StartError> {
+    let server = settings
+        .kube_api_server
+        .clone()
+        .unwrap_or_else(|| config.cluster_url.to_string())
+        .trim_end_matches('/')
+        .to_string();
+    let ca_pem = match &settings.kube_api_ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| StartError::KubeApiCa(format!("{}: {e}", path.display())))?,
+        ),
+        None => config.root_cert.as_ref().map(|ders| {
+            ders.iter()
+                .map(|der| crate::ca::pem_util::certificate_pem(der))
+                .collect::<String>()
+        }),
+    };
+    Ok(KubeEndpoint { server, ca_pem })
 }
 
 /// Runs the operator until it receives SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> Result<(), StartError> {
     settings.validate().map_err(StartError::Settings)?;
-    let client = Client::try_default().await?;
+    let config = kube::Config::infer().await?;
+    let kube_endpoint = kube_endpoint(&settings, &config)?;
+    let client = Client::try_from(config)?;
     let health = Arc::new(Health::default());
     let metrics = Arc::new(Metrics::default());
     let bound = http::serve(settings.http_addr, health.clone(), metrics.clone()).await?;
@@ -45,7 +74,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     // from then on the Lease is renewed alongside everything the leader does, the CA load
     // included, and the leader stops the moment it cannot renew.
     let Some(cfg) = settings.leader_elect.then(|| lease_config(&settings)) else {
-        return lead(settings, client, health, metrics).await;
+        return lead(settings, client, kube_endpoint, health, metrics).await;
     };
     health.standby.store(true, Ordering::Relaxed);
     let claimed = tokio::select! {
@@ -54,7 +83,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     };
     health.standby.store(false, Ordering::Relaxed);
     tokio::select! {
-        result = lead(settings, client.clone(), health, metrics) => {
+        result = lead(settings, client.clone(), kube_endpoint, health, metrics) => {
             leader::release(client, &cfg).await;
             result
         }
@@ -88,6 +117,7 @@ async fn shutdown_signal() {
 async fn lead(
     settings: Settings,
     client: Client,
+    kube_endpoint: KubeEndpoint,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
 ) -> Result<(), StartError> {
@@ -146,6 +176,7 @@ async fn lead(
             secrets,
             entitlements,
             refresh_entitlement: entitlement_trigger,
+            kube_endpoint,
         },
     ));
     controller::run_controllers(

@@ -120,6 +120,16 @@ pub struct Settings {
     /// Log format.
     #[arg(long, env = "NHI_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// API server URL written into the kubeconfig of identities with Kubernetes access.
+    /// Default: the URL the operator itself uses (in a cluster, the in-cluster address).
+    #[arg(long, env = "NHI_KUBE_API_SERVER")]
+    pub kube_api_server: Option<String>,
+
+    /// PEM file of the CA that signed the API server's certificate, for those kubeconfigs.
+    /// Default: the CA the operator itself trusts (in a cluster, the service account's ca.crt).
+    #[arg(long, env = "NHI_KUBE_API_CA_FILE")]
+    pub kube_api_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Settings {

@@ -28,6 +28,7 @@ pub const GRANTS_MAX_ITEMS: usize = 64;
     category = "nhi",
     namespaced,
     status = "EntitlementStatus",
+    validation = Rule::new("size(self.spec.grants) > 0 || has(self.spec.kubernetes)").message("spec.grants needs at least one grant (unless spec.kubernetes gives Kubernetes permissions)").field_path(".spec.grants"),
     validation = Rule::new("!has(self.spec.notBefore) || !has(self.spec.expiresAt) || timestamp(self.spec.expiresAt) > timestamp(self.spec.notBefore)").message("spec.expiresAt must be after spec.notBefore").field_path(".spec.expiresAt"),
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Grants","type":"string","jsonPath":".spec.grants"}"#,
@@ -42,9 +43,18 @@ pub struct EntitlementSpec {
     pub subjects: Subjects,
 
     /// Entitlement names embedded in each subject's certificate: lowercase words joined by dots,
-    /// for example `payments.process` or `patients.read`. At least one, at most 64.
+    /// for example `payments.process` or `patients.read`. At most 64; at least one unless
+    /// `kubernetes` is given.
+    #[serde(default)]
     #[schemars(schema_with = "grants_schema")]
     pub grants: Vec<String>,
+
+    /// Kubernetes API permissions for the subjects, in this namespace: the operator materialises
+    /// them as a Role and a RoleBinding to the users `nhi:<namespace>:<identity>` of the subjects
+    /// with `kubernetesAccess` enabled, and removes both when the rules, the Entitlement or its
+    /// time window go. The operator can only grant permissions it holds itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesPermissions>,
 
     /// When the grants start to apply (RFC 3339). Until then they are in no certificate; the
     /// operator re-issues the subjects at that moment.
@@ -62,6 +72,34 @@ pub struct EntitlementSpec {
     /// Events.
     #[schemars(length(min = 1, max = 1024))]
     pub justification: String,
+}
+
+/// Kubernetes RBAC rules granted to an Entitlement's subjects.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesPermissions {
+    /// The rules of the Role (namespaced resources only). At least one, at most 32.
+    #[schemars(length(min = 1, max = 32))]
+    pub rules: Vec<KubernetesRule>,
+}
+
+/// One RBAC rule: verbs on resources of API groups, optionally limited to named objects.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesRule {
+    /// API groups (`""` is the core group).
+    #[schemars(length(min = 1, max = 16))]
+    pub api_groups: Vec<String>,
+    /// Resources, for example `configmaps` or `deployments/scale`.
+    #[schemars(length(min = 1, max = 32))]
+    pub resources: Vec<String>,
+    /// Names of objects the rule is limited to (all when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub resource_names: Vec<String>,
+    /// Verbs, for example `get`, `list`, `watch`.
+    #[schemars(length(min = 1, max = 16))]
+    pub verbs: Vec<String>,
 }
 
 /// Which identities an Entitlement selects.
@@ -117,6 +155,23 @@ pub struct EntitlementStatus {
     /// grants, sorted by identity (at most 256 entries; `boundCount` counts them all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bindings: Vec<Binding>,
+    /// The Role and RoleBinding materialising `spec.kubernetes`, when they exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesRbacStatus>,
+}
+
+/// The RBAC objects of an Entitlement.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesRbacStatus {
+    /// The Role's name.
+    pub role: String,
+    /// The RoleBinding's name (absent while no subject has Kubernetes access).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_binding: Option<String>,
+    /// The users bound (`nhi:<namespace>:<identity>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
 }
 
 /// The most bindings listed in status (the object must stay well under etcd's size limit).
@@ -125,8 +180,7 @@ pub const MAX_LISTED_BINDINGS: usize = 256;
 fn grants_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",
-        "description": "Entitlement names embedded in each subject's certificate: lowercase words joined by dots, for example `payments.process`. At least one, at most 64.",
-        "minItems": 1,
+        "description": "Entitlement names embedded in each subject's certificate: lowercase words joined by dots, for example `payments.process`. At most 64; at least one unless `kubernetes` is given.",
         "maxItems": GRANTS_MAX_ITEMS,
         "x-kubernetes-list-type": "set",
         "items": {

@@ -63,6 +63,22 @@ pub struct MachineIdentitySpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "attributes_schema")]
     pub attributes: BTreeMap<String, String>,
+
+    /// Kubernetes API access (opt-in): the operator obtains a short-lived client certificate for
+    /// the user `nhi:<namespace>:<name>` from the cluster's `kubernetes.io/kube-apiserver-client`
+    /// signer and writes a `kubeconfig` into the identity Secret. What the user may do comes from
+    /// Entitlements with `spec.kubernetes` rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_access: Option<KubernetesAccess>,
+}
+
+/// Kubernetes API access for an identity.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesAccess {
+    /// Whether to issue a Kubernetes client certificate and write a `kubeconfig`.
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// The accountable owner of an identity.
@@ -230,6 +246,19 @@ pub struct MachineIdentityStatus {
     /// Entitlement that selects it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entitlements: Vec<String>,
+    /// The Kubernetes client credential in the Secret's `kubeconfig`, when access is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_access: Option<KubernetesAccessStatus>,
+}
+
+/// The Kubernetes client credential of an identity.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesAccessStatus {
+    /// The Kubernetes user the client certificate authenticates as (`nhi:<namespace>:<name>`).
+    pub user: String,
+    /// When the client certificate expires (RFC 3339).
+    pub client_certificate_not_after: String,
 }
 
 fn date_schema(_: &mut SchemaGenerator) -> Schema {
@@ -265,6 +294,14 @@ fn attributes_schema(_: &mut SchemaGenerator) -> Schema {
 }
 
 impl MachineIdentity {
+    /// Whether the identity asks for Kubernetes API access.
+    pub fn wants_kubernetes_access(&self) -> bool {
+        self.spec
+            .kubernetes_access
+            .as_ref()
+            .is_some_and(|k| k.enabled)
+    }
+
     /// The usages the certificate carries: the spec's, or both client and server by default.
     pub fn usages(&self) -> Vec<Usage> {
         let mut u = self.spec.certificate.usages.clone();

@@ -5,10 +5,14 @@ pub mod entitlement;
 pub mod machine_identity;
 
 pub use condition::Condition;
-pub use entitlement::{Binding, Entitlement, EntitlementSpec, EntitlementStatus, Subjects};
+pub use entitlement::{
+    Binding, Entitlement, EntitlementSpec, EntitlementStatus, KubernetesPermissions,
+    KubernetesRbacStatus, KubernetesRule, Subjects,
+};
 pub use machine_identity::{
-    CertificateSpec, DnsName, KeyAlgorithm, MachineIdentity, MachineIdentitySpec,
-    MachineIdentityStatus, Owner, ReviewLapseAction, Usage, WorkloadRef,
+    CertificateSpec, DnsName, KeyAlgorithm, KubernetesAccess, KubernetesAccessStatus,
+    MachineIdentity, MachineIdentitySpec, MachineIdentityStatus, Owner, ReviewLapseAction, Usage,
+    WorkloadRef,
 };
 
 use kube::CustomResourceExt;

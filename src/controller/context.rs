@@ -18,6 +18,7 @@ use crate::ca::CertificateAuthority;
 use crate::http::Health;
 use crate::issue::assess::KnownCertificate;
 use crate::issue::inputs::IssuancePolicy;
+use crate::issue::kube_client::KubeEndpoint;
 use crate::metrics::Metrics;
 
 /// How long our own status write may take to show in the watch cache.
@@ -57,6 +58,8 @@ pub struct Context {
     /// Fingerprint and time of the last status written per identity (by uid), so a reconcile
     /// that sees a cache not yet updated with our own write does not write the same status again.
     written: Mutex<HashMap<UidKey, (u64, Instant)>>,
+    /// Where identities' kubeconfigs point (the API server URL and its CA).
+    pub kube_endpoint: KubeEndpoint,
     /// Where Events go (shared with the Entitlement controller).
     pub events: Arc<EventPublisher>,
     /// The Entitlement cache: what the grants of each identity are resolved from.
@@ -80,6 +83,8 @@ pub struct Watches {
     /// The Entitlement cache.
     pub entitlements: Store<Entitlement>,
     pub refresh_entitlement: UnboundedSender<ObjectRef<Entitlement>>,
+    /// Where identities' kubeconfigs point.
+    pub kube_endpoint: KubeEndpoint,
 }
 
 impl Context {
@@ -105,6 +110,7 @@ impl Context {
             events: Arc::new(events),
             entitlements: watches.entitlements,
             entitlement_trigger: watches.refresh_entitlement,
+            kube_endpoint: watches.kube_endpoint,
         }
     }
 

@@ -1,7 +1,10 @@
 //! The Entitlement reconciler: bind the grants to the certificates of the identities it selects,
 //! record the thumbprints, report the phase.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -24,6 +27,10 @@ use crate::metrics::Metrics;
 
 /// How soon to look again while subjects are being re-issued.
 const BINDING_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+/// ...and once that has lasted a minute (a subject that cannot be issued, say).
+const SLOW_BINDING_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long our own status write may take to show in the cache.
+const CACHE_LAG_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the Entitlement reconciler reads and writes through.
 pub struct EntitlementContext {
@@ -32,6 +39,49 @@ pub struct EntitlementContext {
     pub identities: Store<MachineIdentity>,
     pub events: Arc<EventPublisher>,
     pub metrics: Arc<Metrics>,
+    /// The fingerprint and time of the last status written per Entitlement uid.
+    pub written: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+impl EntitlementContext {
+    fn already_written(&self, uid: &str, fingerprint: u64) -> bool {
+        self.written.lock().is_ok_and(|w| {
+            w.get(uid)
+                .is_some_and(|(f, at)| *f == fingerprint && at.elapsed() < CACHE_LAG_WINDOW)
+        })
+    }
+
+    fn remember_written(&self, uid: &str, fingerprint: u64) {
+        if let Ok(mut w) = self.written.lock() {
+            w.insert(uid.to_string(), (fingerprint, Instant::now()));
+        }
+    }
+}
+
+/// A fingerprint of a status, ignoring transition times.
+fn status_fingerprint(status: &crate::api::EntitlementStatus) -> u64 {
+    let mut s = status.clone();
+    s.conditions
+        .iter_mut()
+        .for_each(|c| c.last_transition_time.clear());
+    let mut h = DefaultHasher::new();
+    serde_json::to_vec(&s).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+/// Whether the Entitlement has been waiting for its subjects for over a minute.
+fn binding_for_long(status: Option<&crate::api::EntitlementStatus>, now: OffsetDateTime) -> bool {
+    status
+        .and_then(|s| find_condition(&s.conditions, READY))
+        .filter(|c| c.reason == "Binding")
+        .and_then(|c| {
+            OffsetDateTime::parse(
+                &c.last_transition_time,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()
+        })
+        .is_some_and(|since| now - since > time::Duration::MINUTE)
 }
 
 /// Reconciles one Entitlement.
@@ -52,8 +102,13 @@ pub async fn reconcile(
         ent.metadata.generation,
         now,
     );
-    report_transition(&ent, &ctx, &status);
-    if entitlement_status_changed(ent.status.as_ref(), &status) {
+    let uid = ent.metadata.uid.clone().unwrap_or_default();
+    // The cache may not show our own last write yet: neither write it again nor report it twice.
+    let fingerprint = status_fingerprint(&status);
+    if entitlement_status_changed(ent.status.as_ref(), &status)
+        && !ctx.already_written(&uid, fingerprint)
+    {
+        report_transition(&ent, &ctx, &status);
         let api: Api<Entitlement> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = serde_json::json!({
             "apiVersion": Entitlement::api_version(&()),
@@ -66,8 +121,12 @@ pub async fn reconcile(
             &Patch::Apply(&patch),
         )
         .await?;
+        ctx.remember_written(&uid, fingerprint);
     }
     let action = match (pending, next_transition) {
+        (true, _) if binding_for_long(ent.status.as_ref(), now) => {
+            Action::requeue(SLOW_BINDING_RECHECK)
+        }
         (true, _) => Action::requeue(BINDING_RECHECK),
         (false, Some(at)) => {
             let wait = (at - now).as_seconds_f64().max(0.0) + 0.5;

@@ -52,25 +52,155 @@ pub fn identities_to_recheck<'a>(
     (recheck, selected)
 }
 
-/// What each Entitlement (by uid) selected when last seen.
-#[derive(Default)]
-struct SelectionMemory(Mutex<HashMap<String, BTreeSet<String>>>);
+/// The Entitlements whose status may change when `mi` changes (a new certificate in its status,
+/// new labels) or goes away: those of its namespace that select it or list it as bound.
+pub fn entitlements_to_refresh(
+    mi: &MachineIdentity,
+    entitlements: &[Arc<Entitlement>],
+) -> Vec<ObjectRef<Entitlement>> {
+    let namespace = mi.metadata.namespace.as_deref();
+    let name = mi.metadata.name.as_deref().unwrap_or_default();
+    entitlements
+        .iter()
+        .filter(|e| e.metadata.namespace.as_deref() == namespace)
+        .filter(|e| {
+            let listed = e
+                .status
+                .as_ref()
+                .is_some_and(|s| s.bindings.iter().any(|b| b.identity == name));
+            let selects = EntitlementFacts::from_resource(e)
+                .is_ok_and(|f| f.selects(name, mi.labels()).unwrap_or(false));
+            listed || selects
+        })
+        .map(|e| ObjectRef::from_obj(e.as_ref()))
+        .collect()
+}
 
-impl SelectionMemory {
-    fn replace(&self, uid: &str, selected: Option<BTreeSet<String>>) -> BTreeSet<String> {
-        let Ok(mut m) = self.0.lock() else {
-            return BTreeSet::new();
-        };
-        match selected {
-            Some(s) => m.insert(uid.to_string(), s),
-            None => m.remove(uid),
+/// What the mapping remembers of an Entitlement (by uid) from when it was last seen.
+struct Remembered {
+    namespace: String,
+    generation: Option<i64>,
+    selected: BTreeSet<String>,
+}
+
+/// The mapping's memory: each Entitlement's last selection, and which ones a relist has shown.
+#[derive(Default)]
+struct SelectionMemory {
+    entries: HashMap<String, Remembered>,
+    relisted: Option<BTreeSet<String>>,
+}
+
+/// Maps one watch event to the identities to reconcile, as (namespace, names) batches.
+fn map_event(
+    memory: &mut SelectionMemory,
+    ev: &watcher::Event<Entitlement>,
+    identities: &Store<MachineIdentity>,
+) -> Vec<(String, BTreeSet<String>)> {
+    let (ent, gone) = match ev {
+        watcher::Event::Init => {
+            memory.relisted = Some(BTreeSet::new());
+            return vec![];
         }
-        .unwrap_or_default()
+        watcher::Event::InitDone => {
+            // Deleted while the watch was down: a relist shows no Delete for them.
+            let Some(seen) = memory.relisted.take() else {
+                return vec![];
+            };
+            let vanished: Vec<String> = memory
+                .entries
+                .keys()
+                .filter(|uid| !seen.contains(*uid))
+                .cloned()
+                .collect();
+            return vanished
+                .into_iter()
+                .filter_map(|uid| memory.entries.remove(&uid))
+                .map(|r| {
+                    let views = carriers(identities, &r.namespace);
+                    let (recheck, _) = identities_to_recheck(
+                        None,
+                        &r.selected,
+                        views.iter().map(IdentityView::from),
+                    );
+                    (r.namespace, recheck)
+                })
+                .collect();
+        }
+        watcher::Event::InitApply(e) => {
+            if let (Some(seen), Some(uid)) = (memory.relisted.as_mut(), e.metadata.uid.as_ref()) {
+                seen.insert(uid.clone());
+            }
+            (e, false)
+        }
+        watcher::Event::Apply(e) => (e, false),
+        watcher::Event::Delete(e) => (e, true),
+    };
+    let Some(namespace) = ent.namespace() else {
+        return vec![];
+    };
+    let uid = ent.metadata.uid.clone().unwrap_or_default();
+    // Our own status writes change nothing the identities depend on.
+    let unchanged = !gone
+        && matches!(ev, watcher::Event::Apply(_))
+        && memory
+            .entries
+            .get(&uid)
+            .is_some_and(|r| r.generation == ent.metadata.generation);
+    if unchanged {
+        return vec![];
+    }
+    let facts = (!gone)
+        .then(|| EntitlementFacts::from_resource(ent).ok())
+        .flatten();
+    let previous = memory
+        .entries
+        .remove(&uid)
+        .map(|r| r.selected)
+        .unwrap_or_default();
+    let views = carriers(identities, &namespace);
+    let (recheck, selected) = identities_to_recheck(
+        facts.as_ref(),
+        &previous,
+        views.iter().map(IdentityView::from),
+    );
+    if !gone {
+        memory.entries.insert(
+            uid,
+            Remembered {
+                namespace: namespace.clone(),
+                generation: ent.metadata.generation,
+                selected,
+            },
+        );
+    }
+    vec![(namespace, recheck)]
+}
+
+/// The cached identities of a namespace.
+fn carriers(identities: &Store<MachineIdentity>, namespace: &str) -> Vec<Arc<MachineIdentity>> {
+    identities
+        .state()
+        .into_iter()
+        .filter(|mi| mi.metadata.namespace.as_deref() == Some(namespace))
+        .collect()
+}
+
+impl<'a> From<&'a Arc<MachineIdentity>> for IdentityView<'a> {
+    fn from(mi: &'a Arc<MachineIdentity>) -> Self {
+        IdentityView {
+            name: mi.metadata.name.as_deref().unwrap_or_default(),
+            labels: mi.labels(),
+            carries_grants: mi
+                .status
+                .as_ref()
+                .is_some_and(|s| !s.entitlements.is_empty()),
+        }
     }
 }
 
-/// Watches Entitlements into `writer`'s cache. Every change is sent, as the identities it may
-/// affect, to `to_identities`; the stream yields the changed Entitlements themselves.
+/// Watches Entitlements into `writer`'s cache. Every change of an Entitlement's spec, and every
+/// deletion (seen or missed while the watch was down), is sent, as the identities it may affect,
+/// to `to_identities`; the stream yields the changed Entitlements themselves.
 pub fn entitlement_stream(
     client: Client,
     namespace: Option<&str>,
@@ -80,48 +210,26 @@ pub fn entitlement_stream(
     health: Arc<Health>,
 ) -> impl Stream<Item = Result<Entitlement, watcher::Error>> + Send + 'static {
     let api: Api<Entitlement> = super::scoped_api(client, namespace);
-    let memory = SelectionMemory::default();
+    let memory = Mutex::new(SelectionMemory::default());
     watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(|e: &mut Entitlement| e.metadata.managed_fields = None)
         .reflect(writer)
         .inspect(move |ev| {
-            let (ent, gone) = match ev {
-                Ok(watcher::Event::InitDone) => {
-                    health.entitlements_synced.store(true, Ordering::Relaxed);
-                    return;
-                }
-                Ok(watcher::Event::Apply(e)) | Ok(watcher::Event::InitApply(e)) => (e, false),
-                Ok(watcher::Event::Delete(e)) => (e, true),
-                _ => return,
-            };
-            let Some(namespace) = ent.namespace() else {
+            let Ok(ev) = ev else {
                 return;
             };
-            let uid = ent.metadata.uid.clone().unwrap_or_default();
-            let facts = (!gone)
-                .then(|| EntitlementFacts::from_resource(ent).ok())
-                .flatten();
-            let cached = identities.state();
-            let views = cached
-                .iter()
-                .filter(|mi| mi.metadata.namespace.as_deref() == Some(namespace.as_str()))
-                .map(|mi| IdentityView {
-                    name: mi.metadata.name.as_deref().unwrap_or_default(),
-                    labels: mi.labels(),
-                    carries_grants: mi
-                        .status
-                        .as_ref()
-                        .is_some_and(|s| !s.entitlements.is_empty()),
-                });
-            let previous = memory.replace(&uid, None);
-            let (recheck, selected) = identities_to_recheck(facts.as_ref(), &previous, views);
-            if !gone {
-                memory.replace(&uid, Some(selected));
+            if let watcher::Event::InitDone = ev {
+                health.entitlements_synced.store(true, Ordering::Relaxed);
             }
-            for name in recheck {
-                // A closed channel means the identity controller has stopped: shutting down.
-                let _ = to_identities.send(ObjectRef::new(&name).within(&namespace));
+            let Ok(mut memory) = memory.lock() else {
+                return;
+            };
+            for (namespace, names) in map_event(&mut memory, ev, &identities) {
+                for name in names {
+                    // A closed channel means the identity controller has stopped: shutting down.
+                    let _ = to_identities.send(ObjectRef::new(&name).within(&namespace));
+                }
             }
         })
         .touched_objects()
@@ -145,6 +253,7 @@ mod tests {
             grants: ["a.b".to_string()].into(),
             not_before: None,
             expires_at: None,
+            expiry_lead: time::Duration::ZERO,
         }
     }
 
@@ -197,5 +306,59 @@ mod tests {
         let named = facts(&["new"], None);
         let (recheck, _) = identities_to_recheck(Some(&named), &set(&[]), views());
         assert_eq!(recheck, set(&["new", "old"]));
+    }
+
+    fn entitlement(uid: &str, generation: i64, names: &[&str]) -> Entitlement {
+        let mut e: Entitlement = serde_json::from_value(serde_json::json!({
+            "apiVersion": "nhi.dev/v1alpha1", "kind": "Entitlement",
+            "metadata": {"name": format!("e-{uid}"), "namespace": "ns", "uid": uid, "generation": generation},
+            "spec": {"subjects": {"names": names}, "grants": ["a.b"], "justification": "j"}
+        }))
+        .unwrap();
+        e.status = None;
+        e
+    }
+
+    fn names(batches: Vec<(String, BTreeSet<String>)>) -> BTreeSet<String> {
+        batches.into_iter().flat_map(|(_, n)| n).collect()
+    }
+
+    #[test]
+    fn status_writes_map_to_nothing_and_missed_deletions_are_caught_at_relist() {
+        let (store, _writer) = kube::runtime::reflector::store::<MachineIdentity>();
+        let mut memory = SelectionMemory::default();
+        let e1 = entitlement("u1", 1, &["api"]);
+        assert_eq!(
+            names(map_event(
+                &mut memory,
+                &watcher::Event::Apply(e1.clone()),
+                &store
+            )),
+            set(&["api"])
+        );
+        // The same generation again (our own status write): nothing to do.
+        assert!(map_event(&mut memory, &watcher::Event::Apply(e1.clone()), &store).is_empty());
+        // A spec change: the old and the new subjects.
+        let e1b = entitlement("u1", 2, &["web"]);
+        assert_eq!(
+            names(map_event(&mut memory, &watcher::Event::Apply(e1b), &store)),
+            set(&["api", "web"])
+        );
+        // A relist that no longer shows u1: its subjects are rechecked.
+        map_event(&mut memory, &watcher::Event::Init, &store);
+        let e2 = entitlement("u2", 1, &["db"]);
+        assert_eq!(
+            names(map_event(
+                &mut memory,
+                &watcher::Event::InitApply(e2),
+                &store
+            )),
+            set(&["db"])
+        );
+        assert_eq!(
+            names(map_event(&mut memory, &watcher::Event::InitDone, &store)),
+            set(&["web"])
+        );
+        assert!(!memory.entries.contains_key("u1"));
     }
 }

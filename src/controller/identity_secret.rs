@@ -22,6 +22,9 @@ pub mod keys {
     pub const CA_CRT: &str = "ca.crt";
     /// Key then chain in one file, for an atomic read.
     pub const IDENTITY_PEM: &str = "identity.pem";
+    /// A kubeconfig with the identity's Kubernetes client certificate (with
+    /// `kubernetesAccess` only).
+    pub const KUBECONFIG: &str = "kubeconfig";
 }
 
 /// Whose Secret a Secret of the identity's `secretName` is.
@@ -70,6 +73,7 @@ pub fn existing_material(secret: &Secret) -> ExistingMaterial<'_> {
         tls_key: data
             .and_then(|d| d.get(keys::TLS_KEY))
             .map(|b| b.0.as_slice()),
+        has_kubeconfig: data.is_some_and(|d| d.contains_key(keys::KUBECONFIG)),
         inputs_hash: secret
             .metadata
             .annotations
@@ -85,6 +89,7 @@ pub fn build_identity_secret(
     issued: &IssuedCertificate,
     trust_bundle_pem: &str,
     inputs_hash: &str,
+    kubeconfig: Option<&str>,
 ) -> Secret {
     let name = mi.metadata.name.clone().unwrap_or_default();
     let mut data = BTreeMap::new();
@@ -98,6 +103,9 @@ pub fn build_identity_secret(
         keys::IDENTITY_PEM,
         format!("{}{}", issued.key_pem, issued.chain_pem),
     );
+    if let Some(kubeconfig) = kubeconfig {
+        put(keys::KUBECONFIG, kubeconfig.to_string());
+    }
     let annotations = BTreeMap::from([
         (labels::CERT_INPUTS.to_string(), inputs_hash.to_string()),
         (labels::SERIAL.to_string(), issued.info.serial_hex.clone()),
@@ -137,6 +145,7 @@ mod tests {
                 certificate: Default::default(),
                 secret_name: "api-id".into(),
                 attributes: Default::default(),
+                kubernetes_access: None,
             },
         );
         mi.metadata.namespace = Some("ns".into());

@@ -7,7 +7,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -15,6 +14,7 @@ use tracing::{info, warn};
 use super::context::Context;
 use super::error::ReconcileError;
 use super::identity_secret::{Ownership, build_identity_secret, existing_material, ownership};
+use super::kube_access::obtain_kube_credential;
 use super::status::{Outcome, comparable, desired_status, status_changed};
 use crate::api::MachineIdentity;
 use crate::entitle::extension::{self, IdentityClaims};
@@ -72,6 +72,7 @@ pub async fn reconcile(
         renewal_fraction: resolved.renewal_fraction,
         identity_key: &resolved.identity_key,
         not_after_cap: grants.not_after_cap,
+        needs_kubeconfig: mi.wants_kubernetes_access(),
         now,
     };
     let carried: Vec<String> = grants.grants.iter().cloned().collect();
@@ -82,6 +83,7 @@ pub async fn reconcile(
                 info,
                 renew_at,
                 grants: carried,
+                kubernetes_access: None,
             },
             requeue_at(renew_at, now),
         ),
@@ -103,17 +105,13 @@ pub async fn reconcile(
                 carried,
             )
             .await?;
-            if matches!(outcome, Outcome::Valid { .. }) {
-                refresh_bindings(&ctx, &namespace, &name, &entitlements, &grants);
-            }
             (outcome, action)
         }
     };
-    // Come back when the grants change (an Entitlement starts or ends), if that is sooner.
-    let action = match grants.next_change {
-        Some(at) if at < renewal_of(&outcome).unwrap_or(at + time::Duration::SECOND) => {
-            requeue_at(at, now)
-        }
+    // Come back when the grants change (an Entitlement starts or ends), if that is sooner than
+    // the renewal. Retries and rechecks keep their own, shorter, delays.
+    let action = match (grants.next_change, renewal_of(&outcome)) {
+        (Some(at), Some(renew_at)) if at < renew_at => requeue_at(at, now),
         _ => action,
     };
     if let Outcome::Valid { info, .. } = &outcome {
@@ -188,11 +186,33 @@ async fn issue(
             return Ok((outcome, Action::requeue(std::time::Duration::from_secs(30))));
         }
     };
+    // The Kubernetes client credential is renewed with the certificate, and written with it.
+    let kube_credential = match mi.wants_kubernetes_access() {
+        false => None,
+        true => {
+            match obtain_kube_credential(&ctx.client, &ctx.kube_endpoint, mi, resolved.request.ttl)
+                .await
+            {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    ctx.warn(mi, e.reason(), &e.to_string());
+                    ctx.metrics.count_failure(e.reason());
+                    let outcome = Outcome::Retrying {
+                        reason: e.reason().into(),
+                        message: e.to_string(),
+                        current: still_valid,
+                    };
+                    return Ok((outcome, Action::requeue(std::time::Duration::from_secs(30))));
+                }
+            }
+        }
+    };
     let mut secret = build_identity_secret(
         mi,
         &issued,
         ctx.ca().trust_bundle_pem(),
         &resolved.inputs_hash,
+        kube_credential.as_ref().map(|c| c.kubeconfig.as_str()),
     );
     // Overwrite only the Secret version that was judged ours: if it changed since (deleted and
     // re-created by someone else, say), the write fails with a conflict and we look again.
@@ -265,10 +285,16 @@ async fn issue(
         _ => "Reissued",
     };
     ctx.metrics.count_issued(reason.as_str());
-    let carries = match grants.is_empty() {
+    let mut carries = match grants.is_empty() {
         true => String::new(),
         false => format!(", carrying {}", grants.join(", ")),
     };
+    if let Some(c) = &kube_credential {
+        carries.push_str(&format!(
+            "; Kubernetes client certificate for {} valid until {}",
+            c.status.user, c.status.client_certificate_not_after
+        ));
+    }
     let note = format!(
         "issued certificate {} ({}), valid until {}{carries}",
         issued.info.serial_hex,
@@ -282,6 +308,7 @@ async fn issue(
             info: issued.info,
             renew_at,
             grants,
+            kubernetes_access: kube_credential.map(|c| c.status),
         },
         requeue_at(renew_at, now),
     ))
@@ -374,13 +401,16 @@ async fn write_status(
     spiffe_id: Option<String>,
     now: OffsetDateTime,
 ) -> Result<(), ReconcileError> {
-    let status = desired_status(
+    let mut status = desired_status(
         mi.status.as_ref(),
         outcome,
         spiffe_id,
         mi.metadata.generation,
         now,
     );
+    if !mi.wants_kubernetes_access() {
+        status.kubernetes_access = None;
+    }
     // Skip the write when the cached status already says it, or when this operator already
     // wrote exactly this (the cache may not show our own write yet).
     let uid = mi.metadata.uid.clone().unwrap_or_default();
@@ -431,27 +461,6 @@ fn claims_extension(
     let der =
         extension::encode(&claims).map_err(|e| SpecError::InvalidAttributes(e.to_string()))?;
     Ok(vec![(extension::EXTENSION_OID.to_vec(), der)])
-}
-
-/// After an issuance, the Entitlements whose bindings may have changed look again: those that
-/// select the identity now and those that list it as bound.
-fn refresh_bindings(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    entitlements: &[EntitlementFacts],
-    grants: &EffectiveGrants,
-) {
-    for ent in entitlements {
-        let listed = ctx
-            .entitlements
-            .get(&ObjectRef::new(&ent.name).within(namespace))
-            .and_then(|e| e.status.clone())
-            .is_some_and(|s| s.bindings.iter().any(|b| b.identity == name));
-        if listed || grants.selected_by.contains(&ent.name) {
-            ctx.refresh_entitlement(namespace, &ent.name);
-        }
-    }
 }
 
 /// When the certificate in `outcome` renews, if there is one.

@@ -7,6 +7,7 @@ pub mod entitlement_watch;
 pub mod error;
 pub mod events;
 pub mod identity_secret;
+pub mod kube_access;
 pub mod machine_identity;
 pub mod secret_index;
 pub mod status;
@@ -110,6 +111,7 @@ pub async fn run_controllers(
         identities: store.clone(),
         events: ctx.events.clone(),
         metrics: ctx.metrics.clone(),
+        written: Default::default(),
     });
     let entitlement_controller = Controller::for_stream(entitlement_changes, entitlement_store)
         .reconcile_on(futures::stream::poll_fn(move |cx| {
@@ -159,6 +161,7 @@ async fn run_machine_identities(
     let api: Api<MachineIdentity> = scoped_api(ctx.client.clone(), namespace.as_deref());
     // Status-only changes (our own writes) do not trigger a reconcile.
     let forget_ctx = ctx.clone();
+    let refresh_ctx = ctx.clone();
     let filter_ctx = ctx.clone();
     // Every identity a (re)list returns is reconciled, changed or not: whatever happened to its
     // Secret while the watches were down is found and put right.
@@ -200,6 +203,17 @@ async fn run_machine_identities(
             }
         })
         .reflect(writer)
+        // An identity's new certificate (in its status), new labels or deletion: the Entitlements
+        // that select it or list it refresh their bindings, from the cache that now shows it.
+        .inspect(move |ev| {
+            if let Ok(watcher::Event::Apply(mi) | watcher::Event::Delete(mi)) = ev {
+                let entitlements = refresh_ctx.entitlements.state();
+                for e in entitlement_watch::entitlements_to_refresh(mi, &entitlements) {
+                    refresh_ctx
+                        .refresh_entitlement(e.namespace.as_deref().unwrap_or_default(), &e.name);
+                }
+            }
+        })
         .applied_objects()
         .filter(move |mi| {
             // Errors pass through (the controller reports them); objects when they changed, and all

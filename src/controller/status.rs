@@ -2,8 +2,8 @@
 
 use time::OffsetDateTime;
 
-use crate::api::MachineIdentityStatus;
 use crate::api::condition::{Condition, merge_conditions};
+use crate::api::{KubernetesAccessStatus, MachineIdentityStatus};
 use crate::ca::rfc3339;
 use crate::issue::leaf::CertificateInfo;
 
@@ -25,6 +25,9 @@ pub enum Outcome {
         renew_at: OffsetDateTime,
         /// The grants the certificate carries.
         grants: Vec<String>,
+        /// The Kubernetes client credential written with the certificate, if one was just
+        /// issued (otherwise the previous status stands).
+        kubernetes_access: Option<KubernetesAccessStatus>,
     },
     /// The identity cannot be issued until something changes (`reason` is stable CamelCase).
     Blocked { reason: String, message: String },
@@ -56,6 +59,7 @@ pub fn desired_status(
         not_after: prev.not_after.clone(),
         renewal_time: prev.renewal_time.clone(),
         entitlements: prev.entitlements.clone(),
+        kubernetes_access: prev.kubernetes_access.clone(),
     };
     let mut set_cert = |info: &CertificateInfo, renew_at: OffsetDateTime| {
         status.serial_number = Some(info.serial_hex.clone());
@@ -104,8 +108,16 @@ pub fn desired_status(
             ]
         }
     };
-    if let Outcome::Valid { grants, .. } = outcome {
+    if let Outcome::Valid {
+        grants,
+        kubernetes_access,
+        ..
+    } = outcome
+    {
         status.entitlements = grants.clone();
+        if kubernetes_access.is_some() {
+            status.kubernetes_access = kubernetes_access.clone();
+        }
     }
     status.conditions = merge_conditions(&prev.conditions, conditions, generation, &rfc3339(now));
     status
@@ -160,6 +172,7 @@ mod tests {
                 info: info(),
                 renew_at: renew,
                 grants: vec!["payments.process".into()],
+                kubernetes_access: None,
             },
             Some("spiffe://x".into()),
             Some(2),
@@ -178,6 +191,7 @@ mod tests {
                 info: info(),
                 renew_at: renew,
                 grants: vec!["payments.process".into()],
+                kubernetes_access: None,
             },
             Some("spiffe://x".into()),
             Some(2),
@@ -191,6 +205,7 @@ mod tests {
                 info: info(),
                 renew_at: renew,
                 grants: vec!["payments.process".into()],
+                kubernetes_access: None,
             },
             Some("spiffe://x".into()),
             Some(2),
@@ -223,6 +238,7 @@ mod tests {
                 info: info(),
                 renew_at: now,
                 grants: vec![],
+                kubernetes_access: None,
             },
             None,
             Some(1),

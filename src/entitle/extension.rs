@@ -95,7 +95,8 @@ struct Attribute {
     value: String,
 }
 
-/// DER-encodes the claims (the extension's `extnValue` content).
+/// DER-encodes the claims (the extension's `extnValue` content); claims the decoder would refuse
+/// are an error.
 pub fn encode(claims: &IdentityClaims) -> Result<Vec<u8>, ExtensionError> {
     let ext = IdentityExtension {
         version: VERSION,
@@ -109,7 +110,12 @@ pub fn encode(claims: &IdentityClaims) -> Result<Vec<u8>, ExtensionError> {
             })
             .collect(),
     };
-    ext.to_der().map_err(|e| ExtensionError::Der(e.to_string()))
+    let der = ext
+        .to_der()
+        .map_err(|e| ExtensionError::Der(e.to_string()))?;
+    // Never write what a verifier would refuse (too many grants, a bad attribute key...).
+    decode(&der)?;
+    Ok(der)
 }
 
 /// Decodes and validates an extension's content: DER only (no BER), known version, valid and
@@ -286,6 +292,11 @@ mod tests {
             decode(&enc(&ext)),
             Err(ExtensionError::AttributeTooLong(_))
         ));
+        let too_many = IdentityClaims {
+            grants: (0..=MAX_GRANTS).map(|i| format!("g{i}.read")).collect(),
+            attributes: Default::default(),
+        };
+        assert_eq!(encode(&too_many), Err(ExtensionError::TooMany("grants")));
         let mut der = encode(&sample()).unwrap();
         der.push(0);
         assert!(

@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
 
 use super::selector::selector_matches;
 use crate::api::Entitlement;
@@ -19,6 +19,22 @@ pub struct EntitlementFacts {
     pub grants: BTreeSet<String>,
     pub not_before: Option<OffsetDateTime>,
     pub expires_at: Option<OffsetDateTime>,
+    /// How long before `expiresAt` the grants leave certificates: a tenth of the active window,
+    /// at most [`MAX_EXPIRY_LEAD`]. Certificates are replaced by ones without the grants that much
+    /// before the capped ones end, so workloads switch before their certificate expires.
+    pub expiry_lead: Duration,
+}
+
+/// The longest [`EntitlementFacts::expiry_lead`].
+pub const MAX_EXPIRY_LEAD: Duration = Duration::seconds(60);
+
+/// The expiry lead of a window from `start` to `end`.
+pub fn expiry_lead(start: Option<OffsetDateTime>, end: Option<OffsetDateTime>) -> Duration {
+    match (start, end) {
+        (Some(s), Some(e)) if e > s => ((e - s) / 10_i32).min(MAX_EXPIRY_LEAD),
+        (None, Some(_)) => MAX_EXPIRY_LEAD,
+        _ => Duration::ZERO,
+    }
 }
 
 /// Where an Entitlement stands at a given moment.
@@ -35,28 +51,46 @@ pub enum Phase {
 impl EntitlementFacts {
     /// Reads an Entitlement; a timestamp that does not parse is an error for its status.
     pub fn from_resource(ent: &Entitlement) -> Result<Self, String> {
+        // Certificates carry whole seconds: so do the times they are compared with.
         let parse = |field: &str, v: &Option<String>| -> Result<Option<OffsetDateTime>, String> {
             v.as_deref()
                 .map(|s| {
-                    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| {
-                        format!("spec.{field} {s:?} is not an RFC 3339 timestamp: {e}")
-                    })
+                    OffsetDateTime::parse(s, &Rfc3339)
+                        .map(|t| t.replace_nanosecond(0).unwrap_or(t))
+                        .map_err(|e| {
+                            format!("spec.{field} {s:?} is not an RFC 3339 timestamp: {e}")
+                        })
                 })
                 .transpose()
         };
+        let not_before = parse("notBefore", &ent.spec.not_before)?;
+        let expires_at = parse("expiresAt", &ent.spec.expires_at)?;
+        // The active window starts at notBefore, or when the Entitlement was created.
+        let created = ent
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t.0.as_second()).ok());
         Ok(EntitlementFacts {
             name: ent.metadata.name.clone().unwrap_or_default(),
             names: ent.spec.subjects.names.iter().cloned().collect(),
             selector: ent.spec.subjects.selector.clone(),
             grants: ent.spec.grants.iter().cloned().collect(),
-            not_before: parse("notBefore", &ent.spec.not_before)?,
-            expires_at: parse("expiresAt", &ent.spec.expires_at)?,
+            not_before,
+            expires_at,
+            expiry_lead: expiry_lead(not_before.or(created), expires_at),
         })
     }
 
-    /// Its phase at `now`: active from `notBefore` (inclusive) until `expiresAt` (exclusive).
+    /// The moment its grants leave certificates: `expiresAt` less the expiry lead.
+    pub fn ends_at(&self) -> Option<OffsetDateTime> {
+        self.expires_at.map(|t| t - self.expiry_lead)
+    }
+
+    /// Its phase at `now`: active from `notBefore` (inclusive) until [`Self::ends_at`]
+    /// (exclusive).
     pub fn phase(&self, now: OffsetDateTime) -> Phase {
-        if self.expires_at.is_some_and(|t| now >= t) {
+        if self.ends_at().is_some_and(|t| now >= t) {
             Phase::Expired
         } else if self.not_before.is_some_and(|t| now < t) {
             Phase::Pending
@@ -65,20 +99,20 @@ impl EntitlementFacts {
         }
     }
 
-    /// Whether it selects the identity `name` with `labels` (by name, or by its selector).
+    /// Whether it selects the identity `name` with `labels` (by name, or by its selector). A
+    /// selector that cannot be evaluated is an error for every identity, named ones included: an
+    /// Entitlement reported invalid grants nothing.
     pub fn selects(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<bool, String> {
-        if self.names.contains(name) {
-            return Ok(true);
-        }
-        match &self.selector {
-            Some(sel) => selector_matches(sel, labels),
-            None => Ok(false),
-        }
+        let by_selector = match &self.selector {
+            Some(sel) => selector_matches(sel, labels)?,
+            None => false,
+        };
+        Ok(by_selector || self.names.contains(name))
     }
 
     /// The next moment after `now` its phase changes, if any.
     pub fn next_transition(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
-        [self.not_before, self.expires_at]
+        [self.not_before, self.ends_at()]
             .into_iter()
             .flatten()
             .filter(|t| *t > now)
@@ -142,7 +176,6 @@ pub fn effective_grants(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::Duration;
 
     fn t0() -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
@@ -156,6 +189,7 @@ mod tests {
             grants: grants.iter().map(|s| s.to_string()).collect(),
             not_before: None,
             expires_at: None,
+            expiry_lead: Duration::ZERO,
         }
     }
 
@@ -250,8 +284,40 @@ mod tests {
     }
 
     #[test]
-    fn an_unusable_selector_selects_nothing() {
-        let mut e = ent("bad", &[], &["x.read"]);
+    fn grants_leave_certificates_a_tenth_of_the_window_before_they_expire() {
+        assert_eq!(
+            expiry_lead(Some(t0()), Some(t0() + Duration::seconds(25))),
+            Duration::milliseconds(2500)
+        );
+        assert_eq!(
+            expiry_lead(Some(t0()), Some(t0() + Duration::hours(8))),
+            MAX_EXPIRY_LEAD
+        );
+        assert_eq!(expiry_lead(Some(t0()), None), Duration::ZERO);
+        let mut jit = ent("jit", &["api"], &["db.admin"]);
+        jit.expires_at = Some(t0() + Duration::minutes(40));
+        jit.expiry_lead = Duration::seconds(30);
+        let ents = [jit];
+        let at = |t| effective_grants("api", &no_labels(), &ents, t);
+        let before = at(t0() + Duration::minutes(39));
+        assert_eq!(before.grants, set(&["db.admin"]));
+        // The certificate is still capped at expiresAt itself...
+        assert_eq!(before.not_after_cap, Some(t0() + Duration::minutes(40)));
+        // ...and the grant leaves 30 s before it, which is the next change.
+        assert_eq!(
+            before.next_change,
+            Some(t0() + Duration::minutes(40) - Duration::seconds(30))
+        );
+        assert!(
+            at(t0() + Duration::minutes(40) - Duration::seconds(30))
+                .grants
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_unusable_selector_selects_nothing_not_even_named_subjects() {
+        let mut e = ent("bad", &["x"], &["x.read"]);
         e.selector = Some(LabelSelector {
             match_labels: None,
             match_expressions: Some(vec![

@@ -20,6 +20,12 @@ pub fn selector_matches(
     for req in selector.match_expressions.iter().flatten() {
         let values = req.values.as_deref().unwrap_or_default();
         let present = labels.get(&req.key);
+        if matches!(req.operator.as_str(), "In" | "NotIn") && values.is_empty() {
+            return Err(format!(
+                "selector operator {} on {:?} needs values",
+                req.operator, req.key
+            ));
+        }
         let holds = match req.operator.as_str() {
             "In" => present.is_some_and(|v| values.contains(v)),
             "NotIn" => present.is_none_or(|v| !values.contains(v)),
@@ -93,5 +99,10 @@ mod tests {
             match_expressions: Some(vec![req("team", "Like", &["p"])]),
         };
         assert!(selector_matches(&bad, &l).is_err());
+        let no_values = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![req("team", "NotIn", &[])]),
+        };
+        assert!(selector_matches(&no_values, &l).is_err());
     }
 }

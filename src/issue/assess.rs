@@ -15,6 +15,8 @@ use crate::ca::pem_util::pem_certificates;
 pub struct ExistingMaterial<'a> {
     pub tls_crt: Option<&'a [u8]>,
     pub tls_key: Option<&'a [u8]>,
+    /// Whether the Secret holds a `kubeconfig`.
+    pub has_kubeconfig: bool,
     pub inputs_hash: Option<&'a str>,
 }
 
@@ -92,6 +94,8 @@ pub struct Expectations<'a> {
     /// The latest notAfter the certificate's grants allow (see
     /// [`crate::entitle::resolve::EffectiveGrants::not_after_cap`]).
     pub not_after_cap: Option<OffsetDateTime>,
+    /// Whether the Secret must hold a `kubeconfig` (Kubernetes access enabled).
+    pub needs_kubeconfig: bool,
     pub now: OffsetDateTime,
 }
 
@@ -115,6 +119,9 @@ fn inspect(
         (Some(c), Some(k)) if !c.is_empty() && !k.is_empty() => (c, k),
         _ => return Err(ReissueReason::Missing),
     };
+    if expect.needs_kubeconfig && !existing.has_kubeconfig {
+        return Err(ReissueReason::Missing);
+    }
     let crt = std::str::from_utf8(crt).map_err(|_| ReissueReason::Unparseable)?;
     let key = std::str::from_utf8(key).map_err(|_| ReissueReason::Unparseable)?;
     let chain = pem_certificates(crt).map_err(|_| ReissueReason::Unparseable)?;
@@ -251,6 +258,7 @@ mod tests {
             renewal_fraction: 2.0 / 3.0,
             identity_key: "a/b",
             not_after_cap: None,
+            needs_kubeconfig: false,
             now,
         }
     }
@@ -259,6 +267,7 @@ mod tests {
         ExistingMaterial {
             tls_crt: Some(i.chain_pem.as_bytes()),
             tls_key: Some(i.key_pem.as_bytes()),
+            has_kubeconfig: false,
             inputs_hash: Some(hash),
         }
     }

@@ -70,6 +70,9 @@ struct HashedInputs<'a> {
     not_after_cap: Option<i64>,
     key_algorithm: KeyAlgorithm,
     extensions: Vec<(Vec<u64>, String)>,
+    /// Omitted when false, so enabling it is what changes the hash.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    kubernetes_access: bool,
 }
 
 /// Resolves the certificate request of an identity. `extensions` are the custom extensions the
@@ -115,7 +118,7 @@ pub fn resolve_identity(
         .renewal_percent
         .map(|p| f64::from(p) / 100.0)
         .unwrap_or(policy.renewal_fraction);
-    let inputs_hash = hash_inputs(&request, cert.key_algorithm);
+    let inputs_hash = hash_inputs(&request, cert.key_algorithm, mi.wants_kubernetes_access());
     Ok(ResolvedIdentity {
         request,
         key_algorithm: cert.key_algorithm,
@@ -125,7 +128,7 @@ pub fn resolve_identity(
     })
 }
 
-fn hash_inputs(req: &LeafRequest, key_algorithm: KeyAlgorithm) -> String {
+fn hash_inputs(req: &LeafRequest, key_algorithm: KeyAlgorithm, kubernetes_access: bool) -> String {
     let inputs = HashedInputs {
         spiffe_id: &req.spiffe_id,
         common_name: &req.common_name,
@@ -147,6 +150,7 @@ fn hash_inputs(req: &LeafRequest, key_algorithm: KeyAlgorithm) -> String {
             .iter()
             .map(|(oid, c)| (oid.clone(), hex::encode(c)))
             .collect(),
+        kubernetes_access,
     };
     let json = serde_json::to_vec(&inputs).unwrap_or_default();
     hex::encode(&Sha256::digest(&json)[..16])
@@ -181,6 +185,7 @@ mod tests {
                 certificate: cert,
                 secret_name: "api-identity".into(),
                 attributes: Default::default(),
+                kubernetes_access: None,
             },
         );
         mi.metadata.namespace = Some("pay".into());

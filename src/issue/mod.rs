@@ -3,5 +3,6 @@
 pub mod assess;
 pub mod inputs;
 pub mod keys;
+pub mod kube_client;
 pub mod leaf;
 pub mod renewal;

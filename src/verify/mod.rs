@@ -115,8 +115,19 @@ pub struct VerifiedIdentity {
 
 impl VerifiedIdentity {
     /// Whether the certificate carries `grant`.
+    ///
+    /// A grant is asserted by whoever may create Entitlements in the identity's namespace. A
+    /// service that trusts only some namespaces to grant it access should use
+    /// [`Self::has_grant_from`].
     pub fn has_grant(&self, grant: &str) -> bool {
         self.grants.contains(grant)
+    }
+
+    /// Whether the certificate carries `grant` and the identity belongs to one of
+    /// `trusted_namespaces`. This is the namespaces whose Entitlement authors the service trusts
+    /// to grant it.
+    pub fn has_grant_from(&self, grant: &str, trusted_namespaces: &[&str]) -> bool {
+        self.has_grant(grant) && trusted_namespaces.contains(&self.identity.namespace.as_str())
     }
 }
 
@@ -317,6 +328,8 @@ mod tests {
         assert_eq!(v.identity.name, "checkout");
         assert!(v.has_grant("payments.process"));
         assert!(!v.has_grant("payments.refund"));
+        assert!(v.has_grant_from("payments.process", &["shop", "payments"]));
+        assert!(!v.has_grant_from("payments.process", &["sandbox"]));
         assert_eq!(v.attributes["project"], "shop");
         assert_eq!(v.serial_hex, issued.info.serial_hex);
         // Without the extension: the identity, with no grants.

@@ -100,12 +100,15 @@ struct RelyingService {
 }
 
 impl RelyingService {
-    fn start(identity_dir: &Path, routes: &[&str]) -> RelyingService {
+    fn start(identity_dir: &Path, routes: &[&str], trusted_namespaces: &[&str]) -> RelyingService {
         let mut cmd = Command::new(relying_service_binary());
         cmd.args(["--listen", "127.0.0.1:0", "--identity-dir"])
             .arg(identity_dir);
         for r in routes {
             cmd.args(["--route", r]);
+        }
+        for ns in trusted_namespaces {
+            cmd.args(["--trusted-namespace", ns]);
         }
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -273,7 +276,11 @@ async fn a_granted_identity_is_authorized_over_mtls_until_the_entitlement_goes()
         &secrets.get("browser-identity").await.unwrap(),
         &browser_dir,
     );
-    let service = RelyingService::start(&server_dir, &["/payments=payments.process"]);
+    let service = RelyingService::start(
+        &server_dir,
+        &["/payments=payments.process"],
+        &[ns.name.as_str()],
+    );
     assert_eq!(
         service.status_for(&server_name, &checkout_dir, "/payments"),
         200

@@ -1,0 +1,212 @@
+//! Kubernetes client credentials for identities, pure: the user name, the certificate signing
+//! request, which CSRs the operator may approve, and the kubeconfig it writes.
+
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use time::Duration;
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::prelude::FromDer;
+
+/// The signer of Kubernetes API client certificates.
+pub const SIGNER: &str = "kubernetes.io/kube-apiserver-client";
+/// The only usage requested and accepted.
+pub const CLIENT_AUTH: &str = "client auth";
+/// The shortest client certificate lifetime Kubernetes accepts.
+pub const MIN_EXPIRATION_SECONDS: i32 = 600;
+
+/// The Kubernetes user of an identity: `nhi:<namespace>:<name>` (no groups).
+pub fn kube_user(namespace: &str, name: &str) -> String {
+    format!("nhi:{namespace}:{name}")
+}
+
+/// The requested client certificate lifetime: the identity's TTL, at least 600 s.
+pub fn expiration_seconds(ttl: Duration) -> i32 {
+    i32::try_from(ttl.whole_seconds())
+        .unwrap_or(i32::MAX)
+        .max(MIN_EXPIRATION_SECONDS)
+}
+
+/// A PEM PKCS#10 request for `user` signed by `key`: subject CN only, no organisation (so no
+/// groups), no extensions.
+pub fn client_csr_pem(user: &str, key: &KeyPair) -> Result<String, rcgen::Error> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, user);
+    params.distinguished_name = dn;
+    params.serialize_request(key)?.pem()
+}
+
+/// Whether the operator may approve `csr` for `expected_user`: the Kubernetes client signer,
+/// `client auth` only, and a request whose subject is exactly `CN=<expected_user>` (no other
+/// attribute, so no group) with no requested extensions. Anything else is refused, with why.
+pub fn approvable(csr: &CertificateSigningRequest, expected_user: &str) -> Result<(), String> {
+    let spec = &csr.spec;
+    if spec.signer_name != SIGNER {
+        return Err(format!("signer {:?} is not {SIGNER}", spec.signer_name));
+    }
+    if spec.usages.as_deref() != Some(&[CLIENT_AUTH.to_string()][..]) {
+        return Err(format!(
+            "usages {:?} are not exactly [{CLIENT_AUTH:?}]",
+            spec.usages
+        ));
+    }
+    let block = pem::parse(&spec.request.0).map_err(|e| format!("the request is not PEM: {e}"))?;
+    if block.tag() != "CERTIFICATE REQUEST" {
+        return Err(format!(
+            "the request is a {}, not a CERTIFICATE REQUEST",
+            block.tag()
+        ));
+    }
+    let (rest, req) = X509CertificationRequest::from_der(block.contents())
+        .map_err(|e| format!("the request cannot be parsed: {e}"))?;
+    if !rest.is_empty() {
+        return Err("the request has trailing data".into());
+    }
+    req.verify_signature()
+        .map_err(|e| format!("the request's self-signature does not verify: {e}"))?;
+    let info = &req.certification_request_info;
+    let attributes: Vec<_> = info.subject.iter_attributes().collect();
+    let cn = info
+        .subject
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok());
+    if attributes.len() != 1 || cn != Some(expected_user) {
+        return Err(format!(
+            "the subject {} is not exactly CN={expected_user}",
+            info.subject
+        ));
+    }
+    if req
+        .requested_extensions()
+        .is_some_and(|mut e| e.next().is_some())
+    {
+        return Err("the request asks for extensions".into());
+    }
+    Ok(())
+}
+
+/// Where the kubeconfig points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeEndpoint {
+    /// The API server URL.
+    pub server: String,
+    /// PEM of the CA that signed the API server's certificate (none: the system roots).
+    pub ca_pem: Option<String>,
+}
+
+/// A kubeconfig for `user` with an embedded client certificate and key, defaulting to
+/// `namespace`.
+pub fn kubeconfig_yaml(
+    endpoint: &KubeEndpoint,
+    user: &str,
+    namespace: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<String, serde_yaml::Error> {
+    use base64::Engine;
+    let encode = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut cluster = serde_json::json!({"server": endpoint.server});
+    if let Some(ca) = &endpoint.ca_pem {
+        cluster["certificate-authority-data"] = encode(ca.as_bytes()).into();
+    }
+    let doc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": cluster}],
+        "users": [{"name": user, "user": {
+            "client-certificate-data": encode(cert_pem.as_bytes()),
+            "client-key-data": encode(key_pem.as_bytes()),
+        }}],
+        "contexts": [{"name": user, "context": {"cluster": "cluster", "user": user, "namespace": namespace}}],
+        "current-context": user,
+    });
+    serde_yaml::to_string(&doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequestSpec;
+
+    fn csr(request_pem: &str, usages: &[&str], signer: &str) -> CertificateSigningRequest {
+        CertificateSigningRequest {
+            spec: CertificateSigningRequestSpec {
+                request: ByteString(request_pem.as_bytes().to_vec()),
+                signer_name: signer.into(),
+                usages: Some(usages.iter().map(|u| u.to_string()).collect()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn user_and_lifetime() {
+        assert_eq!(kube_user("pay", "tf"), "nhi:pay:tf");
+        assert_eq!(expiration_seconds(Duration::minutes(5)), 600);
+        assert_eq!(expiration_seconds(Duration::hours(1)), 3600);
+    }
+
+    #[test]
+    fn approves_only_the_exact_request_it_makes() {
+        let key = KeyPair::generate().unwrap();
+        let ours = client_csr_pem("nhi:pay:tf", &key).unwrap();
+        assert_eq!(
+            approvable(&csr(&ours, &[CLIENT_AUTH], SIGNER), "nhi:pay:tf"),
+            Ok(())
+        );
+        // Someone else's user, other usages, another signer.
+        assert!(approvable(&csr(&ours, &[CLIENT_AUTH], SIGNER), "nhi:pay:other").is_err());
+        assert!(
+            approvable(
+                &csr(&ours, &[CLIENT_AUTH, "server auth"], SIGNER),
+                "nhi:pay:tf"
+            )
+            .is_err()
+        );
+        assert!(
+            approvable(
+                &csr(&ours, &[CLIENT_AUTH], "kubernetes.io/kubelet-serving"),
+                "nhi:pay:tf"
+            )
+            .is_err()
+        );
+        // A group (O=system:masters) smuggled into the subject.
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "nhi:pay:tf");
+        dn.push(DnType::OrganizationName, "system:masters");
+        params.distinguished_name = dn;
+        let grouped = params.serialize_request(&key).unwrap().pem().unwrap();
+        let err = approvable(&csr(&grouped, &[CLIENT_AUTH], SIGNER), "nhi:pay:tf").unwrap_err();
+        assert!(err.contains("not exactly CN=nhi:pay:tf"), "{err}");
+        // Requested extensions (SANs).
+        let mut params = CertificateParams::new(vec!["evil.example".to_string()]).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "nhi:pay:tf");
+        let with_san = params.serialize_request(&key).unwrap().pem().unwrap();
+        assert!(approvable(&csr(&with_san, &[CLIENT_AUTH], SIGNER), "nhi:pay:tf").is_err());
+        assert!(approvable(&csr("garbage", &[CLIENT_AUTH], SIGNER), "nhi:pay:tf").is_err());
+    }
+
+    #[test]
+    fn kubeconfig_embeds_the_credential() {
+        let endpoint = KubeEndpoint {
+            server: "https://127.0.0.1:6443".into(),
+            ca_pem: Some("CA".into()),
+        };
+        let yaml = kubeconfig_yaml(&endpoint, "nhi:pay:tf", "pay", "CERT", "KEY").unwrap();
+        let v: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(v["current-context"], "nhi:pay:tf");
+        assert_eq!(
+            v["clusters"][0]["cluster"]["certificate-authority-data"],
+            "Q0E="
+        );
+        assert_eq!(v["users"][0]["user"]["client-key-data"], "S0VZ");
+        assert_eq!(v["contexts"][0]["context"]["namespace"], "pay");
+    }
+}
