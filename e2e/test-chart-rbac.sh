@@ -26,7 +26,10 @@ for _ in $(seq 60); do
   sleep 1
 done
 kubectl create namespace "$NS" >/dev/null
-helm install "$RELEASE" charts/nhi-operator --namespace "$NS" --wait=false >/dev/null
+# Kubernetes access on, with the one permission the end-to-end tests grant identities.
+helm install "$RELEASE" charts/nhi-operator --namespace "$NS" --wait=false \
+  --set kubernetesAccess.enabled=true \
+  --set-json 'kubernetesAccess.grantableRules=[{"apiGroups":[""],"resources":["configmaps"],"verbs":["get","list"]}]' >/dev/null
 echo "installed the chart as $RELEASE in $NS"
 
 # expected verb resource namespace [name]: what the ServiceAccount may do (yes) and must not (no).
@@ -74,19 +77,48 @@ no  update leases.coordination.k8s.io $NS someone-elses
 no  delete leases.coordination.k8s.io $NS nhi-operator
 no  create leases.coordination.k8s.io $OTHER
 no  list leases.coordination.k8s.io $NS
-no  get configmaps $OTHER
+yes get configmaps $OTHER
+yes list configmaps $OTHER
+no  delete configmaps $OTHER
+no  create configmaps $OTHER
+yes create certificatesigningrequests.certificates.k8s.io *
+yes get certificatesigningrequests.certificates.k8s.io *
+yes delete certificatesigningrequests.certificates.k8s.io *
+no  list certificatesigningrequests.certificates.k8s.io *
+yes update certificatesigningrequests.certificates.k8s.io/approval *
+no  update certificatesigningrequests.certificates.k8s.io/status *
+yes approve signers.certificates.k8s.io * kubernetes.io/kube-apiserver-client
+no  approve signers.certificates.k8s.io * kubernetes.io/kubelet-serving
+no  approve signers.certificates.k8s.io * kubernetes.io/kube-apiserver-client-kubelet
+yes create roles.rbac.authorization.k8s.io $OTHER
+yes patch rolebindings.rbac.authorization.k8s.io $OTHER
+yes delete rolebindings.rbac.authorization.k8s.io $OTHER
+no  escalate roles.rbac.authorization.k8s.io $OTHER
+no  bind roles.rbac.authorization.k8s.io $OTHER
+no  create clusterrolebindings.rbac.authorization.k8s.io *
 no  get pods $OTHER
 no  create pods $OTHER
 no  create serviceaccounts/token $OTHER
 no  get serviceaccounts $OTHER
-no  create rolebindings.rbac.authorization.k8s.io $OTHER
 no  bind clusterroles.rbac.authorization.k8s.io *
 no  escalate roles.rbac.authorization.k8s.io $OTHER
 no  impersonate users *
-no  create certificatesigningrequests.certificates.k8s.io *
 no  update customresourcedefinitions.apiextensions.k8s.io *
 no  delete namespaces *
 EOF
+}
+
+# sar_allowed VERB RESOURCE.GROUP NAME: yes or no, for the ServiceAccount, cluster-wide.
+sar_allowed() {
+  local group=${2#*.} resource=${2%%.*}
+  kubectl create -o jsonpath='{.status.allowed}' -f - <<SAR | sed 's/^true$/yes/; s/^false$/no/'
+apiVersion: authorization.k8s.io/v1
+kind: SubjectAccessReview
+spec:
+  user: $SA
+  groups: ["system:serviceaccounts", "system:serviceaccounts:$NS", "system:authenticated"]
+  resourceAttributes: {group: "$group", resource: "$resource", verb: "$verb", name: "$3"}
+SAR
 }
 
 failed=0
@@ -99,7 +131,13 @@ while read -r expected verb resource namespace name; do
     args+=("$resource${name:+/$name}")
   fi
   if [ "$namespace" = "*" ]; then args+=(--all-namespaces); else args+=(--namespace "$namespace"); fi
-  got=$(kubectl auth can-i "${args[@]}" --as "$SA" 2>/dev/null || true)
+  if [[ ${name:-} == */* ]]; then
+    # kubectl auth can-i splits a resource name at '/' (signer names have one): ask the
+    # apiserver directly with a SubjectAccessReview.
+    got=$(sar_allowed "$verb" "$resource" "$name")
+  else
+    got=$(kubectl auth can-i "${args[@]}" --as "$SA" 2>/dev/null || true)
+  fi
   checked=$((checked + 1))
   if [ "$got" != "$expected" ]; then
     echo "not ok - can-i ${args[*]}: expected $expected, got ${got:-error}"

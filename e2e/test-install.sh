@@ -127,6 +127,14 @@ fi
 
 check "helm lint" helm lint "$CHART"
 check "helm lint --strict" helm lint --strict "$CHART"
+no_kubernetes_access_by_default() {
+  ! helm template nhi "$CHART" | grep -Eq 'signers|certificatesigningrequests|rolebindings'
+}
+check "the default chart grants no CSR approval and no RBAC writes" no_kubernetes_access_by_default
+kubernetes_access_when_enabled() {
+  helm template nhi "$CHART" --set kubernetesAccess.enabled=true | grep -q 'kubernetes.io/kube-apiserver-client'
+}
+check "kubernetesAccess.enabled=true grants approval for the kube-apiserver-client signer only" kubernetes_access_when_enabled
 
 # ---------------------------------------------------------------------------------------------
 # b. Server-side schema validation of everything we render (dry run, strict field validation)

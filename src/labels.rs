@@ -16,6 +16,8 @@ pub const CA: &str = "nhi.dev/ca";
 pub const CERT_INPUTS: &str = "nhi.dev/certificate-inputs";
 /// Annotation on identity Secrets: serial of the certificate inside (hexadecimal).
 pub const SERIAL: &str = "nhi.dev/serial";
+/// Annotation on an identity Secret: when the client certificate in its kubeconfig expires.
+pub const KUBE_CLIENT_NOT_AFTER: &str = "nhi.dev/kube-client-not-after";
 
 /// The label selector matching every identity Secret the operator owns.
 pub fn identity_secret_selector() -> String {

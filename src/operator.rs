@@ -63,7 +63,10 @@ fn kube_endpoint(settings: &Settings, config: &kube::Config) -> Result<KubeEndpo
 pub async fn run(settings: Settings) -> Result<(), StartError> {
     settings.validate().map_err(StartError::Settings)?;
     let config = kube::Config::infer().await?;
-    let kube_endpoint = kube_endpoint(&settings, &config)?;
+    let kube_endpoint = match settings.kubernetes_access {
+        true => Some(kube_endpoint(&settings, &config)?),
+        false => None,
+    };
     let client = Client::try_from(config)?;
     let health = Arc::new(Health::default());
     let metrics = Arc::new(Metrics::default());
@@ -117,7 +120,7 @@ async fn shutdown_signal() {
 async fn lead(
     settings: Settings,
     client: Client,
-    kube_endpoint: KubeEndpoint,
+    kube_endpoint: Option<KubeEndpoint>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
 ) -> Result<(), StartError> {

@@ -121,6 +121,12 @@ pub struct Settings {
     #[arg(long, env = "NHI_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Kubernetes API access for identities: client certificates through CertificateSigningRequests
+    /// (`kubernetesAccess`) and Roles from Entitlements' `kubernetes` rules. Needs the RBAC to
+    /// approve CSRs for the kube-apiserver-client signer, and to grant what the Roles grant.
+    #[arg(long, env = "NHI_KUBERNETES_ACCESS", default_value_t = false)]
+    pub kubernetes_access: bool,
+
     /// API server URL written into the kubeconfig of identities with Kubernetes access.
     /// Default: the URL the operator itself uses (in a cluster, the in-cluster address).
     #[arg(long, env = "NHI_KUBE_API_SERVER")]

@@ -58,8 +58,9 @@ pub struct Context {
     /// Fingerprint and time of the last status written per identity (by uid), so a reconcile
     /// that sees a cache not yet updated with our own write does not write the same status again.
     written: Mutex<HashMap<UidKey, (u64, Instant)>>,
-    /// Where identities' kubeconfigs point (the API server URL and its CA).
-    pub kube_endpoint: KubeEndpoint,
+    /// Where identities' kubeconfigs point (the API server URL and its CA); None when Kubernetes
+    /// access is disabled (`--kubernetes-access`).
+    pub kube_endpoint: Option<KubeEndpoint>,
     /// Where Events go (shared with the Entitlement controller).
     pub events: Arc<EventPublisher>,
     /// The Entitlement cache: what the grants of each identity are resolved from.
@@ -83,8 +84,8 @@ pub struct Watches {
     /// The Entitlement cache.
     pub entitlements: Store<Entitlement>,
     pub refresh_entitlement: UnboundedSender<ObjectRef<Entitlement>>,
-    /// Where identities' kubeconfigs point.
-    pub kube_endpoint: KubeEndpoint,
+    /// Where identities' kubeconfigs point; None when Kubernetes access is disabled.
+    pub kube_endpoint: Option<KubeEndpoint>,
 }
 
 impl Context {

@@ -14,14 +14,18 @@ use kube::{Api, Client, Resource, ResourceExt};
 use time::OffsetDateTime;
 use tracing::warn;
 
+use super::entitlement_rbac::apply_rbac;
 use super::entitlement_status::{
-    Assessment, READY, SubjectCertificate, desired_entitlement_status, entitlement_status_changed,
+    Assessment, KUBERNETES_RBAC, READY, RbacOutcome, SubjectCertificate,
+    desired_entitlement_status, entitlement_status_changed,
 };
 use super::error::ReconcileError;
 use super::events::EventPublisher;
 use crate::api::condition::find_condition;
 use crate::api::{Entitlement, MachineIdentity};
-use crate::entitle::resolve::EntitlementFacts;
+use crate::entitle::rbac::plan_rbac;
+use crate::entitle::resolve::{EntitlementFacts, Phase};
+use crate::issue::kube_client::kube_user;
 use crate::labels::FIELD_MANAGER;
 use crate::metrics::Metrics;
 
@@ -39,6 +43,10 @@ pub struct EntitlementContext {
     pub identities: Store<MachineIdentity>,
     pub events: Arc<EventPublisher>,
     pub metrics: Arc<Metrics>,
+    /// Health flags: reconciles wait for the identity cache.
+    pub health: Arc<crate::http::Health>,
+    /// Whether Kubernetes access is enabled (`--kubernetes-access`): Roles are only written then.
+    pub kubernetes_access: bool,
     /// The fingerprint and time of the last status written per Entitlement uid.
     pub written: Mutex<HashMap<String, (u64, Instant)>>,
 }
@@ -93,11 +101,22 @@ pub async fn reconcile(
     if ent.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    if !ctx
+        .health
+        .identities_synced
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        // Subjects come from the identity cache: before it is complete, a RoleBinding would
+        // lose its users and bindings their thumbprints.
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+    }
     let now = OffsetDateTime::now_utc();
     let (assessment, next_transition) = assess(&ent, &namespace, &ctx.identities, now);
+    let rbac = materialise_rbac(&ent, &namespace, &ctx, &assessment).await?;
     let (status, pending) = desired_entitlement_status(
         ent.status.as_ref(),
         &assessment,
+        rbac.as_ref(),
         &ent.spec.justification,
         ent.metadata.generation,
         now,
@@ -109,6 +128,7 @@ pub async fn reconcile(
         && !ctx.already_written(&uid, fingerprint)
     {
         report_transition(&ent, &ctx, &status);
+        report_rbac_transition(&ent, &ctx, &status);
         let api: Api<Entitlement> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = serde_json::json!({
             "apiVersion": Entitlement::api_version(&()),
@@ -175,9 +195,46 @@ fn assess(
     (assessment, facts.next_transition(now))
 }
 
+/// Writes or removes the Entitlement's Role and RoleBinding; None when it has never had any.
+async fn materialise_rbac(
+    ent: &Entitlement,
+    namespace: &str,
+    ctx: &EntitlementContext,
+    assessment: &Assessment,
+) -> Result<Option<RbacOutcome>, ReconcileError> {
+    let had = ent.status.as_ref().is_some_and(|s| s.kubernetes.is_some());
+    let wanted = ent.spec.kubernetes.is_some();
+    if !had && !wanted {
+        return Ok(None);
+    }
+    let (active, users) = match assessment {
+        Assessment::Usable {
+            phase, subjects, ..
+        } => (
+            *phase == Phase::Active,
+            subjects
+                .iter()
+                .filter(|s| s.kubernetes_access)
+                .map(|s| kube_user(namespace, &s.identity))
+                .collect(),
+        ),
+        Assessment::Invalid { .. } => (false, vec![]),
+    };
+    if !ctx.kubernetes_access {
+        let message = "spec.kubernetes needs the operator to run with --kubernetes-access (Helm: kubernetesAccess.enabled=true)";
+        return Ok(Some(RbacOutcome::Refused {
+            message: message.into(),
+        }));
+    }
+    let plan = plan_rbac(ent, active, users);
+    let outcome = apply_rbac(&ctx.client, namespace, &ent.name_any(), None, plan).await?;
+    Ok(Some(outcome))
+}
+
 fn subject_certificate(mi: &MachineIdentity) -> SubjectCertificate {
     let status = mi.status.clone().unwrap_or_default();
     SubjectCertificate {
+        kubernetes_access: mi.wants_kubernetes_access(),
         identity: mi.name_any(),
         grants: status.entitlements.into_iter().collect(),
         serial_number: status.serial_number,
@@ -223,6 +280,38 @@ fn report_transition(
         type_,
         event_reason,
         format!("{phase_note} (justification: {justification})"),
+    );
+}
+
+/// Publishes an Event when the Kubernetes permissions are granted, change users, or are removed.
+fn report_rbac_transition(
+    ent: &Entitlement,
+    ctx: &EntitlementContext,
+    status: &crate::api::EntitlementStatus,
+) {
+    let of = |conditions: &[crate::api::Condition]| {
+        find_condition(conditions, KUBERNETES_RBAC).map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    let before = ent.status.as_ref().and_then(|s| of(&s.conditions));
+    let Some((reason, message)) = of(&status.conditions) else {
+        return;
+    };
+    if before.as_ref() == Some(&(reason.clone(), message.clone())) {
+        return;
+    }
+    let event_reason = match reason.as_str() {
+        "Bound" | "NoUsers" => "KubernetesAccessGranted",
+        // Already reported as not Ready (RoleRefused).
+        "RoleRefused" => return,
+        _ if before.is_none() => return,
+        _ => "KubernetesAccessRemoved",
+    };
+    ctx.events.publish(
+        &ctx.metrics,
+        ent,
+        EventType::Normal,
+        event_reason,
+        format!("{message} (justification: {})", ent.spec.justification),
     );
 }
 

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use time::OffsetDateTime;
 
 use crate::api::condition::{Condition, merge_conditions};
-use crate::api::entitlement::{Binding, EntitlementStatus, MAX_LISTED_BINDINGS};
+use crate::api::entitlement::{
+    Binding, EntitlementStatus, KubernetesRbacStatus, MAX_LISTED_BINDINGS,
+};
 use crate::ca::rfc3339;
 use crate::entitle::resolve::Phase;
 
@@ -15,11 +17,32 @@ pub const READY: &str = "Ready";
 pub const EXPIRED: &str = "Expired";
 /// Condition type: the Entitlement selects no identity.
 pub const NO_SUBJECTS: &str = "NoSubjects";
+/// Condition type: `spec.kubernetes` is materialised as a Role and RoleBinding.
+pub const KUBERNETES_RBAC: &str = "KubernetesRBAC";
+
+/// What became of the Entitlement's Role and RoleBinding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RbacOutcome {
+    /// Written: the Role, the RoleBinding (absent when no subject has Kubernetes access) and the
+    /// users bound.
+    Applied {
+        role: String,
+        role_binding: Option<String>,
+        users: Vec<String>,
+    },
+    /// The apiserver refused the Role or RoleBinding (typically: the operator cannot grant
+    /// permissions it does not hold); its message.
+    Refused { message: String },
+    /// None exists (no rules, or outside the active window).
+    Removed,
+}
 
 /// A selected identity, as far as binding goes: what its current certificate carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubjectCertificate {
     pub identity: String,
+    /// Whether the identity has Kubernetes access enabled.
+    pub kubernetes_access: bool,
     /// The grants its current certificate carries (`status.entitlements`).
     pub grants: BTreeSet<String>,
     pub serial_number: Option<String>,
@@ -45,6 +68,7 @@ pub enum Assessment {
 pub fn desired_entitlement_status(
     previous: Option<&EntitlementStatus>,
     assessment: &Assessment,
+    rbac: Option<&RbacOutcome>,
     justification: &str,
     generation: Option<i64>,
     now: OffsetDateTime,
@@ -56,7 +80,7 @@ pub fn desired_entitlement_status(
         ..Default::default()
     };
     let mut pending = false;
-    let conditions = match assessment {
+    let mut conditions = match assessment {
         Assessment::Invalid { reason, message } => vec![
             Condition::new(READY, false, reason, message.clone()),
             Condition::new(EXPIRED, false, reason, message.clone()),
@@ -142,6 +166,57 @@ pub fn desired_entitlement_status(
             vec![ready, expired, no_subjects]
         }
     };
+    if let Some(rbac) = rbac {
+        let condition = match rbac {
+            RbacOutcome::Applied {
+                role,
+                role_binding,
+                users,
+            } => {
+                status.kubernetes = Some(KubernetesRbacStatus {
+                    role: role.clone(),
+                    role_binding: role_binding.clone(),
+                    users: users.iter().take(MAX_LISTED_BINDINGS).cloned().collect(),
+                });
+                let shown = match users.len() {
+                    n if n > 5 => format!("{} and {} more", users[..5].join(", "), n - 5),
+                    _ => users.join(", "),
+                };
+                match role_binding {
+                    Some(b) => Condition::new(
+                        KUBERNETES_RBAC,
+                        true,
+                        "Bound",
+                        format!("Role {role} bound by RoleBinding {b} to {shown}"),
+                    ),
+                    None => Condition::new(
+                        KUBERNETES_RBAC,
+                        true,
+                        "NoUsers",
+                        format!(
+                            "Role {role} exists; no selected identity has kubernetesAccess enabled"
+                        ),
+                    ),
+                }
+            }
+            RbacOutcome::Refused { message } => {
+                // What may still exist stays recorded, so it is cleaned up later.
+                status.kubernetes = prev.kubernetes.clone();
+                // The grants may be bound, but the Kubernetes permissions are not: not Ready.
+                if let Some(ready) = conditions.iter_mut().find(|c| c.type_ == READY) {
+                    *ready = Condition::new(READY, false, "RoleRefused", message.clone());
+                }
+                Condition::new(KUBERNETES_RBAC, false, "RoleRefused", message.clone())
+            }
+            RbacOutcome::Removed => Condition::new(
+                KUBERNETES_RBAC,
+                false,
+                "NotActive",
+                "no Role or RoleBinding exists outside the Entitlement's active window",
+            ),
+        };
+        conditions.push(condition);
+    }
     status.conditions = merge_conditions(&prev.conditions, conditions, generation, &rfc3339(now));
     (status, pending)
 }
@@ -189,6 +264,7 @@ mod tests {
     fn subject(name: &str, carried: &[&str]) -> SubjectCertificate {
         SubjectCertificate {
             identity: name.into(),
+            kubernetes_access: false,
             grants: grants(carried),
             serial_number: Some(format!("{name}-serial")),
             thumbprint_sha256: Some(format!("{name}-thumb")),
@@ -210,7 +286,7 @@ mod tests {
                 subject("api", &["payments.process"]),
             ],
         };
-        let (s, pending) = desired_entitlement_status(None, &a, "TICKET-1", Some(3), now());
+        let (s, pending) = desired_entitlement_status(None, &a, None, "TICKET-1", Some(3), now());
         assert!(!pending);
         assert!(ready(&s).is_true());
         assert_eq!(ready(&s).reason, "Bound");
@@ -228,7 +304,7 @@ mod tests {
             grants: grants(&["payments.process", "payments.refund"]),
             subjects: vec![subject("api", &["payments.process"])],
         };
-        let (s, pending) = desired_entitlement_status(None, &a, "j", None, now());
+        let (s, pending) = desired_entitlement_status(None, &a, None, "j", None, now());
         assert!(pending);
         assert_eq!(ready(&s).reason, "Binding");
         assert!(s.bindings.is_empty());
@@ -245,7 +321,7 @@ mod tests {
                 grants: grants(&["a.b"]),
                 subjects: vec![subject("api", &["a.b"])],
             };
-            let (s, pending) = desired_entitlement_status(None, &a, "j", None, now());
+            let (s, pending) = desired_entitlement_status(None, &a, None, "j", None, now());
             assert!(!pending);
             assert_eq!(ready(&s).reason, reason);
             assert!(
@@ -260,7 +336,7 @@ mod tests {
             grants: grants(&["a.b"]),
             subjects: vec![],
         };
-        let (s, _) = desired_entitlement_status(None, &none, "j", None, now());
+        let (s, _) = desired_entitlement_status(None, &none, None, "j", None, now());
         assert_eq!(ready(&s).reason, "NoSubjects");
         assert!(
             s.conditions
@@ -279,9 +355,39 @@ mod tests {
             grants: grants(&["a.b"]),
             subjects,
         };
-        let (s, _) = desired_entitlement_status(None, &a, "j", None, now());
+        let (s, _) = desired_entitlement_status(None, &a, None, "j", None, now());
         assert_eq!(s.bound_count, 300);
         assert_eq!(s.bindings.len(), MAX_LISTED_BINDINGS);
+    }
+
+    #[test]
+    fn kubernetes_rbac_is_reported_and_a_refusal_is_not_ready() {
+        let a = Assessment::Usable {
+            phase: Phase::Active,
+            grants: grants(&[]),
+            subjects: vec![subject("tf", &[])],
+        };
+        let applied = RbacOutcome::Applied {
+            role: "nhi-ent-x".into(),
+            role_binding: Some("nhi-ent-x".into()),
+            users: vec!["nhi:ns:tf".into()],
+        };
+        let (s, _) = desired_entitlement_status(None, &a, Some(&applied), "j", None, now());
+        assert!(ready(&s).is_true());
+        assert_eq!(s.kubernetes.as_ref().unwrap().users, vec!["nhi:ns:tf"]);
+        let rbac = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == KUBERNETES_RBAC)
+            .unwrap();
+        assert!(rbac.is_true());
+        let refused = RbacOutcome::Refused {
+            message: "roles.rbac.authorization.k8s.io \"nhi-ent-x\" is forbidden: user is attempting to grant RBAC permissions not currently held".into(),
+        };
+        let (s, _) = desired_entitlement_status(None, &a, Some(&refused), "j", None, now());
+        assert_eq!(ready(&s).reason, "RoleRefused");
+        assert!(ready(&s).message.contains("not currently held"));
+        assert!(s.kubernetes.is_none());
     }
 
     #[test]
@@ -290,11 +396,12 @@ mod tests {
             reason: "InvalidSelector".into(),
             message: "m".into(),
         };
-        let (s, _) = desired_entitlement_status(None, &a, "j", Some(1), now());
+        let (s, _) = desired_entitlement_status(None, &a, None, "j", Some(1), now());
         assert!(!ready(&s).is_true());
         let (again, _) = desired_entitlement_status(
             Some(&s),
             &a,
+            None,
             "j",
             Some(1),
             now() + time::Duration::minutes(3),

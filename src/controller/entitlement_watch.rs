@@ -209,7 +209,7 @@ pub fn entitlement_stream(
     to_identities: UnboundedSender<ObjectRef<MachineIdentity>>,
     health: Arc<Health>,
 ) -> impl Stream<Item = Result<Entitlement, watcher::Error>> + Send + 'static {
-    let api: Api<Entitlement> = super::scoped_api(client, namespace);
+    let api: Api<Entitlement> = super::scoped_api(client.clone(), namespace);
     let memory = Mutex::new(SelectionMemory::default());
     watcher(api, watcher::Config::default())
         .default_backoff()
@@ -221,6 +221,28 @@ pub fn entitlement_stream(
             };
             if let watcher::Event::InitDone = ev {
                 health.entitlements_synced.store(true, Ordering::Relaxed);
+            }
+            // Kubernetes permissions go with their Entitlement at once, not when the garbage
+            // collector gets to them (the owner reference is the fallback).
+            if let watcher::Event::Delete(e) = ev {
+                let had = e.spec.kubernetes.is_some()
+                    || e.status.as_ref().is_some_and(|s| s.kubernetes.is_some());
+                if let (true, Some(ns)) = (had, e.namespace()) {
+                    let (client, name, uid) = (client.clone(), e.name_any(), e.metadata.uid.clone());
+                    tokio::spawn(async move {
+                        // Only the objects this very Entitlement owns (not a re-created one's).
+                        let removal = super::entitlement_rbac::apply_rbac(
+                            &client,
+                            &ns,
+                            &name,
+                            Some(uid.as_deref().unwrap_or("-")),
+                            crate::entitle::rbac::RbacPlan::Remove,
+                        );
+                        if let Err(err) = removal.await {
+                            tracing::warn!(namespace = %ns, entitlement = %name, error = %err, "removing the RBAC of a deleted Entitlement failed; the garbage collector will");
+                        }
+                    });
+                }
             }
             let Ok(mut memory) = memory.lock() else {
                 return;

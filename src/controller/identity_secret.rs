@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
 use kube::api::ObjectMeta;
 
+use super::kube_access::KubeCredential;
 use crate::api::MachineIdentity;
 use crate::issue::assess::ExistingMaterial;
 use crate::issue::leaf::IssuedCertificate;
@@ -89,7 +90,7 @@ pub fn build_identity_secret(
     issued: &IssuedCertificate,
     trust_bundle_pem: &str,
     inputs_hash: &str,
-    kubeconfig: Option<&str>,
+    kube_credential: Option<&KubeCredential>,
 ) -> Secret {
     let name = mi.metadata.name.clone().unwrap_or_default();
     let mut data = BTreeMap::new();
@@ -103,13 +104,17 @@ pub fn build_identity_secret(
         keys::IDENTITY_PEM,
         format!("{}{}", issued.key_pem, issued.chain_pem),
     );
-    if let Some(kubeconfig) = kubeconfig {
-        put(keys::KUBECONFIG, kubeconfig.to_string());
-    }
-    let annotations = BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         (labels::CERT_INPUTS.to_string(), inputs_hash.to_string()),
         (labels::SERIAL.to_string(), issued.info.serial_hex.clone()),
     ]);
+    if let Some(credential) = kube_credential {
+        put(keys::KUBECONFIG, credential.kubeconfig.clone());
+        annotations.insert(
+            labels::KUBE_CLIENT_NOT_AFTER.to_string(),
+            credential.status.client_certificate_not_after.clone(),
+        );
+    }
     Secret {
         metadata: ObjectMeta {
             name: Some(mi.spec.secret_name.clone()),

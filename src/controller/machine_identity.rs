@@ -16,6 +16,7 @@ use super::error::ReconcileError;
 use super::identity_secret::{Ownership, build_identity_secret, existing_material, ownership};
 use super::kube_access::obtain_kube_credential;
 use super::status::{Outcome, comparable, desired_status, status_changed};
+use crate::api::KubernetesAccessStatus;
 use crate::api::MachineIdentity;
 use crate::entitle::extension::{self, IdentityClaims};
 use crate::entitle::resolve::{EffectiveGrants, EntitlementFacts, effective_grants};
@@ -24,8 +25,12 @@ use crate::issue::assess::{
 };
 use crate::issue::inputs::{ResolvedIdentity, SpecError, resolve_identity};
 use crate::issue::keys::generate_key;
+use crate::issue::kube_client::kube_user;
 use crate::issue::leaf::{CustomExtensions, IssueError, IssuedCertificate, issue_leaf};
 use crate::labels::FIELD_MANAGER;
+
+/// Why an identity asking for Kubernetes access gets none.
+pub const DISABLED_ACCESS: &str = "spec.kubernetesAccess needs the operator to run with --kubernetes-access (Helm: kubernetesAccess.enabled=true)";
 
 /// How long to wait before looking again at an identity whose Secret name is taken.
 const CONFLICT_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
@@ -78,12 +83,17 @@ pub async fn reconcile(
     let carried: Vec<String> = grants.grants.iter().cloned().collect();
     let (outcome, action) = match examine_secret(&ctx, &mi, &namespace, &expect).await? {
         Examined::Foreign => secret_conflict(&mi, &ctx, &namespace),
-        Examined::Verdict(Verdict::Current { info, renew_at }, _) => (
+        Examined::Verdict(Verdict::Current { info, renew_at }, _, kube_not_after) => (
             Outcome::Valid {
                 info,
                 renew_at,
                 grants: carried,
-                kubernetes_access: None,
+                kubernetes_access: kube_not_after.filter(|_| mi.wants_kubernetes_access()).map(
+                    |not_after| KubernetesAccessStatus {
+                        user: kube_user(&namespace, &name),
+                        client_certificate_not_after: not_after,
+                    },
+                ),
             },
             requeue_at(renew_at, now),
         ),
@@ -93,6 +103,7 @@ pub async fn reconcile(
                 still_valid,
             },
             judged_version,
+            _,
         ) => {
             let (outcome, action) = issue(
                 &mi,
@@ -187,12 +198,20 @@ async fn issue(
         }
     };
     // The Kubernetes client credential is renewed with the certificate, and written with it.
-    let kube_credential = match mi.wants_kubernetes_access() {
-        false => None,
-        true => {
-            match obtain_kube_credential(&ctx.client, &ctx.kube_endpoint, mi, resolved.request.ttl)
-                .await
-            {
+    let kube_credential = match (mi.wants_kubernetes_access(), &ctx.kube_endpoint) {
+        (false, _) => None,
+        (true, None) => {
+            let outcome = Outcome::Blocked {
+                reason: "KubernetesAccessDisabled".into(),
+                message: DISABLED_ACCESS.into(),
+            };
+            if !is_blocked_on(mi, "KubernetesAccessDisabled") {
+                ctx.warn(mi, "KubernetesAccessDisabled", DISABLED_ACCESS);
+            }
+            return Ok((outcome, Action::await_change()));
+        }
+        (true, Some(endpoint)) => {
+            match obtain_kube_credential(&ctx.client, endpoint, mi, resolved.request.ttl).await {
                 Ok(c) => Some(c),
                 Err(e) => {
                     ctx.warn(mi, e.reason(), &e.to_string());
@@ -212,7 +231,7 @@ async fn issue(
         &issued,
         ctx.ca().trust_bundle_pem(),
         &resolved.inputs_hash,
-        kube_credential.as_ref().map(|c| c.kubeconfig.as_str()),
+        kube_credential.as_ref(),
     );
     // Overwrite only the Secret version that was judged ours: if it changed since (deleted and
     // re-created by someone else, say), the write fails with a conflict and we look again.
@@ -268,7 +287,12 @@ async fn issue(
     ctx.remember_certificate(
         mi.metadata.uid.as_deref().unwrap_or_default(),
         written.metadata.resource_version.clone(),
-        KnownCertificate::new(issued.info.clone(), &resolved.inputs_hash, ca_key_der),
+        KnownCertificate::new(issued.info.clone(), &resolved.inputs_hash, ca_key_der)
+            .with_kube_client_not_after(
+                kube_credential
+                    .as_ref()
+                    .map(|c| c.status.client_certificate_not_after.clone()),
+            ),
     );
     let renew_at = renewal_time(&issued.info, expect);
     let event_reason = match reason {
@@ -318,9 +342,10 @@ async fn issue(
 enum Examined {
     /// A Secret of that name exists and is not ours.
     Foreign,
-    /// Ours or absent: the verdict on its certificate, and the resourceVersion of the Secret it
-    /// was judged at (None: there is no Secret).
-    Verdict(Verdict, Option<String>),
+    /// Ours or absent: the verdict on its certificate, the resourceVersion of the Secret it
+    /// was judged at (None: there is no Secret), and when the Kubernetes client certificate in
+    /// it expires (if it holds one).
+    Verdict(Verdict, Option<String>, Option<String>),
 }
 
 /// Examines the identity's Secret, reading its body only when the operator does not already know
@@ -344,6 +369,7 @@ async fn examine_secret(
                 return Ok(Examined::Verdict(
                     assess_known(&known, expect),
                     Some(seen.resource_version),
+                    known.kube_client_not_after,
                 ));
             }
         }
@@ -354,7 +380,7 @@ async fn examine_secret(
                 reason: ReissueReason::Missing,
                 still_valid: None,
             };
-            return Ok(Examined::Verdict(missing, None));
+            return Ok(Examined::Verdict(missing, None, None));
         }
         _ => {}
     }
@@ -368,7 +394,7 @@ async fn examine_secret(
                 reason: ReissueReason::Missing,
                 still_valid: None,
             };
-            Ok(Examined::Verdict(missing, None))
+            Ok(Examined::Verdict(missing, None, None))
         }
         Ownership::Ours => {
             let Some(secret) = secret else {
@@ -376,6 +402,12 @@ async fn examine_secret(
             };
             let material = existing_material(&secret);
             let verdict = assess(&material, expect);
+            let kube_not_after = secret
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::labels::KUBE_CLIENT_NOT_AFTER))
+                .cloned();
             match &verdict {
                 Verdict::Current { info, .. } => ctx.remember_certificate(
                     &uid,
@@ -384,12 +416,13 @@ async fn examine_secret(
                         info.clone(),
                         expect.inputs_hash,
                         expect.ca_public_key_der,
-                    ),
+                    )
+                    .with_kube_client_not_after(kube_not_after.clone()),
                 ),
                 Verdict::Reissue { .. } => ctx.forget_certificate(&uid),
             }
             let version = secret.metadata.resource_version.clone();
-            Ok(Examined::Verdict(verdict, version))
+            Ok(Examined::Verdict(verdict, version, kube_not_after))
         }
     }
 }

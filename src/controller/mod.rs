@@ -2,6 +2,7 @@
 
 pub mod context;
 pub mod entitlement;
+pub mod entitlement_rbac;
 pub mod entitlement_status;
 pub mod entitlement_watch;
 pub mod error;
@@ -17,11 +18,12 @@ use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tracing::{info, warn};
 
@@ -111,9 +113,22 @@ pub async fn run_controllers(
         identities: store.clone(),
         events: ctx.events.clone(),
         metrics: ctx.metrics.clone(),
+        kubernetes_access: ctx.kube_endpoint.is_some(),
+        health: health.clone(),
         written: Default::default(),
     });
-    let entitlement_controller = Controller::for_stream(entitlement_changes, entitlement_store)
+    // The Roles and RoleBindings of Entitlements: a change by someone else is put right.
+    let ours =
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let roles: Api<Role> = scoped_api(ctx.client.clone(), namespace.as_deref());
+    let role_bindings: Api<RoleBinding> = scoped_api(ctx.client.clone(), namespace.as_deref());
+    let mut entitlement_controller = Controller::for_stream(entitlement_changes, entitlement_store);
+    if ctx.kube_endpoint.is_some() {
+        entitlement_controller = entitlement_controller
+            .owns(roles, ours.clone())
+            .owns(role_bindings, ours);
+    }
+    let entitlement_controller = entitlement_controller
         .reconcile_on(futures::stream::poll_fn(move |cx| {
             entitlement_requests.poll_recv(cx)
         }))
@@ -206,6 +221,15 @@ async fn run_machine_identities(
         // An identity's new certificate (in its status), new labels or deletion: the Entitlements
         // that select it or list it refresh their bindings, from the cache that now shows it.
         .inspect(move |ev| {
+            // A complete identity list: every Entitlement looks at its subjects again.
+            if let Ok(watcher::Event::InitDone) = ev {
+                for e in refresh_ctx.entitlements.state() {
+                    refresh_ctx.refresh_entitlement(
+                        e.metadata.namespace.as_deref().unwrap_or_default(),
+                        &e.name_any(),
+                    );
+                }
+            }
             if let Ok(watcher::Event::Apply(mi) | watcher::Event::Delete(mi)) = ev {
                 let entitlements = refresh_ctx.entitlements.state();
                 for e in entitlement_watch::entitlements_to_refresh(mi, &entitlements) {

@@ -3,5 +3,6 @@
 
 pub mod extension;
 pub mod grant;
+pub mod rbac;
 pub mod resolve;
 pub mod selector;

@@ -154,15 +154,24 @@ pub struct KnownCertificate {
     pub inputs_hash: String,
     /// SHA-256 of the signing CA's SubjectPublicKeyInfo (raw: one is kept per identity).
     pub ca_key_sha256: [u8; 32],
+    /// When the Kubernetes client certificate written with it expires (RFC 3339), if any.
+    pub kube_client_not_after: Option<String>,
 }
 
 impl KnownCertificate {
+    /// The same, with the expiry of the Kubernetes client certificate written with it.
+    pub fn with_kube_client_not_after(mut self, not_after: Option<String>) -> Self {
+        self.kube_client_not_after = not_after;
+        self
+    }
+
     /// Records a certificate signed by the CA whose SubjectPublicKeyInfo is `ca_public_key_der`.
     pub fn new(info: CertificateInfo, inputs_hash: &str, ca_public_key_der: &[u8]) -> Self {
         KnownCertificate {
             info,
             inputs_hash: inputs_hash.to_string(),
             ca_key_sha256: Sha256::digest(ca_public_key_der).into(),
+            kube_client_not_after: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 mod entitlements;
 mod gitops;
 mod issuance;
+mod kubernetes_access;
 mod leader;
 mod safety;
 mod support;

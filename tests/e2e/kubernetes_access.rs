@@ -1,0 +1,523 @@
+//! Kubernetes API access end to end: an identity's own client certificate (CSR approved by the
+//! operator), a kubeconfig in its Secret, and exactly the permissions its Entitlement grants,
+//! enforced by the real RBAC authorizer.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::support::*;
+use nhi_operator::api::{Entitlement, MachineIdentity};
+
+/// kubectl authenticated only by `kubeconfig` (not the tests' admin credentials).
+fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> Output {
+    let bin = std::env::var("NHI_E2E_KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let cache = std::env::temp_dir().join(format!("nhi-e2e-kubectl-as-{}", std::process::id()));
+    Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env("KUBECACHEDIR", cache)
+        .output()
+        .expect("kubectl runs")
+}
+
+fn forbidden(out: &Output) -> bool {
+    !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("forbidden")
+}
+
+fn configmap(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name}, "data": {"k": "v"}})).unwrap()
+}
+
+fn entitlement(name: &str, spec: serde_json::Value) -> Entitlement {
+    serde_json::from_value(json!({
+        "apiVersion": "nhi.dev/v1alpha1", "kind": "Entitlement",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// Waits for the identity's Secret to hold a kubeconfig other than `not`, writes it to `path`
+/// and returns it.
+async fn wait_for_kubeconfig(
+    secrets: &Api<Secret>,
+    name: &str,
+    not: Option<&str>,
+    path: &Path,
+    timeout: Duration,
+) -> String {
+    let kubeconfig = wait_for(timeout, "a kubeconfig in the identity Secret", || async {
+        let s = secrets.get_opt(name).await.ok().flatten()?;
+        let k = secret_text(&s, "kubeconfig");
+        (!k.is_empty() && Some(k.as_str()) != not).then_some(k)
+    })
+    .await;
+    std::fs::write(path, &kubeconfig).unwrap();
+    kubeconfig
+}
+
+/// The serial of the client certificate embedded in a kubeconfig.
+fn client_serial(kubeconfig: &str) -> String {
+    use base64::Engine;
+    let v: serde_json::Value = serde_yaml::from_str(kubeconfig).unwrap();
+    let data = v["users"][0]["user"]["client-certificate-data"]
+        .as_str()
+        .unwrap();
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .unwrap();
+    let der =
+        nhi_operator::ca::pem_util::pem_certificates(&String::from_utf8(pem).unwrap()).unwrap();
+    let (_, cert) = X509Certificate::from_der(&der[0]).unwrap();
+    hex::encode(cert.raw_serial())
+}
+
+/// The rule every test grants: read ConfigMaps.
+fn read_configmaps() -> serde_json::Value {
+    json!({"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]})
+}
+
+#[tokio::test]
+async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlement() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "kacc").await;
+    let other = TestNamespace::create(&client, "kother").await;
+    let mut op = Operator::start(&ns.name, &["--kubernetes-access"]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    for (api, n) in [
+        (
+            Api::<ConfigMap>::namespaced(client.clone(), &ns.name),
+            "settings",
+        ),
+        (
+            Api::<ConfigMap>::namespaced(client.clone(), &other.name),
+            "elsewhere",
+        ),
+    ] {
+        api.create(&PostParams::default(), &configmap(n))
+            .await
+            .unwrap();
+    }
+    mis.create(
+        &PostParams::default(),
+        &identity(
+            "terraform",
+            json!({"owner": {"team": "platform"}, "secretName": "terraform-identity",
+                   "certificate": {"ttl": "10m"}, "kubernetesAccess": {"enabled": true}}),
+        ),
+    )
+    .await
+    .unwrap();
+    mis.create(
+        &PostParams::default(),
+        &identity(
+            "plain",
+            json!({"owner": {"team": "platform"}, "secretName": "plain-identity"}),
+        ),
+    )
+    .await
+    .unwrap();
+    ents.create(
+        &PostParams::default(),
+        &entitlement(
+            "terraform-reads-config",
+            json!({"subjects": {"names": ["terraform"]}, "grants": [],
+                   "kubernetes": read_configmaps(),
+                   "justification": "INFRA-12: terraform plans read cluster settings"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let ready = wait_ready(&mis, "terraform", Duration::from_secs(20)).await;
+    let access = ready
+        .status
+        .unwrap()
+        .kubernetes_access
+        .expect("status reports the credential");
+    let user = format!("nhi:{}:terraform", ns.name);
+    assert_eq!(access.user, user);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let first = wait_for_kubeconfig(
+        &secrets,
+        "terraform-identity",
+        None,
+        &kubeconfig,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // Who it is: its own user, no groups but the one every authenticated user has.
+    let whoami = kubectl_as(&kubeconfig, &["auth", "whoami", "-o", "json"]);
+    assert!(
+        whoami.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whoami.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&whoami.stdout).unwrap();
+    assert_eq!(info["status"]["userInfo"]["username"], user);
+    assert_eq!(
+        info["status"]["userInfo"]["groups"],
+        json!(["system:authenticated"])
+    );
+
+    // What it may do: list ConfigMaps here (once the RoleBinding exists)...
+    wait_for(
+        Duration::from_secs(5),
+        "listing ConfigMaps with the identity's kubeconfig",
+        || async {
+            kubectl_as(
+                &kubeconfig,
+                &["get", "configmaps", "-n", &ns.name, "-o", "name"],
+            )
+            .status
+            .success()
+            .then_some(())
+        },
+    )
+    .await;
+    let listed = kubectl_as(
+        &kubeconfig,
+        &["get", "configmap", "settings", "-n", &ns.name, "-o", "name"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        "configmap/settings"
+    );
+    // ...and nothing else: no delete, no Secrets, no other namespace.
+    assert!(forbidden(&kubectl_as(
+        &kubeconfig,
+        &["delete", "configmap", "settings", "-n", &ns.name]
+    )));
+    assert!(forbidden(&kubectl_as(
+        &kubeconfig,
+        &["get", "secrets", "-n", &ns.name]
+    )));
+    assert!(forbidden(&kubectl_as(
+        &kubeconfig,
+        &["get", "configmaps", "-n", &other.name]
+    )));
+
+    // The Entitlement reports the Role and the binding; no CSR is left behind.
+    let status = wait_for(
+        Duration::from_secs(5),
+        "the Entitlement to report its RoleBinding",
+        || async {
+            let s = ents.get("terraform-reads-config").await.ok()?.status?;
+            let k = s.kubernetes.clone()?;
+            (k.users == vec![user.clone()] && k.role_binding.is_some()).then_some(s)
+        },
+    )
+    .await;
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "KubernetesRBAC" && c.status == "True")
+    );
+    let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let left = csrs
+        .list(
+            &ListParams::default().labels(&format!("{}=terraform", nhi_operator::labels::IDENTITY)),
+        )
+        .await
+        .unwrap();
+    assert!(left.items.is_empty(), "completed CSRs are deleted");
+    // An identity without kubernetesAccess never gets a kubeconfig.
+    wait_ready(&mis, "plain", Duration::from_secs(10)).await;
+    let plain = secrets.get("plain-identity").await.unwrap();
+    assert!(!plain.data.unwrap().contains_key("kubeconfig"));
+    assert!(first.contains("client-key-data"));
+    let status_json = serde_json::to_string(&mis.get("terraform").await.unwrap().status).unwrap();
+    assert!(!status_json.contains("PRIVATE KEY") && !status_json.contains("client-key-data"));
+
+    // Rules that would pass on the operator's own powers are refused by the operator itself,
+    // even where the apiserver would allow it (the operator may read Secrets).
+    ents.create(
+        &PostParams::default(),
+        &entitlement(
+            "terraform-reads-secrets",
+            json!({"subjects": {"names": ["terraform"]},
+                   "kubernetes": {"rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]},
+                   "justification": "should never be granted"}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "a Secrets rule to be refused",
+        || async {
+            let s = ents.get("terraform-reads-secrets").await.ok()?.status?;
+            s.conditions
+                .iter()
+                .any(|c| {
+                    c.type_ == "KubernetesRBAC"
+                        && c.reason == "RoleRefused"
+                        && c.message.contains("cannot be granted")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(forbidden(&kubectl_as(
+        &kubeconfig,
+        &["get", "secrets", "-n", &ns.name]
+    )));
+
+    // A restart (or a leader change) keeps the access: the RoleBinding is not rebuilt empty.
+    op.restart();
+    op.wait_ready(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        kubectl_as(&kubeconfig, &["get", "configmaps", "-n", &ns.name])
+            .status
+            .success(),
+        "access survives an operator restart"
+    );
+
+    // Deleting the Entitlement takes the permission away within 5 s.
+    let deleted = Instant::now();
+    ents.delete("terraform-reads-config", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "the kubeconfig to lose its permission",
+        || async {
+            forbidden(&kubectl_as(
+                &kubeconfig,
+                &["get", "configmaps", "-n", &ns.name],
+            ))
+            .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "Entitlement deleted -> listing ConfigMaps forbidden: {:?}",
+        deleted.elapsed()
+    );
+    drop(op);
+    other.delete().await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn the_client_certificate_rotates_and_access_ends_at_expires_at() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "krot").await;
+    let op = Operator::start(&ns.name, &["--kubernetes-access"]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    // Renewed at 10 to 15 % of 5 minutes: 30 to 45 s. The Entitlement carries no grant, so the
+    // certificate is not capped at its expiresAt (a capped one is not renewed early).
+    mis.create(
+        &PostParams::default(),
+        &identity(
+            "ci-job",
+            json!({"owner": {"team": "ci"}, "secretName": "ci-job-identity",
+                   "certificate": {"ttl": "5m", "renewalPercent": 10},
+                   "kubernetesAccess": {"enabled": true}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let expires_at =
+        OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::seconds(80);
+    ents.create(
+        &PostParams::default(),
+        &entitlement(
+            "ci-reads-config",
+            json!({"subjects": {"names": ["ci-job"]},
+                   "kubernetes": read_configmaps(),
+                   "expiresAt": expires_at.format(&Rfc3339).unwrap(),
+                   "justification": "CI-5: a deploy window"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (first_path, second_path) = (dir.path().join("first"), dir.path().join("second"));
+    let first = wait_for_kubeconfig(
+        &secrets,
+        "ci-job-identity",
+        None,
+        &first_path,
+        Duration::from_secs(20),
+    )
+    .await;
+    let can_list = |p: &Path| {
+        kubectl_as(p, &["get", "configmaps", "-n", &ns.name])
+            .status
+            .success()
+    };
+    wait_for(
+        Duration::from_secs(5),
+        "the first kubeconfig to work",
+        || async { can_list(&first_path).then_some(()) },
+    )
+    .await;
+
+    // A rotation brings a new client certificate; both the new and the old kubeconfig work.
+    let second = wait_for_kubeconfig(
+        &secrets,
+        "ci-job-identity",
+        Some(&first),
+        &second_path,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_ne!(
+        client_serial(&first),
+        client_serial(&second),
+        "a new client certificate"
+    );
+    assert!(can_list(&second_path), "the rotated kubeconfig works");
+    assert!(
+        can_list(&first_path),
+        "the previous kubeconfig keeps working until it expires"
+    );
+
+    // At expiresAt the binding goes: within 5 s, listing is forbidden.
+    let wait = (expires_at - OffsetDateTime::now_utc()).unsigned_abs();
+    tokio::time::sleep(wait).await;
+    let expired = Instant::now();
+    wait_for(
+        Duration::from_secs(5),
+        "access to end at expiresAt",
+        || async {
+            forbidden(&kubectl_as(
+                &second_path,
+                &["get", "configmaps", "-n", &ns.name],
+            ))
+            .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "expiresAt -> listing ConfigMaps forbidden: {:?}",
+        expired.elapsed()
+    );
+    drop(op);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn kubernetes_access_is_refused_clearly_when_the_operator_does_not_offer_it() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "knone").await;
+    let op = Operator::start(&ns.name, &[]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
+    mis.create(
+        &PostParams::default(),
+        &identity(
+            "wants-api",
+            json!({"owner": {"team": "x"}, "secretName": "wants-api-identity",
+                   "kubernetesAccess": {"enabled": true}}),
+        ),
+    )
+    .await
+    .unwrap();
+    ents.create(
+        &PostParams::default(),
+        &entitlement(
+            "wants-rbac",
+            json!({"subjects": {"names": ["wants-api"]}, "kubernetes": read_configmaps(),
+                   "justification": "j"}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "KubernetesAccessDisabled on the identity",
+        || async {
+            let mi = mis.get("wants-api").await.ok()?;
+            condition(&mi, "Ready")
+                .filter(|c| c.reason == "KubernetesAccessDisabled")
+                .map(|_| ())
+        },
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(10),
+        "RoleRefused on the Entitlement",
+        || async {
+            let s = ents.get("wants-rbac").await.ok()?.status?;
+            s.conditions
+                .iter()
+                .any(|c| {
+                    c.type_ == "KubernetesRBAC"
+                        && c.reason == "RoleRefused"
+                        && c.message.contains("--kubernetes-access")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    drop(op);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_role_the_operator_cannot_grant_is_refused_with_the_apiservers_message() {
+    // Only meaningful when the operator runs with limited RBAC: the chart-RBAC run
+    // (e2e/test-chart-rbac.sh) grants it configmaps get/list to give away, and no access to pods.
+    if std::env::var_os("NHI_E2E_OPERATOR_KUBECONFIG").is_none() {
+        eprintln!(
+            "skipped: the operator runs as cluster admin here; e2e/test-chart-rbac.sh runs this test"
+        );
+        return;
+    }
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "kesc").await;
+    let mut op = Operator::start(&ns.name, &["--kubernetes-access"]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
+    ents.create(
+        &PostParams::default(),
+        &entitlement(
+            "too-much",
+            json!({"subjects": {"names": ["x"]},
+                   "kubernetes": {"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]},
+                   "justification": "j"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let refused = wait_for(
+        Duration::from_secs(10),
+        "RoleRefused with the apiserver's message",
+        || async {
+            let s = ents.get("too-much").await.ok()?.status?;
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "Ready" && c.reason == "RoleRefused")
+                .map(|c| c.message.clone())
+        },
+    )
+    .await;
+    assert!(refused.contains("forbidden"), "{refused}");
+    eprintln!("refused: {refused}");
+    assert!(op.alive(), "the operator is still running");
+    drop(op);
+    ns.delete().await;
+}
