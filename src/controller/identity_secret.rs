@@ -75,6 +75,12 @@ pub fn existing_material(secret: &Secret) -> ExistingMaterial<'_> {
             .and_then(|d| d.get(keys::TLS_KEY))
             .map(|b| b.0.as_slice()),
         has_kubeconfig: data.is_some_and(|d| d.contains_key(keys::KUBECONFIG)),
+        kube_client_not_after: secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(labels::KUBE_CLIENT_NOT_AFTER))
+            .map(String::as_str),
         inputs_hash: secret
             .metadata
             .annotations

@@ -21,7 +21,8 @@ use crate::api::MachineIdentity;
 use crate::entitle::extension::{self, IdentityClaims};
 use crate::entitle::resolve::{EffectiveGrants, EntitlementFacts, effective_grants};
 use crate::issue::assess::{
-    Expectations, KnownCertificate, ReissueReason, Verdict, assess, assess_known, renewal_time,
+    Expectations, KnownCertificate, ReissueReason, Verdict, assess, assess_known,
+    renew_before_client_expiry, renewal_time,
 };
 use crate::issue::inputs::{ResolvedIdentity, SpecError, resolve_identity};
 use crate::issue::keys::generate_key;
@@ -31,6 +32,9 @@ use crate::labels::FIELD_MANAGER;
 
 /// Why an identity asking for Kubernetes access gets none.
 pub const DISABLED_ACCESS: &str = "spec.kubernetesAccess needs the operator to run with --kubernetes-access (Helm: kubernetesAccess.enabled=true)";
+
+/// How long to wait before asking for a Kubernetes client certificate again after a failure.
+const KUBE_ACCESS_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long to wait before looking again at an identity whose Secret name is taken.
 const CONFLICT_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
@@ -198,6 +202,9 @@ async fn issue(
         }
     };
     // The Kubernetes client credential is renewed with the certificate, and written with it.
+    // A failed credential keeps the current certificate while it is valid; without one, the
+    // identity gets its certificate anyway (without a kubeconfig) and the credential is retried.
+    let mut kube_failure = None;
     let kube_credential = match (mi.wants_kubernetes_access(), &ctx.kube_endpoint) {
         (false, _) => None,
         (true, None) => {
@@ -216,12 +223,16 @@ async fn issue(
                 Err(e) => {
                     ctx.warn(mi, e.reason(), &e.to_string());
                     ctx.metrics.count_failure(e.reason());
-                    let outcome = Outcome::Retrying {
-                        reason: e.reason().into(),
-                        message: e.to_string(),
-                        current: still_valid,
-                    };
-                    return Ok((outcome, Action::requeue(std::time::Duration::from_secs(30))));
+                    if still_valid.is_some() {
+                        let outcome = Outcome::Retrying {
+                            reason: e.reason().into(),
+                            message: e.to_string(),
+                            current: still_valid,
+                        };
+                        return Ok((outcome, Action::requeue(KUBE_ACCESS_RETRY)));
+                    }
+                    kube_failure = Some(e);
+                    None
                 }
             }
         }
@@ -294,7 +305,13 @@ async fn issue(
                     .map(|c| c.status.client_certificate_not_after.clone()),
             ),
     );
-    let renew_at = renewal_time(&issued.info, expect);
+    let renew_at = renew_before_client_expiry(
+        renewal_time(&issued.info, expect),
+        &issued.info,
+        kube_credential
+            .as_ref()
+            .map(|c| c.status.client_certificate_not_after.as_str()),
+    );
     let event_reason = match reason {
         ReissueReason::Missing
             if mi
@@ -327,6 +344,14 @@ async fn issue(
     );
     info!(namespace = %mi.namespace().unwrap_or_default(), name = %mi.name_any(), serial = %issued.info.serial_hex, reason = reason.as_str(), "issued certificate");
     ctx.publish(mi, EventType::Normal, event_reason, note);
+    if let Some(e) = kube_failure {
+        let outcome = Outcome::Retrying {
+            reason: e.reason().into(),
+            message: e.to_string(),
+            current: Some((issued.info, renew_at)),
+        };
+        return Ok((outcome, Action::requeue(KUBE_ACCESS_RETRY)));
+    }
     Ok((
         Outcome::Valid {
             info: issued.info,

@@ -17,6 +17,8 @@ pub struct ExistingMaterial<'a> {
     pub tls_key: Option<&'a [u8]>,
     /// Whether the Secret holds a `kubeconfig`.
     pub has_kubeconfig: bool,
+    /// When the kubeconfig's client certificate expires (RFC 3339), as annotated.
+    pub kube_client_not_after: Option<&'a str>,
     pub inputs_hash: Option<&'a str>,
 }
 
@@ -119,9 +121,6 @@ fn inspect(
         (Some(c), Some(k)) if !c.is_empty() && !k.is_empty() => (c, k),
         _ => return Err(ReissueReason::Missing),
     };
-    if expect.needs_kubeconfig && !existing.has_kubeconfig {
-        return Err(ReissueReason::Missing);
-    }
     let crt = std::str::from_utf8(crt).map_err(|_| ReissueReason::Unparseable)?;
     let key = std::str::from_utf8(key).map_err(|_| ReissueReason::Unparseable)?;
     let chain = pem_certificates(crt).map_err(|_| ReissueReason::Unparseable)?;
@@ -142,7 +141,24 @@ fn inspect(
         not_before: leaf.validity().not_before.to_datetime(),
         not_after: leaf.validity().not_after.to_datetime(),
     };
-    Ok(judge(info, existing.inputs_hash, expect))
+    let verdict = judge(
+        info,
+        existing.inputs_hash,
+        existing.kube_client_not_after,
+        expect,
+    );
+    // A missing kubeconfig needs a new credential; the certificate itself stays usable.
+    match verdict {
+        Verdict::Current { info, renew_at }
+            if expect.needs_kubeconfig && !existing.has_kubeconfig =>
+        {
+            Ok(Verdict::Reissue {
+                reason: ReissueReason::Missing,
+                still_valid: Some((info, renew_at)),
+            })
+        }
+        other => Ok(other),
+    }
 }
 
 /// What the operator knows of a certificate it wrote or verified itself: enough to decide on
@@ -185,7 +201,12 @@ pub fn assess_known(known: &KnownCertificate, expect: &Expectations<'_>) -> Verd
             still_valid: None,
         };
     }
-    judge(known.info.clone(), Some(&known.inputs_hash), expect)
+    judge(
+        known.info.clone(),
+        Some(&known.inputs_hash),
+        known.kube_client_not_after.as_deref(),
+        expect,
+    )
 }
 
 /// When to renew: at the planned fraction of the lifetime, except for a certificate cut short by
@@ -203,15 +224,38 @@ pub fn renewal_time(info: &CertificateInfo, expect: &Expectations<'_>) -> Offset
     }
 }
 
+/// A renewal time moved earlier when the Kubernetes client certificate written with the
+/// certificate (RFC 3339 `client_not_after`) ends first, as when the signer shortens the
+/// requested lifetime: renewed a third of the certificate's lifetime before the client one ends.
+pub fn renew_before_client_expiry(
+    renew_at: OffsetDateTime,
+    info: &CertificateInfo,
+    client_not_after: Option<&str>,
+) -> OffsetDateTime {
+    let parsed = client_not_after.and_then(|t| {
+        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    });
+    match parsed {
+        Some(client) => renew_at.min(client - (info.not_after - info.not_before) / 3_i32),
+        None => renew_at,
+    }
+}
+
 /// The common tail of every assessment: expiry, inputs, renewal time.
-fn judge(info: CertificateInfo, inputs_hash: Option<&str>, expect: &Expectations<'_>) -> Verdict {
+fn judge(
+    info: CertificateInfo,
+    inputs_hash: Option<&str>,
+    kube_client_not_after: Option<&str>,
+    expect: &Expectations<'_>,
+) -> Verdict {
     if expect.now >= info.not_after {
         return Verdict::Reissue {
             reason: ReissueReason::Expired,
             still_valid: None,
         };
     }
-    let renew_at = renewal_time(&info, expect);
+    let renew_at =
+        renew_before_client_expiry(renewal_time(&info, expect), &info, kube_client_not_after);
     let reason = if inputs_hash != Some(expect.inputs_hash) {
         ReissueReason::InputsChanged
     } else if expect.now >= renew_at {
@@ -277,6 +321,7 @@ mod tests {
             tls_crt: Some(i.chain_pem.as_bytes()),
             tls_key: Some(i.key_pem.as_bytes()),
             has_kubeconfig: false,
+            kube_client_not_after: None,
             inputs_hash: Some(hash),
         }
     }
@@ -363,6 +408,40 @@ mod tests {
             Some(ReissueReason::InputsChanged)
         );
         assert_eq!(r(material(&i, "h1"), &due), Some(ReissueReason::RenewalDue));
+        // Kubernetes access without a kubeconfig: a new credential, the certificate still usable.
+        let needs = Expectations {
+            needs_kubeconfig: true,
+            ..e
+        };
+        match assess(&material(&i, "h1"), &needs) {
+            Verdict::Reissue {
+                reason: ReissueReason::Missing,
+                still_valid: Some(_),
+            } => {}
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_client_certificate_ending_first_brings_the_renewal_forward() {
+        let ca = ca();
+        let now = OffsetDateTime::now_utc();
+        let i = issue(&ca, now);
+        let planned = renewal_time(&i.info, &expect(&ca, now));
+        // A client certificate outliving the planned renewal changes nothing.
+        let late = crate::ca::rfc3339(i.info.not_after + Duration::hours(1));
+        assert_eq!(
+            renew_before_client_expiry(planned, &i.info, Some(&late)),
+            planned
+        );
+        // One the signer cut to 30 minutes: renewed 20 minutes (a third of 1 h) before it ends.
+        let early = now + Duration::minutes(30);
+        let moved = renew_before_client_expiry(planned, &i.info, Some(&crate::ca::rfc3339(early)));
+        assert!(moved < planned);
+        assert!(
+            (moved - (early - Duration::seconds(1220))).abs() < Duration::seconds(2),
+            "{moved}"
+        );
     }
 
     #[test]
