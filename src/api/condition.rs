@@ -44,6 +44,18 @@ impl Condition {
     }
 }
 
+/// The conditions with their transition times blanked: what two statuses are compared by, so
+/// that recomputing the same status later is no change.
+pub fn without_transition_times(conditions: &[Condition]) -> Vec<Condition> {
+    conditions
+        .iter()
+        .map(|c| Condition {
+            last_transition_time: String::new(),
+            ..c.clone()
+        })
+        .collect()
+}
+
 /// Builds the next condition list: each desired condition keeps the previous transition time when
 /// its status did not change, and gets `now` otherwise. Conditions not in `desired` are dropped.
 pub fn merge_conditions(

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use kube::Client;
@@ -13,6 +12,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::events::EventPublisher;
 use super::secret_index::SecretIndex;
+use super::written::WrittenStatuses;
 use crate::api::{Entitlement, MachineIdentity};
 use crate::ca::CertificateAuthority;
 use crate::http::Health;
@@ -21,15 +21,12 @@ use crate::issue::inputs::IssuancePolicy;
 use crate::issue::kube_client::KubeEndpoint;
 use crate::metrics::Metrics;
 
-/// How long our own status write may take to show in the watch cache.
-pub const CACHE_LAG_WINDOW: Duration = Duration::from_secs(10);
-
 /// An object uid as a map key: the 128 bits of the UUID the apiserver assigns, not its 36-byte
 /// text (the maps below hold one entry per identity).
-type UidKey = u128;
+pub(crate) type UidKey = u128;
 
 /// The key of `uid`; a uid that is not a UUID (never seen from an apiserver) is hashed.
-fn uid_key(uid: &str) -> UidKey {
+pub(crate) fn uid_key(uid: &str) -> UidKey {
     let mut digits = uid.chars().filter(|c| *c != '-');
     let parsed = digits.clone().count() == 32;
     let key = digits.try_fold(0u128, |k, c| {
@@ -57,7 +54,7 @@ pub struct Context {
     pub health: Arc<Health>,
     /// Fingerprint and time of the last status written per identity (by uid), so a reconcile
     /// that sees a cache not yet updated with our own write does not write the same status again.
-    written: Mutex<HashMap<UidKey, (u64, Instant)>>,
+    pub written: WrittenStatuses,
     /// Where identities' kubeconfigs point (the API server URL and its CA); None when Kubernetes
     /// access is disabled (`--kubernetes-access`).
     pub kube_endpoint: Option<KubeEndpoint>,
@@ -105,35 +102,13 @@ impl Context {
             metrics,
             secrets: watches.secrets,
             health,
-            written: Mutex::default(),
+            written: WrittenStatuses::default(),
             known: Mutex::default(),
             triggered: Mutex::default(),
             events: Arc::new(events),
             entitlements: watches.entitlements,
             entitlement_trigger: watches.refresh_entitlement,
             kube_endpoint: watches.kube_endpoint,
-        }
-    }
-
-    /// Whether `status` is exactly what was written for the identity `uid` within the last
-    /// [`CACHE_LAG_WINDOW`]: past that, the cache is trusted again (someone else may have changed
-    /// the status since, and it must be put right).
-    pub fn already_written(&self, uid: &str, status: &impl serde::Serialize) -> bool {
-        let fp = fingerprint(status);
-        self.written
-            .lock()
-            .map(|w| {
-                w.get(&uid_key(uid))
-                    .is_some_and(|(f, at)| *f == fp && at.elapsed() < CACHE_LAG_WINDOW)
-            })
-            .unwrap_or(false)
-    }
-
-    /// Records the status written for the identity `uid`.
-    pub fn remember_written(&self, uid: &str, status: &impl serde::Serialize) {
-        let fp = fingerprint(status);
-        if let Ok(mut w) = self.written.lock() {
-            w.insert(uid_key(uid), (fp, Instant::now()));
         }
     }
 
@@ -156,9 +131,7 @@ impl Context {
 
     /// Forgets an identity that is going away.
     pub fn forget(&self, uid: &str) {
-        if let Ok(mut w) = self.written.lock() {
-            w.remove(&uid_key(uid));
-        }
+        self.written.forget(uid);
         if let Ok(mut t) = self.triggered.lock() {
             t.remove(&uid_key(uid));
         }
@@ -226,12 +199,6 @@ impl Context {
     pub fn warn(&self, mi: &MachineIdentity, reason: &str, note: &str) {
         self.publish(mi, EventType::Warning, reason, note.to_string());
     }
-}
-
-fn fingerprint(value: &impl serde::Serialize) -> u64 {
-    let mut h = DefaultHasher::new();
-    serde_json::to_vec(value).unwrap_or_default().hash(&mut h);
-    h.finish()
 }
 
 #[cfg(test)]

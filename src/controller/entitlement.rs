@@ -1,10 +1,7 @@
 //! The Entitlement reconciler: bind the grants to the certificates of the identities it selects,
 //! record the thumbprints, report the phase.
 
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -17,15 +14,16 @@ use tracing::warn;
 use super::entitlement_rbac::apply_rbac;
 use super::entitlement_status::{
     Assessment, KUBERNETES_RBAC, READY, RbacOutcome, SubjectCertificate,
-    desired_entitlement_status, entitlement_status_changed,
+    comparable_entitlement_status, desired_entitlement_status, entitlement_status_changed,
 };
 use super::error::ReconcileError;
 use super::events::EventPublisher;
+use super::written::WrittenStatuses;
 use crate::api::condition::find_condition;
 use crate::api::{Entitlement, MachineIdentity};
 use crate::entitle::rbac::plan_rbac;
 use crate::entitle::resolve::{EntitlementFacts, Phase};
-use crate::issue::kube_client::kube_user;
+use crate::issue::kube_client::{access_disabled, kube_user};
 use crate::labels::FIELD_MANAGER;
 use crate::metrics::Metrics;
 
@@ -33,8 +31,6 @@ use crate::metrics::Metrics;
 const BINDING_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 /// ...and once that has lasted a minute (a subject that cannot be issued, say).
 const SLOW_BINDING_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
-/// How long our own status write may take to show in the cache.
-const CACHE_LAG_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the Entitlement reconciler reads and writes through.
 pub struct EntitlementContext {
@@ -47,34 +43,8 @@ pub struct EntitlementContext {
     pub health: Arc<crate::http::Health>,
     /// Whether Kubernetes access is enabled (`--kubernetes-access`): Roles are only written then.
     pub kubernetes_access: bool,
-    /// The fingerprint and time of the last status written per Entitlement uid.
-    pub written: Mutex<HashMap<String, (u64, Instant)>>,
-}
-
-impl EntitlementContext {
-    fn already_written(&self, uid: &str, fingerprint: u64) -> bool {
-        self.written.lock().is_ok_and(|w| {
-            w.get(uid)
-                .is_some_and(|(f, at)| *f == fingerprint && at.elapsed() < CACHE_LAG_WINDOW)
-        })
-    }
-
-    fn remember_written(&self, uid: &str, fingerprint: u64) {
-        if let Ok(mut w) = self.written.lock() {
-            w.insert(uid.to_string(), (fingerprint, Instant::now()));
-        }
-    }
-}
-
-/// A fingerprint of a status, ignoring transition times.
-fn status_fingerprint(status: &crate::api::EntitlementStatus) -> u64 {
-    let mut s = status.clone();
-    s.conditions
-        .iter_mut()
-        .for_each(|c| c.last_transition_time.clear());
-    let mut h = DefaultHasher::new();
-    serde_json::to_vec(&s).unwrap_or_default().hash(&mut h);
-    h.finish()
+    /// The status last written per Entitlement.
+    pub written: WrittenStatuses,
 }
 
 /// Whether the Entitlement has been waiting for its subjects for over a minute.
@@ -123,9 +93,9 @@ pub async fn reconcile(
     );
     let uid = ent.metadata.uid.clone().unwrap_or_default();
     // The cache may not show our own last write yet: neither write it again nor report it twice.
-    let fingerprint = status_fingerprint(&status);
+    let written = comparable_entitlement_status(&status);
     if entitlement_status_changed(ent.status.as_ref(), &status)
-        && !ctx.already_written(&uid, fingerprint)
+        && !ctx.written.already_written(&uid, &written)
     {
         report_transition(&ent, &ctx, &status);
         report_rbac_transition(&ent, &ctx, &status);
@@ -141,7 +111,7 @@ pub async fn reconcile(
             &Patch::Apply(&patch),
         )
         .await?;
-        ctx.remember_written(&uid, fingerprint);
+        ctx.written.remember(&uid, &written);
     }
     let action = match (pending, next_transition) {
         (true, _) if binding_for_long(ent.status.as_ref(), now) => {
@@ -221,9 +191,8 @@ async fn materialise_rbac(
         Assessment::Invalid { .. } => (false, vec![]),
     };
     if !ctx.kubernetes_access {
-        let message = "spec.kubernetes needs the operator to run with --kubernetes-access (Helm: kubernetesAccess.enabled=true)";
         return Ok(Some(RbacOutcome::Refused {
-            message: message.into(),
+            message: access_disabled("spec.kubernetes"),
         }));
     }
     let plan = plan_rbac(ent, active, users);

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use time::OffsetDateTime;
 
-use crate::api::condition::{Condition, merge_conditions};
+use crate::api::condition::{Condition, merge_conditions, without_transition_times};
 use crate::api::entitlement::{
     Binding, EntitlementStatus, KubernetesRbacStatus, MAX_LISTED_BINDINGS,
 };
@@ -239,14 +239,16 @@ pub fn entitlement_status_changed(
     old: Option<&EntitlementStatus>,
     new: &EntitlementStatus,
 ) -> bool {
-    let strip = |s: &EntitlementStatus| {
-        let mut s = s.clone();
-        s.conditions
-            .iter_mut()
-            .for_each(|c| c.last_transition_time.clear());
-        s
-    };
-    old.map(strip) != Some(strip(new))
+    old.map(comparable_entitlement_status) != Some(comparable_entitlement_status(new))
+}
+
+/// The status with condition transition times blanked (what "changed" and "already written"
+/// compare).
+pub fn comparable_entitlement_status(status: &EntitlementStatus) -> EntitlementStatus {
+    EntitlementStatus {
+        conditions: without_transition_times(&status.conditions),
+        ..status.clone()
+    }
 }
 
 #[cfg(test)]

@@ -26,12 +26,9 @@ use crate::issue::assess::{
 };
 use crate::issue::inputs::{ResolvedIdentity, SpecError, resolve_identity};
 use crate::issue::keys::generate_key;
-use crate::issue::kube_client::kube_user;
+use crate::issue::kube_client::{access_disabled, kube_user};
 use crate::issue::leaf::{CustomExtensions, IssueError, IssuedCertificate, issue_leaf};
 use crate::labels::FIELD_MANAGER;
-
-/// Why an identity asking for Kubernetes access gets none.
-pub const DISABLED_ACCESS: &str = "spec.kubernetesAccess needs the operator to run with --kubernetes-access (Helm: kubernetesAccess.enabled=true)";
 
 /// How long to wait before asking for a Kubernetes client certificate again after a failure.
 const KUBE_ACCESS_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -210,10 +207,14 @@ async fn issue(
         (true, None) => {
             let outcome = Outcome::Blocked {
                 reason: "KubernetesAccessDisabled".into(),
-                message: DISABLED_ACCESS.into(),
+                message: access_disabled("spec.kubernetesAccess"),
             };
             if !is_blocked_on(mi, "KubernetesAccessDisabled") {
-                ctx.warn(mi, "KubernetesAccessDisabled", DISABLED_ACCESS);
+                ctx.warn(
+                    mi,
+                    "KubernetesAccessDisabled",
+                    &access_disabled("spec.kubernetesAccess"),
+                );
             }
             return Ok((outcome, Action::await_change()));
         }
@@ -473,7 +474,7 @@ async fn write_status(
     // wrote exactly this (the cache may not show our own write yet).
     let uid = mi.metadata.uid.clone().unwrap_or_default();
     let written = comparable(&status);
-    if !status_changed(mi.status.as_ref(), &status) || ctx.already_written(&uid, &written) {
+    if !status_changed(mi.status.as_ref(), &status) || ctx.written.already_written(&uid, &written) {
         return Ok(());
     }
     let api: Api<MachineIdentity> =
@@ -489,7 +490,7 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await?;
-    ctx.remember_written(&uid, &written);
+    ctx.written.remember(&uid, &written);
     Ok(())
 }
 

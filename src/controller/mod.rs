@@ -12,6 +12,7 @@ pub mod kube_access;
 pub mod machine_identity;
 pub mod secret_index;
 pub mod status;
+pub mod written;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -115,7 +116,7 @@ pub async fn run_controllers(
         metrics: ctx.metrics.clone(),
         kubernetes_access: ctx.kube_endpoint.is_some(),
         health: health.clone(),
-        written: Default::default(),
+        written: written::WrittenStatuses::default(),
     });
     // The Roles and RoleBindings of Entitlements: a change by someone else is put right.
     let ours =

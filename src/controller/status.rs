@@ -2,7 +2,7 @@
 
 use time::OffsetDateTime;
 
-use crate::api::condition::{Condition, merge_conditions};
+use crate::api::condition::{Condition, merge_conditions, without_transition_times};
 use crate::api::{KubernetesAccessStatus, MachineIdentityStatus};
 use crate::ca::rfc3339;
 use crate::issue::leaf::CertificateInfo;
@@ -140,11 +140,10 @@ pub fn status_changed(old: Option<&MachineIdentityStatus>, new: &MachineIdentity
 /// The status without condition transition times: what decides whether a write is needed. A
 /// stale cache yields the same status with fresh transition times; that needs no write.
 pub fn comparable(status: &MachineIdentityStatus) -> MachineIdentityStatus {
-    let mut s = status.clone();
-    s.conditions
-        .iter_mut()
-        .for_each(|c| c.last_transition_time.clear());
-    s
+    MachineIdentityStatus {
+        conditions: without_transition_times(&status.conditions),
+        ..status.clone()
+    }
 }
 
 #[cfg(test)]

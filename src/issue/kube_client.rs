@@ -14,6 +14,13 @@ pub const CLIENT_AUTH: &str = "client auth";
 /// The shortest client certificate lifetime Kubernetes accepts.
 pub const MIN_EXPIRATION_SECONDS: i32 = 600;
 
+/// Why `field` gets nothing from an operator running without `--kubernetes-access`.
+pub fn access_disabled(field: &str) -> String {
+    format!(
+        "{field} needs the operator to run with --kubernetes-access (Helm: kubernetesAccess.enabled=true)"
+    )
+}
+
 /// The Kubernetes user of an identity: `nhi:<namespace>:<name>` (no groups).
 pub fn kube_user(namespace: &str, name: &str) -> String {
     format!("nhi:{namespace}:{name}")

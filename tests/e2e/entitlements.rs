@@ -19,15 +19,6 @@ use nhi_operator::verify::{
     Purpose, TrustBundle, VerifiedIdentity, certificates_from_pem, verify_identity,
 };
 
-/// An Entitlement from a JSON spec.
-fn entitlement(name: &str, spec: serde_json::Value) -> Entitlement {
-    serde_json::from_value(json!({
-        "apiVersion": "nhi.dev/v1alpha1", "kind": "Entitlement",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .expect("valid Entitlement JSON")
-}
-
 /// Verifies the Secret's certificate offline with the verification library and returns what it
 /// says.
 fn verified(secret: &Secret) -> VerifiedIdentity {
@@ -403,16 +394,12 @@ async fn a_just_in_time_grant_caps_the_certificate_and_expires_by_itself() {
         v.not_after > expires_at + time::Duration::minutes(30),
         "back to the full TTL"
     );
-    let status = wait_for(
+    let (_, status) = wait_for_entitlement_condition(
+        &ents,
+        "break-glass",
+        "Expired",
         Duration::from_secs(5),
-        "the Entitlement to report Expired",
-        || async {
-            let s = ents.get("break-glass").await.ok()?.status?;
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Expired" && c.status == "True")
-                .then_some(s)
-        },
+        |c| c.status == "True",
     )
     .await;
     assert!(status.bindings.is_empty());
@@ -456,16 +443,12 @@ async fn grants_follow_not_before_and_label_changes_within_seconds() {
     )
     .await
     .unwrap();
-    let scheduled = wait_for(
+    let (_, scheduled) = wait_for_entitlement_condition(
+        &ents,
+        "nightly-reports",
+        "Ready",
         Duration::from_secs(5),
-        "the Entitlement to be scheduled",
-        || async {
-            let s = ents.get("nightly-reports").await.ok()?.status?;
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.reason == "NotYetActive")
-                .then_some(s)
-        },
+        |c| c.reason == "NotYetActive",
     )
     .await;
     assert!(scheduled.bindings.is_empty());
@@ -543,29 +526,6 @@ async fn grants_follow_not_before_and_label_changes_within_seconds() {
     ns.delete().await;
 }
 
-/// Creates an Entitlement from raw JSON and returns the apiserver's rejection message.
-async fn rejected(client: &kube::Client, ns: &str, name: &str, spec: serde_json::Value) -> String {
-    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("nhi.dev", "v1alpha1", "Entitlement"),
-        "entitlements",
-    );
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-    let obj: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "nhi.dev/v1alpha1", "kind": "Entitlement",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .unwrap();
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(_) => panic!("{name}: the apiserver accepted an invalid Entitlement"),
-        Err(kube::Error::Api(s)) => {
-            assert_eq!(s.code, 422, "{name}: {}", s.message);
-            s.message
-        }
-        Err(e) => panic!("{name}: unexpected error {e}"),
-    }
-}
-
 #[tokio::test]
 async fn invalid_entitlements_are_rejected_with_a_message() {
     let client = client().await;
@@ -610,7 +570,14 @@ async fn invalid_entitlements_are_rejected_with_a_message() {
         ),
     ];
     for (name, spec, expected) in cases {
-        let message = rejected(&client, &ns.name, name, spec).await;
+        let message = rejected(
+            &client,
+            &ns.name,
+            ("Entitlement", "entitlements"),
+            name,
+            spec,
+        )
+        .await;
         assert!(
             message.contains(expected),
             "{name}: {message:?} does not contain {expected:?}"

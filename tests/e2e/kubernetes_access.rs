@@ -40,14 +40,6 @@ fn configmap(name: &str) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name}, "data": {"k": "v"}})).unwrap()
 }
 
-fn entitlement(name: &str, spec: serde_json::Value) -> Entitlement {
-    serde_json::from_value(json!({
-        "apiVersion": "nhi.dev/v1alpha1", "kind": "Entitlement",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .unwrap()
-}
-
 /// Waits for the identity's Secret to hold a kubeconfig other than `not`, writes it to `path`
 /// and returns it.
 async fn wait_for_kubeconfig(
@@ -258,20 +250,12 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
     )
     .await
     .unwrap();
-    wait_for(
+    wait_for_entitlement_condition(
+        &ents,
+        "terraform-reads-secrets",
+        "KubernetesRBAC",
         Duration::from_secs(5),
-        "a Secrets rule to be refused",
-        || async {
-            let s = ents.get("terraform-reads-secrets").await.ok()?.status?;
-            s.conditions
-                .iter()
-                .any(|c| {
-                    c.type_ == "KubernetesRBAC"
-                        && c.reason == "RoleRefused"
-                        && c.message.contains("cannot be granted")
-                })
-                .then_some(())
-        },
+        |c| c.reason == "RoleRefused" && c.message.contains("cannot be granted"),
     )
     .await;
     assert!(forbidden(&kubectl_as(
@@ -457,20 +441,12 @@ async fn kubernetes_access_is_refused_clearly_when_the_operator_does_not_offer_i
         },
     )
     .await;
-    wait_for(
+    wait_for_entitlement_condition(
+        &ents,
+        "wants-rbac",
+        "KubernetesRBAC",
         Duration::from_secs(10),
-        "RoleRefused on the Entitlement",
-        || async {
-            let s = ents.get("wants-rbac").await.ok()?.status?;
-            s.conditions
-                .iter()
-                .any(|c| {
-                    c.type_ == "KubernetesRBAC"
-                        && c.reason == "RoleRefused"
-                        && c.message.contains("--kubernetes-access")
-                })
-                .then_some(())
-        },
+        |c| c.reason == "RoleRefused" && c.message.contains("--kubernetes-access"),
     )
     .await;
     drop(op);
@@ -503,18 +479,12 @@ async fn a_role_the_operator_cannot_grant_is_refused_with_the_apiservers_message
     )
     .await
     .unwrap();
-    let refused = wait_for(
-        Duration::from_secs(10),
-        "RoleRefused with the apiserver's message",
-        || async {
-            let s = ents.get("too-much").await.ok()?.status?;
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == "Ready" && c.reason == "RoleRefused")
-                .map(|c| c.message.clone())
-        },
-    )
-    .await;
+    let (refused, _) =
+        wait_for_entitlement_condition(&ents, "too-much", "Ready", Duration::from_secs(10), |c| {
+            c.reason == "RoleRefused"
+        })
+        .await;
+    let refused = refused.message;
     assert!(refused.contains("forbidden"), "{refused}");
     eprintln!("refused: {refused}");
     assert!(op.alive(), "the operator is still running");

@@ -268,6 +268,72 @@ pub fn identity(name: &str, spec: serde_json::Value) -> MachineIdentity {
     .expect("valid MachineIdentity JSON")
 }
 
+/// An Entitlement from a JSON spec.
+pub fn entitlement(name: &str, spec: serde_json::Value) -> nhi_operator::api::Entitlement {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "nhi.dev/v1alpha1",
+        "kind": "Entitlement",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("valid Entitlement JSON")
+}
+
+/// Waits until the Entitlement `name` has a condition of `type_` for which `holds` is true;
+/// returns that condition and the status.
+pub async fn wait_for_entitlement_condition(
+    api: &Api<nhi_operator::api::Entitlement>,
+    name: &str,
+    type_: &str,
+    timeout: Duration,
+    holds: impl Fn(&nhi_operator::api::Condition) -> bool,
+) -> (
+    nhi_operator::api::Condition,
+    nhi_operator::api::EntitlementStatus,
+) {
+    let what = format!("Entitlement {name}: a {type_} condition as expected");
+    wait_for(timeout, &what, || async {
+        let status = api.get(name).await.ok()?.status?;
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && holds(c))?
+            .clone();
+        Some((c, status))
+    })
+    .await
+}
+
+/// Creates a `kind` (plural `plural`) of group nhi.dev from raw JSON, so that invalid values
+/// reach the apiserver, and returns its 422 rejection message.
+pub async fn rejected(
+    client: &Client,
+    ns: &str,
+    (kind, plural): (&str, &str),
+    name: &str,
+    spec: serde_json::Value,
+) -> String {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("nhi.dev", "v1alpha1", kind),
+        plural,
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "nhi.dev/v1alpha1", "kind": kind,
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .expect("valid JSON object");
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => panic!("{name}: the apiserver accepted an invalid {kind}"),
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{name}: {}", s.message);
+            s.message
+        }
+        Err(e) => panic!("{name}: unexpected error {e}"),
+    }
+}
+
 /// Whether the identity's Ready condition is True.
 pub fn is_ready(mi: &MachineIdentity) -> bool {
     condition(mi, "Ready").is_some_and(|c| c.status == "True")

@@ -8,36 +8,9 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::support::*;
-use nhi_operator::api::MachineIdentity;
 
-/// Creates a MachineIdentity from raw JSON (so invalid values reach the apiserver) and returns
-/// the rejection message.
-async fn rejected_dynamic(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    spec: serde_json::Value,
-) -> String {
-    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("nhi.dev", "v1alpha1", "MachineIdentity"),
-        "machineidentities",
-    );
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-    let obj: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "nhi.dev/v1alpha1", "kind": "MachineIdentity",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .unwrap();
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(_) => panic!("{name}: the apiserver accepted an invalid MachineIdentity"),
-        Err(kube::Error::Api(s)) => {
-            assert_eq!(s.code, 422, "{name}: {}", s.message);
-            s.message
-        }
-        Err(e) => panic!("{name}: unexpected error {e}"),
-    }
-}
+const MI_KIND: (&str, &str) = ("MachineIdentity", "machineidentities");
+use nhi_operator::api::MachineIdentity;
 
 #[tokio::test]
 async fn invalid_manifests_are_rejected_with_the_field_named() {
@@ -123,14 +96,14 @@ async fn invalid_manifests_are_rejected_with_the_field_named() {
     ];
     let count = cases.len();
     for (name, spec, field) in cases {
-        let msg = rejected_dynamic(&client, &ns.name, name, spec).await;
+        let msg = rejected(&client, &ns.name, MI_KIND, name, spec).await;
         assert!(
             msg.contains(field),
             "{name}: message does not name {field}: {msg}"
         );
     }
     let long = "x".repeat(64);
-    let msg = rejected_dynamic(&client, &ns.name, &long, base()).await;
+    let msg = rejected(&client, &ns.name, MI_KIND, &long, base()).await;
     assert!(msg.contains("metadata.name"), "{msg}");
     eprintln!("{} kinds of invalid manifest rejected", count + 1);
 
