@@ -19,6 +19,20 @@ pub const SERIAL: &str = "nhi.dev/serial";
 /// Annotation on an identity Secret: when the client certificate in its kubeconfig expires.
 pub const KUBE_CLIENT_NOT_AFTER: &str = "nhi.dev/kube-client-not-after";
 
+/// Annotation on a MachineIdentity asking for its certificates to be revoked now (set by
+/// `kubectl nhi revoke`); any new value is a new request, answered in `status.lastRevocation`.
+pub const REVOKE_REQUESTED: &str = "nhi.dev/revoke-requested";
+/// Annotation on a MachineIdentity: who last re-attested it (`kubectl nhi review`).
+pub const REVIEWED_BY: &str = "nhi.dev/reviewed-by";
+/// Annotation on a MachineIdentity: when it was last re-attested (RFC 3339).
+pub const REVIEWED_AT: &str = "nhi.dev/reviewed-at";
+/// The finalizer that revokes an identity's certificates before it goes.
+pub const REVOKE_FINALIZER: &str = "nhi.dev/revoke-certificates";
+/// The ConfigMap in every namespace with identities: `ca.crt` and `crl.pem`.
+pub const TRUST_CONFIGMAP: &str = "nhi-trust";
+/// Label on the trust ConfigMaps the operator publishes.
+pub const TRUST: &str = "nhi.dev/trust";
+
 /// The label selector matching every identity Secret the operator owns.
 pub fn identity_secret_selector() -> String {
     format!("{MANAGED_BY}={MANAGER},{IDENTITY}")

@@ -95,7 +95,7 @@ pub struct Owner {
 }
 
 /// A reference to an object in the identity's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadRef {
     /// API version of the object, for example `apps/v1`.
@@ -107,6 +107,15 @@ pub struct WorkloadRef {
     /// Name of the object.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// How long the object may be missing before the identity lapses (revoked and deleted), as a
+    /// Go duration (for example `10m`). Default: the operator's setting (5m). At most 720h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"),
+        length(max = 32)
+    )]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('720h')").message("gracePeriod must be at most 720h"))]
+    pub grace_period: Option<String>,
 }
 
 /// What to do when an identity's review date has passed.
@@ -249,6 +258,41 @@ pub struct MachineIdentityStatus {
     /// The Kubernetes client credential in the Secret's `kubeconfig`, when access is enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_access: Option<KubernetesAccessStatus>,
+    /// Certificates issued to this identity before the current one that have not expired yet:
+    /// they are revoked with it when the identity is retired.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub previous_certificates: Vec<CertificateRecord>,
+    /// The last revocation of this identity's certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_revocation: Option<RevocationStatus>,
+}
+
+/// A certificate issued to an identity, as far as revoking it needs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateRecord {
+    /// Serial number (hexadecimal).
+    pub serial_number: String,
+    /// End of validity (RFC 3339).
+    pub not_after: String,
+}
+
+/// A revocation of an identity's certificates.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevocationStatus {
+    /// Why (a stable CamelCase word: `RevokeRequested`, `ReviewOverdue`, `WorkloadLapsed`,
+    /// `GrantRemoved`, `Deleted`).
+    pub reason: String,
+    /// When the revocation was recorded (RFC 3339).
+    pub revoked_at: String,
+    /// The serial numbers put on the CRL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serial_numbers: Vec<String>,
+    /// The value of the `nhi.dev/revoke-requested` annotation this revocation answered, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// The Kubernetes client credential of an identity.

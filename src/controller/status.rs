@@ -60,6 +60,8 @@ pub fn desired_status(
         renewal_time: prev.renewal_time.clone(),
         entitlements: prev.entitlements.clone(),
         kubernetes_access: prev.kubernetes_access.clone(),
+        previous_certificates: prev.previous_certificates.clone(),
+        last_revocation: prev.last_revocation.clone(),
     };
     let mut set_cert = |info: &CertificateInfo, renew_at: OffsetDateTime| {
         status.serial_number = Some(info.serial_hex.clone());
