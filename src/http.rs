@@ -1,5 +1,5 @@
-//! The operator's HTTP endpoints: `/metrics`, `/readyz` (caches synced and CA loaded) and
-//! `/livez` (the controller loop is running).
+//! The operator's HTTP endpoints: `/metrics`, `/readyz` (caches synced and CA loaded),
+//! `/livez` (the controller loop is running), and the trust documents `/ca.pem` and `/crl.pem`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +11,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 
 use crate::metrics::Metrics;
+use crate::revoke::Revoker;
+use crate::revoke::trust::TrustDocuments;
 
 /// Health flags flipped by the operator as it starts and runs.
 #[derive(Default)]
@@ -44,6 +46,7 @@ impl Health {
 struct AppState {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    revoker: Revoker,
 }
 
 /// Serves the endpoints on `addr` until the process exits. Returns the bound address.
@@ -51,12 +54,19 @@ pub async fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    revoker: Revoker,
 ) -> std::io::Result<SocketAddr> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
+        .route("/ca.pem", get(ca_pem))
+        .route("/crl.pem", get(crl_pem))
         .route("/readyz", get(readyz))
         .route("/livez", get(livez))
-        .with_state(AppState { health, metrics });
+        .with_state(AppState {
+            health,
+            metrics,
+            revoker,
+        });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
@@ -65,6 +75,38 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+/// The trust documents, or 503 until the leader has signed its first CRL (a standby never has).
+fn trust_document(
+    s: &AppState,
+    pick: impl Fn(&TrustDocuments) -> String,
+    content_type: &'static str,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    match s.revoker.documents() {
+        Some(docs) => (
+            StatusCode::OK,
+            [("content-type", content_type)],
+            pick(&docs),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("content-type", "text/plain; charset=utf-8")],
+            "not published by this replica (a standby, or the leader is starting)\n".into(),
+        ),
+    }
+}
+
+async fn ca_pem(
+    State(s): State<AppState>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    trust_document(&s, |d| d.ca_pem.clone(), "application/x-pem-file")
+}
+
+async fn crl_pem(
+    State(s): State<AppState>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    trust_document(&s, |d| d.crl_pem.clone(), "application/x-pem-file")
 }
 
 async fn metrics_handler(
@@ -125,10 +167,12 @@ mod tests {
     #[tokio::test]
     async fn livez_fails_once_the_controller_loop_stopped() {
         let health = Arc::new(Health::default());
+        let (revoker, _inbox) = crate::revoke::channel();
         let addr = serve(
             "127.0.0.1:0".parse().unwrap(),
             health.clone(),
             Arc::new(Metrics::default()),
+            revoker,
         )
         .await
         .unwrap();
@@ -143,6 +187,12 @@ mod tests {
             out
         };
         assert!(get("/readyz").await.starts_with("HTTP/1.0 503"));
+        // No CRL signed yet (a standby, or a leader starting): said, not an empty document.
+        let crl = get("/crl.pem").await;
+        assert!(
+            crl.starts_with("HTTP/1.0 503") && crl.contains("standby"),
+            "{crl}"
+        );
         health.ca_loaded.store(true, Ordering::Relaxed);
         health.controller_alive.store(true, Ordering::Relaxed);
         assert!(get("/livez").await.starts_with("HTTP/1.0 200"));

@@ -9,13 +9,16 @@ use kube::runtime::events::{Recorder, Reporter};
 use tracing::{error, info};
 
 use crate::ca::store::{CaLocation, load_or_bootstrap};
+use crate::controller::context::LifecyclePolicy;
 use crate::controller::events::{EventBudget, EventPublisher};
+use crate::controller::workload_watch::WorkloadWatches;
 use crate::controller::{self, context::Context};
 use crate::http::{self, Health};
 use crate::issue::inputs::IssuancePolicy;
 use crate::issue::kube_client::KubeEndpoint;
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::revoke::service::RevocationConfig;
 use crate::settings::Settings;
 
 /// Errors that stop the operator at start-up.
@@ -70,14 +73,31 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let client = Client::try_from(config)?;
     let health = Arc::new(Health::default());
     let metrics = Arc::new(Metrics::default());
-    let bound = http::serve(settings.http_addr, health.clone(), metrics.clone()).await?;
+    // Revocations are answered by the leader; the trust documents it publishes are served over
+    // HTTP too (a standby has none and says so).
+    let (revoker, revocations) = crate::revoke::channel();
+    let bound = http::serve(
+        settings.http_addr,
+        health.clone(),
+        metrics.clone(),
+        revoker.clone(),
+    )
+    .await?;
     info!(address = %bound, "serving /metrics, /readyz, /livez");
 
     // With leader election, a standby waits here (ready, as a standby) until it holds the Lease;
     // from then on the Lease is renewed alongside everything the leader does, the CA load
     // included, and the leader stops the moment it cannot renew.
     let Some(cfg) = settings.leader_elect.then(|| lease_config(&settings)) else {
-        return lead(settings, client, kube_endpoint, health, metrics).await;
+        return lead(
+            settings,
+            client,
+            kube_endpoint,
+            health,
+            metrics,
+            (revoker, revocations),
+        )
+        .await;
     };
     health.standby.store(true, Ordering::Relaxed);
     let claimed = tokio::select! {
@@ -86,7 +106,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     };
     health.standby.store(false, Ordering::Relaxed);
     tokio::select! {
-        result = lead(settings, client.clone(), kube_endpoint, health, metrics) => {
+        result = lead(settings, client.clone(), kube_endpoint, health, metrics, (revoker, revocations)) => {
             leader::release(client, &cfg).await;
             result
         }
@@ -123,6 +143,7 @@ async fn lead(
     kube_endpoint: Option<KubeEndpoint>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    (revoker, revocations): (crate::revoke::Revoker, crate::revoke::handle::Inbox),
 ) -> Result<(), StartError> {
     let location = CaLocation {
         namespace: settings.operator_namespace.clone(),
@@ -168,6 +189,22 @@ async fn lead(
     let events = EventPublisher::new(recorder, budget);
     let (entitlements, entitlement_writer) = kube::runtime::reflector::store();
     let (entitlement_trigger, entitlement_requests) = tokio::sync::mpsc::unbounded_channel();
+    let governance = controller::context::Governance {
+        revoker,
+        workloads: Arc::new(WorkloadWatches::new(client.clone(), ns.clone())),
+        policy: LifecyclePolicy {
+            workload_grace: settings.workload_grace_period.0,
+            review_warning: settings.review_warning.0,
+            finalizer_timeout: settings.finalizer_timeout.0,
+        },
+    };
+    let revocation_config = RevocationConfig {
+        namespace: settings.operator_namespace.clone(),
+        record_name: settings.revocation_configmap.clone(),
+        scope: ns.clone(),
+        crl_validity: settings.crl_validity.0,
+        publish_delay: settings.debug_publish_delay.0.unsigned_abs(),
+    };
     let ctx = Arc::new(Context::new(
         client,
         ca,
@@ -181,9 +218,11 @@ async fn lead(
             refresh_entitlement: entitlement_trigger,
             kube_endpoint,
         },
+        governance,
     ));
     controller::run_controllers(
         ctx,
+        (revocations, revocation_config),
         secret_stream,
         entitlement_writer,
         entitlement_requests,

@@ -132,6 +132,43 @@ pub struct Settings {
     #[arg(long, env = "NHI_KUBE_API_SERVER")]
     pub kube_api_server: Option<String>,
 
+    /// How long an identity's workload (`spec.workloadRef`) may be missing before the identity is
+    /// revoked and deleted (an identity may set its own `workloadRef.gracePeriod`).
+    #[arg(long, env = "NHI_WORKLOAD_GRACE_PERIOD", default_value = "5m")]
+    pub workload_grace_period: GoDuration,
+
+    /// How long before `reviewBy` lapses an identity shows `ReviewDue` (and an Event says so).
+    #[arg(long, env = "NHI_REVIEW_WARNING", default_value = "336h")]
+    pub review_warning: GoDuration,
+
+    /// The ConfigMap in the operator's namespace that records revoked certificates (the CRL is
+    /// signed from it; it survives restarts).
+    #[arg(
+        long,
+        env = "NHI_REVOCATION_CONFIGMAP",
+        default_value = "nhi-revocations"
+    )]
+    pub revocation_configmap: String,
+
+    /// How long each CRL is valid (its nextUpdate); it is signed again at half of it.
+    #[arg(long, env = "NHI_CRL_VALIDITY", default_value = "24h")]
+    pub crl_validity: GoDuration,
+
+    /// How long a deleted identity waits for the revocation of its certificates to be recorded
+    /// before it is let go anyway (with a Warning Event): deletion never blocks forever.
+    #[arg(long, env = "NHI_FINALIZER_TIMEOUT", default_value = "5m")]
+    pub finalizer_timeout: GoDuration,
+
+    /// Pause between persisting revocations and publishing the CRL. Only for testing that a
+    /// restart in between loses nothing.
+    #[arg(
+        long,
+        env = "NHI_DEBUG_PUBLISH_DELAY",
+        default_value = "0s",
+        hide = true
+    )]
+    pub debug_publish_delay: GoDuration,
+
     /// PEM file of the CA that signed the API server's certificate, for those kubeconfigs.
     /// Default: the CA the operator itself trusts (in a cluster, the service account's ca.crt).
     #[arg(long, env = "NHI_KUBE_API_CA_FILE")]
@@ -170,6 +207,12 @@ impl Settings {
             return Err(
                 "leader election needs --retry-period < --renew-deadline < --lease-duration".into(),
             );
+        }
+        if self.crl_validity.0 < Duration::minutes(10) {
+            return Err("--crl-validity must be at least 10m".into());
+        }
+        if self.finalizer_timeout.0 < Duration::seconds(10) {
+            return Err("--finalizer-timeout must be at least 10s".into());
         }
         if self.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());

@@ -12,6 +12,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::events::EventPublisher;
 use super::secret_index::SecretIndex;
+use super::workload_watch::WorkloadWatches;
 use super::written::WrittenStatuses;
 use crate::api::{Entitlement, MachineIdentity};
 use crate::ca::CertificateAuthority;
@@ -20,6 +21,7 @@ use crate::issue::assess::KnownCertificate;
 use crate::issue::inputs::IssuancePolicy;
 use crate::issue::kube_client::KubeEndpoint;
 use crate::metrics::Metrics;
+use crate::revoke::Revoker;
 
 /// An object uid as a map key: the 128 bits of the UUID the apiserver assigns, not its 36-byte
 /// text (the maps below hold one entry per identity).
@@ -45,7 +47,7 @@ pub(crate) fn uid_key(uid: &str) -> UidKey {
 /// Shared reconcile state.
 pub struct Context {
     pub client: Client,
-    ca: ArcSwap<CertificateAuthority>,
+    ca: Arc<ArcSwap<CertificateAuthority>>,
     pub policy: IssuancePolicy,
     pub metrics: Arc<Metrics>,
     /// Metadata cache of the operator's own (labelled) identity Secrets.
@@ -62,6 +64,12 @@ pub struct Context {
     pub events: Arc<EventPublisher>,
     /// The Entitlement cache: what the grants of each identity are resolved from.
     pub entitlements: Store<Entitlement>,
+    /// Revokes certificates and publishes the CRL.
+    pub revoker: Revoker,
+    /// The watches of the objects identities serve.
+    pub workloads: Arc<WorkloadWatches>,
+    /// Grace periods and windows of lifecycle governance.
+    pub lifecycle: LifecyclePolicy,
     /// Asks the Entitlement controller to look at an Entitlement again (after an issuance changed
     /// which certificate carries its grants).
     entitlement_trigger: UnboundedSender<ObjectRef<Entitlement>>,
@@ -85,7 +93,27 @@ pub struct Watches {
     pub kube_endpoint: Option<KubeEndpoint>,
 }
 
+/// The operator's settings for lifecycle governance.
+#[derive(Clone, Copy, Debug)]
+pub struct LifecyclePolicy {
+    /// How long a workload may be missing before its identity lapses (unless the identity sets
+    /// its own).
+    pub workload_grace: time::Duration,
+    /// How long before the review lapses `ReviewDue` is shown.
+    pub review_warning: time::Duration,
+    /// How long a deletion waits for its revocation to be recorded.
+    pub finalizer_timeout: time::Duration,
+}
+
+/// Revocation and workload watches: what lifecycle governance acts through.
+pub struct Governance {
+    pub revoker: Revoker,
+    pub workloads: Arc<WorkloadWatches>,
+    pub policy: LifecyclePolicy,
+}
+
 impl Context {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
         ca: CertificateAuthority,
@@ -94,10 +122,14 @@ impl Context {
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         watches: Watches,
+        governance: Governance,
     ) -> Self {
         Context {
             client,
-            ca: ArcSwap::from_pointee(ca),
+            ca: Arc::new(ArcSwap::from_pointee(ca)),
+            revoker: governance.revoker,
+            workloads: governance.workloads,
+            lifecycle: governance.policy,
             policy,
             metrics,
             secrets: watches.secrets,
@@ -122,6 +154,7 @@ impl Context {
         mi.metadata.generation.hash(&mut h);
         mi.metadata.labels.hash(&mut h);
         mi.metadata.annotations.hash(&mut h);
+        mi.metadata.deletion_timestamp.is_some().hash(&mut h);
         let hash = h.finish();
         match self.triggered.lock() {
             Ok(mut t) => t.insert(uid_key(uid), hash) != Some(hash),
@@ -188,6 +221,11 @@ impl Context {
     /// The CA currently signing.
     pub fn ca(&self) -> Arc<CertificateAuthority> {
         self.ca.load_full()
+    }
+
+    /// The CA slot itself, for services that sign with whatever CA is current.
+    pub fn ca_handle(&self) -> Arc<ArcSwap<CertificateAuthority>> {
+        self.ca.clone()
     }
 
     /// Publishes an Event about an identity (see [`EventPublisher::publish`]).

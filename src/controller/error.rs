@@ -11,6 +11,8 @@ pub enum ReconcileError {
     SecretAppeared,
     #[error("the object has no namespace")]
     NotNamespaced,
+    #[error("{0}")]
+    Revocation(#[from] crate::revoke::RevokeError),
 }
 
 impl ReconcileError {
@@ -21,6 +23,7 @@ impl ReconcileError {
             ReconcileError::Join(_) => "IssuanceInterrupted",
             ReconcileError::SecretAppeared => "SecretAppeared",
             ReconcileError::NotNamespaced => "NotNamespaced",
+            ReconcileError::Revocation(_) => "RevocationFailed",
         }
     }
 }

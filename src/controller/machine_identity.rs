@@ -15,7 +15,8 @@ use super::context::Context;
 use super::error::ReconcileError;
 use super::identity_secret::{Ownership, build_identity_secret, existing_material, ownership};
 use super::kube_access::obtain_kube_credential;
-use super::status::{Outcome, comparable, desired_status, status_changed};
+use super::lifecycle;
+use super::status::{Outcome, comparable, desired_status, status_changed, with_lifecycle};
 use crate::api::KubernetesAccessStatus;
 use crate::api::MachineIdentity;
 use crate::entitle::extension::{self, IdentityClaims};
@@ -28,7 +29,10 @@ use crate::issue::inputs::{ResolvedIdentity, SpecError, resolve_identity};
 use crate::issue::keys::generate_key;
 use crate::issue::kube_client::{access_disabled, kube_user};
 use crate::issue::leaf::{CustomExtensions, IssueError, IssuedCertificate, issue_leaf};
-use crate::labels::FIELD_MANAGER;
+use crate::labels::{FIELD_MANAGER, REVOKE_REQUESTED};
+use crate::lifecycle::verdict::{
+    LifecycleAction, REVIEW_OVERDUE, lifecycle_conditions, transition_events,
+};
 
 /// How long to wait before asking for a Kubernetes client certificate again after a failure.
 const KUBE_ACCESS_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -46,15 +50,65 @@ pub async fn reconcile(
     let name = mi.name_any();
     if mi.metadata.deletion_timestamp.is_some() {
         ctx.metrics.forget(&namespace, &name);
-        ctx.forget(mi.metadata.uid.as_deref().unwrap_or_default());
-        return Ok(Action::await_change());
+        return lifecycle::finalize(&mi, &ctx).await;
     }
     if !ctx.health.entitlements_synced.load(Ordering::Relaxed) {
         // Grants are resolved from the Entitlement cache: issuing before it is complete would
         // issue certificates without grants, then issue them again.
         return Ok(Action::requeue(std::time::Duration::from_secs(1)));
     }
+    // Every identity that may hold a certificate carries the finalizer that revokes it.
+    lifecycle::ensure_finalizer(&mi, &ctx).await?;
     let now = OffsetDateTime::now_utc();
+    let verdict = lifecycle::assess_lifecycle(&mi, &ctx, now);
+    let lifecycle_conditions = lifecycle_conditions(&verdict, mi.spec.workload_ref.as_ref());
+    for e in transition_events(
+        mi.status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default(),
+        &lifecycle_conditions,
+    ) {
+        let type_ = if e.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.publish(&mi, type_, &e.reason, e.message);
+    }
+    let extras = |revocation| Extras {
+        conditions: lifecycle_conditions.clone(),
+        revocation,
+    };
+    match verdict.action {
+        LifecycleAction::Retire(cause) => {
+            return lifecycle::retire(&mi, &ctx, &verdict, cause).await;
+        }
+        LifecycleAction::Suspend => {
+            // A pending revoke request is answered by the suspension's revocation as well.
+            let mut revocation = lifecycle::suspend(&mi, &ctx, now).await?;
+            if let (Some(r), Some(request)) =
+                (revocation.as_mut(), mi.annotations().get(REVOKE_REQUESTED))
+            {
+                r.request = Some(request.clone());
+            }
+            let revocation = match revocation {
+                Some(r) => Some(r),
+                None => lifecycle::answer_revoke_request(&mi, &ctx, now).await?,
+            };
+            let outcome = Outcome::Blocked {
+                reason: REVIEW_OVERDUE.into(),
+                message: format!(
+                    "the review date {} has passed: the identity is suspended (certificates revoked, key removed); move reviewBy forward to resume",
+                    mi.spec.review_by.as_deref().unwrap_or_default()
+                ),
+            };
+            write_status(&mi, &ctx, &outcome, None, now, extras(revocation)).await?;
+            return Ok(Action::await_change());
+        }
+        LifecycleAction::Keep => {}
+    }
+    let revoked_on_request = lifecycle::answer_revoke_request(&mi, &ctx, now).await?;
     let ca = ctx.ca();
     let entitlements = namespace_entitlements(&ctx, &namespace);
     let grants = effective_grants(&name, mi.labels(), &entitlements, now);
@@ -68,7 +122,7 @@ pub async fn reconcile(
                 message: e.to_string(),
             };
             ctx.warn(&mi, e.reason(), &e.to_string());
-            write_status(&mi, &ctx, &outcome, None, now).await?;
+            write_status(&mi, &ctx, &outcome, None, now, extras(revoked_on_request)).await?;
             return Ok(Action::await_change());
         }
     };
@@ -82,7 +136,22 @@ pub async fn reconcile(
         now,
     };
     let carried: Vec<String> = grants.grants.iter().cloned().collect();
-    let (outcome, action) = match examine_secret(&ctx, &mi, &namespace, &expect).await? {
+    let examined = match (
+        examine_secret(&ctx, &mi, &namespace, &expect).await?,
+        &revoked_on_request,
+    ) {
+        // The certificate in the Secret was just revoked: issue a new one.
+        (Examined::Verdict(Verdict::Current { .. }, version, kube), Some(_)) => Examined::Verdict(
+            Verdict::Reissue {
+                reason: ReissueReason::Revoked,
+                still_valid: None,
+            },
+            version,
+            kube,
+        ),
+        (examined, _) => examined,
+    };
+    let (outcome, action) = match examined {
         Examined::Foreign => secret_conflict(&mi, &ctx, &namespace),
         Examined::Verdict(Verdict::Current { info, renew_at }, _, kube_not_after) => (
             Outcome::Valid {
@@ -126,6 +195,13 @@ pub async fn reconcile(
         (Some(at), Some(renew_at)) if at < renew_at => requeue_at(at, now),
         _ => action,
     };
+    // And when the lifecycle changes by time alone (a review window, a workload's grace period),
+    // if that is sooner still.
+    let action = match (verdict.next_check, renewal_of(&outcome)) {
+        (Some(at), Some(renew_at)) if at < renew_at => requeue_at(at, now),
+        (Some(at), None) => requeue_at(at, now),
+        _ => action,
+    };
     if let Outcome::Valid { info, .. } = &outcome {
         ctx.metrics
             .set_expiry(&namespace, &name, info.not_after.unix_timestamp());
@@ -136,6 +212,7 @@ pub async fn reconcile(
         &outcome,
         Some(resolved.request.spiffe_id.clone()),
         now,
+        extras(revoked_on_request),
     )
     .await?;
     Ok(action)
@@ -453,18 +530,32 @@ async fn examine_secret(
     }
 }
 
+/// What lifecycle governance adds to a status: its conditions and a revocation just made.
+struct Extras {
+    conditions: Vec<crate::api::Condition>,
+    revocation: Option<crate::api::RevocationStatus>,
+}
+
 async fn write_status(
     mi: &MachineIdentity,
     ctx: &Context,
     outcome: &Outcome,
     spiffe_id: Option<String>,
     now: OffsetDateTime,
+    extras: Extras,
 ) -> Result<(), ReconcileError> {
-    let mut status = desired_status(
+    let status = desired_status(
         mi.status.as_ref(),
         outcome,
         spiffe_id,
         mi.metadata.generation,
+        now,
+    );
+    let mut status = with_lifecycle(
+        status,
+        mi.status.as_ref(),
+        extras.conditions,
+        extras.revocation,
         now,
     );
     if !mi.wants_kubernetes_access() {

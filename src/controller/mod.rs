@@ -9,9 +9,11 @@ pub mod error;
 pub mod events;
 pub mod identity_secret;
 pub mod kube_access;
+pub mod lifecycle;
 pub mod machine_identity;
 pub mod secret_index;
 pub mod status;
+pub mod workload_watch;
 pub mod written;
 
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use tracing::{info, warn};
 use crate::api::{Entitlement, MachineIdentity};
 use crate::http::Health;
 use crate::labels;
+use crate::revoke::service::{RevocationConfig, RevocationDeps};
 use context::Context;
 use entitlement::EntitlementContext;
 use secret_index::SecretIndex;
@@ -87,8 +90,10 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// Runs the MachineIdentity and Entitlement controllers until shutdown. `secret_stream` must be
 /// the stream whose index is in `ctx`, `entitlements` the writer of `ctx.entitlements`, and
 /// `entitlement_requests` the receiving end of the channel `ctx` asks for Entitlement refreshes on.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_controllers(
     ctx: Arc<Context>,
+    (revocations, revocation_config): (crate::revoke::handle::Inbox, RevocationConfig),
     secret_stream: impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>>
     + Send
     + 'static,
@@ -100,6 +105,18 @@ pub async fn run_controllers(
 ) {
     let (store, writer) = reflector::store();
     let (to_identities, mut identity_requests) = unbounded_channel();
+    ctx.workloads.wire(store.clone(), to_identities.clone());
+    tokio::spawn(crate::revoke::service::run(
+        revocations,
+        RevocationDeps {
+            client: ctx.client.clone(),
+            ca: ctx.ca_handle(),
+            identities: store.clone(),
+            health: health.clone(),
+            metrics: ctx.metrics.clone(),
+        },
+        revocation_config,
+    ));
     let entitlement_store = entitlements.as_reader();
     let entitlement_changes = entitlement_watch::entitlement_stream(
         ctx.client.clone(),
@@ -210,8 +227,17 @@ async fn run_machine_identities(
                     .identities_synced
                     .store(true, Ordering::Relaxed);
             }
+            if let Ok(watcher::Event::Apply(mi)) = ev {
+                forget_ctx
+                    .revoker
+                    .identity_seen(mi.metadata.namespace.as_deref().unwrap_or_default());
+            }
+            if let Ok(watcher::Event::InitDone) = ev {
+                forget_ctx.revoker.identity_gone();
+            }
             if let Ok(watcher::Event::Delete(mi)) = ev {
                 use kube::ResourceExt;
+                forget_ctx.revoker.identity_gone();
                 forget_ctx
                     .metrics
                     .forget(&mi.namespace().unwrap_or_default(), &mi.name_any());

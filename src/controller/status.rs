@@ -2,10 +2,12 @@
 
 use time::OffsetDateTime;
 
+use crate::api::RevocationStatus;
 use crate::api::condition::{Condition, merge_conditions, without_transition_times};
 use crate::api::{KubernetesAccessStatus, MachineIdentityStatus};
 use crate::ca::rfc3339;
 use crate::issue::leaf::CertificateInfo;
+use crate::lifecycle::certificates::previous_after;
 
 /// Condition type: the identity holds a valid certificate.
 pub const READY: &str = "Ready";
@@ -64,6 +66,7 @@ pub fn desired_status(
         last_revocation: prev.last_revocation.clone(),
     };
     let mut set_cert = |info: &CertificateInfo, renew_at: OffsetDateTime| {
+        status.previous_certificates = previous_after(&prev, &info.serial_hex, now);
         status.serial_number = Some(info.serial_hex.clone());
         status.thumbprint_sha256 = Some(info.thumbprint_sha256.clone());
         status.not_before = Some(rfc3339(info.not_before));
@@ -122,6 +125,31 @@ pub fn desired_status(
         }
     }
     status.conditions = merge_conditions(&prev.conditions, conditions, generation, &rfc3339(now));
+    status
+}
+
+/// Adds the lifecycle conditions (`WorkloadFound`, `ReviewDue`) and the last revocation, if one
+/// was just made, to a status built by [`desired_status`].
+pub fn with_lifecycle(
+    mut status: MachineIdentityStatus,
+    previous: Option<&MachineIdentityStatus>,
+    conditions: Vec<Condition>,
+    revocation: Option<RevocationStatus>,
+    now: OffsetDateTime,
+) -> MachineIdentityStatus {
+    let prev = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    let generation = status.observed_generation;
+    status.conditions.extend(merge_conditions(
+        prev,
+        conditions,
+        generation,
+        &rfc3339(now),
+    ));
+    if revocation.is_some() {
+        status.last_revocation = revocation;
+    }
     status
 }
 

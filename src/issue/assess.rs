@@ -39,6 +39,8 @@ pub enum ReissueReason {
     InputsChanged,
     /// The renewal time has come.
     RenewalDue,
+    /// The certificate was revoked on request.
+    Revoked,
 }
 
 impl ReissueReason {
@@ -52,6 +54,7 @@ impl ReissueReason {
             ReissueReason::Expired => "Expired",
             ReissueReason::InputsChanged => "InputsChanged",
             ReissueReason::RenewalDue => "RenewalDue",
+            ReissueReason::Revoked => "Revoked",
         }
     }
 }
@@ -126,6 +129,7 @@ fn inspect(
     let chain = pem_certificates(crt).map_err(|_| ReissueReason::Unparseable)?;
     let leaf_der = &chain[0];
     let (_, leaf) = X509Certificate::from_der(leaf_der).map_err(|_| ReissueReason::Unparseable)?;
+    let info = info_of(&leaf, leaf_der);
     let key = KeyPair::from_pem(key).map_err(|_| ReissueReason::Unparseable)?;
     if key.subject_public_key_info() != leaf.public_key().raw {
         return Err(ReissueReason::KeyMismatch);
@@ -135,12 +139,6 @@ fn inspect(
     if leaf.verify_signature(Some(&ca_spki)).is_err() {
         return Err(ReissueReason::WrongIssuer);
     }
-    let info = CertificateInfo {
-        serial_hex: hex::encode(leaf.raw_serial()),
-        thumbprint_sha256: thumbprint(leaf_der),
-        not_before: leaf.validity().not_before.to_datetime(),
-        not_after: leaf.validity().not_after.to_datetime(),
-    };
     let verdict = judge(
         info,
         existing.inputs_hash,
@@ -159,6 +157,23 @@ fn inspect(
         }
         other => Ok(other),
     }
+}
+
+fn info_of(leaf: &X509Certificate<'_>, der: &[u8]) -> CertificateInfo {
+    CertificateInfo {
+        serial_hex: hex::encode(leaf.raw_serial()),
+        thumbprint_sha256: thumbprint(der),
+        not_before: leaf.validity().not_before.to_datetime(),
+        not_after: leaf.validity().not_after.to_datetime(),
+    }
+}
+
+/// The public facts of the leaf (first) certificate of a PEM chain, if it parses.
+pub fn leaf_info(chain_pem: &[u8]) -> Option<CertificateInfo> {
+    let chain = pem_certificates(std::str::from_utf8(chain_pem).ok()?).ok()?;
+    let der = chain.first()?;
+    let (_, leaf) = X509Certificate::from_der(der).ok()?;
+    Some(info_of(&leaf, der))
 }
 
 /// What the operator knows of a certificate it wrote or verified itself: enough to decide on

@@ -1,0 +1,421 @@
+//! Lifecycle governance in the identity reconciler: the finalizer that revokes on every deletion
+//! path, retirement when a workload or review lapses, suspension, and revocation on request.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use super::context::Context;
+use super::error::ReconcileError;
+use super::identity_secret::{Ownership, keys, ownership};
+use crate::api::{MachineIdentity, RevocationStatus};
+use crate::ca::rfc3339;
+use crate::issue::assess::leaf_info;
+use crate::issue::leaf::CertificateInfo;
+use crate::labels::{FIELD_MANAGER, REVOKE_FINALIZER, REVOKE_REQUESTED};
+use crate::lifecycle::certificates::{revocations, unexpired};
+use crate::lifecycle::review::{parse_review_date, review_state};
+use crate::lifecycle::verdict::{Lifecycle, RetireCause, WORKLOAD_FOUND, WORKLOAD_MISSING, decide};
+use crate::lifecycle::workload::workload_state;
+use crate::revoke::Reason;
+use crate::settings::parse_go_duration;
+
+/// How soon a deletion whose revocation failed is tried again.
+const REVOCATION_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The lifecycle verdict for `mi` now.
+pub fn assess_lifecycle(mi: &MachineIdentity, ctx: &Context, now: OffsetDateTime) -> Lifecycle {
+    let warning = ctx.lifecycle.review_warning;
+    let review_by = mi.spec.review_by.as_deref().and_then(parse_review_date);
+    let review = review_state(review_by, warning, now);
+    let namespace = mi.namespace().unwrap_or_default();
+    let presence = mi
+        .spec
+        .workload_ref
+        .as_ref()
+        .map(|w| ctx.workloads.presence(&namespace, w));
+    // The clock of a missing workload starts when it was first seen missing: the transition time
+    // of the WorkloadFound condition, which survives restarts.
+    let missing_since = mi
+        .status
+        .as_ref()
+        .and_then(|s| crate::api::condition::find_condition(&s.conditions, WORKLOAD_FOUND))
+        .filter(|c| c.status == "False" && c.reason == WORKLOAD_MISSING)
+        .and_then(|c| crate::ca::parse_rfc3339(&c.last_transition_time));
+    let grace = mi
+        .spec
+        .workload_ref
+        .as_ref()
+        .and_then(|w| w.grace_period.as_deref())
+        .and_then(|g| parse_go_duration(g).ok())
+        .unwrap_or(ctx.lifecycle.workload_grace);
+    let workload = workload_state(presence, missing_since, grace, now);
+    decide(
+        review,
+        workload,
+        mi.spec.on_review_lapse.unwrap_or_default(),
+        warning,
+    )
+}
+
+fn identity_key(mi: &MachineIdentity) -> String {
+    format!("{}/{}", mi.namespace().unwrap_or_default(), mi.name_any())
+}
+
+fn api(ctx: &Context, mi: &MachineIdentity) -> Api<MachineIdentity> {
+    Api::namespaced(ctx.client.clone(), &mi.namespace().unwrap_or_default())
+}
+
+/// Adds the revoking finalizer when it is missing (a server-side apply of just that list entry,
+/// so other finalizers and the user's fields are untouched).
+pub async fn ensure_finalizer(mi: &MachineIdentity, ctx: &Context) -> Result<(), ReconcileError> {
+    if mi.finalizers().iter().any(|f| f == REVOKE_FINALIZER) {
+        return Ok(());
+    }
+    set_finalizer(mi, ctx, true).await
+}
+
+async fn set_finalizer(
+    mi: &MachineIdentity,
+    ctx: &Context,
+    on: bool,
+) -> Result<(), ReconcileError> {
+    let finalizers: Vec<&str> = if on { vec![REVOKE_FINALIZER] } else { vec![] };
+    let patch = serde_json::json!({
+        "apiVersion": MachineIdentity::api_version(&()),
+        "kind": MachineIdentity::kind(&()),
+        "metadata": {
+            "name": mi.name_any(),
+            "uid": mi.metadata.uid,
+            "finalizers": finalizers,
+        },
+    });
+    match api(ctx, mi)
+        .patch(
+            &mi.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Already gone (or replaced by a new object of the same name): nothing to hold.
+        Err(kube::Error::Api(s)) if !on && (s.code == 404 || s.code == 409) => Ok(()),
+        Err(e) => Err(ReconcileError::Kube(e)),
+    }
+}
+
+/// The certificate the identity's Secret holds, read from the API (the status may not show it
+/// yet). None when there is no Secret of ours or it cannot be read.
+async fn certificate_in_secret(mi: &MachineIdentity, ctx: &Context) -> Option<CertificateInfo> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &mi.namespace()?);
+    let secret = match api.get_opt(&mi.spec.secret_name).await {
+        Ok(s) => s?,
+        Err(e) => {
+            warn!(identity = %identity_key(mi), error = %e, "cannot read the identity Secret; revoking what the status records");
+            return None;
+        }
+    };
+    if ownership(Some(&secret.metadata), mi) != Ownership::Ours {
+        return None;
+    }
+    leaf_info(&secret.data.as_ref()?.get(keys::TLS_CRT)?.0)
+}
+
+/// Revokes every unexpired certificate of `mi` for `reason`; returns the serials revoked.
+async fn revoke_all(
+    mi: &MachineIdentity,
+    ctx: &Context,
+    reason: Reason,
+    now: OffsetDateTime,
+) -> Result<Vec<String>, crate::revoke::RevokeError> {
+    let in_secret = certificate_in_secret(mi, ctx).await;
+    let certs = unexpired(mi.status.as_ref(), in_secret.as_ref(), now);
+    ctx.revoker
+        .revoke(revocations(&certs, reason, &identity_key(mi)))
+        .await?;
+    Ok(certs.into_iter().map(|(s, _)| s).collect())
+}
+
+fn serial_list(serials: &[String]) -> String {
+    match serials.is_empty() {
+        true => "no unexpired certificate".to_string(),
+        false => format!("serial {}", serials.join(", ")),
+    }
+}
+
+/// The deletion path, whoever deleted the identity: revoke every unexpired certificate, then let
+/// it go. If the revocation cannot be recorded, retry; past the finalizer timeout, let it go
+/// anyway and say why.
+pub async fn finalize(mi: &MachineIdentity, ctx: &Context) -> Result<Action, ReconcileError> {
+    let uid = mi.metadata.uid.clone().unwrap_or_default();
+    if !mi.finalizers().iter().any(|f| f == REVOKE_FINALIZER) {
+        ctx.forget(&uid);
+        return Ok(Action::await_change());
+    }
+    let now = OffsetDateTime::now_utc();
+    match revoke_all(mi, ctx, Reason::CessationOfOperation, now).await {
+        Ok(serials) => {
+            info!(identity = %identity_key(mi), serials = ?serials, "identity deleted; certificates revoked");
+            if !serials.is_empty() {
+                ctx.publish(
+                    mi,
+                    EventType::Normal,
+                    "Revoked",
+                    format!("identity deleted: revoked {}", serial_list(&serials)),
+                );
+            }
+        }
+        Err(e) => {
+            let deleted_at = mi
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .and_then(|t| OffsetDateTime::from_unix_timestamp(t.0.as_second()).ok())
+                .unwrap_or(now);
+            if now - deleted_at < ctx.lifecycle.finalizer_timeout {
+                ctx.warn(
+                    mi,
+                    "RevocationFailed",
+                    &format!("{e}; retrying before the identity is deleted"),
+                );
+                ctx.metrics.count_failure("RevocationFailed");
+                write_revocation_failure(mi, ctx, &e.to_string(), now).await;
+                return Ok(Action::requeue(REVOCATION_RETRY));
+            }
+            ctx.warn(
+                mi,
+                "RevocationAbandoned",
+                &format!(
+                    "{e}; deletion has waited {}, so the identity is let go: its certificates stay valid until they expire",
+                    humantime(ctx.lifecycle.finalizer_timeout)
+                ),
+            );
+            ctx.metrics.count_failure("RevocationAbandoned");
+        }
+    }
+    set_finalizer(mi, ctx, false).await?;
+    ctx.forget(&uid);
+    Ok(Action::await_change())
+}
+
+fn humantime(d: time::Duration) -> String {
+    format!("{}s", d.whole_seconds())
+}
+
+/// Shows a failed revocation in status while the deletion waits (best effort: the Event says it
+/// too).
+async fn write_revocation_failure(
+    mi: &MachineIdentity,
+    ctx: &Context,
+    message: &str,
+    now: OffsetDateTime,
+) {
+    let condition = crate::api::Condition::new(
+        super::status::READY,
+        false,
+        "RevocationFailed",
+        format!("deleting: {message}"),
+    );
+    let mut status = mi.status.clone().unwrap_or_default();
+    status.conditions = crate::api::condition::merge_conditions(
+        &status.conditions,
+        vec![condition],
+        mi.metadata.generation,
+        &rfc3339(now),
+    );
+    let patch = serde_json::json!({
+        "apiVersion": MachineIdentity::api_version(&()),
+        "kind": MachineIdentity::kind(&()),
+        "status": { "conditions": status.conditions },
+    });
+    if let Err(e) = api(ctx, mi)
+        .patch_status(
+            &mi.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        warn!(identity = %identity_key(mi), error = %e, "cannot record the revocation failure in status");
+    }
+}
+
+/// Retires the identity: revokes every unexpired certificate, says why, and deletes it (the
+/// finalizer then finds nothing left to revoke).
+pub async fn retire(
+    mi: &MachineIdentity,
+    ctx: &Context,
+    lifecycle: &Lifecycle,
+    cause: RetireCause,
+) -> Result<Action, ReconcileError> {
+    let now = OffsetDateTime::now_utc();
+    let reason = match cause {
+        RetireCause::WorkloadGone => Reason::CessationOfOperation,
+        RetireCause::ReviewOverdue => Reason::PrivilegeWithdrawn,
+    };
+    let serials = revoke_all(mi, ctx, reason, now)
+        .await
+        .map_err(ReconcileError::Revocation)?;
+    let why = match (cause, &lifecycle.workload, &mi.spec.workload_ref) {
+        (
+            RetireCause::WorkloadGone,
+            crate::lifecycle::workload::WorkloadState::Lapsed { since },
+            Some(w),
+        ) => format!(
+            "{} {} has been missing since {}, past its grace period",
+            w.kind,
+            w.name,
+            rfc3339(*since)
+        ),
+        _ => format!(
+            "the review date {} has passed and onReviewLapse is Delete",
+            mi.spec.review_by.as_deref().unwrap_or_default()
+        ),
+    };
+    let note = format!(
+        "{why}: revoked {} and deleting the identity",
+        serial_list(&serials)
+    );
+    info!(identity = %identity_key(mi), reason = cause.reason(), "{note}");
+    ctx.warn(mi, cause.reason(), &note);
+    ctx.metrics.count_failure(cause.reason());
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: mi.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api(ctx, mi).delete(&mi.name_any(), &dp).await {
+        Ok(_) => Ok(Action::await_change()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Action::await_change()),
+        Err(e) => Err(ReconcileError::Kube(e)),
+    }
+}
+
+/// Suspends the identity (review lapsed, `Suspend`): revokes every unexpired certificate and
+/// removes the key material from its Secret. Returns the revocation to show in status, when
+/// anything was newly revoked.
+pub async fn suspend(
+    mi: &MachineIdentity,
+    ctx: &Context,
+    now: OffsetDateTime,
+) -> Result<Option<RevocationStatus>, ReconcileError> {
+    let serials = revoke_all(mi, ctx, Reason::PrivilegeWithdrawn, now)
+        .await
+        .map_err(ReconcileError::Revocation)?;
+    let stripped = strip_key_material(mi, ctx).await?;
+    ctx.forget_certificate(mi.metadata.uid.as_deref().unwrap_or_default());
+    let already = mi
+        .status
+        .as_ref()
+        .and_then(|s| s.last_revocation.as_ref())
+        .is_some_and(|r| {
+            r.reason == crate::lifecycle::verdict::REVIEW_OVERDUE
+                && serials.iter().all(|s| r.serial_numbers.contains(s))
+        });
+    if already && !stripped {
+        return Ok(None);
+    }
+    let note = format!(
+        "the review date {} has passed: revoked {}, removed the key from Secret {}; renewing stops until reviewBy moves forward (kubectl nhi review)",
+        mi.spec.review_by.as_deref().unwrap_or_default(),
+        serial_list(&serials),
+        mi.spec.secret_name
+    );
+    ctx.warn(mi, "Suspended", &note);
+    Ok(Some(RevocationStatus {
+        reason: crate::lifecycle::verdict::REVIEW_OVERDUE.into(),
+        revoked_at: rfc3339(now),
+        serial_numbers: serials,
+        request: None,
+    }))
+}
+
+/// Removes the certificate, key, single-file identity and kubeconfig from the identity's Secret,
+/// keeping the trust bundle. Returns whether anything was removed.
+async fn strip_key_material(mi: &MachineIdentity, ctx: &Context) -> Result<bool, ReconcileError> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &mi.namespace().unwrap_or_default());
+    let Some(mut secret) = api.get_opt(&mi.spec.secret_name).await? else {
+        return Ok(false);
+    };
+    if ownership(Some(&secret.metadata), mi) != Ownership::Ours {
+        return Ok(false);
+    }
+    let data: &mut BTreeMap<String, ByteString> = secret.data.get_or_insert_with(BTreeMap::new);
+    let mut removed = false;
+    for k in [
+        keys::TLS_KEY,
+        keys::TLS_CRT,
+        keys::IDENTITY_PEM,
+        keys::KUBECONFIG,
+    ] {
+        removed |= data.remove(k).is_some();
+    }
+    if !removed {
+        return Ok(false);
+    }
+    // kubernetes.io/tls Secrets must have both keys: keep them, empty.
+    data.insert(keys::TLS_CRT.into(), ByteString(vec![]));
+    data.insert(keys::TLS_KEY.into(), ByteString(vec![]));
+    if let Some(a) = secret.metadata.annotations.as_mut() {
+        a.remove(crate::labels::SERIAL);
+        a.remove(crate::labels::CERT_INPUTS);
+        a.remove(crate::labels::KUBE_CLIENT_NOT_AFTER);
+    }
+    secret.metadata.managed_fields = None;
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api.replace(&mi.spec.secret_name, &pp, &secret).await {
+        Ok(_) => Ok(true),
+        // Changed since read: look again.
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(ReconcileError::SecretAppeared),
+        Err(e) => Err(ReconcileError::Kube(e)),
+    }
+}
+
+/// Answers a `kubectl nhi revoke` request (a new value of the `nhi.dev/revoke-requested`
+/// annotation): revokes every unexpired certificate. Returns the revocation for status; the
+/// caller issues a new certificate unless the identity is suspended.
+pub async fn answer_revoke_request(
+    mi: &MachineIdentity,
+    ctx: &Context,
+    now: OffsetDateTime,
+) -> Result<Option<RevocationStatus>, ReconcileError> {
+    let Some(request) = mi.annotations().get(REVOKE_REQUESTED) else {
+        return Ok(None);
+    };
+    let answered = mi
+        .status
+        .as_ref()
+        .and_then(|s| s.last_revocation.as_ref())
+        .and_then(|r| r.request.as_ref());
+    if answered == Some(request) {
+        return Ok(None);
+    }
+    let serials = revoke_all(mi, ctx, Reason::KeyCompromise, now)
+        .await
+        .map_err(ReconcileError::Revocation)?;
+    ctx.forget_certificate(mi.metadata.uid.as_deref().unwrap_or_default());
+    ctx.warn(
+        mi,
+        "RevokeRequested",
+        &format!("revoked {} on request ({request})", serial_list(&serials)),
+    );
+    Ok(Some(RevocationStatus {
+        reason: "RevokeRequested".into(),
+        revoked_at: rfc3339(now),
+        serial_numbers: serials,
+        request: Some(request.clone()),
+    }))
+}

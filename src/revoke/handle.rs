@@ -1,0 +1,101 @@
+//! The reconcilers' side of revocation: ask for certificates to be revoked and wait until the
+//! revocation is persisted; read the trust documents last published.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::record::Revocation;
+use super::trust::TrustDocuments;
+
+/// Why a revocation was not recorded.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RevokeError {
+    #[error("the revocation could not be recorded: {0}")]
+    NotRecorded(String),
+    #[error("the revocation service has stopped (the operator is shutting down)")]
+    Stopped,
+}
+
+/// One request: revoke these, then say whether it is persisted.
+pub(super) struct Request {
+    pub revocations: Vec<Revocation>,
+    pub done: oneshot::Sender<Result<(), RevokeError>>,
+}
+
+/// State shared between the handle and the service.
+#[derive(Default)]
+pub(super) struct Shared {
+    pub documents: ArcSwapOption<TrustDocuments>,
+    /// Something changed which namespaces need a trust ConfigMap.
+    pub namespaces_changed: Notify,
+    /// The namespaces that have one (as far as the service knows).
+    pub published: Mutex<HashSet<String>>,
+}
+
+/// Cloneable handle on the revocation service.
+#[derive(Clone)]
+pub struct Revoker {
+    tx: mpsc::UnboundedSender<Request>,
+    shared: Arc<Shared>,
+}
+
+/// The service's end: requests in, shared state.
+pub struct Inbox {
+    pub(super) rx: mpsc::UnboundedReceiver<Request>,
+    pub(super) shared: Arc<Shared>,
+}
+
+/// A handle and the inbox for the service that answers it.
+pub fn channel() -> (Revoker, Inbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared::default());
+    (
+        Revoker {
+            tx,
+            shared: shared.clone(),
+        },
+        Inbox { rx, shared },
+    )
+}
+
+impl Revoker {
+    /// Revokes `revocations` and returns once they are persisted in the revocation record (the
+    /// CRL is signed and published right after). Already revoked or expired certificates are
+    /// fine: nothing to do.
+    pub async fn revoke(&self, revocations: Vec<Revocation>) -> Result<(), RevokeError> {
+        if revocations.is_empty() {
+            return Ok(());
+        }
+        let (done, answer) = oneshot::channel();
+        self.tx
+            .send(Request { revocations, done })
+            .map_err(|_| RevokeError::Stopped)?;
+        answer.await.map_err(|_| RevokeError::Stopped)?
+    }
+
+    /// The trust documents last published, once the first CRL is signed.
+    pub fn documents(&self) -> Option<Arc<TrustDocuments>> {
+        self.shared.documents.load_full()
+    }
+
+    /// An identity exists in `namespace`: make sure it has a trust ConfigMap.
+    pub fn identity_seen(&self, namespace: &str) {
+        let known = self
+            .shared
+            .published
+            .lock()
+            .map(|p| p.contains(namespace))
+            .unwrap_or(false);
+        if !known {
+            self.shared.namespaces_changed.notify_one();
+        }
+    }
+
+    /// An identity is gone: a namespace may have no identities left.
+    pub fn identity_gone(&self) {
+        self.shared.namespaces_changed.notify_one();
+    }
+}

@@ -1,0 +1,314 @@
+//! The revocation service: batches revocation requests, persists them in the record, signs the
+//! CRL, and publishes it. One task, so the record has one writer per operator and a burst of
+//! revocations costs one write and one signature.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration as StdDuration;
+
+use arc_swap::ArcSwap;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher::{self, watcher};
+use kube::{Api, Client, ResourceExt};
+use time::{Duration, OffsetDateTime};
+use tracing::{error, info, warn};
+
+use super::handle::{Inbox, Request, RevokeError};
+use super::persist::{PersistError, RecordStore};
+use super::publish::TrustPublisher;
+use super::record::{Revocation, RevocationRecord};
+use super::trust::{TrustDocuments, trust_selector};
+use crate::api::MachineIdentity;
+use crate::ca::CertificateAuthority;
+use crate::http::Health;
+use crate::metrics::Metrics;
+
+/// How the service is set up.
+#[derive(Clone, Debug)]
+pub struct RevocationConfig {
+    /// The operator's namespace, where the record lives.
+    pub namespace: String,
+    /// The record's ConfigMap.
+    pub record_name: String,
+    /// The one namespace watched, or None for all.
+    pub scope: Option<String>,
+    /// How long each CRL is valid (its nextUpdate).
+    pub crl_validity: Duration,
+    /// A pause between persisting and publishing: only for the restart test.
+    pub publish_delay: StdDuration,
+}
+
+/// What the service needs from the operator.
+pub struct RevocationDeps {
+    pub client: Client,
+    pub ca: Arc<ArcSwap<CertificateAuthority>>,
+    pub identities: Store<MachineIdentity>,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Attempts at writing the record before a batch is reported failed.
+const WRITE_ATTEMPTS: u32 = 5;
+
+/// Runs the service until every handle is dropped.
+pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfig) {
+    let store = RecordStore::new(deps.client.clone(), &config.namespace, &config.record_name);
+    let mut publisher = TrustPublisher::new(deps.client.clone(), config.scope.clone());
+    let mut delay = StdDuration::from_millis(500);
+    let (mut record, mut version) = loop {
+        match store.load().await {
+            Ok(l) => break (l.record, l.resource_version),
+            Err(e) => {
+                error!(error = %e, "cannot read the revocation record; retrying");
+                deps.metrics.count_failure("RevocationRecordUnreadable");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(StdDuration::from_secs(30));
+            }
+        }
+    };
+    info!(
+        revoked = record.len(),
+        crl_number = record.crl_number,
+        "revocation record loaded"
+    );
+    if let Err(e) = publisher.discover().await {
+        warn!(error = %e, "cannot list existing trust ConfigMaps; they are found as identities appear");
+    }
+    let cm_api: Api<PartialObjectMeta<ConfigMap>> = match &config.scope {
+        Some(ns) => Api::namespaced(deps.client.clone(), ns),
+        None => Api::all(deps.client.clone()),
+    };
+    let mut trust_changes = watcher(cm_api, watcher::Config::default().labels(&trust_selector()))
+        .default_backoff()
+        .boxed();
+
+    let mut pending: Vec<Request> = vec![];
+    let mut sign_due = true;
+    let mut next_sign = tokio::time::Instant::now();
+    let mut sync_due = false;
+    loop {
+        if sign_due || !pending.is_empty() {
+            let batch = std::mem::take(&mut pending);
+            let revocations: Vec<Revocation> =
+                batch.iter().flat_map(|r| r.revocations.clone()).collect();
+            let now = OffsetDateTime::now_utc();
+            match commit(&store, &mut record, &mut version, &revocations, now).await {
+                Ok(()) => {
+                    for r in batch {
+                        let _ = r.done.send(Ok(()));
+                    }
+                    match sign(&deps.ca, &record, now, config.crl_validity).await {
+                        Ok(docs) => {
+                            if !config.publish_delay.is_zero() {
+                                tokio::time::sleep(config.publish_delay).await;
+                            }
+                            inbox.shared.documents.store(Some(Arc::new(docs)));
+                            sign_due = false;
+                            sync_due = true;
+                            next_sign = tokio::time::Instant::now()
+                                + next_signing_in(&record, now, config.crl_validity);
+                        }
+                        Err(e) => {
+                            error!(error = %e, "cannot sign the CRL; retrying");
+                            deps.metrics.count_failure("CRLSigningFailed");
+                            next_sign = tokio::time::Instant::now() + StdDuration::from_secs(5);
+                        }
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot persist revocations");
+                    deps.metrics.count_failure("RevocationNotRecorded");
+                    for r in batch {
+                        let _ = r.done.send(Err(RevokeError::NotRecorded(e.to_string())));
+                    }
+                    if sign_due {
+                        next_sign = tokio::time::Instant::now() + StdDuration::from_secs(5);
+                        sign_due = false;
+                    }
+                }
+            }
+        }
+        if sync_due && let Some(docs) = inbox.shared.documents.load_full() {
+            let synced = deps.health.identities_synced.load(Ordering::Relaxed);
+            let wanted = wanted_namespaces(&deps.identities, &record);
+            let failed = publisher.sync(&docs, &wanted, synced).await;
+            if let Ok(mut p) = inbox.shared.published.lock() {
+                *p = publisher.namespaces().cloned().collect();
+            }
+            sync_due = !failed.is_empty();
+            if sync_due {
+                deps.metrics.count_failure("TrustPublicationFailed");
+                tokio::time::sleep(StdDuration::from_secs(1)).await;
+                continue;
+            }
+        }
+        tokio::select! {
+            req = inbox.rx.recv() => match req {
+                Some(req) => {
+                    pending.push(req);
+                    while let Ok(more) = inbox.rx.try_recv() {
+                        pending.push(more);
+                    }
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(next_sign) => sign_due = true,
+            _ = inbox.shared.namespaces_changed.notified() => {
+                // Let a burst of identity changes arrive before looking at the namespaces.
+                tokio::time::sleep(StdDuration::from_millis(50)).await;
+                sync_due = true;
+            }
+            Some(ev) = trust_changes.next() => {
+                match ev {
+                    Ok(watcher::Event::Apply(cm)) => publisher.observed(
+                        &cm.namespace().unwrap_or_default(),
+                        cm.metadata.resource_version.as_deref(),
+                        false,
+                    ),
+                    Ok(watcher::Event::Delete(cm)) => publisher.observed(
+                        &cm.namespace().unwrap_or_default(),
+                        None,
+                        true,
+                    ),
+                    _ => continue,
+                }
+                sync_due = true;
+            }
+        }
+    }
+    info!("revocation service stopped");
+}
+
+/// Adds `revocations` and drops expired entries, takes the next CRL number, and persists the
+/// record; on a conflict, reads the other writer's record, merges and tries again.
+async fn commit(
+    store: &RecordStore,
+    record: &mut RevocationRecord,
+    version: &mut Option<String>,
+    revocations: &[Revocation],
+    now: OffsetDateTime,
+) -> Result<(), PersistError> {
+    for attempt in 1..=WRITE_ATTEMPTS {
+        let mut next = record.clone();
+        next.add(revocations, now);
+        next.prune(now);
+        next.crl_number += 1;
+        match store.save(&next, version.as_deref()).await? {
+            Some(v) => {
+                *record = next;
+                *version = Some(v);
+                return Ok(());
+            }
+            None => {
+                warn!(
+                    attempt,
+                    "the revocation record changed since it was read; merging"
+                );
+                let theirs = store.load().await?;
+                record.merge(&theirs.record);
+                *version = theirs.resource_version;
+            }
+        }
+    }
+    Err(store.contended(WRITE_ATTEMPTS))
+}
+
+/// Signs the CRL for `record` (whose CRL number is persisted already) off the async runtime.
+async fn sign(
+    ca: &ArcSwap<CertificateAuthority>,
+    record: &RevocationRecord,
+    now: OffsetDateTime,
+    validity: Duration,
+) -> Result<TrustDocuments, String> {
+    let ca = ca.load_full();
+    let params = record.crl_params(now, validity);
+    let number = record.crl_number;
+    tokio::task::spawn_blocking(move || {
+        let crl = params
+            .signed_by(ca.issuer())
+            .map_err(|e| format!("signing the CRL failed: {e}"))?;
+        let crl_pem = crl
+            .pem()
+            .map_err(|e| format!("encoding the CRL failed: {e}"))?;
+        Ok(TrustDocuments {
+            ca_pem: ca.trust_bundle_pem().to_string(),
+            crl_pem,
+            crl_number: number,
+        })
+    })
+    .await
+    .map_err(|e| format!("the signing task failed: {e}"))?
+}
+
+/// When to sign the next CRL: at half its validity, or a minute after the first entry expires
+/// (so the CRL shrinks), whichever is sooner; never more often than once a minute for expiries.
+fn next_signing_in(
+    record: &RevocationRecord,
+    now: OffsetDateTime,
+    validity: Duration,
+) -> StdDuration {
+    let refresh = validity / 2;
+    let at = match record.next_expiry() {
+        Some(t) => (t + Duration::minutes(1)).min(now + refresh),
+        None => now + refresh,
+    };
+    let wait = (at - now).max(Duration::minutes(1));
+    StdDuration::try_from(wait).unwrap_or(StdDuration::from_secs(60))
+}
+
+/// The namespaces that need a trust ConfigMap: those with identities, and those whose revoked
+/// certificates have not expired yet (their relying services still need the CRL).
+fn wanted_namespaces(
+    identities: &Store<MachineIdentity>,
+    record: &RevocationRecord,
+) -> BTreeSet<String> {
+    let mut wanted = record.namespaces();
+    for mi in identities.state() {
+        if let Some(ns) = mi.metadata.namespace.as_deref() {
+            wanted.insert(ns.to_string());
+        }
+    }
+    wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::revoke::record::Reason;
+    use time::macros::datetime;
+
+    #[test]
+    fn the_crl_is_signed_again_before_it_expires_and_when_entries_expire() {
+        let now = datetime!(2026-11-23 10:00 UTC);
+        let validity = Duration::hours(24);
+        let empty = RevocationRecord::default();
+        assert_eq!(
+            next_signing_in(&empty, now, validity),
+            StdDuration::from_secs(12 * 3600)
+        );
+        let mut r = RevocationRecord::default();
+        r.add(
+            &[Revocation {
+                serial_hex: "0a".into(),
+                not_after: now + Duration::minutes(30),
+                reason: Reason::CessationOfOperation,
+                identity: "ns/a".into(),
+            }],
+            now,
+        );
+        assert_eq!(
+            next_signing_in(&r, now, validity),
+            StdDuration::from_secs(31 * 60)
+        );
+        // An entry expiring now waits a minute, never zero.
+        assert_eq!(
+            next_signing_in(&r, now + Duration::minutes(30), validity),
+            StdDuration::from_secs(60)
+        );
+    }
+}
