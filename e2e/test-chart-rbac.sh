@@ -42,8 +42,9 @@ yes watch machineidentities.nhi.dev $OTHER
 yes list machineidentities.nhi.dev *
 no  create machineidentities.nhi.dev $OTHER
 no  update machineidentities.nhi.dev $OTHER
-no  patch machineidentities.nhi.dev $OTHER
-no  delete machineidentities.nhi.dev $OTHER
+yes patch machineidentities.nhi.dev $OTHER
+yes delete machineidentities.nhi.dev $OTHER
+no  deletecollection machineidentities.nhi.dev $OTHER
 yes patch machineidentities.nhi.dev/status $OTHER
 no  update machineidentities.nhi.dev/status $OTHER
 yes get entitlements.nhi.dev $OTHER
@@ -80,7 +81,23 @@ no  list leases.coordination.k8s.io $NS
 yes get configmaps $OTHER
 yes list configmaps $OTHER
 no  delete configmaps $OTHER
-no  create configmaps $OTHER
+no  patch configmaps $OTHER
+no  update configmaps $OTHER
+yes create configmaps $OTHER
+yes get configmaps $OTHER nhi-trust
+yes patch configmaps $OTHER nhi-trust
+yes delete configmaps $OTHER nhi-trust
+no  update configmaps $OTHER nhi-trust
+yes update configmaps $NS nhi-revocations
+no  delete configmaps $NS nhi-revocations
+no  patch configmaps $OTHER kube-root-ca.crt
+no  delete configmaps $OTHER kube-root-ca.crt
+yes list deployments.apps *
+yes watch deployments.apps *
+no  get deployments.apps $OTHER
+yes watch jobs.batch *
+yes watch serviceaccounts *
+no  list pods *
 yes create certificatesigningrequests.certificates.k8s.io *
 yes get certificatesigningrequests.certificates.k8s.io *
 yes delete certificatesigningrequests.certificates.k8s.io *
@@ -100,6 +117,7 @@ no  get pods $OTHER
 no  create pods $OTHER
 no  create serviceaccounts/token $OTHER
 no  get serviceaccounts $OTHER
+no  create serviceaccounts $OTHER
 no  bind clusterroles.rbac.authorization.k8s.io *
 no  escalate roles.rbac.authorization.k8s.io $OTHER
 no  impersonate users *

@@ -65,8 +65,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// The bare-client baseline: returns identities/s.
-async fn baseline(client: &Client, n: usize, concurrency: usize) -> f64 {
+/// The bare-client baseline: returns identities/s and the namespace it wrote to (its identities
+/// are the baseline of the revocation phase).
+async fn baseline(client: &Client, n: usize, concurrency: usize) -> (f64, String) {
     let ns = namespace(client, "bench-base").await;
     let now = time::OffsetDateTime::now_utc();
     let material =
@@ -152,10 +153,109 @@ async fn baseline(client: &Client, n: usize, concurrency: usize) -> f64 {
         .await;
     observer.abort();
     let rate = n as f64 / start.elapsed().as_secs_f64();
+    (rate, ns)
+}
+
+async fn delete_namespace(client: &Client, ns: &str) {
     let _ = Api::<Namespace>::all(client.clone())
-        .delete(&ns, &DeleteParams::default())
+        .delete(ns, &DeleteParams::default())
         .await;
-    rate
+}
+
+/// Deletes `names` at `concurrency` and measures, per name, the time from its delete request
+/// until its serial is in the `data` of ConfigMap `configmap` (parsed by `serials_of`).
+async fn propagation(
+    client: &Client,
+    ns: &str,
+    names: &[(String, String)],
+    concurrency: usize,
+    configmap: &str,
+    serials_of: fn(&std::collections::BTreeMap<String, String>) -> Vec<String>,
+    after_delete: Option<
+        &(dyn Fn(String, String) -> futures::future::BoxFuture<'static, ()> + Sync),
+    >,
+) -> Vec<f64> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let watch_seen = seen.clone();
+    let selector = format!("metadata.name={configmap}");
+    let watch = tokio::spawn(
+        watcher(cms, watcher::Config::default().fields(&selector))
+            .applied_objects()
+            .try_for_each(move |cm: ConfigMap| {
+                let seen = watch_seen.clone();
+                async move {
+                    let now = Instant::now();
+                    let serials = serials_of(&cm.data.unwrap_or_default());
+                    let mut seen = seen.lock().unwrap();
+                    for s in serials {
+                        seen.entry(s).or_insert(now);
+                    }
+                    Ok(())
+                }
+            }),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), ns);
+    let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    stream::iter(names.iter().cloned())
+        .for_each_concurrent(concurrency, |(name, serial)| {
+            let (mis, started) = (mis.clone(), started.clone());
+            async move {
+                started
+                    .lock()
+                    .unwrap()
+                    .insert(serial.clone(), Instant::now());
+                mis.delete(&name, &DeleteParams::default())
+                    .await
+                    .expect("delete mi");
+                if let Some(f) = after_delete {
+                    f(name, serial).await;
+                }
+            }
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let seen = seen.lock().unwrap();
+        if names.iter().all(|(_, s)| seen.contains_key(s)) {
+            break;
+        }
+        drop(seen);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watch.abort();
+    let seen = seen.lock().unwrap();
+    let started = started.lock().unwrap();
+    let mut latencies: Vec<f64> = names
+        .iter()
+        .filter_map(|(_, s)| Some(seen.get(s)?.duration_since(*started.get(s)?).as_secs_f64()))
+        .collect();
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    latencies
+}
+
+fn crl_serials(data: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    use x509_parser::prelude::FromDer;
+    let Some(pem_text) = data.get("crl.pem") else {
+        return vec![];
+    };
+    let Ok(block) = pem::parse(pem_text) else {
+        return vec![];
+    };
+    let Ok((_, crl)) =
+        x509_parser::revocation_list::CertificateRevocationList::from_der(block.contents())
+    else {
+        return vec![];
+    };
+    crl.iter_revoked_certificates()
+        .map(|r| hex::encode(r.raw_serial()))
+        .collect()
+}
+
+fn baseline_keys(data: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    data.keys().cloned().collect()
 }
 
 /// CPU seconds used so far by the local control plane's apiserver and etcd (when their pid files
@@ -224,15 +324,17 @@ async fn main() {
     // run went first on a freshly started apiserver would otherwise pay for it alone.
     let warm_up = (n / 5).clamp(50, 200);
     eprintln!("== warm-up: {warm_up} identities written by the bare client, not measured");
-    baseline(&client, warm_up, concurrency).await;
+    let (_, warm_ns) = baseline(&client, warm_up, concurrency).await;
+    delete_namespace(&client, &warm_ns).await;
 
     eprintln!("== baseline: bare client, {n} identities, concurrency {concurrency}");
     let cp0 = control_plane_cpu();
     // --no-baseline: for investigating the operator alone; reported figures use the full run.
-    let base_rate = if args.iter().any(|a| a == "--no-baseline") {
-        f64::NAN
+    let (base_rate, base_ns) = if args.iter().any(|a| a == "--no-baseline") {
+        (f64::NAN, None)
     } else {
-        baseline(&client, n, concurrency).await
+        let (rate, ns) = baseline(&client, n, concurrency).await;
+        (rate, Some(ns))
     };
     let cp_base = control_plane_cpu().zip(cp0).map(|(b, a)| b - a);
     eprintln!("baseline: {base_rate:.1} identities/s");
@@ -267,7 +369,7 @@ async fn main() {
 
     let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns);
     let applied: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let ready: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let ready: Arc<Mutex<HashMap<String, (Instant, String)>>> = Arc::default();
     let watch_ready = ready.clone();
     let watch = tokio::spawn(
         watcher(mis.clone(), watcher::Config::default())
@@ -281,11 +383,12 @@ async fn main() {
                             .any(|c| c.type_ == "Ready" && c.status == "True")
                     });
                     if is_ready {
+                        let serial = mi.status.as_ref().and_then(|s| s.serial_number.clone());
                         ready
                             .lock()
                             .unwrap()
                             .entry(mi.name_any())
-                            .or_insert_with(Instant::now);
+                            .or_insert_with(|| (Instant::now(), serial.unwrap_or_default()));
                     }
                     Ok(())
                 }
@@ -321,19 +424,80 @@ async fn main() {
     let (rss, cpu) = proc_stats(pid);
     peak_rss = peak_rss.max(rss);
     watch.abort();
-    let ready = ready.lock().unwrap().clone();
+    let ready: HashMap<String, (Instant, String)> = ready.lock().unwrap().clone();
     let applied = applied.lock().unwrap().clone();
     let mut latencies: Vec<f64> = ready
         .iter()
-        .filter_map(|(k, r)| applied.get(k).map(|a| r.duration_since(*a).as_secs_f64()))
+        .filter_map(|(k, (r, _))| applied.get(k).map(|a| r.duration_since(*a).as_secs_f64()))
         .collect();
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let rate = ready.len() as f64 / elapsed;
+
+    // Revocation propagation: R identities deleted at once; each one's serial must reach the
+    // published CRL (the nhi-trust ConfigMap). Baseline: the bare client deletes the same number
+    // of identities and writes each one's serial into a ConfigMap itself.
+    let r = n.clamp(1, 250.max(n / 4));
+    eprintln!("== revocation: deleting {r} identities, timing each serial into nhi-trust's CRL");
+    let victims: Vec<(String, String)> = ready
+        .iter()
+        .take(r)
+        .map(|(name, (_, serial))| (name.clone(), serial.clone()))
+        .collect();
+    let revocations = propagation(
+        &client,
+        &ns,
+        &victims,
+        concurrency,
+        "nhi-trust",
+        crl_serials,
+        None,
+    )
+    .await;
+    let base_revocations = match &base_ns {
+        Some(bns) => {
+            let names: Vec<(String, String)> = (0..r)
+                .map(|i| (format!("b{i}"), format!("{i:040x}")))
+                .collect();
+            let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+                Api::namespaced(client.clone(), bns);
+            let write = move |_name: String, serial: String| {
+                let cms = cms.clone();
+                Box::pin(async move {
+                    let patch = serde_json::json!({
+                        "apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "baseline-crl"},
+                        "data": {serial.clone(): "revoked"}
+                    });
+                    cms.patch(
+                        "baseline-crl",
+                        &PatchParams::apply(&format!("bench-{}", &serial[32..])),
+                        &Patch::Apply(&patch),
+                    )
+                    .await
+                    .expect("baseline ConfigMap write");
+                }) as futures::future::BoxFuture<'static, ()>
+            };
+            propagation(
+                &client,
+                bns,
+                &names,
+                concurrency,
+                "baseline-crl",
+                baseline_keys,
+                Some(&write),
+            )
+            .await
+        }
+        None => vec![],
+    };
+    let (rss, _) = proc_stats(pid);
+    peak_rss = peak_rss.max(rss);
     let _ = child.kill();
     let _ = child.wait();
-    let _ = Api::<Namespace>::all(client.clone())
-        .delete(&ns, &DeleteParams::default())
-        .await;
+    delete_namespace(&client, &ns).await;
+    if let Some(bns) = &base_ns {
+        delete_namespace(&client, bns).await;
+    }
 
     println!("identities:                 {n} ({} Ready)", ready.len());
     println!("operator rate:              {rate:.1} identities/s to Ready");
@@ -358,6 +522,28 @@ async fn main() {
             b * 1000.0 / n as f64,
             o * 1000.0 / n as f64
         );
+    }
+    println!(
+        "revocations:                {} of {r} published (baseline {} of {r})",
+        revocations.len(),
+        base_revocations.len()
+    );
+    println!(
+        "revocation to CRL p50/p99/max: {:.3} / {:.3} / {:.3} s (baseline {:.3} / {:.3} / {:.3} s)",
+        percentile(&revocations, 0.50),
+        percentile(&revocations, 0.99),
+        revocations.last().copied().unwrap_or(f64::NAN),
+        percentile(&base_revocations, 0.50),
+        percentile(&base_revocations, 0.99),
+        base_revocations.last().copied().unwrap_or(f64::NAN),
+    );
+    println!(
+        "ratio revocation p99 operator/baseline: {:.2}",
+        percentile(&revocations, 0.99) / percentile(&base_revocations, 0.99)
+    );
+    if revocations.len() < r || percentile(&revocations, 0.99) >= 2.0 {
+        eprintln!("bench: revocation propagation p99 must be under 2 s for every revocation");
+        std::process::exit(1);
     }
     if ready.len() < n {
         eprintln!("bench: only {} of {n} identities became Ready", ready.len());

@@ -1,11 +1,8 @@
 //! Lifecycle governance in the identity reconciler: the finalizer that revokes on every deletion
 //! path, retirement when a workload or review lapses, suspension, and revocation on request.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -344,39 +341,51 @@ pub async fn suspend(
 /// keeping the trust bundle. Returns whether anything was removed.
 async fn strip_key_material(mi: &MachineIdentity, ctx: &Context) -> Result<bool, ReconcileError> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &mi.namespace().unwrap_or_default());
-    let Some(mut secret) = api.get_opt(&mi.spec.secret_name).await? else {
+    let Some(secret) = api.get_opt(&mi.spec.secret_name).await? else {
         return Ok(false);
     };
     if ownership(Some(&secret.metadata), mi) != Ownership::Ours {
         return Ok(false);
     }
-    let data: &mut BTreeMap<String, ByteString> = secret.data.get_or_insert_with(BTreeMap::new);
-    let mut removed = false;
-    for k in [
+    let data = secret.data.unwrap_or_default();
+    let holds = |k: &str| data.get(k).is_some_and(|v| !v.0.is_empty());
+    if ![
         keys::TLS_KEY,
         keys::TLS_CRT,
         keys::IDENTITY_PEM,
         keys::KUBECONFIG,
-    ] {
-        removed |= data.remove(k).is_some();
-    }
-    if !removed {
+    ]
+    .iter()
+    .any(|k| holds(k))
+    {
         return Ok(false);
     }
-    // kubernetes.io/tls Secrets must have both keys: keep them, empty.
-    data.insert(keys::TLS_CRT.into(), ByteString(vec![]));
-    data.insert(keys::TLS_KEY.into(), ByteString(vec![]));
-    if let Some(a) = secret.metadata.annotations.as_mut() {
-        a.remove(crate::labels::SERIAL);
-        a.remove(crate::labels::CERT_INPUTS);
-        a.remove(crate::labels::KUBE_CLIENT_NOT_AFTER);
-    }
-    secret.metadata.managed_fields = None;
-    let pp = PostParams {
+    // A merge patch at the version read (a conflict if it changed since). kubernetes.io/tls
+    // Secrets must keep both keys: they stay, empty.
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": secret.metadata.resource_version,
+            "annotations": {
+                crate::labels::SERIAL: null,
+                crate::labels::CERT_INPUTS: null,
+                crate::labels::KUBE_CLIENT_NOT_AFTER: null,
+            },
+        },
+        "data": {
+            keys::TLS_KEY: "",
+            keys::TLS_CRT: "",
+            keys::IDENTITY_PEM: null,
+            keys::KUBECONFIG: null,
+        },
+    });
+    let pp = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    match api.replace(&mi.spec.secret_name, &pp, &secret).await {
+    match api
+        .patch(&mi.spec.secret_name, &pp, &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => Ok(true),
         // Changed since read: look again.
         Err(kube::Error::Api(s)) if s.code == 409 => Err(ReconcileError::SecretAppeared),

@@ -11,7 +11,7 @@ use kube::core::PartialObjectMeta;
 use kube::{Api, Client};
 use tracing::{debug, warn};
 
-use super::trust::{TrustDocuments, trust_configmap, trust_selector};
+use super::trust::{TrustDocuments, trust_configmap, trust_field_selector, trust_selector};
 use crate::labels;
 
 /// What was last written to one namespace's ConfigMap.
@@ -47,7 +47,11 @@ impl TrustPublisher {
             None => Api::all(self.client.clone()),
         };
         let list = api
-            .list_metadata(&ListParams::default().labels(&trust_selector()))
+            .list_metadata(
+                &ListParams::default()
+                    .labels(&trust_selector())
+                    .fields(&trust_field_selector()),
+            )
             .await?;
         for cm in list.items {
             if cm.metadata.name.as_deref() == Some(labels::TRUST_CONFIGMAP)

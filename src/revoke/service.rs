@@ -22,7 +22,7 @@ use super::handle::{Inbox, Request, RevokeError};
 use super::persist::{PersistError, RecordStore};
 use super::publish::TrustPublisher;
 use super::record::{Revocation, RevocationRecord};
-use super::trust::{TrustDocuments, trust_selector};
+use super::trust::{TrustDocuments, trust_field_selector, trust_selector};
 use crate::api::MachineIdentity;
 use crate::ca::CertificateAuthority;
 use crate::http::Health;
@@ -83,9 +83,10 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
         Some(ns) => Api::namespaced(deps.client.clone(), ns),
         None => Api::all(deps.client.clone()),
     };
-    let mut trust_changes = watcher(cm_api, watcher::Config::default().labels(&trust_selector()))
-        .default_backoff()
-        .boxed();
+    let trust_watch = watcher::Config::default()
+        .labels(&trust_selector())
+        .fields(&trust_field_selector());
+    let mut trust_changes = watcher(cm_api, trust_watch).default_backoff().boxed();
 
     let mut pending: Vec<Request> = vec![];
     let mut sign_due = true;

@@ -53,6 +53,12 @@ pub fn trust_selector() -> String {
     )
 }
 
+/// The field selector of the trust ConfigMaps: list and watch name them, so RBAC can limit the
+/// operator to ConfigMaps of that name.
+pub fn trust_field_selector() -> String {
+    format!("metadata.name={}", labels::TRUST_CONFIGMAP)
+}
+
 /// The trust ConfigMap for `namespace`.
 pub fn trust_configmap(namespace: &str, docs: &TrustDocuments) -> ConfigMap {
     ConfigMap {

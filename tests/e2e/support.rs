@@ -72,6 +72,23 @@ impl TestNamespace {
     }
 
     pub async fn delete(self) {
+        // The test's operator stops with the test: identities still holding the revoking
+        // finalizer would keep the namespace terminating forever.
+        let identities: Api<MachineIdentity> = Api::namespaced(self.client.clone(), &self.name);
+        if let Ok(list) = identities.list(&Default::default()).await {
+            for mi in list.items {
+                let name = mi.metadata.name.unwrap_or_default();
+                let _ = identities
+                    .patch(
+                        &name,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(
+                            serde_json::json!({"metadata": {"finalizers": null}}),
+                        ),
+                    )
+                    .await;
+            }
+        }
         let api: Api<Namespace> = Api::all(self.client.clone());
         let _ = api.delete(&self.name, &DeleteParams::default()).await;
     }
@@ -410,4 +427,77 @@ pub fn kubectl() -> Command {
     c.env("KUBECONFIG", kubeconfig_path())
         .env("KUBECACHEDIR", cache);
     c
+}
+
+/// The serials (lowercase hex) on a PEM CRL.
+pub fn crl_serials(pem_text: &str) -> Vec<String> {
+    use x509_parser::prelude::FromDer;
+    let block = pem::parse(pem_text).expect("a PEM CRL");
+    let (_, crl) =
+        x509_parser::revocation_list::CertificateRevocationList::from_der(block.contents())
+            .expect("a parseable CRL");
+    crl.iter_revoked_certificates()
+        .map(|r| hex::encode(r.raw_serial()))
+        .collect()
+}
+
+/// The `nhi-trust` ConfigMap of `ns`: its `ca.crt` and `crl.pem`, when it exists.
+pub async fn trust_documents(client: &Client, ns: &str) -> Option<(String, String)> {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), ns);
+    let cm = api.get_opt("nhi-trust").await.ok()??;
+    let data = cm.data?;
+    Some((data.get("ca.crt")?.clone(), data.get("crl.pem")?.clone()))
+}
+
+/// Waits until `serial` is on the CRL of `ns`'s `nhi-trust` ConfigMap; returns how long it took.
+pub async fn wait_for_revoked(
+    client: &Client,
+    ns: &str,
+    serial: &str,
+    timeout: Duration,
+) -> Duration {
+    let start = Instant::now();
+    wait_for(
+        timeout,
+        &format!("serial {serial} on the CRL in {ns}/nhi-trust"),
+        || async {
+            let (_, crl) = trust_documents(client, ns).await?;
+            crl_serials(&crl).iter().any(|s| s == serial).then_some(())
+        },
+    )
+    .await;
+    start.elapsed()
+}
+
+/// The Events about the object `name` in `ns`, as (reason, message).
+pub async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let list = api.list(&Default::default()).await.expect("list Events");
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+/// Waits for an Event with `reason` about `name`; returns its message.
+pub async fn wait_for_event(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+) -> String {
+    wait_for(
+        timeout,
+        &format!("a {reason} Event about {name}"),
+        || async {
+            events_for(client, ns, name)
+                .await
+                .into_iter()
+                .find(|(r, _)| r == reason)
+                .map(|(_, m)| m)
+        },
+    )
+    .await
 }

@@ -1,0 +1,464 @@
+//! Lifecycle governance against the local control plane: workload lapse, owner-reference garbage
+//! collection, review lapse and suspension, the published CRL, and restarts in between.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::support::*;
+use nhi_operator::api::MachineIdentity;
+use nhi_operator::verify::{Purpose, RevocationList, TrustBundle, VerifyError, verify_identity};
+
+fn deployment(name: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                         "spec": {"containers": [{"name": "c", "image": "example.invalid/app:1"}]}}
+        }
+    }))
+    .unwrap()
+}
+
+async fn gone<K>(api: &Api<K>, name: &str, timeout: Duration, what: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_for(timeout, what, || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
+
+fn today_plus(days: i64) -> String {
+    let d = time::OffsetDateTime::now_utc().date() + time::Duration::days(days);
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+async fn serial(api: &Api<MachineIdentity>, name: &str) -> String {
+    let mi = wait_ready(api, name, Duration::from_secs(10)).await;
+    mi.status.unwrap().serial_number.unwrap()
+}
+
+#[tokio::test]
+async fn a_missing_workload_past_its_grace_period_is_revoked_and_deleted_and_one_that_returns_is_kept()
+ {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "lapse").await;
+    let op = Operator::start(&ns.name, &[]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    for d in ["web", "api"] {
+        deployments
+            .create(&PostParams::default(), &deployment(d))
+            .await
+            .unwrap();
+    }
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let make = |name: &str, workload: &str, grace: &str| {
+        identity(
+            name,
+            json!({"owner": {"team": "web"}, "secretName": format!("{name}-identity"),
+                   "workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": workload,
+                                   "gracePeriod": grace}}),
+        )
+    };
+    api.create(&PostParams::default(), &make("web", "web", "3s"))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &make("api", "api", "1h"))
+        .await
+        .unwrap();
+    let web_serial = serial(&api, "web").await;
+    let api_serial = serial(&api, "api").await;
+    let web = wait_for(Duration::from_secs(10), "WorkloadFound=True", || async {
+        let mi = api.get("web").await.ok()?;
+        condition(&mi, "WorkloadFound").filter(|c| c.status == "True")?;
+        Some(mi)
+    })
+    .await;
+    assert!(
+        web.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"nhi.dev/revoke-certificates".to_string())
+    );
+
+    let deleted = Instant::now();
+    for d in ["web", "api"] {
+        deployments
+            .delete(d, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    // Within the grace period: reported, not acted on.
+    let missing = wait_for(Duration::from_secs(5), "WorkloadFound=False", || async {
+        let mi = api.get("api").await.ok()?;
+        condition(&mi, "WorkloadFound")
+            .filter(|c| c.status == "False" && c.reason == "WorkloadMissing")
+            .cloned()
+    })
+    .await;
+    assert!(
+        missing.message.contains("Deployment api"),
+        "{}",
+        missing.message
+    );
+    wait_for_event(
+        &client,
+        &ns.name,
+        "api",
+        "WorkloadMissing",
+        Duration::from_secs(5),
+    )
+    .await;
+
+    // Past web's grace: revoked, published, deleted with its Secret.
+    let took = wait_for_revoked(&client, &ns.name, &web_serial, Duration::from_secs(15)).await;
+    eprintln!(
+        "Deployment deleted -> serial on the published CRL: {:?} (grace 3s)",
+        deleted.elapsed()
+    );
+    let _ = took;
+    gone(&api, "web", Duration::from_secs(10), "identity web deleted").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    gone(
+        &secrets,
+        "web-identity",
+        Duration::from_secs(15),
+        "Secret web-identity collected",
+    )
+    .await;
+    let why = wait_for_event(
+        &client,
+        &ns.name,
+        "web",
+        "WorkloadLapsed",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        why.contains("Deployment web") && why.contains(&web_serial),
+        "{why}"
+    );
+
+    // api's workload comes back within its grace: found again, nothing revoked, same certificate.
+    deployments
+        .create(&PostParams::default(), &deployment("api"))
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "api WorkloadFound=True again",
+        || async {
+            let mi = api.get("api").await.ok()?;
+            condition(&mi, "WorkloadFound")
+                .filter(|c| c.status == "True")
+                .map(|_| ())
+        },
+    )
+    .await;
+    let (_, crl) = trust_documents(&client, &ns.name).await.unwrap();
+    assert!(!crl_serials(&crl).contains(&api_serial));
+    assert_eq!(serial(&api, "api").await, api_serial);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn garbage_collection_of_the_owner_revokes_the_identity() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "gc").await;
+    let op = Operator::start(&ns.name, &[]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let owner = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let mut mi = identity(
+        "owned",
+        json!({"owner": {"team": "ci"}, "secretName": "owned-identity"}),
+    );
+    mi.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "owner".into(),
+            uid: owner.metadata.uid.clone().unwrap(),
+            ..Default::default()
+        },
+    ]);
+    api.create(&PostParams::default(), &mi).await.unwrap();
+    let serial = serial(&api, "owned").await;
+    let deleted = Instant::now();
+    cms.delete("owner", &DeleteParams::default()).await.unwrap();
+    wait_for_revoked(&client, &ns.name, &serial, Duration::from_secs(60)).await;
+    eprintln!(
+        "owner deleted -> serial on the CRL (through kube-controller-manager's GC): {:?}",
+        deleted.elapsed()
+    );
+    gone(&api, "owned", Duration::from_secs(30), "identity collected").await;
+    let note = wait_for_event(
+        &client,
+        &ns.name,
+        "owned",
+        "Revoked",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(note.contains(&serial), "{note}");
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn an_overdue_review_suspends_the_identity_until_it_is_reviewed_again() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "review").await;
+    let op = Operator::start(&ns.name, &[]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    api.create(
+        &PostParams::default(),
+        &identity(
+            "batch",
+            json!({"owner": {"team": "data"}, "secretName": "batch-identity", "reviewBy": today_plus(5)}),
+        ),
+    )
+    .await
+    .unwrap();
+    let first = serial(&api, "batch").await;
+    // Within the 14-day warning window: due, and said.
+    let due = wait_for(Duration::from_secs(5), "ReviewDue=True", || async {
+        let mi = api.get("batch").await.ok()?;
+        condition(&mi, "ReviewDue")
+            .filter(|c| c.status == "True")
+            .cloned()
+    })
+    .await;
+    assert_eq!(due.reason, "ReviewDue");
+    wait_for_event(
+        &client,
+        &ns.name,
+        "batch",
+        "ReviewDue",
+        Duration::from_secs(5),
+    )
+    .await;
+    let leaf_pem = secret_text(&secrets.get("batch-identity").await.unwrap(), "tls.crt");
+
+    // The review date passes.
+    api.patch(
+        "batch",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"reviewBy": today_plus(-1)}})),
+    )
+    .await
+    .unwrap();
+    let suspended = wait_for(
+        Duration::from_secs(10),
+        "Ready=False ReviewOverdue",
+        || async {
+            let mi = api.get("batch").await.ok()?;
+            condition(&mi, "Ready")
+                .filter(|c| c.status == "False" && c.reason == "ReviewOverdue")?;
+            Some(mi)
+        },
+    )
+    .await;
+    let took = wait_for_revoked(&client, &ns.name, &first, Duration::from_secs(5)).await;
+    eprintln!("review lapsed -> serial on the CRL within {took:?} of Ready=False");
+    let revocation = suspended
+        .status
+        .unwrap()
+        .last_revocation
+        .expect("lastRevocation");
+    assert_eq!(revocation.reason, "ReviewOverdue");
+    assert!(revocation.serial_numbers.contains(&first));
+    let secret = secrets.get("batch-identity").await.unwrap();
+    assert!(
+        secret_text(&secret, "tls.key").is_empty(),
+        "the key is removed"
+    );
+    assert!(!secret_text(&secret, "identity.pem").contains("PRIVATE KEY"));
+    assert!(
+        !secret_text(&secret, "ca.crt").is_empty(),
+        "the trust bundle stays"
+    );
+    wait_for_event(
+        &client,
+        &ns.name,
+        "batch",
+        "Suspended",
+        Duration::from_secs(5),
+    )
+    .await;
+
+    // The published CRL makes the verification library refuse the suspended certificate.
+    let (ca, crl) = trust_documents(&client, &ns.name).await.unwrap();
+    let chain = nhi_operator::verify::certificates_from_pem(&leaf_pem).unwrap();
+    let trust = TrustBundle::from_pem(&ca).unwrap();
+    let list = RevocationList::from_pem(&crl).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    assert_eq!(
+        verify_identity(&chain, &trust, Some(&list), Purpose::Client, now).unwrap_err(),
+        VerifyError::Revoked
+    );
+    assert!(
+        verify_identity(&chain, &trust, None, Purpose::Client, now).is_ok(),
+        "valid but for the CRL"
+    );
+    // The same CRL is served over HTTP.
+    let (code, body) = op.get("/crl.pem").await.expect("HTTP");
+    assert_eq!(code, 200);
+    assert_eq!(crl_serials(&body), crl_serials(&crl));
+
+    // No renewal while suspended.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = api.get("batch").await.unwrap();
+    assert!(!is_ready(&still));
+    assert!(secret_text(&secrets.get("batch-identity").await.unwrap(), "tls.key").is_empty());
+
+    // Reviewed again: a new certificate.
+    api.patch(
+        "batch",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"reviewBy": today_plus(90)}})),
+    )
+    .await
+    .unwrap();
+    let back = serial(&api, "batch").await;
+    assert_ne!(back, first);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_restart_between_recording_and_publishing_loses_no_revocation() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "restart").await;
+    let mut op = Operator::start(&ns.name, &["--debug-publish-delay", "6s"]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    for name in ["keep", "drop"] {
+        api.create(
+            &PostParams::default(),
+            &identity(
+                name,
+                json!({"owner": {"team": "t"}, "secretName": format!("{name}-identity")}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let dropped = serial(&api, "drop").await;
+    serial(&api, "keep").await;
+    wait_for(Duration::from_secs(20), "the first CRL published", || {
+        trust_documents(&client, &ns.name)
+    })
+    .await;
+    api.delete("drop", &DeleteParams::default()).await.unwrap();
+    // Recorded (the deletion completes: the finalizer waits for the record, not the CRL) ...
+    let record: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    wait_for(
+        Duration::from_secs(10),
+        "the serial in the revocation record",
+        || async {
+            let cm = record.get("nhi-revocations").await.ok()?;
+            cm.data?.get("revoked")?.contains(&dropped).then_some(())
+        },
+    )
+    .await;
+    gone(
+        &api,
+        "drop",
+        Duration::from_secs(10),
+        "identity deleted once recorded",
+    )
+    .await;
+    // ... but not published yet: the operator dies now.
+    let (_, crl) = trust_documents(&client, &ns.name).await.unwrap();
+    assert!(
+        !crl_serials(&crl).contains(&dropped),
+        "published before the restart: the test proves nothing"
+    );
+    op.kill();
+    let _op = Operator::start(&ns.name, &[]);
+    let took = wait_for_revoked(&client, &ns.name, &dropped, Duration::from_secs(20)).await;
+    eprintln!("after the restart the serial was published in {took:?}");
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn trust_configmaps_follow_the_namespaces_with_identities_and_are_put_right() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "trust").await;
+    let op = Operator::start(&ns.name, &[]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        trust_documents(&client, &ns.name).await.is_none(),
+        "no identities, no trust ConfigMap"
+    );
+    // An identity that never gets a certificate (its Secret name is taken), so nothing is revoked.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "taken"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    api.create(
+        &PostParams::default(),
+        &identity(
+            "blocked",
+            json!({"owner": {"team": "t"}, "secretName": "taken"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let (ca, crl) = wait_for(Duration::from_secs(10), "nhi-trust created", || {
+        trust_documents(&client, &ns.name)
+    })
+    .await;
+    assert!(ca.contains("BEGIN CERTIFICATE") && crl.contains("BEGIN X509 CRL"));
+    let (code, body) = op.get("/ca.pem").await.unwrap();
+    assert_eq!((code, body), (200, ca.clone()));
+    // Someone edits it: put right.
+    cms.patch(
+        "nhi-trust",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"crl.pem": "tampered"}})),
+    )
+    .await
+    .unwrap();
+    wait_for(Duration::from_secs(10), "nhi-trust restored", || async {
+        let (_, c) = trust_documents(&client, &ns.name).await?;
+        (c == crl).then_some(())
+    })
+    .await;
+    // The last identity goes, with nothing revoked: the ConfigMap goes too.
+    api.delete("blocked", &DeleteParams::default())
+        .await
+        .unwrap();
+    gone(
+        &cms,
+        "nhi-trust",
+        Duration::from_secs(10),
+        "nhi-trust removed",
+    )
+    .await;
+    ns.delete().await;
+}
