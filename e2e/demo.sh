@@ -18,7 +18,7 @@ fi
 mkdir -p "$state"
 
 echo "== building the operator"
-cargo build --quiet --bin nhi-operator
+cargo build --quiet --bins
 
 echo "== installing CRDs"
 kubectl apply --server-side --force-conflicts -f crds/
@@ -55,6 +55,15 @@ for mi in $(printf '%s\n' $names | grep '^machineidentit'); do
     "renewalTime=$(kubectl get "$mi" -o jsonpath='{.status.renewalTime}')" \
     "entitlements=$(kubectl get "$mi" -o jsonpath='{.status.entitlements}')"
 done
+echo
+echo "== the published trust: ConfigMap nhi-trust (CA bundle and CRL), ready for relying services"
+for _ in $(seq 20); do kubectl get configmap nhi-trust >/dev/null 2>&1 && break; sleep 0.5; done
+kubectl get configmap nhi-trust -o jsonpath='{.data.crl\.pem}' | openssl crl -noout -lastupdate -nextupdate -crlnumber
+if [ -x target/debug/kubectl-nhi ]; then
+  echo
+  echo "== kubectl nhi list"
+  target/debug/kubectl-nhi list
+fi
 echo
 echo "The operator keeps running (pid $(cat "$state/demo-operator.pid")); stop it with: kill \$(cat $state/demo-operator.pid)"
 echo "Use the cluster with: export KUBECONFIG=$KUBECONFIG"

@@ -171,9 +171,7 @@ async fn propagation(
     concurrency: usize,
     configmap: &str,
     serials_of: fn(&std::collections::BTreeMap<String, String>) -> Vec<String>,
-    after_delete: Option<
-        &(dyn Fn(String, String) -> futures::future::BoxFuture<'static, ()> + Sync),
-    >,
+    sink: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 ) -> Vec<f64> {
     use k8s_openapi::api::core::v1::ConfigMap;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
@@ -201,7 +199,7 @@ async fn propagation(
     let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     stream::iter(names.iter().cloned())
         .for_each_concurrent(concurrency, |(name, serial)| {
-            let (mis, started) = (mis.clone(), started.clone());
+            let (mis, started, sink) = (mis.clone(), started.clone(), sink.clone());
             async move {
                 started
                     .lock()
@@ -210,8 +208,8 @@ async fn propagation(
                 mis.delete(&name, &DeleteParams::default())
                     .await
                     .expect("delete mi");
-                if let Some(f) = after_delete {
-                    f(name, serial).await;
+                if let Some(sink) = &sink {
+                    let _ = sink.send(serial);
                 }
             }
         })
@@ -234,6 +232,39 @@ async fn propagation(
         .collect();
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     latencies
+}
+
+/// The baseline's revocation writer: one task, like the operator's, writing every serial that
+/// has arrived since its last write into the ConfigMap `baseline-crl` in one merge patch.
+async fn baseline_writer(client: Client, ns: String) -> tokio::sync::mpsc::UnboundedSender<String> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let cms: Api<ConfigMap> = Api::namespaced(client, &ns);
+    let empty: ConfigMap =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "baseline-crl"}})).unwrap();
+    cms.create(&PostParams::default(), &empty)
+        .await
+        .expect("baseline ConfigMap");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+            }
+            let data: serde_json::Map<String, serde_json::Value> = batch
+                .into_iter()
+                .map(|s| (s, serde_json::Value::from("revoked")))
+                .collect();
+            cms.patch(
+                "baseline-crl",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "data": data })),
+            )
+            .await
+            .expect("baseline ConfigMap write");
+        }
+    });
+    tx
 }
 
 fn crl_serials(data: &std::collections::BTreeMap<String, String>) -> Vec<String> {
@@ -458,25 +489,7 @@ async fn main() {
             let names: Vec<(String, String)> = (0..r)
                 .map(|i| (format!("b{i}"), format!("{i:040x}")))
                 .collect();
-            let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
-                Api::namespaced(client.clone(), bns);
-            let write = move |_name: String, serial: String| {
-                let cms = cms.clone();
-                Box::pin(async move {
-                    let patch = serde_json::json!({
-                        "apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": "baseline-crl"},
-                        "data": {serial.clone(): "revoked"}
-                    });
-                    cms.patch(
-                        "baseline-crl",
-                        &PatchParams::apply(&format!("bench-{}", &serial[32..])),
-                        &Patch::Apply(&patch),
-                    )
-                    .await
-                    .expect("baseline ConfigMap write");
-                }) as futures::future::BoxFuture<'static, ()>
-            };
+            let sink = baseline_writer(client.clone(), bns.clone()).await;
             propagation(
                 &client,
                 bns,
@@ -484,7 +497,7 @@ async fn main() {
                 concurrency,
                 "baseline-crl",
                 baseline_keys,
-                Some(&write),
+                Some(sink),
             )
             .await
         }

@@ -286,8 +286,13 @@ async fn run_machine_identities(
             ctx,
         )
         .for_each(|res| async move {
-            if let Err(e) = res {
-                warn!(error = %e, "controller error");
+            match res {
+                // A trigger for an identity deleted meanwhile (its Secret collected after it).
+                Err(kube::runtime::controller::Error::ObjectNotFound(o)) => {
+                    tracing::debug!(object = %o, "identity gone before its reconcile")
+                }
+                Err(e) => warn!(error = %e, "controller error"),
+                Ok(_) => {}
             }
         })
         .await;
