@@ -5,6 +5,7 @@ mod gitops;
 mod issuance;
 mod kubernetes_access;
 mod leader;
+mod plugin;
 mod safety;
 mod support;
 mod validation;
