@@ -10,9 +10,9 @@ pub use entitlement::{
     KubernetesRbacStatus, KubernetesRule, Subjects,
 };
 pub use machine_identity::{
-    CertificateRecord, CertificateSpec, DnsName, KeyAlgorithm, KubernetesAccess, KubernetesAccessStatus,
-    MachineIdentity, MachineIdentitySpec, MachineIdentityStatus, Owner, ReviewLapseAction, RevocationStatus,
-    Usage, WorkloadRef,
+    CertificateRecord, CertificateSpec, DnsName, KeyAlgorithm, KubernetesAccess,
+    KubernetesAccessStatus, MachineIdentity, MachineIdentitySpec, MachineIdentityStatus, Owner,
+    ReviewLapseAction, RevocationStatus, Usage, WorkloadRef,
 };
 
 use kube::CustomResourceExt;
