@@ -6,6 +6,7 @@ mod issuance;
 mod kubernetes_access;
 mod leader;
 mod lifecycle;
+mod plugin;
 mod safety;
 mod support;
 mod validation;
