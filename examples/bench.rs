@@ -216,11 +216,13 @@ async fn propagation(
         .await;
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        let seen = seen.lock().unwrap();
-        if names.iter().all(|(_, s)| seen.contains_key(s)) {
+        let all_seen = {
+            let seen = seen.lock().unwrap();
+            names.iter().all(|(_, s)| seen.contains_key(s))
+        };
+        if all_seen {
             break;
         }
-        drop(seen);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     watch.abort();
