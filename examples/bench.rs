@@ -1,8 +1,10 @@
 //! `make bench`: N MachineIdentities applied at once against a real control plane, measured
 //! against a bare-client baseline in the same run.
 //!
-//! Baseline: a bare client creates the same N MachineIdentities, then writes the same Secrets
-//! (certificates made beforehand) and status patches as fast as it can, at the same concurrency.
+//! Baseline: a bare client creates the same N MachineIdentities, adds the same finalizer, then
+//! writes the same Secrets (certificates made beforehand) and status patches as fast as it can,
+//! at the same concurrency. Revocation: the bare client deletes identities, removes each one's
+//! finalizer and writes its serial into a ConfigMap (one writer, batching), as the operator does.
 //! Operator: the operator binary runs scoped to a fresh namespace; N identities are created at
 //! once and the time until every one is Ready is measured, with per-identity apply-to-Ready
 //! latency, the operator's peak RSS and CPU seconds.
@@ -132,6 +134,15 @@ async fn baseline(client: &Client, n: usize, concurrency: usize) -> (f64, String
                     .create(&PostParams::default(), &identity(&name))
                     .await
                     .expect("create mi");
+                // The finalizer the operator adds (the same merge patch).
+                let finalizer = serde_json::json!({"metadata": {
+                    "resourceVersion": created.metadata.resource_version,
+                    "finalizers": [nhi_operator::labels::REVOKE_FINALIZER],
+                }});
+                let created = mis
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&finalizer))
+                    .await
+                    .expect("add finalizer");
                 // The same Secret the operator writes, owned by its identity.
                 secret.metadata.owner_references =
                     created.controller_owner_ref(&()).map(|r| vec![r]);
@@ -157,6 +168,26 @@ async fn baseline(client: &Client, n: usize, concurrency: usize) -> (f64, String
 }
 
 async fn delete_namespace(client: &Client, ns: &str) {
+    // Identities still holding the finalizer would keep the namespace terminating (the operator
+    // that would release them has stopped).
+    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), ns);
+    if let Ok(list) = mis.list(&Default::default()).await {
+        let release = serde_json::json!({"metadata": {"finalizers": null}});
+        stream::iter(list.items)
+            .for_each_concurrent(32, |mi| {
+                let (mis, release) = (mis.clone(), release.clone());
+                async move {
+                    let _ = mis
+                        .patch(
+                            &mi.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(&release),
+                        )
+                        .await;
+                }
+            })
+            .await;
+    }
     let _ = Api::<Namespace>::all(client.clone())
         .delete(ns, &DeleteParams::default())
         .await;
@@ -209,6 +240,10 @@ async fn propagation(
                     .await
                     .expect("delete mi");
                 if let Some(sink) = &sink {
+                    let release = serde_json::json!({"metadata": {"finalizers": null}});
+                    mis.patch(&name, &PatchParams::default(), &Patch::Merge(&release))
+                        .await
+                        .expect("remove finalizer");
                     let _ = sink.send(serial);
                 }
             }

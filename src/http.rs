@@ -12,7 +12,7 @@ use axum::routing::get;
 
 use crate::metrics::Metrics;
 use crate::revoke::Revoker;
-use crate::revoke::trust::TrustDocuments;
+use crate::revoke::trust::{CA_KEY, CRL_KEY, TrustDocuments, trust_field_selector, trust_selector};
 
 /// Health flags flipped by the operator as it starts and runs.
 #[derive(Default)]
@@ -47,6 +47,7 @@ struct AppState {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     revoker: Revoker,
+    published: Option<PublishedTrust>,
 }
 
 /// Serves the endpoints on `addr` until the process exits. Returns the bound address.
@@ -55,6 +56,7 @@ pub async fn serve(
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     revoker: Revoker,
+    published: Option<PublishedTrust>,
 ) -> std::io::Result<SocketAddr> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
@@ -66,6 +68,7 @@ pub async fn serve(
             health,
             metrics,
             revoker,
+            published,
         });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -77,36 +80,66 @@ pub async fn serve(
     Ok(bound)
 }
 
-/// The trust documents, or 503 until the leader has signed its first CRL (a standby never has).
-fn trust_document(
-    s: &AppState,
-    pick: impl Fn(&TrustDocuments) -> String,
-    content_type: &'static str,
-) -> (StatusCode, [(&'static str, &'static str); 1], String) {
-    match s.revoker.documents() {
+/// Where a replica without documents of its own (a standby) reads the published ones: any
+/// `nhi-trust` ConfigMap in the watched scope (they all hold the same documents).
+#[derive(Clone)]
+pub struct PublishedTrust {
+    pub client: kube::Client,
+    pub scope: Option<String>,
+}
+
+impl PublishedTrust {
+    async fn read(&self) -> Option<TrustDocuments> {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let api: kube::Api<ConfigMap> = match &self.scope {
+            Some(ns) => kube::Api::namespaced(self.client.clone(), ns),
+            None => kube::Api::all(self.client.clone()),
+        };
+        let lp = kube::api::ListParams::default()
+            .fields(&trust_field_selector())
+            .labels(&trust_selector())
+            .limit(1);
+        let cm = api.list(&lp).await.ok()?.items.into_iter().next()?;
+        let data = cm.data?;
+        Some(TrustDocuments {
+            ca_pem: data.get(CA_KEY)?.clone(),
+            crl_pem: data.get(CRL_KEY)?.clone(),
+            crl_number: 0,
+        })
+    }
+}
+
+type Reply = (StatusCode, [(&'static str, &'static str); 1], String);
+
+/// A trust document: the leader's own, else the published one, else 503 (nothing published yet).
+async fn trust_document(s: &AppState, pick: impl Fn(&TrustDocuments) -> String) -> Reply {
+    let docs = match s.revoker.documents() {
+        Some(d) => Some((*d).clone()),
+        None => match &s.published {
+            Some(p) => p.read().await,
+            None => None,
+        },
+    };
+    match docs {
         Some(docs) => (
             StatusCode::OK,
-            [("content-type", content_type)],
+            [("content-type", "application/x-pem-file")],
             pick(&docs),
         ),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             [("content-type", "text/plain; charset=utf-8")],
-            "not published by this replica (a standby, or the leader is starting)\n".into(),
+            "no trust documents published yet (the leader is starting)\n".into(),
         ),
     }
 }
 
-async fn ca_pem(
-    State(s): State<AppState>,
-) -> (StatusCode, [(&'static str, &'static str); 1], String) {
-    trust_document(&s, |d| d.ca_pem.clone(), "application/x-pem-file")
+async fn ca_pem(State(s): State<AppState>) -> Reply {
+    trust_document(&s, |d| d.ca_pem.clone()).await
 }
 
-async fn crl_pem(
-    State(s): State<AppState>,
-) -> (StatusCode, [(&'static str, &'static str); 1], String) {
-    trust_document(&s, |d| d.crl_pem.clone(), "application/x-pem-file")
+async fn crl_pem(State(s): State<AppState>) -> Reply {
+    trust_document(&s, |d| d.crl_pem.clone()).await
 }
 
 async fn metrics_handler(
@@ -173,6 +206,7 @@ mod tests {
             health.clone(),
             Arc::new(Metrics::default()),
             revoker,
+            None,
         )
         .await
         .unwrap();

@@ -81,6 +81,10 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         health.clone(),
         metrics.clone(),
         revoker.clone(),
+        Some(http::PublishedTrust {
+            client: client.clone(),
+            scope: settings.watch_namespace.clone(),
+        }),
     )
     .await?;
     info!(address = %bound, "serving /metrics, /readyz, /livez");

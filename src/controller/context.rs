@@ -76,6 +76,9 @@ pub struct Context {
     /// The certificate in each identity's Secret (by identity uid), with the Secret's
     /// resourceVersion it was seen at: while that version is current, the Secret need not be read.
     known: Mutex<HashMap<UidKey, (String, KnownCertificate)>>,
+    /// The last revocation made per identity (by uid): the status shows it even when the cache
+    /// does not show our own status write yet.
+    revocations: Mutex<HashMap<UidKey, crate::api::RevocationStatus>>,
     /// Hash of what may change an identity's certificate (generation, labels, annotations) when
     /// it last triggered a reconcile: status-only updates (our own writes) trigger nothing.
     triggered: Mutex<HashMap<UidKey, u64>>,
@@ -137,6 +140,7 @@ impl Context {
             written: WrittenStatuses::default(),
             known: Mutex::default(),
             triggered: Mutex::default(),
+            revocations: Mutex::default(),
             events: Arc::new(events),
             entitlements: watches.entitlements,
             entitlement_trigger: watches.refresh_entitlement,
@@ -162,9 +166,24 @@ impl Context {
         }
     }
 
+    /// The last revocation made for identity `uid` by this operator, if any.
+    pub fn last_revocation(&self, uid: &str) -> Option<crate::api::RevocationStatus> {
+        self.revocations.lock().ok()?.get(&uid_key(uid)).cloned()
+    }
+
+    /// Remembers a revocation made for identity `uid`.
+    pub fn remember_revocation(&self, uid: &str, revocation: &crate::api::RevocationStatus) {
+        if let Ok(mut r) = self.revocations.lock() {
+            r.insert(uid_key(uid), revocation.clone());
+        }
+    }
+
     /// Forgets an identity that is going away.
     pub fn forget(&self, uid: &str) {
         self.written.forget(uid);
+        if let Ok(mut r) = self.revocations.lock() {
+            r.remove(&uid_key(uid));
+        }
         if let Ok(mut t) = self.triggered.lock() {
             t.remove(&uid_key(uid));
         }

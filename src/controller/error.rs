@@ -13,6 +13,8 @@ pub enum ReconcileError {
     NotNamespaced,
     #[error("{0}")]
     Revocation(#[from] crate::revoke::RevokeError),
+    #[error("the identity changed while it was being updated; looking again")]
+    Conflict,
 }
 
 impl ReconcileError {
@@ -24,6 +26,7 @@ impl ReconcileError {
             ReconcileError::SecretAppeared => "SecretAppeared",
             ReconcileError::NotNamespaced => "NotNamespaced",
             ReconcileError::Revocation(_) => "RevocationFailed",
+            ReconcileError::Conflict => "Conflict",
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::lifecycle::certificates::{revocations, unexpired};
 use crate::lifecycle::review::{parse_review_date, review_state};
 use crate::lifecycle::verdict::{Lifecycle, RetireCause, WORKLOAD_FOUND, WORKLOAD_MISSING, decide};
 use crate::lifecycle::workload::workload_state;
-use crate::revoke::Reason;
+use crate::revoke::{Reason, RevokeError};
 use crate::settings::parse_go_duration;
 
 /// How soon a deletion whose revocation failed is tried again.
@@ -70,75 +70,117 @@ fn api(ctx: &Context, mi: &MachineIdentity) -> Api<MachineIdentity> {
     Api::namespaced(ctx.client.clone(), &mi.namespace().unwrap_or_default())
 }
 
-/// Adds the revoking finalizer when it is missing (a server-side apply of just that list entry,
-/// so other finalizers and the user's fields are untouched).
+/// Adds the revoking finalizer when it is missing.
 pub async fn ensure_finalizer(mi: &MachineIdentity, ctx: &Context) -> Result<(), ReconcileError> {
-    if mi.finalizers().iter().any(|f| f == REVOKE_FINALIZER) {
-        return Ok(());
-    }
     set_finalizer(mi, ctx, true).await
 }
 
+/// The finalizer list with ours added (`on`) or removed, or None when it is already so.
+pub fn finalizers_with(current: &[String], on: bool) -> Option<Vec<String>> {
+    let has = current.iter().any(|f| f == REVOKE_FINALIZER);
+    match (on, has) {
+        (true, false) => Some(
+            current
+                .iter()
+                .cloned()
+                .chain([REVOKE_FINALIZER.to_string()])
+                .collect(),
+        ),
+        (false, true) => Some(
+            current
+                .iter()
+                .filter(|f| *f != REVOKE_FINALIZER)
+                .cloned()
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Adds or removes the finalizer with a merge patch of the finalizer list at the version seen (a
+/// conflict if anything changed since: never someone else's finalizer lost). A merge patch is
+/// the cheapest write for the apiserver; it touches no other field.
 async fn set_finalizer(
     mi: &MachineIdentity,
     ctx: &Context,
     on: bool,
 ) -> Result<(), ReconcileError> {
-    let finalizers: Vec<&str> = if on { vec![REVOKE_FINALIZER] } else { vec![] };
+    let Some(finalizers) = finalizers_with(mi.finalizers(), on) else {
+        return Ok(());
+    };
     let patch = serde_json::json!({
-        "apiVersion": MachineIdentity::api_version(&()),
-        "kind": MachineIdentity::kind(&()),
         "metadata": {
-            "name": mi.name_any(),
-            "uid": mi.metadata.uid,
+            "resourceVersion": mi.metadata.resource_version,
             "finalizers": finalizers,
         },
     });
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
     match api(ctx, mi)
-        .patch(
-            &mi.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
+        .patch(&mi.name_any(), &pp, &Patch::Merge(&patch))
         .await
     {
         Ok(_) => Ok(()),
-        // Already gone (or replaced by a new object of the same name): nothing to hold.
-        Err(kube::Error::Api(s)) if !on && (s.code == 404 || s.code == 409) => Ok(()),
+        // Gone already: nothing to hold.
+        Err(kube::Error::Api(s)) if !on && s.code == 404 => Ok(()),
+        // Changed since the cache saw it: look again at the new version.
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(ReconcileError::Conflict),
         Err(e) => Err(ReconcileError::Kube(e)),
     }
 }
 
 /// The certificate the identity's Secret holds, read from the API (the status may not show it
 /// yet). None when there is no Secret of ours or it cannot be read.
-async fn certificate_in_secret(mi: &MachineIdentity, ctx: &Context) -> Option<CertificateInfo> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &mi.namespace()?);
-    let secret = match api.get_opt(&mi.spec.secret_name).await {
-        Ok(s) => s?,
-        Err(e) => {
-            warn!(identity = %identity_key(mi), error = %e, "cannot read the identity Secret; revoking what the status records");
-            return None;
-        }
+async fn certificate_in_secret(
+    mi: &MachineIdentity,
+    ctx: &Context,
+) -> Result<Option<CertificateInfo>, RevokeError> {
+    // What the operator wrote or verified at the Secret's current version needs no read.
+    let namespace = mi.namespace().unwrap_or_default();
+    let uid = mi.metadata.uid.as_deref().unwrap_or_default();
+    if let Some(seen) = ctx.secrets.get(&namespace, &mi.spec.secret_name)
+        && let Some(known) = ctx.known_certificate(uid, Some(&seen.resource_version))
+    {
+        return Ok(Some(known.info));
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    // A Secret that cannot be read may hold a certificate the status does not show yet: the
+    // revocation fails (and is retried) rather than miss it.
+    let secret = api.get_opt(&mi.spec.secret_name).await.map_err(|e| {
+        RevokeError::NotRecorded(format!(
+            "cannot read the identity Secret to find its certificate: {e}"
+        ))
+    })?;
+    let Some(secret) = secret else {
+        return Ok(None);
     };
     if ownership(Some(&secret.metadata), mi) != Ownership::Ours {
-        return None;
+        return Ok(None);
     }
-    leaf_info(&secret.data.as_ref()?.get(keys::TLS_CRT)?.0)
+    Ok(secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(keys::TLS_CRT))
+        .and_then(|crt| leaf_info(&crt.0)))
 }
 
-/// Revokes every unexpired certificate of `mi` for `reason`; returns the serials revoked.
+/// Revokes every unexpired certificate of `mi` for `reason`; returns their serials and how many
+/// were not revoked before.
 async fn revoke_all(
     mi: &MachineIdentity,
     ctx: &Context,
     reason: Reason,
     now: OffsetDateTime,
-) -> Result<Vec<String>, crate::revoke::RevokeError> {
-    let in_secret = certificate_in_secret(mi, ctx).await;
+) -> Result<(Vec<String>, usize), RevokeError> {
+    let in_secret = certificate_in_secret(mi, ctx).await?;
     let certs = unexpired(mi.status.as_ref(), in_secret.as_ref(), now);
-    ctx.revoker
+    let fresh = ctx
+        .revoker
         .revoke(revocations(&certs, reason, &identity_key(mi)))
         .await?;
-    Ok(certs.into_iter().map(|(s, _)| s).collect())
+    Ok((certs.into_iter().map(|(s, _)| s).collect(), fresh))
 }
 
 fn serial_list(serials: &[String]) -> String {
@@ -159,9 +201,9 @@ pub async fn finalize(mi: &MachineIdentity, ctx: &Context) -> Result<Action, Rec
     }
     let now = OffsetDateTime::now_utc();
     match revoke_all(mi, ctx, Reason::CessationOfOperation, now).await {
-        Ok(serials) => {
+        Ok((serials, fresh)) => {
             info!(identity = %identity_key(mi), serials = ?serials, "identity deleted; certificates revoked");
-            if !serials.is_empty() {
+            if fresh > 0 {
                 ctx.publish(
                     mi,
                     EventType::Normal,
@@ -215,23 +257,33 @@ async fn write_revocation_failure(
     message: &str,
     now: OffsetDateTime,
 ) {
-    let condition = crate::api::Condition::new(
+    // The whole status, with Ready replaced: an apply of less would drop the fields that say
+    // which certificates are still to be revoked.
+    let mut status = mi.status.clone().unwrap_or_default();
+    let ready = crate::api::Condition::new(
         super::status::READY,
         false,
         "RevocationFailed",
         format!("deleting: {message}"),
     );
-    let mut status = mi.status.clone().unwrap_or_default();
-    status.conditions = crate::api::condition::merge_conditions(
+    let others: Vec<crate::api::Condition> = status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != super::status::READY)
+        .cloned()
+        .collect();
+    let mut conditions = crate::api::condition::merge_conditions(
         &status.conditions,
-        vec![condition],
+        vec![ready],
         mi.metadata.generation,
         &rfc3339(now),
     );
+    conditions.extend(others);
+    status.conditions = conditions;
     let patch = serde_json::json!({
         "apiVersion": MachineIdentity::api_version(&()),
         "kind": MachineIdentity::kind(&()),
-        "status": { "conditions": status.conditions },
+        "status": status,
     });
     if let Err(e) = api(ctx, mi)
         .patch_status(
@@ -258,7 +310,7 @@ pub async fn retire(
         RetireCause::WorkloadGone => Reason::CessationOfOperation,
         RetireCause::ReviewOverdue => Reason::PrivilegeWithdrawn,
     };
-    let serials = revoke_all(mi, ctx, reason, now)
+    let (serials, _) = revoke_all(mi, ctx, reason, now)
         .await
         .map_err(ReconcileError::Revocation)?;
     let why = match (cause, &lifecycle.workload, &mi.spec.workload_ref) {
@@ -306,20 +358,12 @@ pub async fn suspend(
     ctx: &Context,
     now: OffsetDateTime,
 ) -> Result<Option<RevocationStatus>, ReconcileError> {
-    let serials = revoke_all(mi, ctx, Reason::PrivilegeWithdrawn, now)
+    let (serials, fresh) = revoke_all(mi, ctx, Reason::PrivilegeWithdrawn, now)
         .await
         .map_err(ReconcileError::Revocation)?;
     let stripped = strip_key_material(mi, ctx).await?;
     ctx.forget_certificate(mi.metadata.uid.as_deref().unwrap_or_default());
-    let already = mi
-        .status
-        .as_ref()
-        .and_then(|s| s.last_revocation.as_ref())
-        .is_some_and(|r| {
-            r.reason == crate::lifecycle::verdict::REVIEW_OVERDUE
-                && serials.iter().all(|s| r.serial_numbers.contains(s))
-        });
-    if already && !stripped {
+    if fresh == 0 && !stripped {
         return Ok(None);
     }
     let note = format!(
@@ -329,12 +373,14 @@ pub async fn suspend(
         mi.spec.secret_name
     );
     ctx.warn(mi, "Suspended", &note);
-    Ok(Some(RevocationStatus {
+    let revocation = RevocationStatus {
         reason: crate::lifecycle::verdict::REVIEW_OVERDUE.into(),
         revoked_at: rfc3339(now),
         serial_numbers: serials,
         request: None,
-    }))
+    };
+    ctx.remember_revocation(mi.metadata.uid.as_deref().unwrap_or_default(), &revocation);
+    Ok(Some(revocation))
 }
 
 /// Removes the certificate, key, single-file identity and kubeconfig from the identity's Secret,
@@ -388,19 +434,27 @@ async fn strip_key_material(mi: &MachineIdentity, ctx: &Context) -> Result<bool,
     {
         Ok(_) => Ok(true),
         // Changed since read: look again.
-        Err(kube::Error::Api(s)) if s.code == 409 => Err(ReconcileError::SecretAppeared),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(ReconcileError::Conflict),
         Err(e) => Err(ReconcileError::Kube(e)),
     }
 }
 
+/// What answering a revoke request did.
+pub struct RevokeAnswer {
+    /// The revocation to show in status.
+    pub status: crate::api::RevocationStatus,
+    /// Whether certificates were revoked just now (a new one is to be issued).
+    pub revoked_now: bool,
+}
+
 /// Answers a `kubectl nhi revoke` request (a new value of the `nhi.dev/revoke-requested`
-/// annotation): revokes every unexpired certificate. Returns the revocation for status; the
-/// caller issues a new certificate unless the identity is suspended.
+/// annotation): revokes every unexpired certificate. The caller issues a new certificate unless
+/// the identity is suspended.
 pub async fn answer_revoke_request(
     mi: &MachineIdentity,
     ctx: &Context,
     now: OffsetDateTime,
-) -> Result<Option<RevocationStatus>, ReconcileError> {
+) -> Result<Option<RevokeAnswer>, ReconcileError> {
     let Some(request) = mi.annotations().get(REVOKE_REQUESTED) else {
         return Ok(None);
     };
@@ -412,19 +466,36 @@ pub async fn answer_revoke_request(
     if answered == Some(request) {
         return Ok(None);
     }
-    let serials = revoke_all(mi, ctx, Reason::KeyCompromise, now)
+    let uid = mi.metadata.uid.as_deref().unwrap_or_default();
+    // Answered already, but the status does not show it (the cache lags our write, or the write
+    // failed): show the answer again, revoke nothing more.
+    if let Some(status) = ctx
+        .last_revocation(uid)
+        .filter(|r| r.request.as_ref() == Some(request))
+    {
+        return Ok(Some(RevokeAnswer {
+            status,
+            revoked_now: false,
+        }));
+    }
+    let (serials, _) = revoke_all(mi, ctx, Reason::KeyCompromise, now)
         .await
         .map_err(ReconcileError::Revocation)?;
-    ctx.forget_certificate(mi.metadata.uid.as_deref().unwrap_or_default());
+    ctx.forget_certificate(uid);
     ctx.warn(
         mi,
         "RevokeRequested",
         &format!("revoked {} on request ({request})", serial_list(&serials)),
     );
-    Ok(Some(RevocationStatus {
+    let status = RevocationStatus {
         reason: "RevokeRequested".into(),
         revoked_at: rfc3339(now),
         serial_numbers: serials,
         request: Some(request.clone()),
+    };
+    ctx.remember_revocation(uid, &status);
+    Ok(Some(RevokeAnswer {
+        status,
+        revoked_now: true,
     }))
 }

@@ -61,7 +61,11 @@ pub async fn reconcile(
     lifecycle::ensure_finalizer(&mi, &ctx).await?;
     let now = OffsetDateTime::now_utc();
     let verdict = lifecycle::assess_lifecycle(&mi, &ctx, now);
-    let lifecycle_conditions = lifecycle_conditions(&verdict, mi.spec.workload_ref.as_ref());
+    let lifecycle_conditions = carry_while_starting(
+        lifecycle_conditions(&verdict, mi.spec.workload_ref.as_ref()),
+        &verdict,
+        mi.status.as_ref(),
+    );
     for e in transition_events(
         mi.status
             .as_ref()
@@ -94,7 +98,9 @@ pub async fn reconcile(
             }
             let revocation = match revocation {
                 Some(r) => Some(r),
-                None => lifecycle::answer_revoke_request(&mi, &ctx, now).await?,
+                None => lifecycle::answer_revoke_request(&mi, &ctx, now)
+                    .await?
+                    .map(|a| a.status),
             };
             let outcome = Outcome::Blocked {
                 reason: REVIEW_OVERDUE.into(),
@@ -104,11 +110,16 @@ pub async fn reconcile(
                 ),
             };
             write_status(&mi, &ctx, &outcome, None, now, extras(revocation)).await?;
-            return Ok(Action::await_change());
+            // A workload's grace period can still end while suspended.
+            return Ok(verdict
+                .next_check
+                .map_or_else(Action::await_change, |at| requeue_at(at, now)));
         }
         LifecycleAction::Keep => {}
     }
-    let revoked_on_request = lifecycle::answer_revoke_request(&mi, &ctx, now).await?;
+    let answer = lifecycle::answer_revoke_request(&mi, &ctx, now).await?;
+    let revoked_now = answer.as_ref().is_some_and(|a| a.revoked_now);
+    let revoked_on_request = answer.map(|a| a.status);
     let ca = ctx.ca();
     let entitlements = namespace_entitlements(&ctx, &namespace);
     let grants = effective_grants(&name, mi.labels(), &entitlements, now);
@@ -138,10 +149,10 @@ pub async fn reconcile(
     let carried: Vec<String> = grants.grants.iter().cloned().collect();
     let examined = match (
         examine_secret(&ctx, &mi, &namespace, &expect).await?,
-        &revoked_on_request,
+        revoked_now,
     ) {
         // The certificate in the Secret was just revoked: issue a new one.
-        (Examined::Verdict(Verdict::Current { .. }, version, kube), Some(_)) => Examined::Verdict(
+        (Examined::Verdict(Verdict::Current { .. }, version, kube), true) => Examined::Verdict(
             Verdict::Reissue {
                 reason: ReissueReason::Revoked,
                 still_valid: None,
@@ -149,6 +160,16 @@ pub async fn reconcile(
             version,
             kube,
         ),
+        (Examined::Verdict(Verdict::Reissue { reason, .. }, version, kube), true) => {
+            Examined::Verdict(
+                Verdict::Reissue {
+                    reason,
+                    still_valid: None,
+                },
+                version,
+                kube,
+            )
+        }
         (examined, _) => examined,
     };
     let (outcome, action) = match examined {
@@ -199,7 +220,9 @@ pub async fn reconcile(
     // if that is sooner still.
     let action = match (verdict.next_check, renewal_of(&outcome)) {
         (Some(at), Some(renew_at)) if at < renew_at => requeue_at(at, now),
-        (Some(at), None) => requeue_at(at, now),
+        // No certificate to renew: the lifecycle time replaces waiting for a change, never a
+        // retry's own, shorter delay.
+        (Some(at), None) if action == Action::await_change() => requeue_at(at, now),
         _ => action,
     };
     if let Outcome::Valid { info, .. } = &outcome {
@@ -551,11 +574,14 @@ async fn write_status(
         mi.metadata.generation,
         now,
     );
+    let uid = mi.metadata.uid.clone().unwrap_or_default();
+    // A revocation made earlier stays in status even when the cache lags our write of it.
+    let revocation = extras.revocation.or_else(|| ctx.last_revocation(&uid));
     let mut status = with_lifecycle(
         status,
         mi.status.as_ref(),
         extras.conditions,
-        extras.revocation,
+        revocation,
         now,
     );
     if !mi.wants_kubernetes_access() {
@@ -563,7 +589,6 @@ async fn write_status(
     }
     // Skip the write when the cached status already says it, or when this operator already
     // wrote exactly this (the cache may not show our own write yet).
-    let uid = mi.metadata.uid.clone().unwrap_or_default();
     let written = comparable(&status);
     if !status_changed(mi.status.as_ref(), &status) || ctx.written.already_written(&uid, &written) {
         return Ok(());
@@ -613,6 +638,28 @@ fn claims_extension(
     Ok(vec![(extension::EXTENSION_OID.to_vec(), der)])
 }
 
+/// While the watch of the workload's kind is starting (after a restart or failover), the previous
+/// `WorkloadFound` condition stands as it was: its transition time is when a missing workload was
+/// first seen missing, and the grace period counts from it.
+fn carry_while_starting(
+    mut conditions: Vec<crate::api::Condition>,
+    verdict: &crate::lifecycle::verdict::Lifecycle,
+    status: Option<&crate::api::MachineIdentityStatus>,
+) -> Vec<crate::api::Condition> {
+    use crate::lifecycle::verdict::WORKLOAD_FOUND;
+    use crate::lifecycle::workload::WorkloadState;
+    let starting = matches!(&verdict.workload, WorkloadState::Unknown { reason, .. }
+        if reason == super::workload_watch::WATCH_STARTING);
+    let previous =
+        status.and_then(|s| crate::api::condition::find_condition(&s.conditions, WORKLOAD_FOUND));
+    if let (true, Some(previous)) = (starting, previous) {
+        for c in conditions.iter_mut().filter(|c| c.type_ == WORKLOAD_FOUND) {
+            *c = previous.clone();
+        }
+    }
+    conditions
+}
+
 /// When the certificate in `outcome` renews, if there is one.
 fn renewal_of(outcome: &Outcome) -> Option<OffsetDateTime> {
     match outcome {
@@ -641,13 +688,15 @@ fn requeue_at(at: OffsetDateTime, now: OffsetDateTime) -> Action {
 pub fn error_policy(mi: Arc<MachineIdentity>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
     warn!(namespace = %mi.namespace().unwrap_or_default(), name = %mi.name_any(), reason = err.reason(), error = %err, "reconcile failed");
     ctx.metrics.count_failure(err.reason());
-    if !matches!(err, ReconcileError::SecretAppeared) {
-        ctx.publish(&mi, EventType::Warning, err.reason(), err.to_string());
-    }
-    if matches!(err, ReconcileError::SecretAppeared) {
-        // Our own Secret, not yet in the cache: it will be in a moment.
+    if matches!(
+        err,
+        ReconcileError::SecretAppeared | ReconcileError::Conflict
+    ) {
+        // Our own Secret not yet in the cache, or the identity changed under us: the cache shows
+        // it in a moment.
         return Action::requeue(std::time::Duration::from_millis(500));
     }
+    ctx.publish(&mi, EventType::Warning, err.reason(), err.to_string());
     let jitter = rand::random_range(0..2000);
     Action::requeue(std::time::Duration::from_millis(3000 + jitter))
 }

@@ -204,6 +204,10 @@ impl WorkloadWatches {
                     self.trigger(&w, None);
                 }
                 Ok(watcher::Event::Apply(o)) => {
+                    // The watch works again (it resumed without a relist after an error).
+                    if watch.synced.load(Ordering::Acquire) {
+                        self.set_problem(&w, &watch, None);
+                    }
                     let name = name_of(&o);
                     let new = watch
                         .names
@@ -215,6 +219,9 @@ impl WorkloadWatches {
                     }
                 }
                 Ok(watcher::Event::Delete(o)) => {
+                    if watch.synced.load(Ordering::Acquire) {
+                        self.set_problem(&w, &watch, None);
+                    }
                     let name = name_of(&o);
                     watch
                         .names

@@ -179,7 +179,10 @@ pub fn transition_events(previous: &[Condition], next: &[Condition]) -> Vec<Life
         if c.type_ != WORKLOAD_FOUND && c.type_ != REVIEW_DUE {
             continue;
         }
-        let before = previous.iter().find(|p| p.type_ == c.type_);
+        // A condition that was Unknown (a watch starting or failing) is no earlier state.
+        let before = previous
+            .iter()
+            .find(|p| p.type_ == c.type_ && p.status != "Unknown");
         if before.is_some_and(|p| p.status == c.status && p.reason == c.reason) {
             continue;
         }

@@ -10,6 +10,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::record::Revocation;
 use super::trust::TrustDocuments;
 
+/// How long a revocation may wait for the service's answer.
+pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why a revocation was not recorded.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RevokeError {
@@ -22,7 +25,8 @@ pub enum RevokeError {
 /// One request: revoke these, then say whether it is persisted.
 pub(super) struct Request {
     pub revocations: Vec<Revocation>,
-    pub done: oneshot::Sender<Result<(), RevokeError>>,
+    /// Answered with how many of the certificates were newly revoked.
+    pub done: oneshot::Sender<Result<usize, RevokeError>>,
 }
 
 /// State shared between the handle and the service.
@@ -63,17 +67,24 @@ pub fn channel() -> (Revoker, Inbox) {
 
 impl Revoker {
     /// Revokes `revocations` and returns once they are persisted in the revocation record (the
-    /// CRL is signed and published right after). Already revoked or expired certificates are
-    /// fine: nothing to do.
-    pub async fn revoke(&self, revocations: Vec<Revocation>) -> Result<(), RevokeError> {
+    /// CRL is signed and published right after), with how many were not revoked before. Already
+    /// revoked or expired certificates are fine: nothing to do. Gives up after
+    /// [`ANSWER_TIMEOUT`].
+    pub async fn revoke(&self, revocations: Vec<Revocation>) -> Result<usize, RevokeError> {
         if revocations.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let (done, answer) = oneshot::channel();
         self.tx
             .send(Request { revocations, done })
             .map_err(|_| RevokeError::Stopped)?;
-        answer.await.map_err(|_| RevokeError::Stopped)?
+        match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+            Ok(answer) => answer.map_err(|_| RevokeError::Stopped)?,
+            Err(_) => Err(RevokeError::NotRecorded(format!(
+                "no answer from the revocation service within {}s",
+                ANSWER_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     /// The trust documents last published, once the first CRL is signed.

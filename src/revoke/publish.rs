@@ -28,6 +28,9 @@ pub struct TrustPublisher {
     /// The one namespace watched, or None for all.
     scope: Option<String>,
     published: HashMap<String, Option<Published>>,
+    /// Namespaces found gone or terminating: no trust ConfigMap is written there again unless
+    /// identities appear in them.
+    gone: std::collections::HashSet<String>,
 }
 
 impl TrustPublisher {
@@ -36,6 +39,7 @@ impl TrustPublisher {
             client,
             scope,
             published: HashMap::new(),
+            gone: Default::default(),
         }
     }
 
@@ -61,6 +65,16 @@ impl TrustPublisher {
             }
         }
         Ok(())
+    }
+
+    /// Whether `namespace` was found gone or terminating.
+    pub fn is_gone(&self, namespace: &str) -> bool {
+        self.gone.contains(namespace)
+    }
+
+    /// An identity exists in `namespace`: it is not gone.
+    pub fn present(&mut self, namespace: &str) {
+        self.gone.remove(namespace);
     }
 
     /// The namespaces that have a trust ConfigMap (as far as the publisher knows).
@@ -110,6 +124,7 @@ impl TrustPublisher {
                 .collect(),
             false => vec![],
         };
+        debug!(wanted = ?wanted, stale = ?stale, unwanted = ?unwanted, may_remove, "syncing trust ConfigMaps");
         let client = self.client.clone();
         let writes = futures::stream::iter(stale.into_iter().map(|ns| {
             let client = client.clone();
@@ -127,6 +142,14 @@ impl TrustPublisher {
                 Ok(p) => {
                     self.published
                         .insert(ns, Some(Published { fingerprint, ..p }));
+                }
+                // The namespace is gone or going: nobody there to verify anything.
+                Err(kube::Error::Api(s))
+                    if s.code == 404 || (s.code == 403 && s.message.contains("terminat")) =>
+                {
+                    debug!(namespace = %ns, "namespace gone or terminating; no trust ConfigMap");
+                    self.published.remove(&ns);
+                    self.gone.insert(ns);
                 }
                 Err(e) => {
                     warn!(namespace = %ns, error = %e, "cannot publish the trust ConfigMap");

@@ -66,7 +66,19 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
             Err(e) => {
                 error!(error = %e, "cannot read the revocation record; retrying");
                 deps.metrics.count_failure("RevocationRecordUnreadable");
-                tokio::time::sleep(delay).await;
+                // Requests meanwhile are refused at once, with the reason.
+                let until = tokio::time::Instant::now() + delay;
+                loop {
+                    tokio::select! {
+                        req = inbox.rx.recv() => match req {
+                            Some(req) => {
+                                let _ = req.done.send(Err(RevokeError::NotRecorded(e.to_string())));
+                            }
+                            None => return,
+                        },
+                        _ = tokio::time::sleep_until(until) => break,
+                    }
+                }
                 delay = (delay * 2).min(StdDuration::from_secs(30));
             }
         }
@@ -92,32 +104,59 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
     let mut sign_due = true;
     let mut next_sign = tokio::time::Instant::now();
     let mut sync_due = false;
+    // After a failed publication, the next attempt (the loop keeps answering requests meanwhile).
+    let mut sync_retry: Option<tokio::time::Instant> = None;
+    let mut sync_backoff = StdDuration::from_secs(1);
     loop {
         if sign_due || !pending.is_empty() {
             let batch = std::mem::take(&mut pending);
             let revocations: Vec<Revocation> =
                 batch.iter().flat_map(|r| r.revocations.clone()).collect();
             let now = OffsetDateTime::now_utc();
-            match commit(&store, &mut record, &mut version, &revocations, now).await {
-                Ok(()) => {
-                    for r in batch {
-                        let _ = r.done.send(Ok(()));
+            // What each request adds, judged before the batch is merged.
+            let fresh: Vec<usize> = batch
+                .iter()
+                .map(|r| {
+                    r.revocations
+                        .iter()
+                        .filter(|x| x.not_after > now && !record.contains(&x.serial_hex))
+                        .count()
+                })
+                .collect();
+            let added: usize = fresh.iter().sum();
+            match commit(
+                &store,
+                &mut record,
+                &mut version,
+                &revocations,
+                now,
+                sign_due,
+            )
+            .await
+            {
+                Ok(changed) => {
+                    for (r, fresh) in batch.into_iter().zip(fresh) {
+                        let _ = r.done.send(Ok(fresh));
                     }
-                    match sign(&deps.ca, &record, now, config.crl_validity).await {
-                        Ok(docs) => {
-                            if !config.publish_delay.is_zero() {
-                                tokio::time::sleep(config.publish_delay).await;
+                    if changed {
+                        match sign(&deps.ca, &record, now, config.crl_validity).await {
+                            Ok(docs) => {
+                                if !config.publish_delay.is_zero() && added > 0 {
+                                    tokio::time::sleep(config.publish_delay).await;
+                                }
+                                inbox.shared.documents.store(Some(Arc::new(docs)));
+                                sign_due = false;
+                                sync_due = true;
+                                sync_retry = None;
+                                next_sign = tokio::time::Instant::now()
+                                    + next_signing_in(&record, now, config.crl_validity);
                             }
-                            inbox.shared.documents.store(Some(Arc::new(docs)));
-                            sign_due = false;
-                            sync_due = true;
-                            next_sign = tokio::time::Instant::now()
-                                + next_signing_in(&record, now, config.crl_validity);
-                        }
-                        Err(e) => {
-                            error!(error = %e, "cannot sign the CRL; retrying");
-                            deps.metrics.count_failure("CRLSigningFailed");
-                            next_sign = tokio::time::Instant::now() + StdDuration::from_secs(5);
+                            Err(e) => {
+                                error!(error = %e, "cannot sign the CRL; retrying");
+                                deps.metrics.count_failure("CRLSigningFailed");
+                                sign_due = false;
+                                next_sign = tokio::time::Instant::now() + StdDuration::from_secs(5);
+                            }
                         }
                     }
                 }
@@ -134,9 +173,13 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
                 }
             }
         }
-        if sync_due && let Some(docs) = inbox.shared.documents.load_full() {
+        let retry_now = sync_retry.is_none_or(|at| tokio::time::Instant::now() >= at);
+        if sync_due
+            && retry_now
+            && let Some(docs) = inbox.shared.documents.load_full()
+        {
             let synced = deps.health.identities_synced.load(Ordering::Relaxed);
-            let wanted = wanted_namespaces(&deps.identities, &record);
+            let wanted = wanted_namespaces(&deps.identities, &record, &mut publisher);
             let failed = publisher.sync(&docs, &wanted, synced).await;
             if let Ok(mut p) = inbox.shared.published.lock() {
                 *p = publisher.namespaces().cloned().collect();
@@ -144,10 +187,15 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
             sync_due = !failed.is_empty();
             if sync_due {
                 deps.metrics.count_failure("TrustPublicationFailed");
-                tokio::time::sleep(StdDuration::from_secs(1)).await;
-                continue;
+                sync_retry = Some(tokio::time::Instant::now() + sync_backoff);
+                sync_backoff = (sync_backoff * 2).min(StdDuration::from_secs(60));
+            } else {
+                sync_retry = None;
+                sync_backoff = StdDuration::from_secs(1);
             }
         }
+        let retry_at = sync_retry
+            .unwrap_or_else(|| tokio::time::Instant::now() + StdDuration::from_secs(3600));
         tokio::select! {
             req = inbox.rx.recv() => match req {
                 Some(req) => {
@@ -159,6 +207,7 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
                 None => break,
             },
             _ = tokio::time::sleep_until(next_sign) => sign_due = true,
+            _ = tokio::time::sleep_until(retry_at), if sync_retry.is_some() => {}
             _ = inbox.shared.namespaces_changed.notified() => {
                 // Let a burst of identity changes arrive before looking at the namespaces.
                 tokio::time::sleep(StdDuration::from_millis(50)).await;
@@ -186,24 +235,30 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
 }
 
 /// Adds `revocations` and drops expired entries, takes the next CRL number, and persists the
-/// record; on a conflict, reads the other writer's record, merges and tries again.
+/// record; on a conflict, reads the other writer's record, merges and tries again. Returns
+/// whether the record changed (and a CRL is to be signed): a request that adds nothing (all
+/// revoked already) costs no write unless a new CRL is due anyway (`sign_due`).
 async fn commit(
     store: &RecordStore,
     record: &mut RevocationRecord,
     version: &mut Option<String>,
     revocations: &[Revocation],
     now: OffsetDateTime,
-) -> Result<(), PersistError> {
+    sign_due: bool,
+) -> Result<bool, PersistError> {
     for attempt in 1..=WRITE_ATTEMPTS {
         let mut next = record.clone();
-        next.add(revocations, now);
-        next.prune(now);
+        let added = next.add(revocations, now);
+        let pruned = next.prune(now);
+        if added == 0 && pruned == 0 && !sign_due && version.is_some() {
+            return Ok(false);
+        }
         next.crl_number += 1;
         match store.save(&next, version.as_deref()).await? {
             Some(v) => {
                 *record = next;
                 *version = Some(v);
-                return Ok(());
+                return Ok(true);
             }
             None => {
                 warn!(
@@ -262,15 +317,22 @@ fn next_signing_in(
     StdDuration::try_from(wait).unwrap_or(StdDuration::from_secs(60))
 }
 
-/// The namespaces that need a trust ConfigMap: those with identities, and those whose revoked
-/// certificates have not expired yet (their relying services still need the CRL).
+/// The namespaces that need a trust ConfigMap: those with identities, those whose revoked
+/// certificates have not expired yet (their relying services still need the CRL) unless the
+/// namespace is gone.
 fn wanted_namespaces(
     identities: &Store<MachineIdentity>,
     record: &RevocationRecord,
+    publisher: &mut TrustPublisher,
 ) -> BTreeSet<String> {
-    let mut wanted = record.namespaces();
+    let mut wanted: BTreeSet<String> = record
+        .namespaces()
+        .into_iter()
+        .filter(|ns| !publisher.is_gone(ns))
+        .collect();
     for mi in identities.state() {
         if let Some(ns) = mi.metadata.namespace.as_deref() {
+            publisher.present(ns);
             wanted.insert(ns.to_string());
         }
     }

@@ -104,6 +104,23 @@ async fn the_standby_takes_over_a_burst_without_issuing_twice() {
         || async { (serials.lock().unwrap().len() >= 20).then_some(()) },
     )
     .await;
+    // A standby serves the trust documents the leader published (the chart's Service selects
+    // every replica).
+    {
+        let (leader_op, standby_op) = if first == "op-a" { (&a, &b) } else { (&b, &a) };
+        let ok = |r: Option<(u16, String)>| r.filter(|(c, _)| *c == 200).map(|(_, body)| body);
+        let ca = wait_for(Duration::from_secs(10), "the leader's /ca.pem", || async {
+            ok(leader_op.get("/ca.pem").await)
+        })
+        .await;
+        let standby_ca = wait_for(Duration::from_secs(10), "the standby's /ca.pem", || async {
+            ok(standby_op.get("/ca.pem").await)
+        })
+        .await;
+        assert_eq!(standby_ca, ca);
+        let crl = ok(standby_op.get("/crl.pem").await).expect("the standby serves /crl.pem");
+        assert!(crl.contains("BEGIN X509 CRL"));
+    }
     let killed = Instant::now();
     let survivor = if first == "op-a" {
         a.kill();

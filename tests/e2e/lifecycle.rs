@@ -324,11 +324,34 @@ async fn an_overdue_review_suspends_the_identity_until_it_is_reviewed_again() {
     assert_eq!(code, 200);
     assert_eq!(crl_serials(&body), crl_serials(&crl));
 
-    // No renewal while suspended.
+    // No renewal while suspended: a change that makes the operator look again (an annotation)
+    // issues nothing.
+    let secret_version = secrets
+        .get("batch-identity")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    api.patch(
+        "batch",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"touched": "1"}}})),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let still = api.get("batch").await.unwrap();
     assert!(!is_ready(&still));
-    assert!(secret_text(&secrets.get("batch-identity").await.unwrap(), "tls.key").is_empty());
+    assert_eq!(
+        still.status.unwrap().serial_number.as_deref(),
+        Some(first.as_str())
+    );
+    let secret = secrets.get("batch-identity").await.unwrap();
+    assert!(secret_text(&secret, "tls.key").is_empty());
+    assert_eq!(
+        secret.metadata.resource_version, secret_version,
+        "the Secret was written while suspended"
+    );
 
     // Reviewed again: a new certificate.
     api.patch(
@@ -347,7 +370,8 @@ async fn an_overdue_review_suspends_the_identity_until_it_is_reviewed_again() {
 async fn a_restart_between_recording_and_publishing_loses_no_revocation() {
     let client = client().await;
     let ns = TestNamespace::create(&client, "restart").await;
-    let mut op = Operator::start(&ns.name, &["--debug-publish-delay", "6s"]);
+    // Publication of new revocations waits 60 s: the operator is killed in between.
+    let mut op = Operator::start(&ns.name, &["--debug-publish-delay", "60s"]);
     op.wait_ready(Duration::from_secs(20)).await;
     let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
     for name in ["keep", "drop"] {
