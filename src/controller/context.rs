@@ -201,6 +201,12 @@ impl Context {
         (Some(rv.as_str()) == resource_version).then(|| cert.clone())
     }
 
+    /// The certificate last known for identity `uid`, whatever the Secret's version.
+    pub fn any_known_certificate(&self, uid: &str) -> Option<crate::issue::leaf::CertificateInfo> {
+        let known = self.known.lock().ok()?;
+        known.get(&uid_key(uid)).map(|(_, c)| c.info.clone())
+    }
+
     /// Whether any certificate is known for identity `uid` (its Secret was seen or written).
     pub fn has_known_certificate(&self, uid: &str) -> bool {
         self.known

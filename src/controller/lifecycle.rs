@@ -1,6 +1,8 @@
 //! Lifecycle governance in the identity reconciler: the finalizer that revokes on every deletion
 //! path, retirement when a workload or review lapses, suspension, and revocation on request.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -183,6 +185,28 @@ async fn revoke_all(
     Ok((certs.into_iter().map(|(s, _)| s).collect(), fresh))
 }
 
+/// An identity's deletion was just seen: start revoking what its status and the operator's
+/// memory name at once, without waiting for its turn in the reconcile queue (a burst of
+/// deletions would otherwise publish the last revocation only after every reconcile before it).
+/// The finalizer still revokes and waits for the record before it lets the identity go.
+pub fn revoke_early(ctx: &Arc<Context>, mi: &MachineIdentity) {
+    let has_finalizer = mi.finalizers().iter().any(|f| f == REVOKE_FINALIZER);
+    if mi.metadata.deletion_timestamp.is_none() || !has_finalizer {
+        return;
+    }
+    let uid = mi.metadata.uid.as_deref().unwrap_or_default();
+    let known = ctx.any_known_certificate(uid);
+    let now = OffsetDateTime::now_utc();
+    let certs = unexpired(mi.status.as_ref(), known.as_ref(), now);
+    let revs = revocations(&certs, Reason::CessationOfOperation, &identity_key(mi));
+    let revoker = ctx.revoker.clone();
+    tokio::spawn(async move {
+        if let Err(e) = revoker.revoke(revs).await {
+            tracing::debug!(error = %e, "early revocation failed; the finalizer retries");
+        }
+    });
+}
+
 fn serial_list(serials: &[String]) -> String {
     match serials.is_empty() {
         true => "no unexpired certificate".to_string(),
@@ -201,9 +225,14 @@ pub async fn finalize(mi: &MachineIdentity, ctx: &Context) -> Result<Action, Rec
     }
     let now = OffsetDateTime::now_utc();
     match revoke_all(mi, ctx, Reason::CessationOfOperation, now).await {
-        Ok((serials, fresh)) => {
+        Ok((serials, _)) => {
             info!(identity = %identity_key(mi), serials = ?serials, "identity deleted; certificates revoked");
-            if fresh > 0 {
+            // Said once: not again for certificates a retirement or suspension already revoked
+            // (and said so).
+            let said = ctx
+                .last_revocation(&uid)
+                .is_some_and(|r| serials.iter().all(|s| r.serial_numbers.contains(s)));
+            if !serials.is_empty() && !said {
                 ctx.publish(
                     mi,
                     EventType::Normal,
@@ -329,6 +358,15 @@ pub async fn retire(
             mi.spec.review_by.as_deref().unwrap_or_default()
         ),
     };
+    ctx.remember_revocation(
+        mi.metadata.uid.as_deref().unwrap_or_default(),
+        &RevocationStatus {
+            reason: cause.reason().into(),
+            revoked_at: rfc3339(now),
+            serial_numbers: serials.clone(),
+            request: None,
+        },
+    );
     let note = format!(
         "{why}: revoked {} and deleting the identity",
         serial_list(&serials)

@@ -231,6 +231,7 @@ async fn run_machine_identities(
                 forget_ctx
                     .revoker
                     .identity_seen(mi.metadata.namespace.as_deref().unwrap_or_default());
+                lifecycle::revoke_early(&forget_ctx, mi);
             }
             if let Ok(watcher::Event::InitDone) = ev {
                 forget_ctx.revoker.identity_gone();

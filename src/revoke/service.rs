@@ -107,6 +107,8 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
     // After a failed publication, the next attempt (the loop keeps answering requests meanwhile).
     let mut sync_retry: Option<tokio::time::Instant> = None;
     let mut sync_backoff = StdDuration::from_secs(1);
+    // Documents signed but held back by `publish_delay`, and when they are published.
+    let mut delayed: Option<(tokio::time::Instant, TrustDocuments)> = None;
     loop {
         if sign_due || !pending.is_empty() {
             let batch = std::mem::take(&mut pending);
@@ -142,12 +144,18 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
                         match sign(&deps.ca, &record, now, config.crl_validity).await {
                             Ok(docs) => {
                                 if !config.publish_delay.is_zero() && added > 0 {
-                                    tokio::time::sleep(config.publish_delay).await;
+                                    // Held back (the restart test), while requests are answered.
+                                    delayed = Some((
+                                        tokio::time::Instant::now() + config.publish_delay,
+                                        docs,
+                                    ));
+                                } else {
+                                    delayed = None;
+                                    inbox.shared.documents.store(Some(Arc::new(docs)));
+                                    sync_due = true;
+                                    sync_retry = None;
                                 }
-                                inbox.shared.documents.store(Some(Arc::new(docs)));
                                 sign_due = false;
-                                sync_due = true;
-                                sync_retry = None;
                                 next_sign = tokio::time::Instant::now()
                                     + next_signing_in(&record, now, config.crl_validity);
                             }
@@ -208,6 +216,13 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
             },
             _ = tokio::time::sleep_until(next_sign) => sign_due = true,
             _ = tokio::time::sleep_until(retry_at), if sync_retry.is_some() => {}
+            _ = tokio::time::sleep_until(delayed.as_ref().map_or(retry_at, |(at, _)| *at)), if delayed.is_some() => {
+                if let Some((_, docs)) = delayed.take() {
+                    inbox.shared.documents.store(Some(Arc::new(docs)));
+                    sync_due = true;
+                    sync_retry = None;
+                }
+            }
             _ = inbox.shared.namespaces_changed.notified() => {
                 // Let a burst of identity changes arrive before looking at the namespaces.
                 tokio::time::sleep(StdDuration::from_millis(50)).await;
