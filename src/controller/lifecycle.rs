@@ -207,6 +207,75 @@ pub fn revoke_early(ctx: &Arc<Context>, mi: &MachineIdentity) {
     });
 }
 
+/// After a re-issue without some grant the previous certificates carried (an Entitlement deleted,
+/// narrowed, or no longer selecting the identity), revokes those certificates. Certificates
+/// ending within two minutes are left to expire: a grant reaching its `expiresAt` leaves with
+/// its certificates (they were capped at it). A failure is reported, not retried: the new
+/// certificate is in place and the old ones expire at their notAfter.
+pub async fn revoke_withdrawn_grants(
+    mi: &MachineIdentity,
+    ctx: &Context,
+    grants: &[String],
+    new_serial: &str,
+    now: OffsetDateTime,
+) {
+    let Some(status) = mi.status.as_ref() else {
+        return;
+    };
+    let withdrawn: Vec<&String> = status
+        .entitlements
+        .iter()
+        .filter(|g| !grants.contains(g))
+        .collect();
+    if withdrawn.is_empty() {
+        return;
+    }
+    let certs: Vec<(String, OffsetDateTime)> = unexpired(Some(status), None, now)
+        .into_iter()
+        .filter(|(serial, not_after)| {
+            serial != new_serial && *not_after > now + time::Duration::minutes(2)
+        })
+        .collect();
+    if certs.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = withdrawn.iter().map(|g| g.as_str()).collect();
+    match ctx
+        .revoker
+        .revoke(revocations(
+            &certs,
+            Reason::PrivilegeWithdrawn,
+            &identity_key(mi),
+        ))
+        .await
+    {
+        Ok(_) => {
+            let serials: Vec<String> = certs.into_iter().map(|(s, _)| s).collect();
+            ctx.publish(
+                mi,
+                EventType::Normal,
+                "GrantWithdrawn",
+                format!(
+                    "{} no longer granted: revoked {}",
+                    names.join(", "),
+                    serial_list(&serials)
+                ),
+            );
+        }
+        Err(e) => {
+            ctx.warn(
+                mi,
+                "RevocationFailed",
+                &format!(
+                    "{} no longer granted, but the certificates carrying it could not be revoked (they expire at their notAfter): {e}",
+                    names.join(", ")
+                ),
+            );
+            ctx.metrics.count_failure("RevocationFailed");
+        }
+    }
+}
+
 fn serial_list(serials: &[String]) -> String {
     match serials.is_empty() {
         true => "no unexpired certificate".to_string(),

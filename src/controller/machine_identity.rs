@@ -406,6 +406,9 @@ async fn issue(
                     .map(|c| c.status.client_certificate_not_after.clone()),
             ),
     );
+    // Certificates that carried a grant the identity no longer has are revoked: they would
+    // otherwise keep proving it until they expire.
+    lifecycle::revoke_withdrawn_grants(mi, ctx, &grants, &issued.info.serial_hex, now).await;
     let renew_at = renew_before_client_expiry(
         renewal_time(&issued.info, expect),
         &issued.info,

@@ -486,3 +486,70 @@ async fn trust_configmaps_follow_the_namespaces_with_identities_and_are_put_righ
     .await;
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn certificates_carrying_a_withdrawn_grant_are_revoked() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "withdraw").await;
+    let op = Operator::start(&ns.name, &[]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let ents: Api<nhi_operator::api::Entitlement> = Api::namespaced(client.clone(), &ns.name);
+    api.create(
+        &PostParams::default(),
+        &identity(
+            "checkout",
+            json!({"owner": {"team": "shop"}, "secretName": "checkout-identity"}),
+        ),
+    )
+    .await
+    .unwrap();
+    ents.create(
+        &PostParams::default(),
+        &entitlement(
+            "checkout-pays",
+            json!({"subjects": {"names": ["checkout"]}, "grants": ["payments.process"],
+                   "justification": "PAY-7"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let granted = wait_for(
+        Duration::from_secs(10),
+        "the grant in the certificate",
+        || async {
+            let mi = api.get("checkout").await.ok()?;
+            let status = mi.status.clone()?;
+            (is_ready(&mi) && status.entitlements == vec!["payments.process".to_string()])
+                .then_some(status.serial_number?)
+        },
+    )
+    .await;
+    ents.delete("checkout-pays", &DeleteParams::default())
+        .await
+        .unwrap();
+    let took = wait_for_revoked(&client, &ns.name, &granted, Duration::from_secs(10)).await;
+    eprintln!("Entitlement deleted -> the certificate carrying its grant on the CRL: {took:?}");
+    let mi = wait_ready(&api, "checkout", Duration::from_secs(5)).await;
+    let status = mi.status.unwrap();
+    assert!(status.entitlements.is_empty());
+    assert_ne!(
+        status.serial_number.as_deref(),
+        Some(granted.as_str()),
+        "a new certificate without the grant"
+    );
+    let (_, crl) = trust_documents(&client, &ns.name).await.unwrap();
+    assert!(
+        !crl_serials(&crl).contains(status.serial_number.as_ref().unwrap()),
+        "the new one stays valid"
+    );
+    wait_for_event(
+        &client,
+        &ns.name,
+        "checkout",
+        "GrantWithdrawn",
+        Duration::from_secs(5),
+    )
+    .await;
+    ns.delete().await;
+}
