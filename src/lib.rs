@@ -14,6 +14,7 @@ pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
 pub mod operator;
+pub mod reload;
 pub mod revoke;
 pub mod settings;
 pub mod telemetry;

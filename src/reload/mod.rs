@@ -1,0 +1,330 @@
+//! Reloading identity for programs that use an nhi-operator identity directory: rustls configs
+//! whose certificate and trust roots swap in place when the mounted Secret changes.
+//!
+//! Load the directory (`tls.crt`, `tls.key`, `ca.crt`, or `identity.pem` and `ca.crt`), build
+//! configs once, and start the watch. Live listeners and connection pools keep their configs;
+//! every new handshake uses the identity swapped in last. An update that fails validation (a key
+//! that does not match the leaf, a leaf that does not chain to the bundle or is outside its
+//! validity) is refused: the previous identity stays, a warning is logged, and
+//! [`ReloadingIdentity::refused_reloads`] counts it.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use nhi_operator::reload::{ReloadOptions, ReloadingIdentity};
+//!
+//! # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
+//! let identity = ReloadingIdentity::load("/var/run/secrets/nhi", ReloadOptions::default())?;
+//! identity.on_change(|info| println!("now serving {} until {}", info.serial_hex, info.not_after));
+//! let _watch = identity.spawn_watch(); // stops when dropped
+//!
+//! // Mutual TLS: clients must present a certificate chaining to `ca.crt`.
+//! let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(identity.server_config()?));
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8443").await?;
+//! loop {
+//!     let (tcp, _) = listener.accept().await?;
+//!     let acceptor = acceptor.clone();
+//!     tokio::spawn(async move {
+//!         if let Ok(tls) = acceptor.accept(tcp).await {
+//!             // ... serve the connection
+//! #           drop(tls);
+//!         }
+//!     });
+//! }
+//! # }
+//! ```
+
+pub mod resolver;
+pub mod snapshot;
+pub mod validate;
+pub mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, ServerConfig};
+use time::OffsetDateTime;
+
+use resolver::{
+    CurrentIdentity, IdentityResolver, ReloadingClientVerifier, ReloadingServerVerifier,
+    ServingIdentity,
+};
+pub use snapshot::SnapshotError;
+pub use validate::{IdentityInfo, InvalidIdentity};
+pub use watch::WatchHandle;
+
+/// How an identity directory is watched.
+#[derive(Clone, Debug)]
+pub struct ReloadOptions {
+    /// How often the directory is read and compared, whatever the events say. This is what
+    /// catches `subPath` mounts and filesystems without inotify.
+    pub poll_interval: Duration,
+    /// Whether to watch the directory for filesystem events (inotify on Linux).
+    pub watch_events: bool,
+    /// How long a burst of events must settle before the directory is read.
+    pub debounce: Duration,
+}
+
+impl Default for ReloadOptions {
+    fn default() -> Self {
+        ReloadOptions {
+            poll_interval: Duration::from_secs(30),
+            watch_events: true,
+            debounce: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Whether a server asks clients for a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Clients must present a certificate chaining to the trust bundle (mutual TLS).
+    Required,
+    /// Clients may present one; if they do, it must chain to the trust bundle.
+    Optional,
+    /// Clients are not asked for a certificate.
+    None,
+}
+
+/// Why loading or reloading failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Read(#[from] SnapshotError),
+    #[error(transparent)]
+    Invalid(#[from] InvalidIdentity),
+    #[error("building the TLS configuration failed: {0}")]
+    Tls(String),
+}
+
+/// What a reload did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The files are the ones already loaded.
+    Unchanged,
+    /// A new identity is now served.
+    Swapped(IdentityInfo),
+}
+
+type ChangeCallback = dyn Fn(&IdentityInfo) + Send + Sync;
+
+/// An identity loaded from a directory, kept current by [`ReloadingIdentity::reload_now`] or
+/// [`ReloadingIdentity::spawn_watch`]. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct ReloadingIdentity {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    options: ReloadOptions,
+    provider: Arc<CryptoProvider>,
+    current: CurrentIdentity,
+    /// Held while reloading: one reload at a time.
+    state: Mutex<ReloadState>,
+    reloads: AtomicU64,
+    refused: AtomicU64,
+    callbacks: Mutex<Vec<Arc<ChangeCallback>>>,
+}
+
+struct ReloadState {
+    /// Digest of the snapshot being served.
+    digest: [u8; 32],
+    /// What was refused last, so a bad update is counted once, not at every poll.
+    last_refused: Option<String>,
+}
+
+impl fmt::Debug for ReloadingIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadingIdentity")
+            .field("dir", &self.shared.dir)
+            .field("current", &self.current())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReloadingIdentity {
+    /// Loads and validates the identity in `dir`. Fails when there is no valid identity to serve.
+    pub fn load(dir: impl AsRef<Path>, options: ReloadOptions) -> Result<Self, ReloadError> {
+        let dir = dir.as_ref().to_owned();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let snapshot = snapshot::read_snapshot(&dir)?;
+        let serving = serving_identity(&snapshot, &provider)?;
+        tracing::info!(dir = %dir.display(), serial = %serving.info.serial_hex,
+            not_after = %crate::ca::rfc3339(serving.info.not_after), "identity loaded");
+        Ok(ReloadingIdentity {
+            shared: Arc::new(Shared {
+                dir,
+                options,
+                provider,
+                current: Arc::new(ArcSwap::from_pointee(serving)),
+                state: Mutex::new(ReloadState {
+                    digest: snapshot.digest,
+                    last_refused: None,
+                }),
+                reloads: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+                callbacks: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// A server config presenting the current identity and requiring client certificates that
+    /// chain to the current trust bundle (mutual TLS).
+    pub fn server_config(&self) -> Result<ServerConfig, ReloadError> {
+        self.server_config_with(ClientAuth::Required)
+    }
+
+    /// A server config presenting the current identity, asking clients for a certificate as
+    /// `client_auth` says. Set ALPN and other fields on the result as needed.
+    pub fn server_config_with(&self, client_auth: ClientAuth) -> Result<ServerConfig, ReloadError> {
+        let builder = ServerConfig::builder_with_provider(self.shared.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ReloadError::Tls(e.to_string()))?;
+        let current = self.shared.current.clone();
+        let builder = match client_auth {
+            ClientAuth::None => builder.with_no_client_auth(),
+            ClientAuth::Required | ClientAuth::Optional => {
+                builder.with_client_cert_verifier(Arc::new(ReloadingClientVerifier {
+                    current: current.clone(),
+                    mandatory: client_auth == ClientAuth::Required,
+                }))
+            }
+        };
+        Ok(builder.with_cert_resolver(Arc::new(IdentityResolver { current })))
+    }
+
+    /// A client config presenting the current identity and verifying servers against the
+    /// current trust bundle, with the usual host name check against the server's DNS names.
+    pub fn client_config(&self) -> Result<ClientConfig, ReloadError> {
+        let current = self.shared.current.clone();
+        Ok(
+            ClientConfig::builder_with_provider(self.shared.provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ReloadError::Tls(e.to_string()))?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ReloadingServerVerifier {
+                    current: current.clone(),
+                }))
+                .with_client_cert_resolver(Arc::new(IdentityResolver { current })),
+        )
+    }
+
+    /// Facts about the identity being served.
+    pub fn current(&self) -> IdentityInfo {
+        self.shared.current.load().info.clone()
+    }
+
+    /// When the identity being served expires.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.shared.current.load().info.not_after
+    }
+
+    /// Calls `callback` after each swap to a new identity (from the thread doing the reload).
+    pub fn on_change(&self, callback: impl Fn(&IdentityInfo) + Send + Sync + 'static) {
+        lock(&self.shared.callbacks).push(Arc::new(callback));
+    }
+
+    /// How many times a new identity was swapped in.
+    pub fn reloads(&self) -> u64 {
+        self.shared.reloads.load(Ordering::Relaxed)
+    }
+
+    /// How many distinct updates were refused (unreadable or invalid) while the previous
+    /// identity was kept.
+    pub fn refused_reloads(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// The directory being served from.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The watch options.
+    pub fn options(&self) -> &ReloadOptions {
+        &self.shared.options
+    }
+
+    /// Starts watching the directory on the current tokio runtime (events and polling). The
+    /// watch stops when the handle is dropped. Panics outside a tokio runtime.
+    pub fn spawn_watch(&self) -> WatchHandle {
+        watch::spawn(self.clone())
+    }
+
+    /// Reads the directory now and swaps to its identity if it changed and is valid. Blocking
+    /// (file reads): call it from `spawn_blocking` in async code.
+    pub fn reload_now(&self) -> Result<ReloadOutcome, ReloadError> {
+        let mut state = lock(&self.shared.state);
+        let snapshot = match snapshot::read_snapshot(&self.shared.dir) {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                let key = error.to_string();
+                return Err(self.refuse(&mut state, key, error.into()));
+            }
+        };
+        if snapshot.digest == state.digest {
+            state.last_refused = None;
+            return Ok(ReloadOutcome::Unchanged);
+        }
+        let serving = match serving_identity(&snapshot, &self.shared.provider) {
+            Ok(serving) => serving,
+            Err(error) => {
+                let key = hex::encode(snapshot.digest);
+                return Err(self.refuse(&mut state, key, error));
+            }
+        };
+        let info = serving.info.clone();
+        self.shared.current.store(Arc::new(serving));
+        state.digest = snapshot.digest;
+        state.last_refused = None;
+        drop(state);
+        self.shared.reloads.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(dir = %self.shared.dir.display(), serial = %info.serial_hex,
+            not_after = %crate::ca::rfc3339(info.not_after), "identity reloaded");
+        let callbacks = lock(&self.shared.callbacks).clone();
+        for callback in callbacks {
+            callback(&info);
+        }
+        Ok(ReloadOutcome::Swapped(info))
+    }
+
+    /// Keeps the current identity, and logs and counts the refusal unless it is the same one as
+    /// last time.
+    fn refuse(&self, state: &mut ReloadState, key: String, error: ReloadError) -> ReloadError {
+        if state.last_refused.as_ref() != Some(&key) {
+            self.shared.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(dir = %self.shared.dir.display(), %error,
+                serial = %self.shared.current.load().info.serial_hex,
+                "identity update refused, keeping the current identity");
+            state.last_refused = Some(key);
+        }
+        error
+    }
+}
+
+/// Validates a snapshot now and builds what handshakes need from it.
+fn serving_identity(
+    snapshot: &snapshot::Snapshot,
+    provider: &Arc<CryptoProvider>,
+) -> Result<ServingIdentity, ReloadError> {
+    let validated = validate::validate_identity(
+        &snapshot.cert_pem,
+        &snapshot.key_pem,
+        &snapshot.bundle_pem,
+        OffsetDateTime::now_utc(),
+        provider,
+    )?;
+    ServingIdentity::build(validated, provider).map_err(|e| ReloadError::Tls(e.to_string()))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
