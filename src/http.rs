@@ -221,10 +221,10 @@ mod tests {
             out
         };
         assert!(get("/readyz").await.starts_with("HTTP/1.0 503"));
-        // No CRL signed yet (a standby, or a leader starting): said, not an empty document.
+        // No CRL signed yet (the leader starting): said, not an empty document.
         let crl = get("/crl.pem").await;
         assert!(
-            crl.starts_with("HTTP/1.0 503") && crl.contains("standby"),
+            crl.starts_with("HTTP/1.0 503") && crl.contains("no trust documents"),
             "{crl}"
         );
         health.ca_loaded.store(true, Ordering::Relaxed);
