@@ -331,7 +331,7 @@ pub async fn finalize(mi: &MachineIdentity, ctx: &Context) -> Result<Action, Rec
                 mi,
                 "RevocationAbandoned",
                 &format!(
-                    "{e}; deletion has waited {}, so the identity is let go: its certificates stay valid until they expire",
+                    "deletion has waited {} for the revocation to be recorded, so the identity is let go: its certificates stay valid until they expire. Last error: {e}",
                     humantime(ctx.lifecycle.finalizer_timeout)
                 ),
             );

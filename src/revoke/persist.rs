@@ -19,12 +19,11 @@ pub const MAX_RECORD_BYTES: usize = 900 * 1024;
 /// Errors reading or writing the record.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
-    #[error("reading or writing the revocation record {namespace}/{name} failed: {source}")]
+    #[error("reading or writing the revocation record {namespace}/{name} failed: {reason}")]
     Api {
         namespace: String,
         name: String,
-        #[source]
-        source: kube::Error,
+        reason: String,
     },
     #[error("the revocation record {namespace}/{name} cannot be read: {source}")]
     Unreadable {
@@ -71,10 +70,15 @@ impl RecordStore {
     }
 
     fn api_error(&self, source: kube::Error) -> PersistError {
+        // The apiserver's own message, not the whole Status structure.
+        let reason = match &source {
+            kube::Error::Api(s) => format!("{} (HTTP {})", s.message, s.code),
+            other => other.to_string(),
+        };
         PersistError::Api {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
-            source,
+            reason,
         }
     }
 

@@ -553,3 +553,88 @@ async fn certificates_carrying_a_withdrawn_grant_are_revoked() {
     .await;
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_revocation_that_cannot_be_recorded_never_blocks_deletion_forever() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "abandon").await;
+    // The record cannot be written: an immutable ConfigMap of its name (what a broken
+    // apiserver, a quota or a policy would do to the operator).
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "nhi-revocations"}, "immutable": true,
+                                       "data": {"revoked": "crlNumber 0\n"}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let op = Operator::start(&ns.name, &["--finalizer-timeout", "10s"]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    api.create(
+        &PostParams::default(),
+        &identity(
+            "stuck",
+            json!({"owner": {"team": "t"}, "secretName": "stuck-identity"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let serial = serial(&api, "stuck").await;
+    let deleted = Instant::now();
+    api.delete("stuck", &DeleteParams::default()).await.unwrap();
+    // Said while it waits: a condition and an Event ...
+    let failing = wait_for(
+        Duration::from_secs(10),
+        "Ready=False RevocationFailed",
+        || async {
+            let mi = api.get_opt("stuck").await.ok()??;
+            condition(&mi, "Ready")
+                .filter(|c| c.reason == "RevocationFailed")
+                .cloned()
+        },
+    )
+    .await;
+    assert!(
+        failing.message.contains("revocation"),
+        "{}",
+        failing.message
+    );
+    wait_for_event(
+        &client,
+        &ns.name,
+        "stuck",
+        "RevocationFailed",
+        Duration::from_secs(5),
+    )
+    .await;
+    // ... and let go after the timeout, saying so.
+    gone(
+        &api,
+        "stuck",
+        Duration::from_secs(30),
+        "identity let go after the finalizer timeout",
+    )
+    .await;
+    let waited = deleted.elapsed();
+    assert!(
+        waited >= Duration::from_secs(10),
+        "let go before the timeout: {waited:?}"
+    );
+    let why = wait_for_event(
+        &client,
+        &ns.name,
+        "stuck",
+        "RevocationAbandoned",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(why.contains("stay valid until they expire"), "{why}");
+    eprintln!(
+        "unrecordable revocation: identity let go after {waited:?} (timeout 10s), serial {serial} not revoked"
+    );
+    ns.delete().await;
+}
