@@ -3,6 +3,7 @@
 //! The pure core (`issue`, `ca::authority`) builds and assesses certificates from plain data;
 //! the controllers (`controller`) read from and write to the Kubernetes API around it.
 
+pub mod agent;
 pub mod api;
 pub mod ca;
 pub mod controller;

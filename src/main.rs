@@ -1,9 +1,11 @@
-//! The `nhi-operator` command: `run` the controller, print the `crd` YAML.
+//! The `nhi-operator` command: `run` the controller, run the identity `agent`, print the `crd`
+//! YAML.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use nhi_operator::agent::run::AgentSettings;
 use nhi_operator::{api, operator, settings::Settings, telemetry};
 
 #[derive(Parser)]
@@ -21,6 +23,9 @@ struct Cli {
 enum Command {
     /// Run the operator.
     Run(Box<Settings>),
+    /// Keep an identity directory current from the identity's Secret (a sidecar or an init
+    /// container with --once), written the way kubelet writes a Secret volume.
+    Agent(AgentSettings),
     /// Print the CustomResourceDefinitions as YAML (or write one file per CRD into a directory).
     Crd {
         /// Write `<crd name>.yaml` files into this directory instead of printing.
@@ -33,6 +38,26 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd { out_dir } => print_crds(out_dir),
+        Command::Agent(settings) => {
+            telemetry::init(nhi_operator::settings::LogFormat::Text);
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("nhi-operator agent: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(nhi_operator::agent::run::run(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("nhi-operator agent: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(settings) => {
             telemetry::init(settings.log_format);
             // Key generation runs on the blocking pool; a few threads keep every core busy, while

@@ -1,5 +1,6 @@
 //! End-to-end tests against the local control plane (`make cluster-up`, or run by `make test`).
 
+mod agent;
 mod entitlements;
 mod gitops;
 mod issuance;

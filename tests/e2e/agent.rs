@@ -1,0 +1,125 @@
+//! `nhi-operator agent` against the local control plane: the identity directory follows the
+//! Secret through rotations, and a program using the reload library picks each one up.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::support::*;
+use nhi_operator::api::MachineIdentity;
+use nhi_operator::reload::{ReloadOptions, ReloadingIdentity};
+
+/// Kills the agent when the test ends, however it ends.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_agent_keeps_the_directory_current_and_the_reload_library_follows() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "agent").await;
+    let op = Operator::start(&ns.name, &[]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    api.create(
+        &PostParams::default(),
+        &identity(
+            "worker",
+            json!({"owner": {"team": "t"}, "secretName": "worker-identity"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let first = wait_ready(&api, "worker", Duration::from_secs(10))
+        .await
+        .status
+        .unwrap()
+        .serial_number
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let identity_dir = dir.path().join("identity");
+    let hook = dir.path().join("hook-ran");
+    let _agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_nhi-operator"))
+            .args([
+                "agent",
+                "--namespace",
+                &ns.name,
+                "--secret",
+                "worker-identity",
+                "--dir",
+            ])
+            .arg(&identity_dir)
+            .args(["--exec", &format!("echo changed >> {}", hook.display())])
+            .env("KUBECONFIG", kubeconfig_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the agent starts"),
+    );
+    let loaded = wait_for(
+        Duration::from_secs(10),
+        "the agent's first projection",
+        || async { ReloadingIdentity::load(&identity_dir, ReloadOptions::default()).ok() },
+    )
+    .await;
+    assert_eq!(loaded.current().serial_hex, first);
+    assert!(
+        std::fs::symlink_metadata(identity_dir.join("..data"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let _watch = loaded.spawn_watch();
+
+    // Three rotations (revocations on request, each issuing a new certificate): each reaches the
+    // directory, and the program's identity follows without a restart.
+    let mut previous = first;
+    for round in 1..=3 {
+        let request = format!("agent-test-{round}");
+        api.patch(
+            "worker",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"nhi.dev/revoke-requested": request}}}),
+            ),
+        )
+        .await
+        .unwrap();
+        let asked = Instant::now();
+        let next = wait_for(Duration::from_secs(10), "a new certificate", || async {
+            let s = api.get("worker").await.ok()?.status?;
+            let serial = s.serial_number?;
+            (serial != previous && s.last_revocation?.request.as_deref() == Some(request.as_str()))
+                .then_some(serial)
+        })
+        .await;
+        wait_for(
+            Duration::from_secs(10),
+            "the reload library on the new certificate",
+            || async { (loaded.current().serial_hex == next).then_some(()) },
+        )
+        .await;
+        eprintln!(
+            "rotation {round}: request -> new certificate in use by the program: {:?}",
+            asked.elapsed()
+        );
+        previous = next;
+    }
+    assert_eq!(loaded.refused_reloads(), 0);
+    let hooks = std::fs::read_to_string(&hook).unwrap_or_default();
+    assert!(
+        hooks.lines().count() >= 4,
+        "the hook ran after each change: {hooks:?}"
+    );
+    ns.delete().await;
+}
