@@ -15,22 +15,56 @@ use time::OffsetDateTime;
 pub const DATA_LINK: &str = "..data";
 const DATA_TMP: &str = "..data_tmp";
 
-/// Files holding secrets are readable by the owner only.
-fn mode_of(name: &str) -> u32 {
-    match name {
-        "tls.key" | "identity.pem" | "kubeconfig" => 0o600,
-        _ => 0o644,
+/// How the files are written.
+#[derive(Clone, Copy, Debug)]
+pub struct Modes {
+    /// Mode of files holding private keys (`tls.key`, `identity.pem`, `kubeconfig`).
+    pub key: u32,
+    /// Mode of the other files.
+    pub other: u32,
+}
+
+impl Default for Modes {
+    /// Keys readable by the owner and the group (pair with the pod's `fsGroup` when the program
+    /// runs as another user), the rest by everyone, as kubelet's default.
+    fn default() -> Self {
+        Modes {
+            key: 0o640,
+            other: 0o644,
+        }
+    }
+}
+
+impl Modes {
+    fn of(&self, name: &str) -> u32 {
+        match name {
+            "tls.key" | "identity.pem" | "kubeconfig" => self.key,
+            _ => self.other,
+        }
     }
 }
 
 /// Whether `name` may be written as a file of the directory (a Secret key, never a path).
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
-        && !name.starts_with("..")
-        && name != "."
+        && !name.starts_with('.')
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// Whether `name` is a version directory this writer made (`..<nanoseconds>_<8 hex>`).
+fn is_version_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("..") else {
+        return false;
+    };
+    let Some((nanos, suffix)) = rest.split_once('_') else {
+        return false;
+    };
+    !nanos.is_empty()
+        && nanos.chars().all(|c| c.is_ascii_digit())
+        && suffix.len() == 8
+        && suffix.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// The files of the current version, if there is one.
@@ -45,23 +79,17 @@ pub fn current(dir: &Path) -> Option<BTreeMap<String, Vec<u8>>> {
     Some(out)
 }
 
-/// Projects `files` into `dir`. Returns false, writing nothing, when the current version holds
-/// exactly these files.
-pub fn project(
+fn sync_dir(path: &Path) -> io::Result<()> {
+    fs::File::open(path)?.sync_all()
+}
+
+/// Writes a new version directory and swaps `..data` to it.
+fn write_version(
     dir: &Path,
     files: &BTreeMap<String, Vec<u8>>,
     now: OffsetDateTime,
-) -> io::Result<bool> {
-    if let Some(bad) = files.keys().find(|k| !valid_name(k)) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("refusing to write a file named {bad:?}"),
-        ));
-    }
-    if current(dir).as_ref() == Some(files) {
-        return Ok(false);
-    }
-    fs::create_dir_all(dir)?;
+    modes: Modes,
+) -> io::Result<()> {
     let version = format!(
         "..{}_{:08x}",
         now.unix_timestamp_nanos(),
@@ -69,38 +97,102 @@ pub fn project(
     );
     let version_dir = dir.join(&version);
     fs::create_dir(&version_dir)?;
-    for (name, content) in files {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode_of(name))
-            .open(version_dir.join(name))?;
-        f.write_all(content)?;
-        f.sync_all()?;
+    let written = (|| {
+        for (name, content) in files {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(modes.of(name))
+                .open(version_dir.join(name))?;
+            f.write_all(content)?;
+            f.sync_all()?;
+        }
+        sync_dir(&version_dir)?;
+        // The swap: a new link beside the old one, renamed over it in one step.
+        let tmp = dir.join(DATA_TMP);
+        let _ = fs::remove_file(&tmp);
+        symlink(&version, &tmp)?;
+        fs::rename(&tmp, dir.join(DATA_LINK))?;
+        sync_dir(dir)
+    })();
+    if written.is_err()
+        && fs::read_link(dir.join(DATA_LINK)).ok().as_deref() != Some(Path::new(&version))
+    {
+        // Not swapped in: leave nothing behind (a full volume would otherwise fill up).
+        let _ = fs::remove_dir_all(&version_dir);
+        let _ = fs::remove_file(dir.join(DATA_TMP));
     }
-    // The swap: a new link beside the old one, renamed over it in one step.
-    let tmp = dir.join(DATA_TMP);
-    let _ = fs::remove_file(&tmp);
-    symlink(&version, &tmp)?;
-    fs::rename(&tmp, dir.join(DATA_LINK))?;
-    // Visible names: links through ..data, for the files of this version only.
+    written
+}
+
+/// Makes each visible name a link through `..data`, replacing whatever stands there (a plain
+/// file from an earlier writer, a link elsewhere) in one rename.
+fn link_visible(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> io::Result<()> {
     for name in files.keys() {
         let visible = dir.join(name);
-        if fs::symlink_metadata(&visible).is_err() {
-            symlink(Path::new(DATA_LINK).join(name), &visible)?;
+        let wanted = Path::new(DATA_LINK).join(name);
+        match fs::symlink_metadata(&visible) {
+            Ok(m) if m.file_type().is_symlink() && fs::read_link(&visible)? == wanted => continue,
+            Ok(m) if m.is_dir() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is a directory", visible.display()),
+                ));
+            }
+            _ => {}
         }
+        let tmp = dir.join(format!("..{name}.tmp"));
+        let _ = fs::remove_file(&tmp);
+        symlink(&wanted, &tmp)?;
+        fs::rename(&tmp, &visible)?;
     }
+    Ok(())
+}
+
+/// Removes versions other than the current one and links to files the current one lacks: only
+/// what this writer makes (version directories by name, links into `..data`).
+fn clean(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> io::Result<()> {
+    let current = fs::read_link(dir.join(DATA_LINK))?;
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let is_link = entry.file_type()?.is_symlink();
-        if name.starts_with("..") && name != DATA_LINK && name != version && !is_link {
+        let kind = entry.file_type()?;
+        if kind.is_dir() && is_version_name(&name) && Path::new(&name) != current {
             fs::remove_dir_all(entry.path())?;
-        } else if is_link && !name.starts_with("..") && !files.contains_key(&name) {
+        } else if kind.is_symlink()
+            && !name.starts_with('.')
+            && !files.contains_key(&name)
+            && fs::read_link(entry.path())?.starts_with(DATA_LINK)
+        {
             fs::remove_file(entry.path())?;
         }
     }
-    Ok(true)
+    Ok(())
+}
+
+/// Projects `files` into `dir`. Returns whether a new version was written (false: the current
+/// version holds exactly these files). The visible links and the clean-up are done every time,
+/// so a write interrupted after the swap is completed by the next call.
+pub fn project(
+    dir: &Path,
+    files: &BTreeMap<String, Vec<u8>>,
+    now: OffsetDateTime,
+    modes: Modes,
+) -> io::Result<bool> {
+    if let Some(bad) = files.keys().find(|k| !valid_name(k)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to write a file named {bad:?}"),
+        ));
+    }
+    fs::create_dir_all(dir)?;
+    let changed = current(dir).as_ref() != Some(files);
+    if changed {
+        write_version(dir, files, now, modes)?;
+    }
+    link_visible(dir, files)?;
+    clean(dir, files)?;
+    Ok(changed)
 }
 
 #[cfg(test)]
@@ -120,7 +212,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
         let v1 = files(&[("tls.crt", "A"), ("tls.key", "a"), ("ca.crt", "CA")]);
-        assert!(project(dir.path(), &v1, now).unwrap());
+        assert!(project(dir.path(), &v1, now, Modes::default()).unwrap());
         assert_eq!(fs::read_to_string(dir.path().join("tls.crt")).unwrap(), "A");
         let first = fs::read_link(dir.path().join(DATA_LINK)).unwrap();
         assert!(
@@ -134,13 +226,16 @@ mod tests {
             .permissions()
             .mode()
             & 0o777;
-        assert_eq!(mode, 0o600, "the key is readable by its owner only");
+        assert_eq!(
+            mode, 0o640,
+            "the key is readable by its owner and group only"
+        );
         // The same content again: nothing written.
-        assert!(!project(dir.path(), &v1, now).unwrap());
+        assert!(!project(dir.path(), &v1, now, Modes::default()).unwrap());
         assert_eq!(fs::read_link(dir.path().join(DATA_LINK)).unwrap(), first);
         // A new version: ..data moves, the old version is gone, a dropped key disappears.
         let v2 = files(&[("tls.crt", "B"), ("tls.key", "b")]);
-        assert!(project(dir.path(), &v2, now).unwrap());
+        assert!(project(dir.path(), &v2, now, Modes::default()).unwrap());
         assert_eq!(fs::read_to_string(dir.path().join("tls.crt")).unwrap(), "B");
         assert_ne!(fs::read_link(dir.path().join(DATA_LINK)).unwrap(), first);
         assert!(!dir.path().join(&first).exists());
@@ -150,12 +245,37 @@ mod tests {
     }
 
     #[test]
+    fn plain_files_of_an_earlier_writer_are_replaced_and_an_interrupted_write_is_completed() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        std::fs::write(dir.path().join("tls.crt"), "OLD").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        let v1 = files(&[("tls.crt", "A"), ("tls.key", "a")]);
+        assert!(project(dir.path(), &v1, now, Modes::default()).unwrap());
+        assert_eq!(fs::read_to_string(dir.path().join("tls.crt")).unwrap(), "A");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("notes.txt")).unwrap(),
+            "mine",
+            "not ours: kept"
+        );
+        // A crash right after the swap: visible links missing, a stale version left behind.
+        fs::remove_file(dir.path().join("tls.key")).unwrap();
+        fs::create_dir(dir.path().join("..1_0000abcd")).unwrap();
+        assert!(
+            !project(dir.path(), &v1, now, Modes::default()).unwrap(),
+            "same content"
+        );
+        assert_eq!(fs::read_to_string(dir.path().join("tls.key")).unwrap(), "a");
+        assert!(!dir.path().join("..1_0000abcd").exists());
+    }
+
+    #[test]
     fn refuses_names_that_are_not_plain_file_names() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
         for bad in ["../escape", "..data", "a/b", ""] {
             assert!(
-                project(dir.path(), &files(&[(bad, "x")]), now).is_err(),
+                project(dir.path(), &files(&[(bad, "x")]), now, Modes::default()).is_err(),
                 "{bad:?}"
             );
         }

@@ -11,7 +11,7 @@ use kube::{Api, Client};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-use super::projection::project;
+use super::projection::{Modes, project};
 
 /// Settings of the `agent` command.
 #[derive(Clone, Debug, Args)]
@@ -37,6 +37,34 @@ pub struct AgentSettings {
     /// Write the current identity once and exit (an init container).
     #[arg(long)]
     pub once: bool,
+    /// Mode of the files holding private keys (octal). The default lets the pod's `fsGroup` read
+    /// them when the program runs as another user.
+    #[arg(long, env = "NHI_AGENT_KEY_MODE", default_value = "0640", value_parser = parse_mode)]
+    pub key_mode: u32,
+    /// How long the `--exec` hook may run before it is killed.
+    #[arg(long, env = "NHI_AGENT_EXEC_TIMEOUT", default_value = "30s")]
+    pub exec_timeout: crate::settings::GoDuration,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode like 0640"))
+}
+
+/// The signal named `name` (`HUP`, `SIGUSR1`, ...).
+pub fn signal_number(name: &str) -> Option<i32> {
+    let name = name.trim_start_matches("SIG");
+    Some(match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "TERM" => libc::SIGTERM,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "QUIT" => libc::SIGQUIT,
+        _ => return None,
+    })
 }
 
 /// Errors that stop the agent.
@@ -48,6 +76,8 @@ pub enum AgentError {
     Config(#[from] kube::config::InferConfigError),
     #[error("Secret {0} has no certificate and key (not issued yet, or suspended)")]
     NotIssued(String),
+    #[error("unknown signal {0:?} (HUP, INT, TERM, USR1, USR2 or QUIT)")]
+    Signal(String),
     #[error("cannot write {dir}: {source}")]
     Write {
         dir: String,
@@ -72,10 +102,13 @@ pub async fn run(settings: AgentSettings) -> Result<(), AgentError> {
     let client = Client::try_from(config)?;
     let api: Api<Secret> = Api::namespaced(client, &settings.namespace);
     let name = format!("{}/{}", settings.namespace, settings.secret);
+    if settings.signal_pid.is_some() && signal_number(&settings.signal).is_none() {
+        return Err(AgentError::Signal(settings.signal.clone()));
+    }
     if settings.once {
         let secret = api.get(&settings.secret).await?;
         let files = identity_files(&secret).ok_or_else(|| AgentError::NotIssued(name.clone()))?;
-        write(&settings, &files)?;
+        write(&settings, &files, true).await?;
         return Ok(());
     }
     // Only this Secret: the agent's RBAC can be get/list/watch on that one name.
@@ -85,11 +118,15 @@ pub async fn run(settings: AgentSettings) -> Result<(), AgentError> {
         .applied_objects()
         .boxed();
     info!(secret = %name, dir = %settings.dir.display(), "keeping the identity directory current");
+    // The hook runs after the first projection too: a restart may follow a write whose hook
+    // never ran.
+    let mut first = true;
     while let Some(ev) = events.next().await {
         match ev {
             Ok(secret) => match identity_files(&secret) {
                 Some(files) => {
-                    if let Err(e) = write(&settings, &files) {
+                    let always = std::mem::take(&mut first);
+                    if let Err(e) = write(&settings, &files, always).await {
                         warn!(error = %e, "cannot update the identity directory; keeping the current one");
                     }
                 }
@@ -103,31 +140,60 @@ pub async fn run(settings: AgentSettings) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Projects the files and, if they changed, runs the hook.
-fn write(settings: &AgentSettings, files: &BTreeMap<String, Vec<u8>>) -> Result<(), AgentError> {
-    let changed = project(&settings.dir, files, OffsetDateTime::now_utc()).map_err(|source| {
-        AgentError::Write {
-            dir: settings.dir.display().to_string(),
-            source,
-        }
-    })?;
-    if !changed {
+/// Projects the files and, if they changed (or `always`), runs the hook.
+async fn write(
+    settings: &AgentSettings,
+    files: &BTreeMap<String, Vec<u8>>,
+    always: bool,
+) -> Result<(), AgentError> {
+    let modes = Modes {
+        key: settings.key_mode,
+        ..Modes::default()
+    };
+    let changed =
+        project(&settings.dir, files, OffsetDateTime::now_utc(), modes).map_err(|source| {
+            AgentError::Write {
+                dir: settings.dir.display().to_string(),
+                source,
+            }
+        })?;
+    if !changed && !always {
         return Ok(());
     }
-    info!(dir = %settings.dir.display(), "identity directory updated");
+    if changed {
+        info!(dir = %settings.dir.display(), "identity directory updated");
+    }
     if let Some(cmd) = &settings.exec {
-        match std::process::Command::new("sh").args(["-c", cmd]).status() {
-            Ok(s) if s.success() => {}
-            Ok(s) => warn!(command = %cmd, status = %s, "the hook command failed"),
-            Err(e) => warn!(command = %cmd, error = %e, "cannot run the hook command"),
+        let timeout = settings.exec_timeout.0.unsigned_abs();
+        let child = tokio::process::Command::new("sh")
+            .args(["-c", cmd])
+            .kill_on_drop(true)
+            .spawn();
+        match child {
+            Ok(mut child) => match tokio::time::timeout(timeout, child.wait()).await {
+                Ok(Ok(s)) if s.success() => {}
+                Ok(Ok(s)) => warn!(command = %cmd, status = %s, "the hook command failed"),
+                Ok(Err(e)) => warn!(command = %cmd, error = %e, "the hook command failed"),
+                Err(_) => {
+                    let _ = child.kill().await;
+                    warn!(command = %cmd, timeout_seconds = timeout.as_secs(), "the hook command timed out and was killed");
+                }
+            },
+            Err(e) => {
+                warn!(command = %cmd, error = %e, "cannot run the hook command (does the image have sh?)")
+            }
         }
     }
-    if let Some(pid) = settings.signal_pid {
-        let sent = std::process::Command::new("kill")
-            .args(["-s", &settings.signal, &pid.to_string()])
-            .status();
-        if !sent.is_ok_and(|s| s.success()) {
-            warn!(pid, signal = %settings.signal, "cannot signal the process");
+    let pid = settings
+        .signal_pid
+        .and_then(|p| libc::pid_t::try_from(p).ok())
+        .filter(|p| *p > 0);
+    if let (Some(pid), Some(signal)) = (pid, signal_number(&settings.signal)) {
+        // SAFETY: kill(2) takes two integers and touches no memory of ours; the pid is positive,
+        // so it names one process, never a process group.
+        let sent = unsafe { libc::kill(pid, signal) };
+        if sent != 0 {
+            warn!(pid, signal = %settings.signal, error = %std::io::Error::last_os_error(), "cannot signal the process");
         }
     }
     Ok(())

@@ -207,73 +207,62 @@ pub fn revoke_early(ctx: &Arc<Context>, mi: &MachineIdentity) {
     });
 }
 
-/// After a re-issue without some grant the previous certificates carried (an Entitlement deleted,
-/// narrowed, or no longer selecting the identity), revokes those certificates. Certificates
-/// ending within two minutes are left to expire: a grant reaching its `expiresAt` leaves with
-/// its certificates (they were capped at it). A failure is reported, not retried: the new
-/// certificate is in place and the old ones expire at their notAfter.
+/// When the identity's grants lost some the previous certificates carried (an Entitlement
+/// deleted, narrowed, or no longer selecting it) and it holds a new certificate, revokes the
+/// earlier ones. Certificates ending within two minutes are left to expire: a grant reaching its
+/// `expiresAt` leaves with its certificates (they were capped at it). A failure is returned, so
+/// the reconcile is retried before the status forgets which grants were withdrawn.
 pub async fn revoke_withdrawn_grants(
     mi: &MachineIdentity,
     ctx: &Context,
     grants: &[String],
-    new_serial: &str,
+    current_serial: &str,
     now: OffsetDateTime,
-) {
+) -> Result<(), RevokeError> {
     let Some(status) = mi.status.as_ref() else {
-        return;
+        return Ok(());
     };
-    let withdrawn: Vec<&String> = status
+    let withdrawn: Vec<&str> = status
         .entitlements
         .iter()
         .filter(|g| !grants.contains(g))
+        .map(String::as_str)
         .collect();
     if withdrawn.is_empty() {
-        return;
+        return Ok(());
     }
     let certs: Vec<(String, OffsetDateTime)> = unexpired(Some(status), None, now)
         .into_iter()
         .filter(|(serial, not_after)| {
-            serial != new_serial && *not_after > now + time::Duration::minutes(2)
+            !serial.eq_ignore_ascii_case(current_serial)
+                && *not_after > now + time::Duration::minutes(2)
         })
         .collect();
     if certs.is_empty() {
-        return;
+        return Ok(());
     }
-    let names: Vec<&str> = withdrawn.iter().map(|g| g.as_str()).collect();
-    match ctx
+    let fresh = ctx
         .revoker
         .revoke(revocations(
             &certs,
             Reason::PrivilegeWithdrawn,
             &identity_key(mi),
         ))
-        .await
-    {
-        Ok(_) => {
-            let serials: Vec<String> = certs.into_iter().map(|(s, _)| s).collect();
-            ctx.publish(
-                mi,
-                EventType::Normal,
-                "GrantWithdrawn",
-                format!(
-                    "{} no longer granted: revoked {}",
-                    names.join(", "),
-                    serial_list(&serials)
-                ),
-            );
-        }
-        Err(e) => {
-            ctx.warn(
-                mi,
-                "RevocationFailed",
-                &format!(
-                    "{} no longer granted, but the certificates carrying it could not be revoked (they expire at their notAfter): {e}",
-                    names.join(", ")
-                ),
-            );
-            ctx.metrics.count_failure("RevocationFailed");
-        }
+        .await?;
+    if fresh > 0 {
+        let serials: Vec<String> = certs.into_iter().map(|(s, _)| s).collect();
+        ctx.publish(
+            mi,
+            EventType::Normal,
+            "GrantWithdrawn",
+            format!(
+                "{} no longer granted: revoked {}",
+                withdrawn.join(", "),
+                serial_list(&serials)
+            ),
+        );
     }
+    Ok(())
 }
 
 fn serial_list(serials: &[String]) -> String {

@@ -147,31 +147,21 @@ pub async fn reconcile(
         now,
     };
     let carried: Vec<String> = grants.grants.iter().cloned().collect();
-    let examined = match (
+    let carried_now = carried.clone();
+    // A certificate revoked by this operator (on request, or just now) is never kept: a new one
+    // is issued, even when an earlier attempt failed after the revocation.
+    let mut revoked: Vec<String> = ctx
+        .last_revocation(mi.metadata.uid.as_deref().unwrap_or_default())
+        .map(|r| r.serial_numbers)
+        .unwrap_or_default();
+    if let Some(r) = mi.status.as_ref().and_then(|s| s.last_revocation.as_ref()) {
+        revoked.extend(r.serial_numbers.iter().cloned());
+    }
+    let examined = without_revoked(
         examine_secret(&ctx, &mi, &namespace, &expect).await?,
+        &revoked,
         revoked_now,
-    ) {
-        // The certificate in the Secret was just revoked: issue a new one.
-        (Examined::Verdict(Verdict::Current { .. }, version, kube), true) => Examined::Verdict(
-            Verdict::Reissue {
-                reason: ReissueReason::Revoked,
-                still_valid: None,
-            },
-            version,
-            kube,
-        ),
-        (Examined::Verdict(Verdict::Reissue { reason, .. }, version, kube), true) => {
-            Examined::Verdict(
-                Verdict::Reissue {
-                    reason,
-                    still_valid: None,
-                },
-                version,
-                kube,
-            )
-        }
-        (examined, _) => examined,
-    };
+    );
     let (outcome, action) = match examined {
         Examined::Foreign => secret_conflict(&mi, &ctx, &namespace),
         Examined::Verdict(Verdict::Current { info, renew_at }, _, kube_not_after) => (
@@ -210,6 +200,11 @@ pub async fn reconcile(
             (outcome, action)
         }
     };
+    // Certificates that carried a grant the identity no longer has are revoked once it holds one
+    // without it: they would otherwise keep proving it until they expire.
+    if let Some(current) = current_of(&outcome) {
+        lifecycle::revoke_withdrawn_grants(&mi, &ctx, &carried_now, &current, now).await?;
+    }
     // Come back when the grants change (an Entitlement starts or ends), if that is sooner than
     // the renewal. Retries and rechecks keep their own, shorter, delays.
     let action = match (grants.next_change, renewal_of(&outcome)) {
@@ -406,9 +401,6 @@ async fn issue(
                     .map(|c| c.status.client_certificate_not_after.clone()),
             ),
     );
-    // Certificates that carried a grant the identity no longer has are revoked: they would
-    // otherwise keep proving it until they expire.
-    lifecycle::revoke_withdrawn_grants(mi, ctx, &grants, &issued.info.serial_hex, now).await;
     let renew_at = renew_before_client_expiry(
         renewal_time(&issued.info, expect),
         &issued.info,
@@ -661,6 +653,54 @@ fn carry_while_starting(
         }
     }
     conditions
+}
+
+/// The verdict with certificates this operator revoked treated as gone: one in the Secret is
+/// re-issued (`Revoked`), and none is kept as "still valid" while retrying.
+fn without_revoked(examined: Examined, revoked: &[String], revoked_now: bool) -> Examined {
+    let is_revoked = |serial: &str| revoked.iter().any(|r| r.eq_ignore_ascii_case(serial));
+    match examined {
+        Examined::Verdict(Verdict::Current { info, .. }, version, kube)
+            if revoked_now || is_revoked(&info.serial_hex) =>
+        {
+            Examined::Verdict(
+                Verdict::Reissue {
+                    reason: ReissueReason::Revoked,
+                    still_valid: None,
+                },
+                version,
+                kube,
+            )
+        }
+        Examined::Verdict(
+            Verdict::Reissue {
+                reason,
+                still_valid: Some((info, _)),
+            },
+            version,
+            kube,
+        ) if revoked_now || is_revoked(&info.serial_hex) => Examined::Verdict(
+            Verdict::Reissue {
+                reason,
+                still_valid: None,
+            },
+            version,
+            kube,
+        ),
+        other => other,
+    }
+}
+
+/// The serial of the certificate the identity holds after this reconcile, if any.
+fn current_of(outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Valid { info, .. }
+        | Outcome::Retrying {
+            current: Some((info, _)),
+            ..
+        } => Some(info.serial_hex.clone()),
+        _ => None,
+    }
 }
 
 /// When the certificate in `outcome` renews, if there is one.

@@ -100,6 +100,8 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
         .fields(&trust_field_selector());
     let mut trust_changes = watcher(cm_api, trust_watch).default_backoff().boxed();
 
+    // The namespaces a relist of the trust ConfigMaps has shown so far.
+    let mut relisted: Option<std::collections::HashSet<String>> = None;
     let mut pending: Vec<Request> = vec![];
     let mut sign_due = true;
     let mut next_sign = tokio::time::Instant::now();
@@ -230,17 +232,38 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
             }
             Some(ev) = trust_changes.next() => {
                 match ev {
-                    Ok(watcher::Event::Apply(cm)) => publisher.observed(
-                        &cm.namespace().unwrap_or_default(),
-                        cm.metadata.resource_version.as_deref(),
-                        false,
-                    ),
+                    Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
+                        let ns = cm.namespace().unwrap_or_default();
+                        publisher.observed(&ns, cm.metadata.resource_version.as_deref(), false);
+                        if let Some(seen) = relisted.as_mut() {
+                            seen.insert(ns);
+                        }
+                    }
                     Ok(watcher::Event::Delete(cm)) => publisher.observed(
                         &cm.namespace().unwrap_or_default(),
                         None,
                         true,
                     ),
-                    _ => continue,
+                    // A (re)list: whatever changed while the watch was down is found.
+                    Ok(watcher::Event::Init) => {
+                        relisted = Some(Default::default());
+                        continue;
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        let seen = relisted.take().unwrap_or_default();
+                        let missing: Vec<String> = publisher
+                            .namespaces()
+                            .filter(|ns| !seen.contains(*ns))
+                            .cloned()
+                            .collect();
+                        for ns in missing {
+                            publisher.observed(&ns, None, true);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "watching the trust ConfigMaps failed; retrying");
+                        continue;
+                    }
                 }
                 sync_due = true;
             }
