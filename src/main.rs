@@ -75,7 +75,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(operator::run(*settings)) {
+            let result = runtime.block_on(operator::run(*settings));
+            // Everything that matters is done (controllers stopped, Lease released): leftover
+            // background work (a blocking task, a watch being torn down) must not delay the exit
+            // Kubernetes waits for.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "nhi-operator stopped");

@@ -4,6 +4,7 @@
 pub mod handle;
 pub mod persist;
 pub mod publish;
+pub mod publishing;
 pub mod record;
 pub mod service;
 pub mod trust;

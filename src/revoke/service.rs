@@ -1,28 +1,20 @@
 //! The revocation service: batches revocation requests, persists them in the record, signs the
-//! CRL, and publishes it. One task, so the record has one writer per operator and a burst of
-//! revocations costs one write and one signature.
+//! CRL and hands it to the publishing task. One task, so the record has one writer per operator
+//! and a burst of revocations costs one write and one signature.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration as StdDuration;
 
 use arc_swap::ArcSwap;
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::core::PartialObjectMeta;
-use kube::runtime::WatchStreamExt;
+use kube::Client;
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher::{self, watcher};
-use kube::{Api, Client, ResourceExt};
 use time::{Duration, OffsetDateTime};
 use tracing::{error, info, warn};
 
 use super::handle::{Inbox, Request, RevokeError};
 use super::persist::{PersistError, RecordStore};
-use super::publish::TrustPublisher;
 use super::record::{Revocation, RevocationRecord};
-use super::trust::{TrustDocuments, trust_field_selector, trust_selector};
+use super::trust::TrustDocuments;
 use crate::api::MachineIdentity;
 use crate::ca::CertificateAuthority;
 use crate::http::Health;
@@ -58,7 +50,6 @@ const WRITE_ATTEMPTS: u32 = 5;
 /// Runs the service until every handle is dropped.
 pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfig) {
     let store = RecordStore::new(deps.client.clone(), &config.namespace, &config.record_name);
-    let mut publisher = TrustPublisher::new(deps.client.clone(), config.scope.clone());
     let mut delay = StdDuration::from_millis(500);
     let (mut record, mut version) = loop {
         match store.load().await {
@@ -88,27 +79,23 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
         crl_number = record.crl_number,
         "revocation record loaded"
     );
-    if let Err(e) = publisher.discover().await {
-        warn!(error = %e, "cannot list existing trust ConfigMaps; they are found as identities appear");
-    }
-    let cm_api: Api<PartialObjectMeta<ConfigMap>> = match &config.scope {
-        Some(ns) => Api::namespaced(deps.client.clone(), ns),
-        None => Api::all(deps.client.clone()),
-    };
-    let trust_watch = watcher::Config::default()
-        .labels(&trust_selector())
-        .fields(&trust_field_selector());
-    let mut trust_changes = watcher(cm_api, trust_watch).default_backoff().boxed();
-
-    // The namespaces a relist of the trust ConfigMaps has shown so far.
-    let mut relisted: Option<std::collections::HashSet<String>> = None;
+    // Publication runs in its own task: a slow apiserver or many namespaces never hold up the
+    // answers to revocation requests.
+    let (namespaces_tx, namespaces_rx) = tokio::sync::watch::channel(record.namespaces());
+    tokio::spawn(super::publishing::run(
+        namespaces_rx,
+        inbox.shared.clone(),
+        super::publishing::PublishingDeps {
+            client: deps.client.clone(),
+            identities: deps.identities.clone(),
+            health: deps.health.clone(),
+            metrics: deps.metrics.clone(),
+        },
+        config.scope.clone(),
+    ));
     let mut pending: Vec<Request> = vec![];
     let mut sign_due = true;
     let mut next_sign = tokio::time::Instant::now();
-    let mut sync_due = false;
-    // After a failed publication, the next attempt (the loop keeps answering requests meanwhile).
-    let mut sync_retry: Option<tokio::time::Instant> = None;
-    let mut sync_backoff = StdDuration::from_secs(1);
     // Documents signed but held back by `publish_delay`, and when they are published.
     let mut delayed: Option<(tokio::time::Instant, TrustDocuments)> = None;
     loop {
@@ -154,8 +141,7 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
                                 } else {
                                     delayed = None;
                                     inbox.shared.documents.store(Some(Arc::new(docs)));
-                                    sync_due = true;
-                                    sync_retry = None;
+                                    namespaces_tx.send_replace(record.namespaces());
                                 }
                                 sign_due = false;
                                 next_sign = tokio::time::Instant::now()
@@ -183,29 +169,7 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
                 }
             }
         }
-        let retry_now = sync_retry.is_none_or(|at| tokio::time::Instant::now() >= at);
-        if sync_due
-            && retry_now
-            && let Some(docs) = inbox.shared.documents.load_full()
-        {
-            let synced = deps.health.identities_synced.load(Ordering::Relaxed);
-            let wanted = wanted_namespaces(&deps.identities, &record, &mut publisher);
-            let failed = publisher.sync(&docs, &wanted, synced).await;
-            if let Ok(mut p) = inbox.shared.published.lock() {
-                *p = publisher.namespaces().cloned().collect();
-            }
-            sync_due = !failed.is_empty();
-            if sync_due {
-                deps.metrics.count_failure("TrustPublicationFailed");
-                sync_retry = Some(tokio::time::Instant::now() + sync_backoff);
-                sync_backoff = (sync_backoff * 2).min(StdDuration::from_secs(60));
-            } else {
-                sync_retry = None;
-                sync_backoff = StdDuration::from_secs(1);
-            }
-        }
-        let retry_at = sync_retry
-            .unwrap_or_else(|| tokio::time::Instant::now() + StdDuration::from_secs(3600));
+        let never = tokio::time::Instant::now() + StdDuration::from_secs(3600);
         tokio::select! {
             req = inbox.rx.recv() => match req {
                 Some(req) => {
@@ -217,55 +181,11 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
                 None => break,
             },
             _ = tokio::time::sleep_until(next_sign) => sign_due = true,
-            _ = tokio::time::sleep_until(retry_at), if sync_retry.is_some() => {}
-            _ = tokio::time::sleep_until(delayed.as_ref().map_or(retry_at, |(at, _)| *at)), if delayed.is_some() => {
+            _ = tokio::time::sleep_until(delayed.as_ref().map_or(never, |(at, _)| *at)), if delayed.is_some() => {
                 if let Some((_, docs)) = delayed.take() {
                     inbox.shared.documents.store(Some(Arc::new(docs)));
-                    sync_due = true;
-                    sync_retry = None;
+                    namespaces_tx.send_replace(record.namespaces());
                 }
-            }
-            _ = inbox.shared.namespaces_changed.notified() => {
-                // Let a burst of identity changes arrive before looking at the namespaces.
-                tokio::time::sleep(StdDuration::from_millis(50)).await;
-                sync_due = true;
-            }
-            Some(ev) = trust_changes.next() => {
-                match ev {
-                    Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
-                        let ns = cm.namespace().unwrap_or_default();
-                        publisher.observed(&ns, cm.metadata.resource_version.as_deref(), false);
-                        if let Some(seen) = relisted.as_mut() {
-                            seen.insert(ns);
-                        }
-                    }
-                    Ok(watcher::Event::Delete(cm)) => publisher.observed(
-                        &cm.namespace().unwrap_or_default(),
-                        None,
-                        true,
-                    ),
-                    // A (re)list: whatever changed while the watch was down is found.
-                    Ok(watcher::Event::Init) => {
-                        relisted = Some(Default::default());
-                        continue;
-                    }
-                    Ok(watcher::Event::InitDone) => {
-                        let seen = relisted.take().unwrap_or_default();
-                        let missing: Vec<String> = publisher
-                            .namespaces()
-                            .filter(|ns| !seen.contains(*ns))
-                            .cloned()
-                            .collect();
-                        for ns in missing {
-                            publisher.observed(&ns, None, true);
-                        }
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "watching the trust ConfigMaps failed; retrying");
-                        continue;
-                    }
-                }
-                sync_due = true;
             }
         }
     }
@@ -353,28 +273,6 @@ fn next_signing_in(
     };
     let wait = (at - now).max(Duration::minutes(1));
     StdDuration::try_from(wait).unwrap_or(StdDuration::from_secs(60))
-}
-
-/// The namespaces that need a trust ConfigMap: those with identities, those whose revoked
-/// certificates have not expired yet (their relying services still need the CRL) unless the
-/// namespace is gone.
-fn wanted_namespaces(
-    identities: &Store<MachineIdentity>,
-    record: &RevocationRecord,
-    publisher: &mut TrustPublisher,
-) -> BTreeSet<String> {
-    let mut wanted: BTreeSet<String> = record
-        .namespaces()
-        .into_iter()
-        .filter(|ns| !publisher.is_gone(ns))
-        .collect();
-    for mi in identities.state() {
-        if let Some(ns) = mi.metadata.namespace.as_deref() {
-            publisher.present(ns);
-            wanted.insert(ns.to_string());
-        }
-    }
-    wanted
 }
 
 #[cfg(test)]
