@@ -129,10 +129,12 @@ async fn a_missing_workload_past_its_grace_period_is_revoked_and_deleted_and_one
     let _ = took;
     gone(&api, "web", Duration::from_secs(10), "identity web deleted").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    // Collected by kube-controller-manager's garbage collector, which learns of a new resource
+    // type only at its discovery resync (30 s) on a control plane just started.
     gone(
         &secrets,
         "web-identity",
-        Duration::from_secs(15),
+        Duration::from_secs(40),
         "Secret web-identity collected",
     )
     .await;
