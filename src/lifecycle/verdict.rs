@@ -18,6 +18,9 @@ pub const WORKLOAD_MISSING: &str = "WorkloadMissing";
 pub const WORKLOAD_LAPSED: &str = "WorkloadLapsed";
 /// Reason: the review date has passed.
 pub const REVIEW_OVERDUE: &str = "ReviewOverdue";
+/// Reason: the review date has passed and the identity is retired (`onReviewLapse: Delete`).
+/// Distinct from `ReviewOverdue`: Events of one reason about one object are folded into one.
+pub const REVIEW_LAPSED: &str = "ReviewLapsed";
 
 /// Why an identity is retired (revoked and deleted).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +36,7 @@ impl RetireCause {
     pub fn reason(self) -> &'static str {
         match self {
             RetireCause::WorkloadGone => WORKLOAD_LAPSED,
-            RetireCause::ReviewOverdue => REVIEW_OVERDUE,
+            RetireCause::ReviewOverdue => REVIEW_LAPSED,
         }
     }
 }

@@ -640,3 +640,59 @@ async fn a_revocation_that_cannot_be_recorded_never_blocks_deletion_forever() {
     );
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn an_overdue_review_with_delete_revokes_and_deletes_the_identity() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "review-delete").await;
+    let op = Operator::start(&ns.name, &[]);
+    op.wait_ready(Duration::from_secs(20)).await;
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    // A second identity keeps the namespace's trust ConfigMap while the first goes.
+    for (name, review) in [("nightly", today_plus(30)), ("keeper", today_plus(90))] {
+        api.create(
+            &PostParams::default(),
+            &identity(
+                name,
+                json!({"owner": {"team": "data"}, "secretName": format!("{name}-identity"),
+                       "reviewBy": review, "onReviewLapse": "Delete"}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let serial = serial(&api, "nightly").await;
+    api.patch(
+        "nightly",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"reviewBy": today_plus(-1)}})),
+    )
+    .await
+    .unwrap();
+    wait_for_revoked(&client, &ns.name, &serial, Duration::from_secs(10)).await;
+    gone(
+        &api,
+        "nightly",
+        Duration::from_secs(10),
+        "identity nightly deleted",
+    )
+    .await;
+    // The retirement says why, in its own Event (beside the ReviewDue condition's ReviewOverdue).
+    let why = wait_for_event(
+        &client,
+        &ns.name,
+        "nightly",
+        "ReviewLapsed",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        why.contains("onReviewLapse is Delete") && why.contains(&serial),
+        "{why}"
+    );
+    assert!(
+        is_ready(&api.get("keeper").await.unwrap()),
+        "the other identity is untouched"
+    );
+    ns.delete().await;
+}
