@@ -116,10 +116,15 @@ async fn the_agent_keeps_the_directory_current_and_the_reload_library_follows() 
         previous = next;
     }
     assert_eq!(loaded.refused_reloads(), 0);
-    let hooks = std::fs::read_to_string(&hook).unwrap_or_default();
-    assert!(
-        hooks.lines().count() >= 4,
-        "the hook ran after each change: {hooks:?}"
-    );
+    // The hook runs right after each projection (the program may see the files first).
+    wait_for(
+        Duration::from_secs(5),
+        "the hook run after each change",
+        || async {
+            let hooks = std::fs::read_to_string(&hook).unwrap_or_default();
+            (hooks.lines().count() >= 4).then_some(())
+        },
+    )
+    .await;
     ns.delete().await;
 }
