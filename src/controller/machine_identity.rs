@@ -31,7 +31,7 @@ use crate::issue::kube_client::{access_disabled, kube_user};
 use crate::issue::leaf::{CustomExtensions, IssueError, IssuedCertificate, issue_leaf};
 use crate::labels::{FIELD_MANAGER, REVOKE_REQUESTED};
 use crate::lifecycle::verdict::{
-    LifecycleAction, REVIEW_OVERDUE, lifecycle_conditions, transition_events,
+    LifecycleAction, REVIEW_OVERDUE, carry_while_starting, lifecycle_conditions, transition_events,
 };
 
 /// How long to wait before asking for a Kubernetes client certificate again after a failure.
@@ -64,7 +64,10 @@ pub async fn reconcile(
     let lifecycle_conditions = carry_while_starting(
         lifecycle_conditions(&verdict, mi.spec.workload_ref.as_ref()),
         &verdict,
-        mi.status.as_ref(),
+        mi.status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default(),
     );
     for e in transition_events(
         mi.status
@@ -631,28 +634,6 @@ fn claims_extension(
     let der =
         extension::encode(&claims).map_err(|e| SpecError::InvalidAttributes(e.to_string()))?;
     Ok(vec![(extension::EXTENSION_OID.to_vec(), der)])
-}
-
-/// While the watch of the workload's kind is starting (after a restart or failover), the previous
-/// `WorkloadFound` condition stands as it was: its transition time is when a missing workload was
-/// first seen missing, and the grace period counts from it.
-fn carry_while_starting(
-    mut conditions: Vec<crate::api::Condition>,
-    verdict: &crate::lifecycle::verdict::Lifecycle,
-    status: Option<&crate::api::MachineIdentityStatus>,
-) -> Vec<crate::api::Condition> {
-    use crate::lifecycle::verdict::WORKLOAD_FOUND;
-    use crate::lifecycle::workload::WorkloadState;
-    let starting = matches!(&verdict.workload, WorkloadState::Unknown { reason, .. }
-        if reason == super::workload_watch::WATCH_STARTING);
-    let previous =
-        status.and_then(|s| crate::api::condition::find_condition(&s.conditions, WORKLOAD_FOUND));
-    if let (true, Some(previous)) = (starting, previous) {
-        for c in conditions.iter_mut().filter(|c| c.type_ == WORKLOAD_FOUND) {
-            *c = previous.clone();
-        }
-    }
-    conditions
 }
 
 /// The verdict with certificates this operator revoked treated as gone: one in the Secret is

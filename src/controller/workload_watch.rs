@@ -19,14 +19,12 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 
 use crate::api::{MachineIdentity, WorkloadRef};
-use crate::lifecycle::workload::Presence;
+use crate::lifecycle::workload::{Presence, WATCH_STARTING};
 
 /// Reason: the workload's kind is not served by the cluster.
 pub const KIND_UNKNOWN: &str = "WorkloadKindUnknown";
 /// Reason: the operator may not list or watch the workload's kind.
 pub const WATCH_FAILING: &str = "WorkloadWatchFailing";
-/// Reason: the watch of the kind has not completed its first list yet.
-pub const WATCH_STARTING: &str = "WorkloadWatchStarting";
 
 /// One watched kind.
 #[derive(Default)]

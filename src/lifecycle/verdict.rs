@@ -4,7 +4,7 @@
 use time::{Duration, OffsetDateTime};
 
 use super::review::ReviewState;
-use super::workload::WorkloadState;
+use super::workload::{WATCH_STARTING, WorkloadState};
 use crate::api::{Condition, ReviewLapseAction, WorkloadRef};
 use crate::ca::rfc3339;
 
@@ -164,6 +164,25 @@ pub fn lifecycle_conditions(
         )),
     }
     out
+}
+
+/// While the watch of the workload's kind is starting (after a restart or failover), the previous
+/// `WorkloadFound` condition stands as it was: its transition time is when a missing workload was
+/// first seen missing, and the grace period counts from it.
+pub fn carry_while_starting(
+    mut conditions: Vec<Condition>,
+    lifecycle: &Lifecycle,
+    previous: &[Condition],
+) -> Vec<Condition> {
+    let starting = matches!(&lifecycle.workload, WorkloadState::Unknown { reason, .. }
+        if reason == WATCH_STARTING);
+    let before = previous.iter().find(|c| c.type_ == WORKLOAD_FOUND);
+    if let (true, Some(before)) = (starting, before) {
+        for c in conditions.iter_mut().filter(|c| c.type_ == WORKLOAD_FOUND) {
+            *c = before.clone();
+        }
+    }
+    conditions
 }
 
 /// An Event to publish about a lifecycle change.
@@ -340,6 +359,44 @@ mod tests {
         assert_eq!(e[0].reason, "ReviewDue");
         let e = transition_events(&[due], &[overdue]);
         assert_eq!(e[0].reason, REVIEW_OVERDUE);
+    }
+
+    #[test]
+    fn a_starting_watch_keeps_the_previous_workload_condition_and_its_clock() {
+        let starting = decide(
+            ReviewState::NotSet,
+            WorkloadState::Unknown {
+                reason: WATCH_STARTING.into(),
+                message: "starting".into(),
+            },
+            ReviewLapseAction::Suspend,
+            WARN,
+        );
+        let mut missing = Condition::new(WORKLOAD_FOUND, false, WORKLOAD_MISSING, "gone");
+        missing.last_transition_time = "2026-11-23T10:00:00Z".into();
+        let kept = carry_while_starting(
+            lifecycle_conditions(&starting, None),
+            &starting,
+            std::slice::from_ref(&missing),
+        );
+        assert_eq!(kept, vec![missing.clone()]);
+        // Nothing before: the Unknown condition stands. A failing watch is no start.
+        assert_eq!(
+            carry_while_starting(lifecycle_conditions(&starting, None), &starting, &[])[0].status,
+            "Unknown"
+        );
+        let failing = decide(
+            ReviewState::NotSet,
+            WorkloadState::Unknown {
+                reason: "WorkloadWatchFailing".into(),
+                message: "forbidden".into(),
+            },
+            ReviewLapseAction::Suspend,
+            WARN,
+        );
+        let shown =
+            carry_while_starting(lifecycle_conditions(&failing, None), &failing, &[missing]);
+        assert_eq!(shown[0].reason, "WorkloadWatchFailing");
     }
 
     #[test]

@@ -2,6 +2,10 @@
 
 use time::{Duration, OffsetDateTime};
 
+/// Reason of an Unknown presence while the watch of the workload's kind has not listed yet (after
+/// a start or a failover).
+pub const WATCH_STARTING: &str = "WorkloadWatchStarting";
+
 /// What the operator's watch of the workload's kind says about the object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Presence {

@@ -189,21 +189,28 @@ async fn apply(client: &Client, ns: &str, docs: &TrustDocuments) -> Result<Publi
     })
 }
 
-/// Deletes the trust ConfigMap of `ns` if it is ours (labelled; and the one we wrote, when known).
+/// Deletes the trust ConfigMap of `ns` if it is ours: the one we wrote (by uid, no read), or one
+/// found labelled as ours.
 async fn remove(client: &Client, ns: &str, uid: Option<String>) -> Result<(), kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let Some(cm) = api.get_metadata_opt(labels::TRUST_CONFIGMAP).await? else {
-        return Ok(());
+    // The one we wrote is known by uid; one found at start-up is ours only if labelled so.
+    let uid = match uid {
+        Some(uid) => Some(uid),
+        None => {
+            let Some(cm) = api.get_metadata_opt(labels::TRUST_CONFIGMAP).await? else {
+                return Ok(());
+            };
+            let ours = cm
+                .metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.get(labels::TRUST).is_some());
+            if !ours {
+                return Ok(());
+            }
+            cm.metadata.uid
+        }
     };
-    let ours = cm
-        .metadata
-        .labels
-        .as_ref()
-        .is_some_and(|l| l.get(labels::TRUST).is_some());
-    if !ours {
-        return Ok(());
-    }
-    let uid = uid.or(cm.metadata.uid);
     let dp = DeleteParams {
         preconditions: Some(Preconditions {
             uid,

@@ -13,20 +13,6 @@ use crate::support::*;
 use nhi_operator::api::MachineIdentity;
 use nhi_operator::verify::{Purpose, RevocationList, TrustBundle, VerifyError, verify_identity};
 
-fn deployment(name: &str) -> Deployment {
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}},
-                         "spec": {"containers": [{"name": "c", "image": "example.invalid/app:1"}]}}
-        }
-    }))
-    .unwrap()
-}
-
 async fn gone<K>(api: &Api<K>, name: &str, timeout: Duration, what: &str)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -35,11 +21,6 @@ where
         api.get_opt(name).await.ok()?.is_none().then_some(())
     })
     .await;
-}
-
-fn today_plus(days: i64) -> String {
-    let d = time::OffsetDateTime::now_utc().date() + time::Duration::days(days);
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 async fn serial(api: &Api<MachineIdentity>, name: &str) -> String {
@@ -57,7 +38,7 @@ async fn a_missing_workload_past_its_grace_period_is_revoked_and_deleted_and_one
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     for d in ["web", "api"] {
         deployments
-            .create(&PostParams::default(), &deployment(d))
+            .create(&PostParams::default(), &deployment_object(d))
             .await
             .unwrap();
     }
@@ -153,7 +134,7 @@ async fn a_missing_workload_past_its_grace_period_is_revoked_and_deleted_and_one
 
     // api's workload comes back within its grace: found again, nothing revoked, same certificate.
     deployments
-        .create(&PostParams::default(), &deployment("api"))
+        .create(&PostParams::default(), &deployment_object("api"))
         .await
         .unwrap();
     wait_for(

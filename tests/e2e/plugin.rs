@@ -6,17 +6,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use time::{Date, OffsetDateTime};
-use x509_parser::prelude::FromDer;
-use x509_parser::revocation_list::CertificateRevocationList;
+use time::OffsetDateTime;
 
 use crate::support::*;
 use nhi_operator::api::{Entitlement, MachineIdentity};
-use nhi_operator::labels::{REVIEWED_AT, REVIEWED_BY, REVOKE_REQUESTED, TRUST_CONFIGMAP};
+use nhi_operator::labels::{REVIEWED_AT, REVIEWED_BY, REVOKE_REQUESTED};
 
 /// What one run of the plugin did.
 struct Run {
@@ -58,24 +56,10 @@ fn nhi_ok(args: &[&str]) -> String {
     run.stdout
 }
 
-/// Today plus `days`, as YYYY-MM-DD (UTC, the calendar review dates are kept in).
-fn day(days: i64) -> String {
-    let d: Date = OffsetDateTime::now_utc().date() + time::Duration::days(days);
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-}
-
-/// A Deployment object (no pods run: there is no kubelet) for a workloadRef to find.
+/// Creates a Deployment `name` in `ns` for a workloadRef to find.
 async fn deployment(client: &Client, ns: &str, name: &str) {
-    let d: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {"selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}},
-                              "spec": {"containers": [{"name": "app", "image": "example.invalid/app"}]}}}
-    }))
-    .unwrap();
     Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &d)
+        .create(&PostParams::default(), &deployment_object(name))
         .await
         .expect("create Deployment");
 }
@@ -91,18 +75,8 @@ fn expected_state(mi: &MachineIdentity) -> String {
 
 /// The serials (hex) on the CRL the operator publishes in `ns`, when it publishes one.
 async fn published_crl_serials(client: &Client, ns: &str) -> Option<Vec<String>> {
-    let map = Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .get_opt(TRUST_CONFIGMAP)
-        .await
-        .ok()??;
-    let text = map.data?.get("crl.pem")?.clone();
-    let der = pem::parse(text.trim()).ok()?.into_contents();
-    let (_, crl) = CertificateRevocationList::from_der(&der).ok()?;
-    Some(
-        crl.iter_revoked_certificates()
-            .map(|r| hex::encode(r.raw_serial()))
-            .collect(),
-    )
+    let (_, crl) = trust_documents(client, ns).await?;
+    Some(crl_serials(&crl))
 }
 
 fn annotations(mi: &MachineIdentity) -> BTreeMap<String, String> {
@@ -118,7 +92,7 @@ async fn plugin_list_shows_owner_workload_review_flags_expiry_grants_and_state()
     let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
     let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
     deployment(&client, &ns.name, "checkout").await;
-    let (later, soon, lapsed) = (day(120), day(5), day(-3));
+    let (later, soon, lapsed) = (today_plus(120), today_plus(5), today_plus(-3));
     for (name, review_by, extra) in [
         (
             "checkout",
@@ -434,7 +408,7 @@ async fn plugin_review_moves_the_review_date_and_records_who_and_when() {
     let op = Operator::start(&ns.name, &[]);
     op.wait_ready(Duration::from_secs(20)).await;
     let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let soon = day(3);
+    let soon = today_plus(3);
     mis.create(
         &PostParams::default(),
         &identity(
@@ -448,7 +422,11 @@ async fn plugin_review_moves_the_review_date_and_records_who_and_when() {
     wait_ready(&mis, "ci-runner", Duration::from_secs(10)).await;
 
     // A past or malformed date is refused before any call, and nothing changes.
-    for bad in [day(-1), "next-week".to_string(), "2026-02-30".to_string()] {
+    for bad in [
+        today_plus(-1),
+        "next-week".to_string(),
+        "2026-02-30".to_string(),
+    ] {
         let run = nhi(&["review", "ci-runner", "-n", &ns.name, "--until", &bad]);
         assert!(!run.ok, "{bad} accepted");
         assert!(
@@ -467,7 +445,7 @@ async fn plugin_review_moves_the_review_date_and_records_who_and_when() {
         Some(soon.as_str())
     );
 
-    let until = day(90);
+    let until = today_plus(90);
     let before = OffsetDateTime::now_utc() - time::Duration::seconds(2);
     let out = nhi_ok(&["review", "ci-runner", "-n", &ns.name, "--until", &until]);
     assert!(
@@ -518,7 +496,7 @@ async fn plugin_review_brings_a_suspended_identity_back() {
         &identity(
             "nightly",
             json!({"owner": {"team": "data"}, "secretName": "nightly-identity",
-                   "reviewBy": day(-1), "onReviewLapse": "Suspend"}),
+                   "reviewBy": today_plus(-1), "onReviewLapse": "Suspend"}),
         ),
     )
     .await
@@ -539,7 +517,14 @@ async fn plugin_review_brings_a_suspended_identity_back() {
     );
     let old_serial = suspended.status.and_then(|s| s.serial_number);
 
-    nhi_ok(&["review", "nightly", "-n", &ns.name, "--until", &day(30)]);
+    nhi_ok(&[
+        "review",
+        "nightly",
+        "-n",
+        &ns.name,
+        "--until",
+        &today_plus(30),
+    ]);
     let back = wait_ready(&mis, "nightly", Duration::from_secs(15)).await;
     let new_serial = back.status.and_then(|s| s.serial_number);
     assert!(new_serial.is_some());

@@ -501,3 +501,24 @@ pub async fn wait_for_event(
     )
     .await
 }
+
+/// Today plus `days`, as YYYY-MM-DD (UTC, the calendar review dates are kept in).
+pub fn today_plus(days: i64) -> String {
+    let d = time::OffsetDateTime::now_utc().date() + time::Duration::days(days);
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// A Deployment for a workloadRef to name (no pods run: there is no kubelet).
+pub fn deployment_object(name: &str) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                         "spec": {"containers": [{"name": "c", "image": "example.invalid/app:1"}]}}
+        }
+    }))
+    .expect("a valid Deployment")
+}
