@@ -53,3 +53,22 @@ pub fn ca_labels() -> BTreeMap<String, String> {
         (CA.to_string(), "true".to_string()),
     ])
 }
+
+/// Annotation on the CA Secret asking for a CA rotation; any new value is a new request.
+pub const ROTATE_CA: &str = "nhi.dev/rotate-ca";
+/// Annotation on the CA Secret: the last `nhi.dev/rotate-ca` value a rotation answered.
+pub const CA_ROTATION_ANSWERED: &str = "nhi.dev/ca-rotation-answered";
+/// Annotation on the CA Secret: the rotation's phase (`Publishing`, `Reissuing`); absent when idle.
+pub const CA_ROTATION_PHASE: &str = "nhi.dev/ca-rotation-phase";
+/// Annotation on the CA Secret: when the rotation under way started.
+pub const CA_ROTATION_STARTED_AT: &str = "nhi.dev/ca-rotation-started-at";
+/// Annotation on the CA Secret: when every bundle was first seen carrying both roots.
+pub const CA_ROTATION_DISTRIBUTED_AT: &str = "nhi.dev/ca-rotation-distributed-at";
+/// Annotation on the CA Secret: when the new CA started signing.
+pub const CA_ROTATION_SWITCHED_AT: &str = "nhi.dev/ca-rotation-switched-at";
+/// Annotation on the CA Secret: when the retiring root leaves the bundles.
+pub const CA_ROTATION_RETIRE_AFTER: &str = "nhi.dev/ca-rotation-retire-after";
+/// Annotation on the CA Secret: when the last rotation completed.
+pub const CA_ROTATION_COMPLETED_AT: &str = "nhi.dev/ca-rotation-completed-at";
+/// Annotation on identity Secrets: fingerprint of the trust bundle in their `ca.crt`.
+pub const TRUST_BUNDLE: &str = "nhi.dev/trust-bundle";

@@ -19,4 +19,5 @@ pub mod reload;
 pub mod revoke;
 pub mod settings;
 pub mod telemetry;
+pub mod token_bucket;
 pub mod verify;

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// Normal Events dropped by the Event budget.
     pub events_dropped: Counter,
+    /// notAfter of the signing CA (Unix seconds).
+    pub ca_expiry: Gauge<i64>,
+    /// The CA rotation's phase: 0 idle, 1 publishing the next root, 2 re-issuing under it.
+    pub ca_rotation_phase: Gauge<i64>,
 }
 
 impl Default for Metrics {
@@ -74,7 +78,21 @@ impl Default for Metrics {
             "Normal Events not published because the Event budget was spent",
             events_dropped.clone(),
         );
+        let ca_expiry = Gauge::<i64>::default();
+        registry.register(
+            "ca_expiry_timestamp_seconds",
+            "notAfter of the signing CA",
+            ca_expiry.clone(),
+        );
+        let ca_rotation_phase = Gauge::<i64>::default();
+        registry.register(
+            "ca_rotation_phase",
+            "CA rotation phase: 0 idle, 1 publishing the next root, 2 re-issuing under the new CA",
+            ca_rotation_phase.clone(),
+        );
         Metrics {
+            ca_expiry,
+            ca_rotation_phase,
             registry: Mutex::new(registry),
             issued,
             failures,

@@ -201,6 +201,10 @@ async fn lead(
             review_warning: settings.review_warning.0,
             finalizer_timeout: settings.finalizer_timeout.0,
         },
+        rollout: controller::ca_rollout::CaRollout::new(
+            settings.ca_rotation_spread.0,
+            settings.ca_rotation_reissue_rate,
+        ),
     };
     let revocation_config = RevocationConfig {
         namespace: settings.operator_namespace.clone(),
@@ -230,9 +234,18 @@ async fn lead(
         secret_stream,
         entitlement_writer,
         entitlement_requests,
-        ns,
+        ns.clone(),
         settings.concurrency,
         health,
+        controller::ca_rotation::RotationSettings {
+            policy: crate::ca::rotation::RotationPolicy {
+                renew_before: settings.ca_renew_before.0,
+                propagation: settings.ca_rotation_propagation.0,
+                spread: settings.ca_rotation_spread.0,
+            },
+            location,
+            scope: ns,
+        },
     )
     .await;
     Ok(())

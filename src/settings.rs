@@ -75,6 +75,26 @@ pub struct Settings {
     #[arg(long, env = "NHI_CA_LIFETIME", default_value = "8760h")]
     pub ca_lifetime: GoDuration,
 
+    /// Rotate a CA the operator made when it ends within this (a provided CA gets a Warning
+    /// Event instead). A rotation can also be asked for with the `nhi.dev/rotate-ca` annotation
+    /// on the CA Secret.
+    #[arg(long, env = "NHI_CA_RENEW_BEFORE", default_value = "720h")]
+    pub ca_renew_before: GoDuration,
+
+    /// During a CA rotation, how long to wait after every identity Secret and trust ConfigMap
+    /// carries both roots before signing with the new CA: the time kubelet takes to update
+    /// mounted Secrets and ConfigMaps.
+    #[arg(long, env = "NHI_CA_ROTATION_PROPAGATION", default_value = "2m")]
+    pub ca_rotation_propagation: GoDuration,
+
+    /// After the new CA starts signing, identities re-issue spread over this long.
+    #[arg(long, env = "NHI_CA_ROTATION_SPREAD", default_value = "10m")]
+    pub ca_rotation_spread: GoDuration,
+
+    /// At most this many re-issues per second under a new CA.
+    #[arg(long, env = "NHI_CA_ROTATION_REISSUE_RATE", default_value_t = 20.0)]
+    pub ca_rotation_reissue_rate: f64,
+
     /// Address of the HTTP server for /metrics, /readyz and /livez.
     #[arg(long, env = "NHI_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
@@ -213,6 +233,14 @@ impl Settings {
         }
         if self.finalizer_timeout.0 < Duration::seconds(10) {
             return Err("--finalizer-timeout must be at least 10s".into());
+        }
+        if self.ca_renew_before.0 < self.max_ttl.0 || self.ca_renew_before.0 >= self.ca_lifetime.0 {
+            return Err(
+                "--ca-renew-before must be at least --max-ttl and below --ca-lifetime".into(),
+            );
+        }
+        if !(self.ca_rotation_reissue_rate.is_finite() && self.ca_rotation_reissue_rate > 0.0) {
+            return Err("--ca-rotation-reissue-rate must be a positive number".into());
         }
         if self.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());

@@ -1,6 +1,9 @@
 //! The certificate authority in memory: its signing key, certificate chain and trust bundle.
 
 use std::fmt;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
@@ -49,6 +52,11 @@ pub struct CertificateAuthority {
     public_key_der: Vec<u8>,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
+    /// Whether the CA is a self-signed root alone (one the operator may replace by rotation).
+    self_signed_root: bool,
+    /// During a rotation, the previous CA: its root stays in the bundle and it signs the CRL for
+    /// the certificates it issued, but it issues nothing.
+    retiring: Option<Arc<CertificateAuthority>>,
 }
 
 impl fmt::Debug for CertificateAuthority {
@@ -105,6 +113,9 @@ impl CertificateAuthority {
                 not_after: super::rfc3339(not_after),
             });
         }
+        let self_signed_root = certs.len() == 1
+            && cert.subject() == cert.issuer()
+            && cert.verify_signature(None).is_ok();
         let issuer = Issuer::from_ca_cert_der(&first.clone().into(), key)?;
         let chain_pem = to_pem_chain(&certs);
         let trust_bundle_pem = match &material.trust_bundle_pem {
@@ -120,7 +131,41 @@ impl CertificateAuthority {
             public_key_der,
             not_before,
             not_after,
+            self_signed_root,
+            retiring: None,
         })
+    }
+
+    /// This CA with `retiring` as the previous CA of a rotation under way.
+    pub fn with_retiring(mut self, retiring: CertificateAuthority) -> Self {
+        self.retiring = Some(Arc::new(retiring));
+        self
+    }
+
+    /// The previous CA of a rotation under way, if any.
+    pub fn retiring(&self) -> Option<&CertificateAuthority> {
+        self.retiring.as_deref()
+    }
+
+    /// Whether the CA is a self-signed root alone, as the operator bootstraps it: one it can
+    /// replace by rotation (a provided CA is the provider's to replace).
+    pub fn is_self_signed_root(&self) -> bool {
+        self.self_signed_root
+    }
+
+    /// A short fingerprint of the trust bundle (16 hex digits of its SHA-256): identity Secrets
+    /// carry it, so which bundle each holds is known from metadata alone.
+    pub fn bundle_fingerprint(&self) -> String {
+        bundle_fingerprint(&self.trust_bundle_pem)
+    }
+
+    /// Whether `other` signs with the same key, publishes the same bundle and has the same
+    /// retiring CA: replacing one with the other changes nothing.
+    pub fn same_as(&self, other: &CertificateAuthority) -> bool {
+        self.cert_der == other.cert_der
+            && self.trust_bundle_pem == other.trust_bundle_pem
+            && self.retiring.as_ref().map(|r| &r.cert_der)
+                == other.retiring.as_ref().map(|r| &r.cert_der)
     }
 
     /// Creates a new self-signed root CA with an ECDSA P-384 key.
@@ -134,6 +179,19 @@ impl CertificateAuthority {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, common_name);
         dn.push(DnType::OrganizationName, "nhi-operator");
+        // Each root's name is its own: during a rotation the old and new roots are trusted side
+        // by side, and relying parties pick a certificate's issuer, and its CRL, by name.
+        let generation = format!(
+            "generation {:04}{:02}{:02}T{:02}{:02}{:02}Z-{:04x}",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second(),
+            rand::random::<u16>()
+        );
+        dn.push(DnType::OrganizationalUnitName, generation);
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
         params.key_usages = vec![
@@ -188,6 +246,11 @@ impl CertificateAuthority {
     }
 }
 
+/// The fingerprint of a trust bundle (see [`CertificateAuthority::bundle_fingerprint`]).
+pub fn bundle_fingerprint(bundle_pem: &str) -> String {
+    hex::encode(&Sha256::digest(bundle_pem.as_bytes())[..8])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +267,30 @@ mod tests {
         assert!(ca.not_after() > now() + Duration::days(364));
         assert!(ca.trust_bundle_pem().contains("BEGIN CERTIFICATE"));
         assert_eq!(ca.chain_pem(), ca.trust_bundle_pem());
+    }
+
+    #[test]
+    fn a_generated_root_is_self_signed_and_an_intermediate_chain_is_not() {
+        let m = CertificateAuthority::generate_root("root", Duration::days(2), now()).unwrap();
+        let root = CertificateAuthority::from_material(&m, now()).unwrap();
+        assert!(root.is_self_signed_root());
+        // The same CA with another certificate above it in tls.crt: provided, not ours to replace.
+        let other = CertificateAuthority::generate_root("other", Duration::days(2), now()).unwrap();
+        let chained = CaMaterial {
+            cert_chain_pem: format!("{}{}", m.cert_chain_pem, other.cert_chain_pem),
+            key_pem: m.key_pem.clone(),
+            trust_bundle_pem: None,
+        };
+        let chained = CertificateAuthority::from_material(&chained, now()).unwrap();
+        assert!(!chained.is_self_signed_root());
+        assert!(!root.same_as(&chained));
+        let again = CertificateAuthority::from_material(&m, now()).unwrap();
+        assert!(root.same_as(&again));
+        assert_eq!(root.bundle_fingerprint().len(), 16);
+        let retiring = CertificateAuthority::from_material(&other, now()).unwrap();
+        let rotating = again.with_retiring(retiring);
+        assert!(!root.same_as(&rotating));
+        assert!(rotating.retiring().is_some());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 pub mod authority;
 pub mod pem_util;
+pub mod rotation;
+pub mod rotation_state;
 pub mod store;
 
 pub use authority::{CaError, CaMaterial, CertificateAuthority};

@@ -7,8 +7,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use time::{Duration, OffsetDateTime};
-use tracing::info;
+use tracing::{info, warn};
 
+use super::rotation_state::{SecretText, keys};
 use super::{CaError, CaMaterial, CertificateAuthority};
 use crate::labels;
 
@@ -82,23 +83,54 @@ pub async fn load_or_bootstrap(
     }
 }
 
-fn load(secret: &Secret, loc: &CaLocation) -> Result<CertificateAuthority, CaStoreError> {
+/// Loads the CA from its Secret: the signing CA and, during a rotation, the retiring one (which
+/// is left out once it has expired: nothing it signed is valid any more).
+pub fn load(secret: &Secret, loc: &CaLocation) -> Result<CertificateAuthority, CaStoreError> {
     let invalid = |source| CaStoreError::Invalid {
         namespace: loc.namespace.clone(),
         name: loc.secret_name.clone(),
         source,
     };
-    let data = secret.data.clone().unwrap_or_default();
-    let text = |k: &str| {
-        data.get(k)
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-    };
+    let data = secret_text(secret);
+    let now = OffsetDateTime::now_utc();
     let material = CaMaterial {
-        cert_chain_pem: text("tls.crt").ok_or_else(|| invalid(CaError::MissingKey("tls.crt")))?,
-        key_pem: text("tls.key").ok_or_else(|| invalid(CaError::MissingKey("tls.key")))?,
-        trust_bundle_pem: text("ca.crt"),
+        cert_chain_pem: data
+            .get(keys::TLS_CRT)
+            .cloned()
+            .ok_or_else(|| invalid(CaError::MissingKey("tls.crt")))?,
+        key_pem: data
+            .get(keys::TLS_KEY)
+            .cloned()
+            .ok_or_else(|| invalid(CaError::MissingKey("tls.key")))?,
+        trust_bundle_pem: data.get(keys::CA_CRT).cloned(),
     };
-    CertificateAuthority::from_material(&material, OffsetDateTime::now_utc()).map_err(invalid)
+    let ca = CertificateAuthority::from_material(&material, now).map_err(invalid)?;
+    let (Some(crt), Some(key)) = (data.get(keys::RETIRING_CRT), data.get(keys::RETIRING_KEY))
+    else {
+        return Ok(ca);
+    };
+    let retiring = CaMaterial {
+        cert_chain_pem: crt.clone(),
+        key_pem: key.clone(),
+        trust_bundle_pem: None,
+    };
+    match CertificateAuthority::from_material(&retiring, now) {
+        Ok(r) => Ok(ca.with_retiring(r)),
+        Err(e) => {
+            warn!(error = %e, "the retiring CA in the CA Secret is not usable; its CRL is no longer signed");
+            Ok(ca)
+        }
+    }
+}
+
+/// The CA Secret's keys as text (the PEM it holds).
+pub fn secret_text(secret: &Secret) -> SecretText {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+        .collect()
 }
 
 fn ca_secret(loc: &CaLocation, material: &CaMaterial) -> Secret {

@@ -70,6 +70,8 @@ pub struct Context {
     pub workloads: Arc<WorkloadWatches>,
     /// Grace periods and windows of lifecycle governance.
     pub lifecycle: LifecyclePolicy,
+    /// How identities follow a CA rotation.
+    pub rollout: super::ca_rollout::CaRollout,
     /// Asks the Entitlement controller to look at an Entitlement again (after an issuance changed
     /// which certificate carries its grants).
     entitlement_trigger: UnboundedSender<ObjectRef<Entitlement>>,
@@ -113,6 +115,7 @@ pub struct Governance {
     pub revoker: Revoker,
     pub workloads: Arc<WorkloadWatches>,
     pub policy: LifecyclePolicy,
+    pub rollout: super::ca_rollout::CaRollout,
 }
 
 impl Context {
@@ -133,6 +136,7 @@ impl Context {
             revoker: governance.revoker,
             workloads: governance.workloads,
             lifecycle: governance.policy,
+            rollout: governance.rollout,
             policy,
             metrics,
             secrets: watches.secrets,
@@ -246,6 +250,11 @@ impl Context {
     /// The CA currently signing.
     pub fn ca(&self) -> Arc<CertificateAuthority> {
         self.ca.load_full()
+    }
+
+    /// Replaces the signing CA (a rotation moved on, or the CA Secret was replaced).
+    pub fn swap_ca(&self, ca: CertificateAuthority) {
+        self.ca.store(Arc::new(ca));
     }
 
     /// The CA slot itself, for services that sign with whatever CA is current.

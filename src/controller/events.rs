@@ -2,7 +2,6 @@
 //! (Normal) Events so that a burst of thousands of issuances does not make the Events API compete
 //! with the writes that matter. Warnings are never limited.
 
-use std::sync::Mutex;
 use std::time::Instant;
 
 use kube::Resource;
@@ -65,58 +64,12 @@ fn truncate(mut s: String) -> String {
     s
 }
 
-/// Allows `burst` Events at once and `per_second` after that.
-pub struct EventBudget {
-    state: Mutex<(f64, Instant)>,
-    burst: f64,
-    per_second: f64,
-}
-
-impl EventBudget {
-    pub fn new(burst: u32, per_second: f64) -> Self {
-        EventBudget {
-            state: Mutex::new((f64::from(burst), Instant::now())),
-            burst: f64::from(burst),
-            per_second,
-        }
-    }
-
-    /// Takes one token at `now`; false when the budget is spent.
-    pub fn try_take(&self, now: Instant) -> bool {
-        let Ok(mut state) = self.state.lock() else {
-            return true;
-        };
-        let (tokens, last) = &mut *state;
-        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
-        *tokens = (*tokens + elapsed * self.per_second).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
+/// The budget of routine Events: a token bucket.
+pub use crate::token_bucket::TokenBucket as EventBudget;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn allows_the_burst_then_the_rate() {
-        let b = EventBudget::new(3, 2.0);
-        let t0 = Instant::now();
-        assert!((0..3).all(|_| b.try_take(t0)));
-        assert!(!b.try_take(t0));
-        assert!(b.try_take(t0 + Duration::from_millis(500)));
-        assert!(!b.try_take(t0 + Duration::from_millis(500)));
-        // Refills up to the burst, not beyond.
-        let later = t0 + Duration::from_secs(60);
-        assert!((0..3).all(|_| b.try_take(later)));
-        assert!(!b.try_take(later));
-    }
 
     #[test]
     fn truncates_notes_on_a_character_boundary() {

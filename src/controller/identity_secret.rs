@@ -113,6 +113,10 @@ pub fn build_identity_secret(
     let mut annotations = BTreeMap::from([
         (labels::CERT_INPUTS.to_string(), inputs_hash.to_string()),
         (labels::SERIAL.to_string(), issued.info.serial_hex.clone()),
+        (
+            labels::TRUST_BUNDLE.to_string(),
+            crate::ca::authority::bundle_fingerprint(trust_bundle_pem),
+        ),
     ]);
     if let Some(credential) = kube_credential {
         put(keys::KUBECONFIG, credential.kubeconfig.clone());
@@ -134,6 +138,23 @@ pub fn build_identity_secret(
         data: Some(data),
         ..Default::default()
     }
+}
+
+/// A merge patch replacing the trust bundle (`ca.crt`) of an identity Secret at
+/// `resource_version`, and its fingerprint annotation; the certificate and key are untouched.
+pub fn trust_bundle_patch(resource_version: &str, trust_bundle_pem: &str) -> serde_json::Value {
+    use base64::Engine;
+    serde_json::json!({
+        "metadata": {
+            "resourceVersion": resource_version,
+            "annotations": {
+                labels::TRUST_BUNDLE: crate::ca::authority::bundle_fingerprint(trust_bundle_pem),
+            },
+        },
+        "data": {
+            keys::CA_CRT: base64::engine::general_purpose::STANDARD.encode(trust_bundle_pem),
+        },
+    })
 }
 
 #[cfg(test)]

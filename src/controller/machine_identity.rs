@@ -87,6 +87,11 @@ pub async fn reconcile(
         conditions: lifecycle_conditions.clone(),
         revocation,
     };
+    // The Secret's trust bundle follows the CA's (a rotation publishes the next root in it),
+    // whatever else happens to the identity, unless it is going away.
+    if !matches!(verdict.action, LifecycleAction::Retire(_)) {
+        super::ca_rollout::refresh_trust_bundle(&mi, &ctx).await?;
+    }
     match verdict.action {
         LifecycleAction::Retire(cause) => {
             return lifecycle::retire(&mi, &ctx, &verdict, cause).await;
@@ -142,6 +147,7 @@ pub async fn reconcile(
     };
     let expect = Expectations {
         ca_public_key_der: ca.public_key_der(),
+        retiring_ca_public_key_der: ca.retiring().map(|r| r.public_key_der()),
         inputs_hash: &resolved.inputs_hash,
         renewal_fraction: resolved.renewal_fraction,
         identity_key: &resolved.identity_key,
@@ -165,6 +171,7 @@ pub async fn reconcile(
         &revoked,
         revoked_now,
     );
+    let examined = deferred_for_rotation(&ctx, &mi, examined, now);
     let (outcome, action) = match examined {
         Examined::Foreign => secret_conflict(&mi, &ctx, &namespace),
         Examined::Verdict(Verdict::Current { info, renew_at }, _, kube_not_after) => (
@@ -280,7 +287,10 @@ async fn issue(
     })
     .await?;
     let issued = match signed {
-        Ok(i) => i,
+        Ok(i) => {
+            ctx.rollout.issued(i.info.not_after);
+            i
+        }
         Err(e) => {
             let why = match e {
                 IssueError::CaExpiresTooSoon { .. } => "CAExpiresTooSoon",
@@ -668,6 +678,37 @@ fn without_revoked(examined: Examined, revoked: &[String], revoked_now: bool) ->
             version,
             kube,
         ),
+        other => other,
+    }
+}
+
+/// A certificate of the CA retiring in a rotation is kept (it is still trusted) until the
+/// identity's turn to re-issue comes: re-issues are spread and rate-limited.
+fn deferred_for_rotation(
+    ctx: &Context,
+    mi: &MachineIdentity,
+    examined: Examined,
+    now: OffsetDateTime,
+) -> Examined {
+    match examined {
+        Examined::Verdict(
+            Verdict::Reissue {
+                reason: ReissueReason::WrongIssuer,
+                still_valid: Some((info, renew_at)),
+            },
+            version,
+            kube,
+        ) => {
+            let uid = mi.metadata.uid.as_deref().unwrap_or_default();
+            let verdict = match ctx.rollout.defer(uid, renew_at, now) {
+                Some(at) => Verdict::Current { info, renew_at: at },
+                None => Verdict::Reissue {
+                    reason: ReissueReason::WrongIssuer,
+                    still_valid: Some((info, renew_at)),
+                },
+            };
+            Examined::Verdict(verdict, version, kube)
+        }
         other => other,
     }
 }

@@ -1,5 +1,7 @@
 //! Controllers: wiring watches to reconcilers.
 
+pub mod ca_rollout;
+pub mod ca_rotation;
 pub mod context;
 pub mod entitlement;
 pub mod entitlement_rbac;
@@ -102,10 +104,17 @@ pub async fn run_controllers(
     namespace: Option<String>,
     concurrency: u16,
     health: Arc<Health>,
+    rotation: ca_rotation::RotationSettings,
 ) {
     let (store, writer) = reflector::store();
     let (to_identities, mut identity_requests) = unbounded_channel();
     ctx.workloads.wire(store.clone(), to_identities.clone());
+    tokio::spawn(ca_rotation::run(
+        ctx.clone(),
+        store.clone(),
+        to_identities.clone(),
+        rotation,
+    ));
     tokio::spawn(crate::revoke::service::run(
         revocations,
         RevocationDeps {

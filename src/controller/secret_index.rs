@@ -15,6 +15,9 @@ pub struct SecretVersion {
     pub resource_version: String,
     /// The uid of the controlling owner, if any.
     pub controller_uid: Option<String>,
+    /// The fingerprint of the trust bundle in its `ca.crt` (the `nhi.dev/trust-bundle`
+    /// annotation), if it carries one.
+    pub trust_bundle: Option<String>,
 }
 
 #[derive(Default)]
@@ -43,9 +46,15 @@ fn entry(meta: &PartialObjectMeta<Secret>) -> Option<(String, SecretVersion)> {
         .flatten()
         .find(|r| r.controller == Some(true))
         .map(|r| r.uid.clone());
+    let trust_bundle = m
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::labels::TRUST_BUNDLE))
+        .cloned();
     let version = SecretVersion {
         resource_version: m.resource_version.clone().unwrap_or_default(),
         controller_uid,
+        trust_bundle,
     };
     Some((k, version))
 }
@@ -55,6 +64,21 @@ impl SecretIndex {
     pub fn get(&self, namespace: &str, name: &str) -> Option<SecretVersion> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         state.live.get(&key(namespace, name)).cloned()
+    }
+
+    /// How many of the indexed identity Secrets (those controlled by an identity) carry a trust
+    /// bundle other than the one fingerprinted `fingerprint`, and how many there are.
+    pub fn bundle_laggards(&self, fingerprint: &str) -> (usize, usize) {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let ours = state.live.values().filter(|v| v.controller_uid.is_some());
+        let (mut behind, mut total) = (0, 0);
+        for v in ours {
+            total += 1;
+            if v.trust_bundle.as_deref() != Some(fingerprint) {
+                behind += 1;
+            }
+        }
+        (behind, total)
     }
 
     /// How many Secrets are indexed.
@@ -141,12 +165,36 @@ mod tests {
             index.get("ns", "a"),
             Some(SecretVersion {
                 resource_version: "2".into(),
-                controller_uid: Some("uid-a".into())
+                controller_uid: Some("uid-a".into()),
+                trust_bundle: None,
             })
         );
         assert_eq!(index.get("other", "a"), None);
         index.apply(&watcher::Event::Delete(secret("a", "3", None)));
         assert_eq!(index.get("ns", "a"), None);
+    }
+
+    #[test]
+    fn counts_the_identity_secrets_whose_bundle_is_behind() {
+        let index = SecretIndex::default();
+        let with_bundle = |name: &str, fp: Option<&str>| {
+            let mut s = secret(name, "1", Some(name));
+            s.metadata.annotations = fp.map(|fp| {
+                [(crate::labels::TRUST_BUNDLE.to_string(), fp.to_string())]
+                    .into_iter()
+                    .collect()
+            });
+            s
+        };
+        index.apply(&watcher::Event::Apply(with_bundle("a", Some("new"))));
+        index.apply(&watcher::Event::Apply(with_bundle("b", Some("old"))));
+        index.apply(&watcher::Event::Apply(with_bundle("c", None)));
+        // Not controlled by an identity: not counted.
+        index.apply(&watcher::Event::Apply(secret("stray", "1", None)));
+        assert_eq!(index.bundle_laggards("new"), (2, 3));
+        index.apply(&watcher::Event::Apply(with_bundle("b", Some("new"))));
+        index.apply(&watcher::Event::Apply(with_bundle("c", Some("new"))));
+        assert_eq!(index.bundle_laggards("new"), (0, 3));
     }
 
     #[test]

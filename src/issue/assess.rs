@@ -90,6 +90,9 @@ impl Verdict {
 pub struct Expectations<'a> {
     /// DER SubjectPublicKeyInfo of the current CA.
     pub ca_public_key_der: &'a [u8],
+    /// DER SubjectPublicKeyInfo of the CA retiring in a rotation (still trusted): its
+    /// certificates are re-issued, but stay usable until then.
+    pub retiring_ca_public_key_der: Option<&'a [u8]>,
     /// Hash of what the certificate should contain now.
     pub inputs_hash: &'a str,
     /// Fraction of the lifetime at which to renew.
@@ -134,10 +137,20 @@ fn inspect(
     if key.subject_public_key_info() != leaf.public_key().raw {
         return Err(ReissueReason::KeyMismatch);
     }
-    let (_, ca_spki) = SubjectPublicKeyInfo::from_der(expect.ca_public_key_der)
-        .map_err(|_| ReissueReason::WrongIssuer)?;
-    if leaf.verify_signature(Some(&ca_spki)).is_err() {
-        return Err(ReissueReason::WrongIssuer);
+    let signed_by = |spki_der: &[u8]| {
+        SubjectPublicKeyInfo::from_der(spki_der)
+            .is_ok_and(|(_, spki)| leaf.verify_signature(Some(&spki)).is_ok())
+    };
+    if !signed_by(expect.ca_public_key_der) {
+        return match expect.retiring_ca_public_key_der {
+            Some(retiring) if signed_by(retiring) => Ok(retiring_verdict(judge(
+                info,
+                existing.inputs_hash,
+                existing.kube_client_not_after,
+                expect,
+            ))),
+            _ => Err(ReissueReason::WrongIssuer),
+        };
     }
     let verdict = judge(
         info,
@@ -210,10 +223,20 @@ impl KnownCertificate {
 /// Assesses a certificate known from a previous issuance or assessment (key match and signature
 /// were checked then): same CA, not expired, current inputs, renewal not due.
 pub fn assess_known(known: &KnownCertificate, expect: &Expectations<'_>) -> Verdict {
-    if known.ca_key_sha256 != <[u8; 32]>::from(Sha256::digest(expect.ca_public_key_der)) {
-        return Verdict::Reissue {
-            reason: ReissueReason::WrongIssuer,
-            still_valid: None,
+    let signed_by =
+        |spki_der: &[u8]| known.ca_key_sha256 == <[u8; 32]>::from(Sha256::digest(spki_der));
+    if !signed_by(expect.ca_public_key_der) {
+        return match expect.retiring_ca_public_key_der {
+            Some(retiring) if signed_by(retiring) => retiring_verdict(judge(
+                known.info.clone(),
+                Some(&known.inputs_hash),
+                known.kube_client_not_after.as_deref(),
+                expect,
+            )),
+            _ => Verdict::Reissue {
+                reason: ReissueReason::WrongIssuer,
+                still_valid: None,
+            },
         };
     }
     judge(
@@ -222,6 +245,18 @@ pub fn assess_known(known: &KnownCertificate, expect: &Expectations<'_>) -> Verd
         known.kube_client_not_after.as_deref(),
         expect,
     )
+}
+
+/// The verdict on a certificate of the retiring CA: re-issued under the new one, and usable
+/// meanwhile (the old root is still trusted) unless it must be replaced for another reason.
+fn retiring_verdict(verdict: Verdict) -> Verdict {
+    match verdict {
+        Verdict::Current { info, renew_at } => Verdict::Reissue {
+            reason: ReissueReason::WrongIssuer,
+            still_valid: Some((info, renew_at)),
+        },
+        other => other,
+    }
 }
 
 /// When to renew: at the planned fraction of the lifetime, except for a certificate cut short by
@@ -322,6 +357,7 @@ mod tests {
     fn expect<'a>(ca: &'a CertificateAuthority, now: OffsetDateTime) -> Expectations<'a> {
         Expectations {
             ca_public_key_der: ca.public_key_der(),
+            retiring_ca_public_key_der: None,
             inputs_hash: "h1",
             renewal_fraction: 2.0 / 3.0,
             identity_key: "a/b",
@@ -385,6 +421,46 @@ mod tests {
         assert_eq!(
             r(material(&i, "h1"), &foreign),
             Some(ReissueReason::WrongIssuer)
+        );
+        assert!(matches!(
+            assess(&material(&i, "h1"), &foreign),
+            Verdict::Reissue {
+                still_valid: None,
+                ..
+            }
+        ));
+        // Signed by the CA retiring in a rotation: re-issued, and usable until then.
+        let rotating = Expectations {
+            ca_public_key_der: other.public_key_der(),
+            retiring_ca_public_key_der: Some(ca.public_key_der()),
+            ..e
+        };
+        assert!(matches!(
+            assess(&material(&i, "h1"), &rotating),
+            Verdict::Reissue {
+                reason: ReissueReason::WrongIssuer,
+                still_valid: Some(_),
+            }
+        ));
+        let known = KnownCertificate::new(i.info.clone(), "h1", ca.public_key_der());
+        assert!(matches!(
+            assess_known(&known, &rotating),
+            Verdict::Reissue {
+                reason: ReissueReason::WrongIssuer,
+                still_valid: Some(_),
+            }
+        ));
+        assert!(matches!(
+            assess_known(&known, &foreign),
+            Verdict::Reissue {
+                reason: ReissueReason::WrongIssuer,
+                still_valid: None,
+            }
+        ));
+        // Changed inputs under the retiring CA: that reason, at once.
+        assert_eq!(
+            r(material(&i, "h0"), &rotating),
+            Some(ReissueReason::InputsChanged)
         );
         let late = Expectations {
             now: now + Duration::hours(2),

@@ -198,23 +198,31 @@ impl ReloadingIdentity {
                 }))
             }
         };
-        Ok(builder.with_cert_resolver(Arc::new(IdentityResolver { current })))
+        let mut config = builder.with_cert_resolver(Arc::new(IdentityResolver { current }));
+        // No session resumption: a resumed session carries the client identity of its first
+        // handshake past that identity's rotation (or revocation). Every connection is a full
+        // handshake, verified against the identity and bundle current then.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        Ok(config)
     }
 
     /// A client config presenting the current identity and verifying servers against the
     /// current trust bundle, with the usual host name check against the server's DNS names.
+    /// Session resumption is off, as in [`ReloadingIdentity::server_config_with`]: every
+    /// connection verifies the server's current certificate.
     pub fn client_config(&self) -> Result<ClientConfig, ReloadError> {
         let current = self.shared.current.clone();
-        Ok(
-            ClientConfig::builder_with_provider(self.shared.provider.clone())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| ReloadError::Tls(e.to_string()))?
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(ReloadingServerVerifier {
-                    current: current.clone(),
-                }))
-                .with_client_cert_resolver(Arc::new(IdentityResolver { current })),
-        )
+        let mut config = ClientConfig::builder_with_provider(self.shared.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ReloadError::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ReloadingServerVerifier {
+                current: current.clone(),
+            }))
+            .with_client_cert_resolver(Arc::new(IdentityResolver { current }));
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(config)
     }
 
     /// Facts about the identity being served.

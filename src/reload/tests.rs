@@ -431,3 +431,17 @@ async fn trust_roots_swap_in_place_under_a_live_server_config() {
     assert_eq!(connection.request().await, client_leaf.info.serial_hex);
     server_task.abort();
 }
+
+#[test]
+fn servers_never_resume_a_session_past_a_rotation() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), 1, &ca.leaf(OffsetDateTime::now_utc()), &ca);
+    let identity = ReloadingIdentity::load(dir.path(), events_only()).unwrap();
+    for auth in [ClientAuth::Required, ClientAuth::Optional, ClientAuth::None] {
+        let config = identity.server_config_with(auth).unwrap();
+        assert_eq!(config.send_tls13_tickets, 0);
+        assert!(!config.session_storage.can_cache());
+        assert!(!config.ticketer.enabled());
+    }
+}

@@ -37,6 +37,8 @@ pub(super) struct Shared {
     pub namespaces_changed: Notify,
     /// The namespaces that have one (as far as the service knows).
     pub published: Mutex<HashSet<String>>,
+    /// The CA or its bundle changed: sign and publish again.
+    pub ca_changed: Notify,
 }
 
 /// Cloneable handle on the revocation service.
@@ -66,6 +68,12 @@ pub fn channel() -> (Revoker, Inbox) {
 }
 
 impl Revoker {
+    /// Says the CA or its trust bundle changed: the CRL is signed again and the trust documents
+    /// republished with the new bundle.
+    pub fn ca_changed(&self) {
+        self.shared.ca_changed.notify_one();
+    }
+
     /// Revokes `revocations` and returns once they are persisted in the revocation record (the
     /// CRL is signed and published right after), with how many were not revoked before. Already
     /// revoked or expired certificates are fine: nothing to do. Gives up after

@@ -181,6 +181,8 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
                 None => break,
             },
             _ = tokio::time::sleep_until(next_sign) => sign_due = true,
+            // A new CA (or bundle) signs and publishes a new CRL at once.
+            _ = inbox.shared.ca_changed.notified() => sign_due = true,
             _ = tokio::time::sleep_until(delayed.as_ref().map_or(never, |(at, _)| *at)), if delayed.is_some() => {
                 if let Some((_, docs)) = delayed.take() {
                     inbox.shared.documents.store(Some(Arc::new(docs)));
@@ -243,12 +245,18 @@ async fn sign(
     let params = record.crl_params(now, validity);
     let number = record.crl_number;
     tokio::task::spawn_blocking(move || {
-        let crl = params
-            .signed_by(ca.issuer())
-            .map_err(|e| format!("signing the CRL failed: {e}"))?;
-        let crl_pem = crl
-            .pem()
-            .map_err(|e| format!("encoding the CRL failed: {e}"))?;
+        // During a CA rotation the retiring CA signs a CRL too: a relying party matches each
+        // certificate to the CRL of its own issuer. Both list every revoked serial.
+        let mut crl_pem = String::new();
+        for signer in std::iter::once(ca.as_ref()).chain(ca.retiring()) {
+            let crl = params
+                .signed_by(signer.issuer())
+                .map_err(|e| format!("signing the CRL failed: {e}"))?;
+            crl_pem.push_str(
+                &crl.pem()
+                    .map_err(|e| format!("encoding the CRL failed: {e}"))?,
+            );
+        }
         Ok(TrustDocuments {
             ca_pem: ca.trust_bundle_pem().to_string(),
             crl_pem,

@@ -64,22 +64,30 @@ impl TrustBundle {
     }
 }
 
-/// A certificate revocation list signed by the CA (the operator's `crl.pem`).
+/// The certificate revocation lists of the operator's `crl.pem`: one, or during a CA rotation one
+/// per CA (each certificate is checked against its own issuer's).
 pub struct RevocationList {
-    crl: webpki::CertRevocationList<'static>,
+    crls: Vec<webpki::CertRevocationList<'static>>,
 }
 
 impl RevocationList {
-    /// Reads a PEM `X509 CRL`.
+    /// Reads every PEM `X509 CRL` block of `pem_text` (at least one).
     pub fn from_pem(pem_text: &str) -> Result<Self, VerifyError> {
-        let block = pem::parse(pem_text).map_err(|e| VerifyError::BadCrl(e.to_string()))?;
-        if block.tag() != "X509 CRL" {
-            return Err(VerifyError::BadCrl(format!(
-                "expected an X509 CRL, found {}",
-                block.tag()
-            )));
+        let blocks = pem::parse_many(pem_text).map_err(|e| VerifyError::BadCrl(e.to_string()))?;
+        let mut crls = Vec::with_capacity(blocks.len());
+        for block in blocks {
+            if block.tag() != "X509 CRL" {
+                return Err(VerifyError::BadCrl(format!(
+                    "expected an X509 CRL, found {}",
+                    block.tag()
+                )));
+            }
+            crls.extend(Self::from_der(block.contents())?.crls);
         }
-        Self::from_der(block.contents())
+        if crls.is_empty() {
+            return Err(VerifyError::BadCrl("no X509 CRL in the text".into()));
+        }
+        Ok(RevocationList { crls })
     }
 
     /// Reads a DER CRL.
@@ -87,7 +95,9 @@ impl RevocationList {
         let der = CertificateRevocationListDer::from(der.to_vec());
         let owned = OwnedCertRevocationList::from_der(&der)
             .map_err(|e| VerifyError::BadCrl(format!("{e:?}")))?;
-        Ok(RevocationList { crl: owned.into() })
+        Ok(RevocationList {
+            crls: vec![owned.into()],
+        })
     }
 }
 
@@ -179,10 +189,10 @@ pub fn verify_identity(
         EndEntityCert::try_from(leaf).map_err(|e| VerifyError::Malformed(format!("{e:?}")))?;
     let seconds = u64::try_from(now.unix_timestamp()).unwrap_or(0);
     let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(seconds));
-    let crls;
+    let crls: Vec<&webpki::CertRevocationList<'static>>;
     let revocation = match crl {
         Some(list) => {
-            crls = [&list.crl];
+            crls = list.crls.iter().collect();
             let options = RevocationOptionsBuilder::new(&crls)
                 .map_err(|e| VerifyError::BadCrl(format!("{e:?}")))?
                 .with_depth(RevocationCheckDepth::EndEntity)
@@ -401,6 +411,61 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, VerifyError::Extension(_)), "{err}");
         assert!(err.to_string().contains("identity extension"), "{err}");
+    }
+
+    /// A CRL listing `serials`, signed by `ca`, in PEM.
+    fn crl_pem(ca: &CertificateAuthority, serials: &[&str]) -> String {
+        let now = OffsetDateTime::now_utc();
+        CertificateRevocationListParams {
+            this_update: now - Duration::minutes(1),
+            next_update: now + Duration::hours(1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&hex::decode(s).unwrap()),
+                    revocation_time: now,
+                    reason_code: Some(RevocationReason::CessationOfOperation),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(ca.issuer())
+        .unwrap()
+        .pem()
+        .unwrap()
+    }
+
+    #[test]
+    fn during_a_ca_rotation_each_certificate_is_checked_against_its_issuers_crl() {
+        // Two roots made alike (same common name), as a rotation makes them; both trusted.
+        let (old, new) = (ca(), ca());
+        let both = TrustBundle::from_pem(&format!(
+            "{}{}",
+            old.trust_bundle_pem(),
+            new.trust_bundle_pem()
+        ))
+        .unwrap();
+        let old_revoked = issue(&old, &request(vec![], vec![Usage::Client]));
+        let old_fine = issue(&old, &request(vec![], vec![Usage::Client]));
+        let new_fine = issue(&new, &request(vec![], vec![Usage::Client]));
+        let serials = [old_revoked.info.serial_hex.as_str()];
+        // crl.pem as the operator publishes it during the overlap: the new CA's, then the old's.
+        let list = RevocationList::from_pem(&format!(
+            "{}{}",
+            crl_pem(&new, &serials),
+            crl_pem(&old, &serials)
+        ))
+        .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let check = |i: &IssuedCertificate| {
+            verify_identity(&chain(i), &both, Some(&list), Purpose::Client, now)
+        };
+        assert_eq!(check(&old_revoked), Err(VerifyError::Revoked));
+        assert!(check(&old_fine).is_ok(), "{:?}", check(&old_fine));
+        assert!(check(&new_fine).is_ok(), "{:?}", check(&new_fine));
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! `nhi-operator agent` against the local control plane: the identity directory follows the
 //! Secret through rotations, and a program using the reload library picks each one up.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube::Api;
@@ -11,16 +10,6 @@ use serde_json::json;
 use crate::support::*;
 use nhi_operator::api::MachineIdentity;
 use nhi_operator::reload::{ReloadOptions, ReloadingIdentity};
-
-/// Kills the agent when the test ends, however it ends.
-struct Agent(std::process::Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test]
 async fn the_agent_keeps_the_directory_current_and_the_reload_library_follows() {
@@ -48,23 +37,11 @@ async fn the_agent_keeps_the_directory_current_and_the_reload_library_follows() 
     let dir = tempfile::tempdir().unwrap();
     let identity_dir = dir.path().join("identity");
     let hook = dir.path().join("hook-ran");
-    let _agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_nhi-operator"))
-            .args([
-                "agent",
-                "--namespace",
-                &ns.name,
-                "--secret",
-                "worker-identity",
-                "--dir",
-            ])
-            .arg(&identity_dir)
-            .args(["--exec", &format!("echo changed >> {}", hook.display())])
-            .env("KUBECONFIG", kubeconfig_path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the agent starts"),
+    let _agent = start_agent(
+        &ns.name,
+        "worker-identity",
+        &identity_dir,
+        &["--exec", &format!("echo changed >> {}", hook.display())],
     );
     let loaded = wait_for(
         Duration::from_secs(10),

@@ -2,7 +2,7 @@
 //! over real mTLS, re-issue on every change, just-in-time grants, thumbprint bindings, admission.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,23 +67,6 @@ fn project(secret: &Secret, dir: &Path) {
     }
 }
 
-/// The example relying service, built by `cargo build --example relying_service`.
-fn relying_service_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("NHI_E2E_RELYING_SERVICE") {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/e2e-<hash> -> target/<profile>/examples/relying_service
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = profile_dir.join("examples").join("relying_service");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --example relying_service`",
-        bin.display()
-    );
-    bin
-}
-
 /// A running relying service; killed on drop.
 struct RelyingService {
     child: Child,
@@ -92,7 +75,7 @@ struct RelyingService {
 
 impl RelyingService {
     fn start(identity_dir: &Path, routes: &[&str], trusted_namespaces: &[&str]) -> RelyingService {
-        let mut cmd = Command::new(relying_service_binary());
+        let mut cmd = Command::new(example_binary("relying_service", "NHI_E2E_RELYING_SERVICE"));
         cmd.args(["--listen", "127.0.0.1:0", "--identity-dir"])
             .arg(identity_dir);
         for r in routes {

@@ -429,16 +429,25 @@ pub fn kubectl() -> Command {
     c
 }
 
-/// The serials (lowercase hex) on a PEM CRL.
+/// The serials (lowercase hex) on a PEM CRL; during a CA rotation `crl.pem` holds one CRL per CA,
+/// and the serials of all of them are returned.
 pub fn crl_serials(pem_text: &str) -> Vec<String> {
     use x509_parser::prelude::FromDer;
-    let block = pem::parse(pem_text).expect("a PEM CRL");
-    let (_, crl) =
-        x509_parser::revocation_list::CertificateRevocationList::from_der(block.contents())
-            .expect("a parseable CRL");
-    crl.iter_revoked_certificates()
-        .map(|r| hex::encode(r.raw_serial()))
-        .collect()
+    let blocks = pem::parse_many(pem_text).expect("PEM CRLs");
+    assert!(!blocks.is_empty(), "no CRL in {pem_text:?}");
+    let mut serials = vec![];
+    for block in blocks {
+        let (_, crl) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(block.contents())
+                .expect("a parseable CRL");
+        serials.extend(
+            crl.iter_revoked_certificates()
+                .map(|r| hex::encode(r.raw_serial())),
+        );
+    }
+    serials.sort();
+    serials.dedup();
+    serials
 }
 
 /// The `nhi-trust` ConfigMap of `ns`: its `ca.crt` and `crl.pem`, when it exists.
@@ -521,4 +530,57 @@ pub fn deployment_object(name: &str) -> k8s_openapi::api::apps::v1::Deployment {
         }
     }))
     .expect("a valid Deployment")
+}
+
+/// An example program, built by `cargo build --example <name>` (or at the path in `env_var`).
+pub fn example_binary(name: &str, env_var: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env_var) {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(std::path::Path::parent).unwrap();
+    let bin = profile_dir.join("examples").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --example {name}`",
+        bin.display()
+    );
+    bin
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `nhi-operator agent` keeping `dir` current from the Secret `namespace/secret`.
+pub fn start_agent(
+    namespace: &str,
+    secret: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> KillOnDrop {
+    let child = Command::new(env!("CARGO_BIN_EXE_nhi-operator"))
+        .args([
+            "agent",
+            "--namespace",
+            namespace,
+            "--secret",
+            secret,
+            "--dir",
+        ])
+        .arg(dir)
+        .args(extra)
+        .env("KUBECONFIG", kubeconfig_path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the agent starts");
+    KillOnDrop(child)
 }

@@ -192,29 +192,38 @@ pub fn check_revocation(
     let Ok((_, leaf)) = X509Certificate::from_der(leaf_der) else {
         return Revocation::unknown("the certificate cannot be parsed");
     };
-    let crl_der = match pem::parse(crl_pem.trim()) {
-        Ok(block) if block.tag() == "X509 CRL" => block.into_contents(),
-        Ok(block) => {
-            return Revocation::unknown(format!(
-                "{origin} holds a {} block, not an X509 CRL",
-                block.tag()
-            ));
-        }
+    // During a CA rotation crl.pem holds one CRL per CA: the certificate's issuer's is the one.
+    let blocks = match pem::parse_many(crl_pem.trim()) {
+        Ok(b) if !b.is_empty() => b,
+        Ok(_) => return Revocation::unknown(format!("{origin} holds no CRL")),
         Err(e) => return Revocation::unknown(format!("{origin} holds no readable CRL: {e}")),
     };
-    let Ok((_, crl)) = CertificateRevocationList::from_der(&crl_der) else {
-        return Revocation::unknown(format!("{origin} holds a CRL that cannot be parsed"));
-    };
-    if crl.issuer().as_raw() != leaf.issuer().as_raw() {
+    if let Some(block) = blocks.iter().find(|b| b.tag() != "X509 CRL") {
         return Revocation::unknown(format!(
-            "the CRL in {origin} is issued by {}, the certificate by {}",
-            crl.issuer(),
-            leaf.issuer()
+            "{origin} holds a {} block, not an X509 CRL",
+            block.tag()
         ));
     }
+    let mut parsed = Vec::with_capacity(blocks.len());
+    for block in &blocks {
+        let Ok((_, crl)) = CertificateRevocationList::from_der(block.contents()) else {
+            return Revocation::unknown(format!("{origin} holds a CRL that cannot be parsed"));
+        };
+        parsed.push(crl);
+    }
+    let Some(crl) = parsed
+        .iter()
+        .find(|c| c.issuer().as_raw() == leaf.issuer().as_raw())
+    else {
+        return Revocation::unknown(format!(
+            "the CRL in {origin} is issued by {}, the certificate by {}",
+            parsed[0].issuer(),
+            leaf.issuer()
+        ));
+    };
     let updated = crl.last_update().to_datetime();
     let mut detail = format!("CRL in {origin}, updated {}", relative(updated, now));
-    match ca_pem.map(|pem| crl_signature(&crl, pem)) {
+    match ca_pem.map(|pem| crl_signature(crl, pem)) {
         None | Some(Signature::Verified) => {}
         Some(Signature::Unchecked(why)) => {
             detail.push_str(&format!("; signature not checked: {why}"))

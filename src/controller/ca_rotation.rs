@@ -1,0 +1,381 @@
+//! The CA rotation controller: follows the CA Secret, keeps the signing CA in memory in step with
+//! it, and moves a rotation through its phases (decided in `ca::rotation`): publish the next root
+//! next to the current one, wait until every bundle carries both, switch, re-issue, drop the old.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use time::OffsetDateTime;
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{info, warn};
+
+use super::context::Context;
+use crate::api::MachineIdentity;
+use crate::ca::CertificateAuthority;
+use crate::ca::rotation::{
+    Phase, RotationFacts, RotationPolicy, Step, Trigger, next_step, recheck_in, retire_after,
+};
+use crate::ca::rotation_state::{
+    distributed_patch, drop_patch, phase_of, start_patch, switch_patch,
+};
+use crate::ca::store::{CaLocation, load, secret_text};
+use crate::ca::{parse_rfc3339, rfc3339};
+use crate::labels::{CA_ROTATION_ANSWERED, FIELD_MANAGER, ROTATE_CA};
+use crate::revoke::trust::{CA_KEY, trust_field_selector, trust_selector};
+
+/// Errors of one look at the CA Secret; the controller reports them and looks again.
+#[derive(Debug, thiserror::Error)]
+enum RotationError {
+    #[error("reading or writing the CA Secret failed: {0}")]
+    Api(#[from] kube::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("generating the next CA failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Where the rotation controller acts, and how.
+pub struct RotationSettings {
+    pub policy: RotationPolicy,
+    pub location: CaLocation,
+    /// The one namespace watched, or None for all (where trust ConfigMaps are).
+    pub scope: Option<String>,
+}
+
+/// Runs the rotation controller until the process stops: a look at the CA Secret on each of its
+/// changes, and when the phase may call for a step.
+pub async fn run(
+    ctx: Arc<Context>,
+    identities: Store<MachineIdentity>,
+    to_identities: UnboundedSender<ObjectRef<MachineIdentity>>,
+    settings: RotationSettings,
+) {
+    let loc = &settings.location;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &loc.namespace);
+    let changes = watcher(
+        Api::<PartialObjectMeta<Secret>>::namespaced(ctx.client.clone(), &loc.namespace),
+        watcher::Config::default().fields(&format!("metadata.name={}", loc.secret_name)),
+    )
+    .default_backoff()
+    .boxed();
+    let mut rotator = Rotator {
+        ctx,
+        identities,
+        to_identities,
+        secrets,
+        settings,
+        reported: None,
+    };
+    let mut changes = changes;
+    let mut wait = StdDuration::ZERO;
+    loop {
+        tokio::select! {
+            change = changes.next() => if change.is_none() { break },
+            _ = tokio::time::sleep(wait) => {},
+        }
+        wait = match rotator.look().await {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(error = %e, "CA rotation: cannot look at the CA Secret; retrying");
+                rotator.ctx.metrics.count_failure("CARotationFailed");
+                StdDuration::from_secs(5)
+            }
+        };
+    }
+}
+
+struct Rotator {
+    ctx: Arc<Context>,
+    identities: Store<MachineIdentity>,
+    to_identities: UnboundedSender<ObjectRef<MachineIdentity>>,
+    secrets: Api<Secret>,
+    settings: RotationSettings,
+    /// The last problem reported by a Warning Event, so it is reported once.
+    reported: Option<String>,
+}
+
+impl Rotator {
+    /// Reads the CA Secret, adopts what it holds, and takes the rotation's next step; returns
+    /// when to look again.
+    async fn look(&mut self) -> Result<StdDuration, RotationError> {
+        let loc = self.settings.location.clone();
+        let Some(secret) = self.secrets.get_opt(&loc.secret_name).await? else {
+            self.report(
+                None,
+                "CASecretMissing",
+                format!(
+                    "the CA Secret {}/{} is gone; the CA in memory keeps signing until the operator restarts (which bootstraps a new one)",
+                    loc.namespace, loc.secret_name
+                ),
+            );
+            return Ok(StdDuration::from_secs(30));
+        };
+        self.adopt(&secret);
+        let phase = match phase_of(secret.annotations()) {
+            Ok(p) => p,
+            Err(e) => {
+                self.report(Some(&secret), "CARotationInvalid", e);
+                return Ok(StdDuration::from_secs(60));
+            }
+        };
+        let ca = self.ctx.ca();
+        self.ctx
+            .metrics
+            .ca_expiry
+            .set(ca.not_after().unix_timestamp());
+        self.ctx.metrics.ca_rotation_phase.set(match phase {
+            Phase::Idle => 0,
+            Phase::Publishing { .. } => 1,
+            Phase::Reissuing { .. } => 2,
+        });
+        self.ctx.rollout.set_switched(match &phase {
+            Phase::Reissuing { switched_at, .. } if ca.retiring().is_some() => Some(*switched_at),
+            _ => None,
+        });
+        let distributed = match &phase {
+            Phase::Publishing {
+                distributed_at: None,
+                ..
+            } => self.distributed(&ca).await?,
+            _ => false,
+        };
+        let annotations = secret.annotations();
+        let facts = RotationFacts {
+            phase: phase.clone(),
+            now: OffsetDateTime::now_utc(),
+            ca_not_after: ca.not_after(),
+            self_managed: ca.is_self_signed_root(),
+            requested: annotations.get(ROTATE_CA).map(String::as_str),
+            answered: annotations.get(CA_ROTATION_ANSWERED).map(String::as_str),
+            distributed,
+        };
+        let policy = self.settings.policy;
+        let step = next_step(&facts, &policy);
+        let rv = secret.resource_version().unwrap_or_default();
+        let now = facts.now;
+        let (patch, reason, note) = match step {
+            Step::Wait => return Ok(recheck_in(&facts, &policy).unsigned_abs()),
+            Step::Unsupported(trigger) => {
+                let why = match trigger {
+                    Trigger::Requested(r) => format!("a rotation was requested ({ROTATE_CA}={r})"),
+                    Trigger::Expiring => format!("the CA ends at {}", rfc3339(ca.not_after())),
+                };
+                self.report(
+                    Some(&secret),
+                    "CARotationUnsupported",
+                    format!(
+                        "{why}, but the CA was provided (it is not a self-signed root the operator made): replace tls.crt, tls.key and ca.crt of the CA Secret with the successor, keeping the old root in ca.crt until its certificates expire"
+                    ),
+                );
+                return Ok(StdDuration::from_secs(600));
+            }
+            Step::Start(trigger) => {
+                let (name, lifetime) = (loc.common_name.clone(), loc.bootstrap_lifetime);
+                let next = tokio::task::spawn_blocking(move || {
+                    CertificateAuthority::generate_root(&name, lifetime, OffsetDateTime::now_utc())
+                })
+                .await?
+                .map_err(|e| RotationError::Invalid(e.to_string()))?;
+                let why = match &trigger {
+                    Trigger::Requested(r) => format!("requested ({ROTATE_CA}={r})"),
+                    Trigger::Expiring => {
+                        format!("the CA ends at {}", rfc3339(ca.not_after()))
+                    }
+                };
+                let patch = start_patch(
+                    &rv,
+                    ca.trust_bundle_pem(),
+                    &next,
+                    &trigger,
+                    facts.requested,
+                    now,
+                )
+                .map_err(RotationError::Invalid)?;
+                let note = format!(
+                    "CA rotation started: {why}; the next root is published next to the current one in every trust bundle (phase Publishing)"
+                );
+                (patch, "CARotationStarted", note)
+            }
+            Step::Distributed => {
+                let note = format!(
+                    "every identity Secret and trust ConfigMap carries both roots; the new CA signs after {} (propagation to mounted volumes)",
+                    crate::ca::rfc3339(now + policy.propagation)
+                );
+                (distributed_patch(&rv, now), "CARotationDistributed", note)
+            }
+            Step::Switch => {
+                let latest = self.latest_not_after();
+                let retire = retire_after(now, latest, ca.not_after());
+                let patch = switch_patch(&rv, &secret_text(&secret), retire, now)
+                    .map_err(RotationError::Invalid)?;
+                let note = format!(
+                    "the new CA signs; identities re-issue over {}s (at most {}/s); the old root stays trusted until {} (phase Reissuing)",
+                    policy.spread.whole_seconds(),
+                    self.settings_rate(),
+                    rfc3339(retire)
+                );
+                (patch, "CARotationSwitched", note)
+            }
+            Step::Drop => {
+                let patch =
+                    drop_patch(&rv, &secret_text(&secret), now).map_err(RotationError::Invalid)?;
+                let note = "no unexpired certificate of the old CA remains: its root leaves every trust bundle; CA rotation complete".to_string();
+                (patch, "CARotationCompleted", note)
+            }
+        };
+        let Some(written) = self.write(&patch).await? else {
+            // Changed since it was read: look again at once.
+            return Ok(StdDuration::ZERO);
+        };
+        if reason == "CARotationSwitched" {
+            self.ctx.rollout.forget_latest();
+        }
+        info!(reason, note = %note, "CA rotation");
+        self.ctx
+            .events
+            .publish(&self.ctx.metrics, &written, EventType::Normal, reason, note);
+        self.adopt(&written);
+        Ok(StdDuration::ZERO)
+    }
+
+    fn settings_rate(&self) -> String {
+        format!("{:.0}", self.ctx.rollout.per_second())
+    }
+
+    /// Loads the CA the Secret holds and, when it differs from the one signing (a new bundle, a
+    /// new signer, a retiring CA gone), puts it in place: the CRL is signed and published again
+    /// and every identity is looked at (its Secret's bundle, its issuer).
+    fn adopt(&mut self, secret: &Secret) {
+        let loaded = match load(secret, &self.settings.location) {
+            Ok(ca) => ca,
+            Err(e) => {
+                self.report(
+                    Some(secret),
+                    "CAInvalid",
+                    format!("{e}; the CA in memory keeps signing"),
+                );
+                return;
+            }
+        };
+        if self.ctx.ca().same_as(&loaded) {
+            return;
+        }
+        info!(
+            not_after = %rfc3339(loaded.not_after()),
+            bundle = %loaded.bundle_fingerprint(),
+            retiring = loaded.retiring().is_some(),
+            "the CA changed; identities follow"
+        );
+        self.ctx.swap_ca(loaded);
+        self.ctx.revoker.ca_changed();
+        for mi in self.identities.state() {
+            let _ = self.to_identities.send(ObjectRef::from_obj(&*mi));
+        }
+    }
+
+    /// Whether every identity Secret and every trust ConfigMap carries the signing CA's bundle.
+    async fn distributed(&self, ca: &CertificateAuthority) -> Result<bool, RotationError> {
+        let synced = self
+            .ctx
+            .health
+            .secrets_synced
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let (secrets_behind, secrets) = self.ctx.secrets.bundle_laggards(&ca.bundle_fingerprint());
+        let published = self
+            .ctx
+            .revoker
+            .documents()
+            .is_some_and(|d| d.ca_pem == ca.trust_bundle_pem());
+        let configmaps: Api<ConfigMap> =
+            super::scoped_api(self.ctx.client.clone(), self.settings.scope.as_deref());
+        let listed = configmaps
+            .list(
+                &ListParams::default()
+                    .labels(&trust_selector())
+                    .fields(&trust_field_selector()),
+            )
+            .await?;
+        let maps = listed.items.len();
+        let maps_behind = listed
+            .items
+            .iter()
+            .filter(|cm| {
+                cm.data
+                    .as_ref()
+                    .and_then(|d| d.get(CA_KEY))
+                    .map(String::as_str)
+                    != Some(ca.trust_bundle_pem())
+            })
+            .count();
+        info!(
+            secrets_behind,
+            secrets, maps_behind, maps, published, "CA rotation: distributing the next root"
+        );
+        Ok(synced && published && secrets_behind == 0 && maps_behind == 0)
+    }
+
+    /// The latest notAfter of any certificate the signing CA issued: as the identities' status
+    /// shows them (current and earlier certificates), and as this process issued them.
+    fn latest_not_after(&self) -> Option<OffsetDateTime> {
+        let from_status = self
+            .identities
+            .state()
+            .iter()
+            .filter_map(|mi| mi.status.as_ref())
+            .flat_map(|s| {
+                s.not_after
+                    .iter()
+                    .chain(s.previous_certificates.iter().map(|p| &p.not_after))
+                    .filter_map(|t| parse_rfc3339(t))
+                    .collect::<Vec<_>>()
+            })
+            .max();
+        from_status.max(self.ctx.rollout.latest_not_after())
+    }
+
+    /// Writes a merge patch to the CA Secret; None when it changed since it was read.
+    async fn write(&self, patch: &serde_json::Value) -> Result<Option<Secret>, RotationError> {
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match self
+            .secrets
+            .patch(
+                &self.settings.location.secret_name,
+                &params,
+                &Patch::Merge(patch),
+            )
+            .await
+        {
+            Ok(s) => Ok(Some(s)),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reports a problem once (a Warning Event on the CA Secret, when there is one, and a log
+    /// line); the same problem again is not reported again.
+    fn report(&mut self, secret: Option<&Secret>, reason: &str, note: String) {
+        let key = format!("{reason}: {note}");
+        if self.reported.as_deref() == Some(key.as_str()) {
+            return;
+        }
+        warn!(reason, note = %note, "CA rotation");
+        self.ctx.metrics.count_failure(reason);
+        if let Some(secret) = secret {
+            self.ctx
+                .events
+                .publish(&self.ctx.metrics, secret, EventType::Warning, reason, note);
+        }
+        self.reported = Some(key);
+    }
+}

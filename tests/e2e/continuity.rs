@@ -1,0 +1,400 @@
+//! Rotation continuity against the local control plane: an mTLS server and client (the
+//! `mtls_echo` example, built on the reload library), each with its own short-lived identity kept
+//! current by `nhi-operator agent`, talk without one failed handshake or request across identity
+//! rotations and a CA rotation; a corrupted identity directory is refused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use crate::support::*;
+use nhi_operator::api::MachineIdentity;
+use nhi_operator::ca::pem_util::pem_certificates;
+use nhi_operator::reload::{ReloadOptions, ReloadingIdentity};
+
+const SERVER_NAME: &str = "echo.nhi.test";
+
+fn echo_binary() -> PathBuf {
+    example_binary("mtls_echo", "NHI_E2E_MTLS_ECHO")
+}
+
+/// Starts the example in `mode` with its stdout in `log`.
+fn start_echo(mode: &str, dir: &Path, addr: &str, log: &Path, extra: &[&str]) -> KillOnDrop {
+    let out = std::fs::File::create(log).unwrap();
+    let child = Command::new(echo_binary())
+        .arg(mode)
+        .arg("--identity-dir")
+        .arg(dir)
+        .args(["--addr", addr, "--server-name", SERVER_NAME])
+        .args(extra)
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mtls_echo starts");
+    KillOnDrop(child)
+}
+
+/// The CA Secret's annotations and keys.
+async fn ca_secret(client: &Client, ns: &str) -> Secret {
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .get("nhi-ca")
+        .await
+        .expect("the CA Secret")
+}
+
+fn annotation<'a>(s: &'a Secret, key: &str) -> Option<&'a str> {
+    s.annotations().get(key).map(String::as_str)
+}
+
+fn certificates_in(pem: &str) -> usize {
+    pem_certificates(pem).map(|c| c.len()).unwrap_or(0)
+}
+
+/// What the test saw of the rotation while the client was talking.
+#[derive(Default)]
+struct Seen {
+    server_serials: Vec<String>,
+    client_serials: Vec<String>,
+    requested: bool,
+    /// During the overlap: roots in the trust ConfigMap, CRLs in it, roots in the server's
+    /// mounted `ca.crt`.
+    overlap: Option<(usize, usize, usize)>,
+    /// How many serials each identity had when the rotation completed.
+    completed_at: Option<(usize, usize)>,
+}
+
+#[tokio::test]
+async fn no_rotation_breaks_a_handshake_or_a_request() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "continuity").await;
+    // Certificates of 20 s (renewed at about 13 s); a CA rotation whose steps take seconds.
+    let op = Operator::start(
+        &ns.name,
+        &[
+            "--default-ttl",
+            "20s",
+            "--min-ttl",
+            "10s",
+            "--ca-rotation-propagation",
+            "3s",
+            "--ca-rotation-spread",
+            "4s",
+        ],
+    );
+    op.wait_ready(Duration::from_secs(20)).await;
+    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    for (name, spec) in [
+        (
+            "echo-server",
+            json!({"owner": {"team": "t"}, "secretName": "echo-server-identity",
+                   "certificate": {"dnsNames": [SERVER_NAME]}}),
+        ),
+        (
+            "echo-client",
+            json!({"owner": {"team": "t"}, "secretName": "echo-client-identity"}),
+        ),
+    ] {
+        api.create(&PostParams::default(), &identity(name, spec))
+            .await
+            .unwrap();
+    }
+    let serial = |mi: MachineIdentity| mi.status.and_then(|s| s.serial_number).unwrap();
+    let mut seen = Seen {
+        server_serials: vec![serial(
+            wait_ready(&api, "echo-server", Duration::from_secs(10)).await,
+        )],
+        client_serials: vec![serial(
+            wait_ready(&api, "echo-client", Duration::from_secs(10)).await,
+        )],
+        ..Default::default()
+    };
+    let original_ca = secret_text(&ca_secret(&client, &ns.name).await, "tls.crt");
+
+    let work = tempfile::tempdir().unwrap();
+    let (server_dir, client_dir) = (work.path().join("server"), work.path().join("client"));
+    let mut server_agent = Some(start_agent(
+        &ns.name,
+        "echo-server-identity",
+        &server_dir,
+        &[],
+    ));
+    let _client_agent = start_agent(&ns.name, "echo-client-identity", &client_dir, &[]);
+    for dir in [&server_dir, &client_dir] {
+        wait_for(
+            Duration::from_secs(10),
+            "the agent's first projection",
+            || async { ReloadingIdentity::load(dir, ReloadOptions::default()).ok() },
+        )
+        .await;
+    }
+    let addr = free_port().to_string();
+    let server_log = work.path().join("server.log");
+    let _server = start_echo("serve", &server_dir, &addr, &server_log, &[]);
+    wait_for(Duration::from_secs(10), "the server listening", || async {
+        std::fs::read_to_string(&server_log)
+            .ok()?
+            .contains("listening on")
+            .then_some(())
+    })
+    .await;
+    let client_log = work.path().join("client.log");
+    let stop = work.path().join("stop");
+    let mut caller = start_echo(
+        "call",
+        &client_dir,
+        &addr,
+        &client_log,
+        &[
+            "--duration",
+            "240s",
+            "--interval",
+            "100ms",
+            "--stop-file",
+            stop.to_str().unwrap(),
+        ],
+    );
+
+    // Watch the identities rotate; after the first rotation of both, ask for a CA rotation; stop
+    // once it completed and both identities rotated again under the new CA alone.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(200),
+            "the rotations did not complete in time: server serials {:?}, client serials {:?}, CA Secret {:?}",
+            seen.server_serials,
+            seen.client_serials,
+            ca_secret(&client, &ns.name).await.metadata.annotations
+        );
+        for (name, serials) in [
+            ("echo-server", &mut seen.server_serials),
+            ("echo-client", &mut seen.client_serials),
+        ] {
+            if let Some(s) = api
+                .get(name)
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.serial_number)
+                && serials.last() != Some(&s)
+            {
+                eprintln!("{name}: serial {s} at {:?}", started.elapsed());
+                serials.push(s);
+            }
+        }
+        let ca = ca_secret(&client, &ns.name).await;
+        if !seen.requested && seen.server_serials.len() >= 2 && seen.client_serials.len() >= 2 {
+            secrets
+                .patch(
+                    "nhi-ca",
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {"nhi.dev/rotate-ca": "continuity-1"}}}),
+                    ),
+                )
+                .await
+                .unwrap();
+            seen.requested = true;
+            eprintln!("CA rotation requested at {:?}", started.elapsed());
+        }
+        let phase = annotation(&ca, "nhi.dev/ca-rotation-phase");
+        if phase == Some("Reissuing") && seen.overlap.is_none() {
+            let (roots, crl) = trust_documents(&client, &ns.name).await.unwrap();
+            let mounted = std::fs::read_to_string(server_dir.join("ca.crt")).unwrap();
+            seen.overlap = Some((
+                certificates_in(&roots),
+                pem::parse_many(&crl).unwrap().len(),
+                certificates_in(&mounted),
+            ));
+            eprintln!("CA switched at {:?}", started.elapsed());
+        }
+        if seen.requested
+            && phase.is_none()
+            && annotation(&ca, "nhi.dev/ca-rotation-completed-at").is_some()
+            && seen.completed_at.is_none()
+        {
+            seen.completed_at = Some((seen.server_serials.len(), seen.client_serials.len()));
+            eprintln!("CA rotation completed at {:?}", started.elapsed());
+        }
+        if let Some((server_then, client_then)) = seen.completed_at
+            && seen.server_serials.len() > server_then.max(4)
+            && seen.client_serials.len() > client_then.max(4)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let the last rotation reach the programs, then stop the client.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    std::fs::write(&stop, "").unwrap();
+    let finish_by = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = caller.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < finish_by, "the client did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let client_out = std::fs::read_to_string(&client_log).unwrap();
+    let server_out = std::fs::read_to_string(&server_log).unwrap();
+    let summary = client_out
+        .lines()
+        .find(|l| l.starts_with("summary "))
+        .unwrap_or_else(|| panic!("no summary in the client's log:\n{client_out}"));
+    eprintln!("{summary}");
+    assert!(
+        status.success() && summary.contains("failed_requests=0 failed_handshakes=0"),
+        "failures across rotations:\n{client_out}"
+    );
+    let requests: u64 = summary
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("requests="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(requests >= 500, "only {requests} requests");
+
+    // Three rotations of both identities and one CA rotation, and the server's log shows every
+    // serial each side had in use (all but the last, which may be too fresh to have been used).
+    assert!(seen.server_serials.len() >= 5 && seen.client_serials.len() >= 5);
+    for s in &seen.server_serials[..seen.server_serials.len() - 1] {
+        assert!(
+            server_out.contains(&format!("handshake server={s} ")),
+            "the server's log never shows its serial {s}:\n{server_out}"
+        );
+    }
+    for s in &seen.client_serials[..seen.client_serials.len() - 1] {
+        assert!(
+            server_out.contains(&format!(" client={s}\n")),
+            "the server's log never shows the client's serial {s}:\n{server_out}"
+        );
+    }
+    // And the client saw each of the server's certificates in its handshakes.
+    let presented = summary
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("server_serials="))
+        .unwrap();
+    for s in &seen.server_serials[..seen.server_serials.len() - 1] {
+        assert!(
+            presented.contains(s.as_str()),
+            "the client never saw {s}: {summary}"
+        );
+    }
+
+    // The overlap published both roots (and a CRL per CA) before the new CA signed; at the end
+    // the old root is gone from every bundle and the identities chain to the new CA.
+    assert_eq!(
+        seen.overlap,
+        Some((2, 2, 2)),
+        "trust ConfigMap roots, CRLs, mounted roots"
+    );
+    let ca = ca_secret(&client, &ns.name).await;
+    let new_ca = secret_text(&ca, "tls.crt");
+    assert_ne!(new_ca, original_ca);
+    assert_eq!(secret_text(&ca, "ca.crt"), new_ca);
+    assert!(
+        ca.data
+            .as_ref()
+            .unwrap()
+            .keys()
+            .all(|k| !k.starts_with("retiring.") && !k.starts_with("next."))
+    );
+    let (roots, crl) = trust_documents(&client, &ns.name).await.unwrap();
+    assert_eq!(roots, new_ca);
+    assert_eq!(pem::parse_many(&crl).unwrap().len(), 1);
+    for name in ["echo-server-identity", "echo-client-identity"] {
+        let s = secrets.get(name).await.unwrap();
+        assert_eq!(secret_text(&s, "ca.crt"), new_ca, "{name}");
+    }
+    wait_for(
+        Duration::from_secs(10),
+        "the mounted bundle without the old root",
+        || async {
+            (std::fs::read_to_string(server_dir.join("ca.crt")).ok()? == new_ca).then_some(())
+        },
+    )
+    .await;
+    let reasons: Vec<String> = events_for(&client, &ns.name, "nhi-ca")
+        .await
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    for phase in [
+        "CARotationStarted",
+        "CARotationDistributed",
+        "CARotationSwitched",
+        "CARotationCompleted",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == phase),
+            "no {phase} Event: {reasons:?}"
+        );
+    }
+
+    // A corrupted directory (a key that does not match the certificate) is refused: the server
+    // keeps serving its identity and counts the refusal.
+    server_agent.take();
+    let serving = wait_for(Duration::from_secs(10), "the server's stats", || async {
+        server_stats(&client_dir, &addr)
+    })
+    .await;
+    assert_eq!(serving.refused, 0);
+    corrupt_key(&server_dir, &client_dir.join("tls.key"));
+    let after = wait_for(Duration::from_secs(10), "the refusal counted", || async {
+        server_stats(&client_dir, &addr).filter(|s| s.refused >= 1)
+    })
+    .await;
+    assert_eq!(after.serial, serving.serial, "the server kept its identity");
+    assert_eq!(
+        after.presented, serving.serial,
+        "handshakes present the kept identity"
+    );
+    ns.delete().await;
+}
+
+/// The server's answer to `stats`.
+struct Stats {
+    serial: String,
+    presented: String,
+    refused: u64,
+}
+
+/// Asks the server for its reload counters through the `stats` mode of the example.
+fn server_stats(client_dir: &Path, addr: &str) -> Option<Stats> {
+    let out = Command::new(echo_binary())
+        .args(["stats", "--identity-dir"])
+        .arg(client_dir)
+        .args(["--addr", addr, "--server-name", SERVER_NAME])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |name: &str| {
+        text.split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{name}=")))
+            .map(str::to_string)
+    };
+    Some(Stats {
+        serial: field("serial")?,
+        presented: field("presented")?,
+        refused: field("refused")?.parse().ok()?,
+    })
+}
+
+/// Swaps a new version into `dir` the way kubelet does, with `tls.key` replaced by `key_file`.
+fn corrupt_key(dir: &Path, key_file: &Path) {
+    let version = dir.join("..corrupted");
+    std::fs::create_dir(&version).unwrap();
+    for name in ["tls.crt", "ca.crt"] {
+        std::fs::copy(dir.join(name), version.join(name)).unwrap();
+    }
+    std::fs::copy(key_file, version.join("tls.key")).unwrap();
+    let staged = dir.join("..data_tmp");
+    std::os::unix::fs::symlink("..corrupted", &staged).unwrap();
+    std::fs::rename(&staged, dir.join("..data")).unwrap();
+}
