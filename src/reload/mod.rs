@@ -6,7 +6,8 @@
 //! every new handshake uses the identity swapped in last. An update that fails validation (a key
 //! that does not match the leaf, a leaf that does not chain to the bundle or is outside its
 //! validity) is refused: the previous identity stays, a warning is logged, and
-//! [`ReloadingIdentity::refused_reloads`] counts it.
+//! [`ReloadingIdentity::refused_reloads`] counts it (and the `identity_reloads_refused_total`
+//! metric, see [`ReloadingIdentity::register_metrics`]).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -43,11 +44,13 @@ mod tests;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, ServerConfig};
 use time::OffsetDateTime;
@@ -129,8 +132,10 @@ struct Shared {
     current: CurrentIdentity,
     /// Held while reloading: one reload at a time.
     state: Mutex<ReloadState>,
-    reloads: AtomicU64,
-    refused: AtomicU64,
+    reloads: Counter,
+    refused: Counter,
+    /// notAfter of the identity being served (Unix seconds).
+    expiry: Gauge,
     callbacks: Mutex<Vec<Arc<ChangeCallback>>>,
 }
 
@@ -159,6 +164,8 @@ impl ReloadingIdentity {
         let serving = serving_identity(&snapshot, &provider)?;
         tracing::info!(dir = %dir.display(), serial = %serving.info.serial_hex,
             not_after = %crate::ca::rfc3339(serving.info.not_after), "identity loaded");
+        let expiry = Gauge::default();
+        expiry.set(serving.info.not_after.unix_timestamp());
         Ok(ReloadingIdentity {
             shared: Arc::new(Shared {
                 dir,
@@ -169,8 +176,9 @@ impl ReloadingIdentity {
                     digest: snapshot.digest,
                     last_refused: None,
                 }),
-                reloads: AtomicU64::new(0),
-                refused: AtomicU64::new(0),
+                reloads: Counter::default(),
+                refused: Counter::default(),
+                expiry,
                 callbacks: Mutex::new(Vec::new()),
             }),
         })
@@ -242,13 +250,34 @@ impl ReloadingIdentity {
 
     /// How many times a new identity was swapped in.
     pub fn reloads(&self) -> u64 {
-        self.shared.reloads.load(Ordering::Relaxed)
+        self.shared.reloads.get()
     }
 
     /// How many distinct updates were refused (unreadable or invalid) while the previous
     /// identity was kept.
     pub fn refused_reloads(&self) -> u64 {
-        self.shared.refused.load(Ordering::Relaxed)
+        self.shared.refused.get()
+    }
+
+    /// Registers this identity's metrics in a Prometheus registry (prometheus-client):
+    /// `identity_reloads_total`, `identity_reloads_refused_total` and
+    /// `identity_expiry_timestamp_seconds`, under the registry's prefix.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "identity_reloads",
+            "New identities swapped in from the identity directory",
+            self.shared.reloads.clone(),
+        );
+        registry.register(
+            "identity_reloads_refused",
+            "Identity updates refused (unreadable, key not matching, not chaining, expired); the previous identity was kept",
+            self.shared.refused.clone(),
+        );
+        registry.register(
+            "identity_expiry_timestamp_seconds",
+            "notAfter of the identity being served",
+            self.shared.expiry.clone(),
+        );
     }
 
     /// The directory being served from.
@@ -294,7 +323,8 @@ impl ReloadingIdentity {
         state.digest = snapshot.digest;
         state.last_refused = None;
         drop(state);
-        self.shared.reloads.fetch_add(1, Ordering::Relaxed);
+        self.shared.reloads.inc();
+        self.shared.expiry.set(info.not_after.unix_timestamp());
         tracing::info!(dir = %self.shared.dir.display(), serial = %info.serial_hex,
             not_after = %crate::ca::rfc3339(info.not_after), "identity reloaded");
         let callbacks = lock(&self.shared.callbacks).clone();
@@ -308,7 +338,7 @@ impl ReloadingIdentity {
     /// last time.
     fn refuse(&self, state: &mut ReloadState, key: String, error: ReloadError) -> ReloadError {
         if state.last_refused.as_ref() != Some(&key) {
-            self.shared.refused.fetch_add(1, Ordering::Relaxed);
+            self.shared.refused.inc();
             tracing::warn!(dir = %self.shared.dir.display(), %error,
                 serial = %self.shared.current.load().info.serial_hex,
                 "identity update refused, keeping the current identity");

@@ -182,6 +182,8 @@ async fn a_key_that_does_not_match_is_refused_and_the_previous_identity_kept() {
     let first = ca.leaf(now);
     publish(dir.path(), 1, &first, &ca);
     let identity = ReloadingIdentity::load(dir.path(), events_only()).unwrap();
+    let mut registry = prometheus_client::registry::Registry::with_prefix("app");
+    identity.register_metrics(&mut registry);
     let _watch = identity.spawn_watch();
 
     let (second, stranger) = (ca.leaf(now), ca.leaf(now));
@@ -200,6 +202,17 @@ async fn a_key_that_does_not_match_is_refused_and_the_previous_identity_kept() {
         Err(ReloadError::Invalid(InvalidIdentity::KeyMismatch))
     ));
     assert_eq!(identity.refused_reloads(), 1);
+    let metrics = |registry: &prometheus_client::registry::Registry| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    };
+    let text = metrics(&registry);
+    assert!(
+        text.contains("app_identity_reloads_refused_total 1"),
+        "{text}"
+    );
+    assert!(text.contains("app_identity_reloads_total 0"), "{text}");
 
     publish(dir.path(), 3, &second, &ca);
     wait_until("the repaired identity", WAIT, || {
@@ -207,6 +220,15 @@ async fn a_key_that_does_not_match_is_refused_and_the_previous_identity_kept() {
     })
     .await;
     assert_eq!(identity.refused_reloads(), 1);
+    let text = metrics(&registry);
+    assert!(text.contains("app_identity_reloads_total 1"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "app_identity_expiry_timestamp_seconds {}",
+            second.info.not_after.unix_timestamp()
+        )),
+        "{text}"
+    );
 }
 
 #[test]

@@ -473,6 +473,47 @@ mod tests {
         CertificateAuthority::from_material(&m, now).unwrap()
     }
 
+    /// A CA with the same name as `ca` and another key (roots the operator makes have distinct
+    /// names; a forger would copy one).
+    fn twin_of(ca: &CertificateAuthority) -> CertificateAuthority {
+        let (_, original) = X509Certificate::from_der(ca.cert_der()).unwrap();
+        let subject = original.subject();
+        let mut params = rcgen::CertificateParams::default();
+        let mut dn = rcgen::DistinguishedName::new();
+        let first = |mut it: Box<dyn Iterator<Item = _> + '_>| -> String {
+            let attr: &x509_parser::x509::AttributeTypeAndValue = it.next().unwrap();
+            attr.as_str().unwrap().to_string()
+        };
+        dn.push(
+            rcgen::DnType::CommonName,
+            first(Box::new(subject.iter_common_name())),
+        );
+        dn.push(
+            rcgen::DnType::OrganizationName,
+            first(Box::new(subject.iter_organization())),
+        );
+        dn.push(
+            rcgen::DnType::OrganizationalUnitName,
+            first(Box::new(subject.iter_organizational_unit())),
+        );
+        params.distinguished_name = dn;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        params.not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
+        params.not_after = OffsetDateTime::now_utc() + Duration::days(30);
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let material = nhi_operator::ca::CaMaterial {
+            cert_chain_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            trust_bundle_pem: None,
+        };
+        CertificateAuthority::from_material(&material, OffsetDateTime::now_utc()).unwrap()
+    }
+
     fn issue(ca: &CertificateAuthority, alg: KeyAlgorithm, grants: &[&str]) -> IssuedCertificate {
         let claims = IdentityClaims {
             grants: grants.iter().map(|s| s.to_string()).collect(),
@@ -621,7 +662,7 @@ mod tests {
         assert!(r.detail.contains("issued by"), "{}", r.detail);
 
         // Same issuer name, other key: the signature check catches it.
-        let twin = self::ca("test root");
+        let twin = twin_of(&ca);
         let forged = crl(&twin, &[], Duration::hours(1));
         let r = check_revocation(
             &cert.leaf_der,
