@@ -152,7 +152,8 @@ async fn serve(identity: ReloadingIdentity, args: &Args) -> Result<(), Error> {
                 .and_then(|c| c.first())
                 .map(|c| serial_of(c))
                 .unwrap_or_default();
-            // The certificate this handshake presented (the one current when it was resolved).
+            // The identity current right after the handshake (the client's log names the
+            // certificate it was actually presented).
             let own = identity.current().serial_hex;
             println!("handshake server={own} client={peer}");
             let (read, mut write) = tokio::io::split(tls);

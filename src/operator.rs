@@ -242,6 +242,7 @@ async fn lead(
                 renew_before: settings.ca_renew_before.0,
                 propagation: settings.ca_rotation_propagation.0,
                 spread: settings.ca_rotation_spread.0,
+                max_ttl: settings.max_ttl.0,
             },
             location,
             scope: ns,

@@ -57,6 +57,10 @@ pub struct CertificateAuthority {
     /// During a rotation, the previous CA: its root stays in the bundle and it signs the CRL for
     /// the certificates it issued, but it issues nothing.
     retiring: Option<Arc<CertificateAuthority>>,
+    /// During a rotation's publishing phase, the next CA: its root is in the bundle and it signs
+    /// a CRL already (so relying parties hold its CRL before it issues anything), but it issues
+    /// nothing yet.
+    next: Option<Arc<CertificateAuthority>>,
 }
 
 impl fmt::Debug for CertificateAuthority {
@@ -133,6 +137,7 @@ impl CertificateAuthority {
             not_after,
             self_signed_root,
             retiring: None,
+            next: None,
         })
     }
 
@@ -140,6 +145,23 @@ impl CertificateAuthority {
     pub fn with_retiring(mut self, retiring: CertificateAuthority) -> Self {
         self.retiring = Some(Arc::new(retiring));
         self
+    }
+
+    /// This CA with `next` as the CA a rotation under way will switch to.
+    pub fn with_next(mut self, next: CertificateAuthority) -> Self {
+        self.next = Some(Arc::new(next));
+        self
+    }
+
+    /// Every CA that signs a CRL, oldest first: the retiring CA, this one, the next one. Relying
+    /// parties that read only the first CRL of `crl.pem` keep checking the older certificates.
+    pub fn crl_signers(&self) -> Vec<&CertificateAuthority> {
+        self.retiring
+            .as_deref()
+            .into_iter()
+            .chain(std::iter::once(self))
+            .chain(self.next.as_deref())
+            .collect()
     }
 
     /// The previous CA of a rotation under way, if any.
@@ -166,6 +188,7 @@ impl CertificateAuthority {
             && self.trust_bundle_pem == other.trust_bundle_pem
             && self.retiring.as_ref().map(|r| &r.cert_der)
                 == other.retiring.as_ref().map(|r| &r.cert_der)
+            && self.next.as_ref().map(|r| &r.cert_der) == other.next.as_ref().map(|r| &r.cert_der)
     }
 
     /// Creates a new self-signed root CA with an ECDSA P-384 key.
@@ -291,6 +314,27 @@ mod tests {
         let rotating = again.with_retiring(retiring);
         assert!(!root.same_as(&rotating));
         assert!(rotating.retiring().is_some());
+        // Oldest first: the retiring CA's CRL, then this one's, then the next one's.
+        let next = CertificateAuthority::from_material(&m, now()).unwrap();
+        let rotating = rotating.with_next(next);
+        let signers: Vec<&[u8]> = rotating
+            .crl_signers()
+            .iter()
+            .map(|c| c.cert_der())
+            .collect();
+        assert_eq!(
+            signers,
+            vec![
+                rotating.retiring().unwrap().cert_der(),
+                rotating.cert_der(),
+                m_der(&m).as_slice()
+            ]
+        );
+        assert_eq!(root.crl_signers().len(), 1);
+    }
+
+    fn m_der(m: &CaMaterial) -> Vec<u8> {
+        pem_certificates(&m.cert_chain_pem).unwrap().remove(0)
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct RotationPolicy {
     pub propagation: Duration,
     /// Re-issues after the switch are spread over this long.
     pub spread: Duration,
+    /// The longest certificate lifetime the operator issues: no certificate of the retiring CA
+    /// outlives the switch by more.
+    pub max_ttl: Duration,
 }
 
 /// What the rotation controller knows at one moment.
@@ -146,20 +149,20 @@ pub fn recheck_in(facts: &RotationFacts<'_>, policy: &RotationPolicy) -> Duratio
     }
 }
 
-/// Allowance for peers whose clocks run behind: the retiring root stays this long after the last
-/// certificate it signed has expired.
+/// Allowance for peers whose clocks run behind, and for a signature made with the retiring CA
+/// just as the switch was written: the retiring root stays this much longer.
 pub const RETIRE_SKEW: Duration = Duration::seconds(30);
 
-/// When the retiring root may leave the bundles: once the latest certificate it signed (by
-/// `latest_not_after`, as known when it stopped signing) has expired, never before the switch,
-/// and never after the root itself expires.
+/// When the retiring root may leave the bundles: once every certificate it can have signed has
+/// expired. It signed nothing after `switched_at`, and nothing it signed lives longer than
+/// `max_ttl` (nor past the root itself). A bound, not a tally of what was issued: it holds after
+/// restarts, failovers and lost status writes alike.
 pub fn retire_after(
     switched_at: OffsetDateTime,
-    latest_not_after: Option<OffsetDateTime>,
+    max_ttl: Duration,
     retiring_not_after: OffsetDateTime,
 ) -> OffsetDateTime {
-    let last = latest_not_after.map_or(switched_at, |t| t.max(switched_at));
-    (last + RETIRE_SKEW).min(retiring_not_after)
+    (switched_at + max_ttl + RETIRE_SKEW).min(retiring_not_after)
 }
 
 /// When identity `uid` re-issues after the switch: a point within `spread` of `switched_at`, the
@@ -195,6 +198,7 @@ mod tests {
             renew_before: Duration::days(30),
             propagation: Duration::minutes(2),
             spread: Duration::minutes(10),
+            max_ttl: Duration::hours(24),
         }
     }
 
@@ -292,22 +296,13 @@ mod tests {
     }
 
     #[test]
-    fn retire_after_is_the_last_expiry_plus_skew_capped_by_the_root() {
-        let switched = NOW;
+    fn retire_after_is_the_longest_lifetime_plus_skew_capped_by_the_root() {
         let root_end = NOW + Duration::days(10);
         assert_eq!(
-            retire_after(switched, Some(NOW + Duration::hours(1)), root_end),
+            retire_after(NOW, Duration::hours(1), root_end),
             NOW + Duration::hours(1) + RETIRE_SKEW
         );
-        assert_eq!(retire_after(switched, None, root_end), NOW + RETIRE_SKEW);
-        assert_eq!(
-            retire_after(switched, Some(NOW - Duration::hours(1)), root_end),
-            NOW + RETIRE_SKEW
-        );
-        assert_eq!(
-            retire_after(switched, Some(NOW + Duration::days(20)), root_end),
-            root_end
-        );
+        assert_eq!(retire_after(NOW, Duration::days(20), root_end), root_end);
     }
 
     #[test]

@@ -104,21 +104,34 @@ pub fn load(secret: &Secret, loc: &CaLocation) -> Result<CertificateAuthority, C
             .ok_or_else(|| invalid(CaError::MissingKey("tls.key")))?,
         trust_bundle_pem: data.get(keys::CA_CRT).cloned(),
     };
-    let ca = CertificateAuthority::from_material(&material, now).map_err(invalid)?;
-    let (Some(crt), Some(key)) = (data.get(keys::RETIRING_CRT), data.get(keys::RETIRING_KEY))
-    else {
-        return Ok(ca);
-    };
-    let retiring = CaMaterial {
-        cert_chain_pem: crt.clone(),
-        key_pem: key.clone(),
+    let mut ca = CertificateAuthority::from_material(&material, now).map_err(invalid)?;
+    if let Some(retiring) = companion(&data, keys::RETIRING_CRT, keys::RETIRING_KEY, now) {
+        ca = ca.with_retiring(retiring);
+    }
+    if let Some(next) = companion(&data, keys::NEXT_CRT, keys::NEXT_KEY, now) {
+        ca = ca.with_next(next);
+    }
+    Ok(ca)
+}
+
+/// The retiring or next CA of a rotation, from its keys in the CA Secret; None when absent or
+/// not usable (an expired retiring CA: nothing it signed is valid any more).
+fn companion(
+    data: &SecretText,
+    crt: &str,
+    key: &str,
+    now: OffsetDateTime,
+) -> Option<CertificateAuthority> {
+    let material = CaMaterial {
+        cert_chain_pem: data.get(crt)?.clone(),
+        key_pem: data.get(key)?.clone(),
         trust_bundle_pem: None,
     };
-    match CertificateAuthority::from_material(&retiring, now) {
-        Ok(r) => Ok(ca.with_retiring(r)),
+    match CertificateAuthority::from_material(&material, now) {
+        Ok(ca) => Some(ca),
         Err(e) => {
-            warn!(error = %e, "the retiring CA in the CA Secret is not usable; its CRL is no longer signed");
-            Ok(ca)
+            warn!(error = %e, key = crt, "a CA of the rotation in the CA Secret is not usable; it signs no CRL");
+            None
         }
     }
 }

@@ -1,7 +1,6 @@
 //! How identities follow a CA rotation: each Secret's trust bundle is brought up to date without
 //! a re-issue, and re-issues under a new CA are spread over time and rate-limited.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
@@ -24,8 +23,6 @@ pub struct CaRollout {
     switched_at: ArcSwapOption<OffsetDateTime>,
     spread: Duration,
     rate: TokenBucket,
-    /// The latest notAfter (Unix seconds) of a certificate the signing CA issued in this process.
-    latest_not_after: AtomicI64,
 }
 
 impl CaRollout {
@@ -37,32 +34,12 @@ impl CaRollout {
             switched_at: ArcSwapOption::empty(),
             spread,
             rate: TokenBucket::new(burst, per_second),
-            latest_not_after: AtomicI64::new(i64::MIN),
         }
     }
 
     /// Records the switch time of the rotation under way (None: no CA is retiring).
     pub fn set_switched(&self, switched_at: Option<OffsetDateTime>) {
         self.switched_at.store(switched_at.map(std::sync::Arc::new));
-    }
-
-    /// Records a certificate issued by the signing CA.
-    pub fn issued(&self, not_after: OffsetDateTime) {
-        self.latest_not_after
-            .fetch_max(not_after.unix_timestamp(), Ordering::Relaxed);
-    }
-
-    /// The latest notAfter issued by the signing CA in this process.
-    pub fn latest_not_after(&self) -> Option<OffsetDateTime> {
-        let t = self.latest_not_after.load(Ordering::Relaxed);
-        (t != i64::MIN)
-            .then(|| OffsetDateTime::from_unix_timestamp(t).ok())
-            .flatten()
-    }
-
-    /// Forgets what the signing CA issued: it has been replaced.
-    pub fn forget_latest(&self) {
-        self.latest_not_after.store(i64::MIN, Ordering::Relaxed);
     }
 
     /// The re-issue rate, per second.
@@ -130,7 +107,14 @@ pub async fn refresh_trust_bundle(
         Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
             return Err(ReconcileError::SecretAppeared);
         }
-        Err(e) => return Err(ReconcileError::Kube(e)),
+        // Anything else does not hold up the identity's own work (renewal, revocation): the
+        // next issuance writes the bundle anyway, and a stalled rotation is reported.
+        Err(e) => {
+            tracing::warn!(namespace = %namespace, secret = %mi.spec.secret_name, error = %e,
+                "cannot update the trust bundle of the identity Secret");
+            ctx.metrics.count_failure("TrustBundleUpdateFailed");
+            return Ok(());
+        }
     };
     // The certificate inside is the one known at the previous version.
     let uid = mi.metadata.uid.as_deref().unwrap_or_default();
@@ -178,17 +162,5 @@ mod tests {
         assert!(at <= soon);
         rollout.set_switched(None);
         assert_eq!(rollout.defer("uid-1", later, now), None);
-    }
-
-    #[test]
-    fn remembers_the_latest_expiry_until_forgotten() {
-        let rollout = CaRollout::new(Duration::ZERO, 1.0);
-        assert_eq!(rollout.latest_not_after(), None);
-        let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        rollout.issued(t);
-        rollout.issued(t - Duration::hours(1));
-        assert_eq!(rollout.latest_not_after(), Some(t));
-        rollout.forget_latest();
-        assert_eq!(rollout.latest_not_after(), None);
     }
 }

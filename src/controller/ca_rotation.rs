@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use super::context::Context;
 use crate::api::MachineIdentity;
 use crate::ca::CertificateAuthority;
+use crate::ca::rfc3339;
 use crate::ca::rotation::{
     Phase, RotationFacts, RotationPolicy, Step, Trigger, next_step, recheck_in, retire_after,
 };
@@ -27,9 +28,8 @@ use crate::ca::rotation_state::{
     distributed_patch, drop_patch, phase_of, start_patch, switch_patch,
 };
 use crate::ca::store::{CaLocation, load, secret_text};
-use crate::ca::{parse_rfc3339, rfc3339};
-use crate::labels::{CA_ROTATION_ANSWERED, FIELD_MANAGER, ROTATE_CA};
-use crate::revoke::trust::{CA_KEY, trust_field_selector, trust_selector};
+use crate::labels::{CA_ROTATION_ANSWERED, FIELD_MANAGER, MANAGED_BY, MANAGER, ROTATE_CA};
+use crate::revoke::trust::{CA_KEY, CRL_KEY, trust_field_selector, trust_selector};
 
 /// Errors of one look at the CA Secret; the controller reports them and looks again.
 #[derive(Debug, thiserror::Error)]
@@ -143,8 +143,8 @@ impl Rotator {
         let distributed = match &phase {
             Phase::Publishing {
                 distributed_at: None,
-                ..
-            } => self.distributed(&ca).await?,
+                started_at,
+            } => self.distributed(&ca, &secret, *started_at).await?,
             _ => false,
         };
         let annotations = secret.annotations();
@@ -152,7 +152,10 @@ impl Rotator {
             phase: phase.clone(),
             now: OffsetDateTime::now_utc(),
             ca_not_after: ca.not_after(),
-            self_managed: ca.is_self_signed_root(),
+            // Made by the operator: a self-signed root in a Secret the operator created (a root
+            // someone provided, from Git say, is theirs to replace).
+            self_managed: ca.is_self_signed_root()
+                && secret.labels().get(MANAGED_BY).map(String::as_str) == Some(MANAGER),
             requested: annotations.get(ROTATE_CA).map(String::as_str),
             answered: annotations.get(CA_ROTATION_ANSWERED).map(String::as_str),
             distributed,
@@ -212,8 +215,7 @@ impl Rotator {
                 (distributed_patch(&rv, now), "CARotationDistributed", note)
             }
             Step::Switch => {
-                let latest = self.latest_not_after();
-                let retire = retire_after(now, latest, ca.not_after());
+                let retire = retire_after(now, policy.max_ttl, ca.not_after());
                 let patch = switch_patch(&rv, &secret_text(&secret), retire, now)
                     .map_err(RotationError::Invalid)?;
                 let note = format!(
@@ -235,9 +237,6 @@ impl Rotator {
             // Changed since it was read: look again at once.
             return Ok(StdDuration::ZERO);
         };
-        if reason == "CARotationSwitched" {
-            self.ctx.rollout.forget_latest();
-        }
         info!(reason, note = %note, "CA rotation");
         self.ctx
             .events
@@ -281,19 +280,39 @@ impl Rotator {
         }
     }
 
-    /// Whether every identity Secret and every trust ConfigMap carries the signing CA's bundle.
-    async fn distributed(&self, ca: &CertificateAuthority) -> Result<bool, RotationError> {
+    /// Whether every identity Secret and every trust ConfigMap carries the signing CA's bundle,
+    /// and every trust ConfigMap a CRL of each CA (the next one's included). Warns, once, when
+    /// that has not happened long after the rotation started.
+    async fn distributed(
+        &mut self,
+        ca: &CertificateAuthority,
+        secret: &Secret,
+        started_at: OffsetDateTime,
+    ) -> Result<bool, RotationError> {
         let synced = self
             .ctx
             .health
             .secrets_synced
             .load(std::sync::atomic::Ordering::Relaxed);
-        let (secrets_behind, secrets) = self.ctx.secrets.bundle_laggards(&ca.bundle_fingerprint());
+        // Secrets of identities that exist and are not going away: those the reconciler updates.
+        let live: std::collections::HashSet<String> = self
+            .identities
+            .state()
+            .iter()
+            .filter(|mi| mi.metadata.deletion_timestamp.is_none())
+            .filter_map(|mi| mi.metadata.uid.clone())
+            .collect();
+        let (secrets_behind, secrets) = self
+            .ctx
+            .secrets
+            .bundle_laggards(&ca.bundle_fingerprint(), |uid| live.contains(uid));
+        let crls = ca.crl_signers().len();
+        let complete = |crl: &str| crl.matches("-----BEGIN X509 CRL-----").count() >= crls;
         let published = self
             .ctx
             .revoker
             .documents()
-            .is_some_and(|d| d.ca_pem == ca.trust_bundle_pem());
+            .is_some_and(|d| d.ca_pem == ca.trust_bundle_pem() && complete(&d.crl_pem));
         let configmaps: Api<ConfigMap> =
             super::scoped_api(self.ctx.client.clone(), self.settings.scope.as_deref());
         let listed = configmaps
@@ -308,37 +327,29 @@ impl Rotator {
             .items
             .iter()
             .filter(|cm| {
-                cm.data
-                    .as_ref()
-                    .and_then(|d| d.get(CA_KEY))
-                    .map(String::as_str)
-                    != Some(ca.trust_bundle_pem())
+                let data = cm.data.as_ref();
+                let get = |k: &str| data.and_then(|d| d.get(k)).map(String::as_str);
+                get(CA_KEY) != Some(ca.trust_bundle_pem()) || !get(CRL_KEY).is_some_and(complete)
             })
             .count();
         info!(
             secrets_behind,
             secrets, maps_behind, maps, published, "CA rotation: distributing the next root"
         );
-        Ok(synced && published && secrets_behind == 0 && maps_behind == 0)
-    }
-
-    /// The latest notAfter of any certificate the signing CA issued: as the identities' status
-    /// shows them (current and earlier certificates), and as this process issued them.
-    fn latest_not_after(&self) -> Option<OffsetDateTime> {
-        let from_status = self
-            .identities
-            .state()
-            .iter()
-            .filter_map(|mi| mi.status.as_ref())
-            .flat_map(|s| {
-                s.not_after
-                    .iter()
-                    .chain(s.previous_certificates.iter().map(|p| &p.not_after))
-                    .filter_map(|t| parse_rfc3339(t))
-                    .collect::<Vec<_>>()
-            })
-            .max();
-        from_status.max(self.ctx.rollout.latest_not_after())
+        let done = synced && published && secrets_behind == 0 && maps_behind == 0;
+        let patience: time::Duration =
+            (self.settings.policy.propagation * 5i32).max(time::Duration::minutes(10));
+        if !done && OffsetDateTime::now_utc() > started_at + patience {
+            self.report(
+                Some(secret),
+                "CARotationStalled",
+                format!(
+                    "the next root has not reached every bundle since {}: {secrets_behind} of {secrets} identity Secrets and {maps_behind} of {maps} nhi-trust ConfigMaps are behind; the current CA keeps signing meanwhile",
+                    rfc3339(started_at)
+                ),
+            );
+        }
+        Ok(done)
     }
 
     /// Writes a merge patch to the CA Secret; None when it changed since it was read.

@@ -287,10 +287,7 @@ async fn issue(
     })
     .await?;
     let issued = match signed {
-        Ok(i) => {
-            ctx.rollout.issued(i.info.not_after);
-            i
-        }
+        Ok(i) => i,
         Err(e) => {
             let why = match e {
                 IssueError::CaExpiresTooSoon { .. } => "CAExpiresTooSoon",

@@ -66,11 +66,18 @@ impl SecretIndex {
         state.live.get(&key(namespace, name)).cloned()
     }
 
-    /// How many of the indexed identity Secrets (those controlled by an identity) carry a trust
-    /// bundle other than the one fingerprinted `fingerprint`, and how many there are.
-    pub fn bundle_laggards(&self, fingerprint: &str) -> (usize, usize) {
+    /// How many of the indexed identity Secrets controlled by an identity `live` accepts carry
+    /// a trust bundle other than the one fingerprinted `fingerprint`, and how many there are.
+    pub fn bundle_laggards(
+        &self,
+        fingerprint: &str,
+        live: impl Fn(&str) -> bool,
+    ) -> (usize, usize) {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let ours = state.live.values().filter(|v| v.controller_uid.is_some());
+        let ours = state
+            .live
+            .values()
+            .filter(|v| v.controller_uid.as_deref().is_some_and(&live));
         let (mut behind, mut total) = (0, 0);
         for v in ours {
             total += 1;
@@ -191,10 +198,13 @@ mod tests {
         index.apply(&watcher::Event::Apply(with_bundle("c", None)));
         // Not controlled by an identity: not counted.
         index.apply(&watcher::Event::Apply(secret("stray", "1", None)));
-        assert_eq!(index.bundle_laggards("new"), (2, 3));
+        let all = |_: &str| true;
+        assert_eq!(index.bundle_laggards("new", all), (2, 3));
+        // Secrets of identities gone or going away are not waited for.
+        assert_eq!(index.bundle_laggards("new", |uid| uid != "b"), (1, 2));
         index.apply(&watcher::Event::Apply(with_bundle("b", Some("new"))));
         index.apply(&watcher::Event::Apply(with_bundle("c", Some("new"))));
-        assert_eq!(index.bundle_laggards("new"), (0, 3));
+        assert_eq!(index.bundle_laggards("new", all), (0, 3));
     }
 
     #[test]

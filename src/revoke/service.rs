@@ -245,10 +245,10 @@ async fn sign(
     let params = record.crl_params(now, validity);
     let number = record.crl_number;
     tokio::task::spawn_blocking(move || {
-        // During a CA rotation the retiring CA signs a CRL too: a relying party matches each
-        // certificate to the CRL of its own issuer. Both list every revoked serial.
+        // During a CA rotation the retiring (or next) CA signs a CRL too: a relying party
+        // matches each certificate to the CRL of its own issuer. Each lists every revoked serial.
         let mut crl_pem = String::new();
-        for signer in std::iter::once(ca.as_ref()).chain(ca.retiring()) {
+        for signer in ca.crl_signers() {
             let crl = params
                 .signed_by(signer.issuer())
                 .map_err(|e| format!("signing the CRL failed: {e}"))?;

@@ -440,7 +440,8 @@ mod tests {
 
     #[test]
     fn during_a_ca_rotation_each_certificate_is_checked_against_its_issuers_crl() {
-        // Two roots made alike (same common name), as a rotation makes them; both trusted.
+        // Two roots made alike (same common name, distinct generation), as a rotation makes them;
+        // both trusted.
         let (old, new) = (ca(), ca());
         let both = TrustBundle::from_pem(&format!(
             "{}{}",

@@ -64,6 +64,8 @@ struct Seen {
     /// During the overlap: roots in the trust ConfigMap, CRLs in it, roots in the server's
     /// mounted `ca.crt`.
     overlap: Option<(usize, usize, usize)>,
+    /// Once distribution was recorded (before the switch): CRLs in the trust ConfigMap.
+    distributed_crls: Option<usize>,
     /// How many serials each identity had when the rotation completed.
     completed_at: Option<(usize, usize)>,
 }
@@ -80,6 +82,8 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
             "20s",
             "--min-ttl",
             "10s",
+            "--max-ttl",
+            "20s",
             "--ca-rotation-propagation",
             "3s",
             "--ca-rotation-spread",
@@ -203,6 +207,13 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
             eprintln!("CA rotation requested at {:?}", started.elapsed());
         }
         let phase = annotation(&ca, "nhi.dev/ca-rotation-phase");
+        if phase == Some("Publishing")
+            && annotation(&ca, "nhi.dev/ca-rotation-distributed-at").is_some()
+            && seen.distributed_crls.is_none()
+        {
+            let (_, crl) = trust_documents(&client, &ns.name).await.unwrap();
+            seen.distributed_crls = Some(pem::parse_many(&crl).unwrap().len());
+        }
         if phase == Some("Reissuing") && seen.overlap.is_none() {
             let (roots, crl) = trust_documents(&client, &ns.name).await.unwrap();
             let mounted = std::fs::read_to_string(server_dir.join("ca.crt")).unwrap();
