@@ -98,11 +98,7 @@ async fn baseline(client: &Client, n: usize, concurrency: usize) -> (f64, String
             mi.metadata.namespace = Some(ns.clone());
             mi.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
             let s = nhi_operator::controller::identity_secret::build_identity_secret(
-                &mi,
-                &issued,
-                ca.trust_bundle_pem(),
-                "h",
-                None,
+                &mi, &issued, &ca, "h", None,
             );
             // The status the operator writes for this certificate.
             let outcome = Outcome::Valid {

@@ -91,13 +91,13 @@ pub struct PublishedTrust {
 impl PublishedTrust {
     async fn read(&self) -> Option<TrustDocuments> {
         use k8s_openapi::api::core::v1::ConfigMap;
-        let api: kube::Api<ConfigMap> = match &self.scope {
-            Some(ns) => kube::Api::namespaced(self.client.clone(), ns),
-            None => kube::Api::all(self.client.clone()),
-        };
+        let api: kube::Api<ConfigMap> =
+            crate::controller::scoped_api(self.client.clone(), self.scope.as_deref());
+        // From the apiserver's watch cache: an unauthenticated endpoint must not cost etcd reads.
         let lp = kube::api::ListParams::default()
             .fields(&trust_field_selector())
             .labels(&trust_selector())
+            .match_any()
             .limit(1);
         let cm = api.list(&lp).await.ok()?.items.into_iter().next()?;
         let data = cm.data?;
@@ -113,18 +113,18 @@ type Reply = (StatusCode, [(&'static str, &'static str); 1], String);
 
 /// A trust document: the leader's own, else the published one, else 503 (nothing published yet).
 async fn trust_document(s: &AppState, pick: impl Fn(&TrustDocuments) -> String) -> Reply {
-    let docs = match s.revoker.documents() {
-        Some(d) => Some((*d).clone()),
+    let document = match s.revoker.documents() {
+        Some(d) => Some(pick(&d)),
         None => match &s.published {
-            Some(p) => p.read().await,
+            Some(p) => p.read().await.map(|d| pick(&d)),
             None => None,
         },
     };
-    match docs {
-        Some(docs) => (
+    match document {
+        Some(document) => (
             StatusCode::OK,
             [("content-type", "application/x-pem-file")],
-            pick(&docs),
+            document,
         ),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use time::OffsetDateTime;
 
-/// The link to the current version.
-pub const DATA_LINK: &str = "..data";
+/// The link swapped to publish a version: the one the reload library reads through.
+pub use crate::reload::snapshot::DATA_LINK;
 const DATA_TMP: &str = "..data_tmp";
 
 /// How the files are written.

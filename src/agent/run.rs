@@ -78,6 +78,8 @@ pub enum AgentError {
     NotIssued(String),
     #[error("unknown signal {0:?} (HUP, INT, TERM, USR1, USR2 or QUIT)")]
     Signal(String),
+    #[error("--signal-pid {0} does not name one process (a positive process id)")]
+    SignalPid(String),
     #[error("cannot write {dir}: {source}")]
     Write {
         dir: String,
@@ -102,8 +104,15 @@ pub async fn run(settings: AgentSettings) -> Result<(), AgentError> {
     let client = Client::try_from(config)?;
     let api: Api<Secret> = Api::namespaced(client, &settings.namespace);
     let name = format!("{}/{}", settings.namespace, settings.secret);
-    if settings.signal_pid.is_some() && signal_number(&settings.signal).is_none() {
-        return Err(AgentError::Signal(settings.signal.clone()));
+    if let Some(pid) = settings.signal_pid {
+        if signal_number(&settings.signal).is_none() {
+            return Err(AgentError::Signal(settings.signal.clone()));
+        }
+        // Checked here, not at the first change: a pid that cannot name one process would
+        // otherwise never be signalled, silently.
+        if libc::pid_t::try_from(pid).map_or(true, |p| p <= 0) {
+            return Err(AgentError::SignalPid(pid.to_string()));
+        }
     }
     if settings.once {
         let secret = api.get(&settings.secret).await?;

@@ -48,6 +48,9 @@ pub struct CertificateAuthority {
     chain_pem: String,
     /// PEM of the trust bundle relying parties should trust.
     trust_bundle_pem: String,
+    /// Its fingerprint (see [`CertificateAuthority::bundle_fingerprint`]), computed once: every
+    /// reconcile compares an identity Secret's against it.
+    bundle_fingerprint: String,
     /// DER of the CA's SubjectPublicKeyInfo, to recognise its signatures.
     public_key_der: Vec<u8>,
     not_before: OffsetDateTime,
@@ -131,6 +134,7 @@ impl CertificateAuthority {
             issuer,
             cert_der: first.clone(),
             chain_pem,
+            bundle_fingerprint: bundle_fingerprint(&trust_bundle_pem),
             trust_bundle_pem,
             public_key_der,
             not_before,
@@ -177,8 +181,8 @@ impl CertificateAuthority {
 
     /// A short fingerprint of the trust bundle (16 hex digits of its SHA-256): identity Secrets
     /// carry it, so which bundle each holds is known from metadata alone.
-    pub fn bundle_fingerprint(&self) -> String {
-        bundle_fingerprint(&self.trust_bundle_pem)
+    pub fn bundle_fingerprint(&self) -> &str {
+        &self.bundle_fingerprint
     }
 
     /// Whether `other` signs with the same key, publishes the same bundle and has the same

@@ -5,7 +5,6 @@
 //! reaches every bundle before it signs anything; the retiring root stays trusted until every
 //! certificate it signed has expired.
 
-use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
 /// Where a rotation stands, as recorded on the CA Secret.
@@ -29,15 +28,29 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// The phase's name, as written in the `nhi.dev/ca-rotation-phase` annotation and Events.
+    /// The phase's name, as written in the `nhi.dev/ca-rotation-phase` annotation.
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Idle => "Idle",
-            Phase::Publishing { .. } => "Publishing",
-            Phase::Reissuing { .. } => "Reissuing",
+            Phase::Publishing { .. } => PUBLISHING,
+            Phase::Reissuing { .. } => REISSUING,
+        }
+    }
+
+    /// The phase as the `nhi_ca_rotation_phase` metric shows it.
+    pub fn number(&self) -> i64 {
+        match self {
+            Phase::Idle => 0,
+            Phase::Publishing { .. } => 1,
+            Phase::Reissuing { .. } => 2,
         }
     }
 }
+
+/// The annotation value of the publishing phase.
+pub const PUBLISHING: &str = "Publishing";
+/// The annotation value of the re-issuing phase.
+pub const REISSUING: &str = "Reissuing";
 
 /// Why a rotation starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,10 +181,7 @@ pub fn retire_after(
 /// When identity `uid` re-issues after the switch: a point within `spread` of `switched_at`, the
 /// same for the same identity on every replica and restart, spread evenly across identities.
 pub fn reissue_slot(uid: &str, switched_at: OffsetDateTime, spread: Duration) -> OffsetDateTime {
-    let digest = Sha256::digest(uid.as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    let fraction = u64::from_be_bytes(first) as f64 / u64::MAX as f64;
+    let fraction = (crate::issue::renewal::jitter_unit(uid) + 1.0) / 2.0;
     switched_at + spread * fraction
 }
 

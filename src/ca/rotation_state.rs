@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::pem_util::{pem_certificates, to_pem_chain};
-use super::rotation::{Phase, Trigger};
+use super::rotation::{PUBLISHING, Phase, REISSUING, Trigger};
 use super::{CaMaterial, parse_rfc3339, rfc3339};
 use crate::labels::{
     CA_ROTATION_ANSWERED, CA_ROTATION_COMPLETED_AT, CA_ROTATION_DISTRIBUTED_AT, CA_ROTATION_PHASE,
@@ -47,11 +47,11 @@ pub fn phase_of(annotations: &BTreeMap<String, String>) -> Result<Phase, String>
     };
     match annotations.get(CA_ROTATION_PHASE).map(String::as_str) {
         None | Some("") | Some("Idle") => Ok(Phase::Idle),
-        Some("Publishing") => Ok(Phase::Publishing {
+        Some(PUBLISHING) => Ok(Phase::Publishing {
             started_at: required(CA_ROTATION_STARTED_AT)?,
             distributed_at: time_of(CA_ROTATION_DISTRIBUTED_AT)?,
         }),
-        Some("Reissuing") => Ok(Phase::Reissuing {
+        Some(REISSUING) => Ok(Phase::Reissuing {
             switched_at: required(CA_ROTATION_SWITCHED_AT)?,
             retire_after: required(CA_ROTATION_RETIRE_AFTER)?,
         }),
@@ -61,8 +61,9 @@ pub fn phase_of(annotations: &BTreeMap<String, String>) -> Result<Phase, String>
     }
 }
 
-/// A merge patch at `resource_version` setting `data` keys (None removes one) and annotations.
-fn patch(
+/// A merge patch of a Secret at `resource_version` setting `data` keys (None removes one) and
+/// annotations.
+pub(crate) fn patch(
     resource_version: &str,
     data: &[(&str, Option<&str>)],
     annotations: &[(&str, Option<String>)],
@@ -125,7 +126,7 @@ pub fn start_patch(
         Trigger::Expiring => requested.map(str::to_string),
     };
     let mut annotations = vec![
-        (CA_ROTATION_PHASE, Some("Publishing".to_string())),
+        (CA_ROTATION_PHASE, Some(PUBLISHING.to_string())),
         (CA_ROTATION_STARTED_AT, Some(rfc3339(now))),
         (CA_ROTATION_DISTRIBUTED_AT, None),
         (CA_ROTATION_SWITCHED_AT, None),
@@ -186,7 +187,7 @@ pub fn switch_patch(
             (keys::NEXT_KEY, None),
         ],
         &[
-            (CA_ROTATION_PHASE, Some("Reissuing".to_string())),
+            (CA_ROTATION_PHASE, Some(REISSUING.to_string())),
             (CA_ROTATION_SWITCHED_AT, Some(rfc3339(now))),
             (CA_ROTATION_RETIRE_AFTER, Some(rfc3339(retire_after))),
         ],

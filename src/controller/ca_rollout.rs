@@ -17,7 +17,7 @@ use crate::ca::rotation::{deferred_until, reissue_slot};
 use crate::labels::FIELD_MANAGER;
 use crate::token_bucket::TokenBucket;
 
-/// The spread and rate of re-issues under a new CA, and what the signing CA has issued.
+/// The spread and rate of re-issues under a new CA.
 pub struct CaRollout {
     /// When the new CA started signing, while its predecessor is retiring.
     switched_at: ArcSwapOption<OffsetDateTime>,
@@ -72,25 +72,26 @@ impl CaRollout {
 
 /// Brings the trust bundle (`ca.crt`) of the identity's Secret up to date with the CA's, when its
 /// fingerprint shows it is not: during a CA rotation the next root reaches every workload before
-/// it signs anything. The certificate and key are not touched; nothing is read.
+/// it signs anything. The certificate and key are not touched; nothing is read. Returns the
+/// Secret's new resourceVersion when it wrote one.
 pub async fn refresh_trust_bundle(
     mi: &MachineIdentity,
     ctx: &Context,
-) -> Result<(), ReconcileError> {
+) -> Result<Option<String>, ReconcileError> {
     let namespace = mi.namespace().unwrap_or_default();
     let Some(seen) = ctx.secrets.get(&namespace, &mi.spec.secret_name) else {
-        return Ok(());
+        return Ok(None);
     };
     if seen.controller_uid.is_none() || seen.controller_uid != mi.metadata.uid {
-        return Ok(());
+        return Ok(None);
     }
     let ca = ctx.ca();
     let fingerprint = ca.bundle_fingerprint();
-    if seen.trust_bundle.as_deref() == Some(fingerprint.as_str()) {
-        return Ok(());
+    if seen.trust_bundle.as_deref() == Some(fingerprint) {
+        return Ok(None);
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = trust_bundle_patch(&seen.resource_version, ca.trust_bundle_pem());
+    let patch = trust_bundle_patch(&seen.resource_version, &ca);
     let written = match api
         .patch(
             &mi.spec.secret_name,
@@ -105,7 +106,7 @@ pub async fn refresh_trust_bundle(
         Ok(w) => w,
         // Changed since the index saw it: look again when the index shows the change.
         Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
-            return Err(ReconcileError::SecretAppeared);
+            return Err(ReconcileError::Conflict);
         }
         // Anything else does not hold up the identity's own work (renewal, revocation): the
         // next issuance writes the bundle anyway, and a stalled rotation is reported.
@@ -113,7 +114,7 @@ pub async fn refresh_trust_bundle(
             tracing::warn!(namespace = %namespace, secret = %mi.spec.secret_name, error = %e,
                 "cannot update the trust bundle of the identity Secret");
             ctx.metrics.count_failure("TrustBundleUpdateFailed");
-            return Ok(());
+            return Ok(None);
         }
     };
     // The certificate inside is the one known at the previous version.
@@ -122,7 +123,7 @@ pub async fn refresh_trust_bundle(
         ctx.remember_certificate(uid, written.metadata.resource_version.clone(), known);
     }
     tracing::debug!(namespace = %namespace, secret = %mi.spec.secret_name, bundle = %fingerprint, "trust bundle updated");
-    Ok(())
+    Ok(written.metadata.resource_version)
 }
 
 #[cfg(test)]

@@ -73,6 +73,7 @@ pub async fn run(
         secrets,
         settings,
         reported: None,
+        adopted: None,
     };
     let mut changes = changes;
     let mut wait = StdDuration::ZERO;
@@ -100,6 +101,9 @@ struct Rotator {
     settings: RotationSettings,
     /// The last problem reported by a Warning Event, so it is reported once.
     reported: Option<String>,
+    /// The resourceVersion of the CA Secret last adopted: a look at the same version loads
+    /// nothing.
+    adopted: Option<String>,
 }
 
 impl Rotator {
@@ -131,11 +135,7 @@ impl Rotator {
             .metrics
             .ca_expiry
             .set(ca.not_after().unix_timestamp());
-        self.ctx.metrics.ca_rotation_phase.set(match phase {
-            Phase::Idle => 0,
-            Phase::Publishing { .. } => 1,
-            Phase::Reissuing { .. } => 2,
-        });
+        self.ctx.metrics.ca_rotation_phase.set(phase.number());
         self.ctx.rollout.set_switched(match &phase {
             Phase::Reissuing { switched_at, .. } if ca.retiring().is_some() => Some(*switched_at),
             _ => None,
@@ -149,7 +149,7 @@ impl Rotator {
         };
         let annotations = secret.annotations();
         let facts = RotationFacts {
-            phase: phase.clone(),
+            phase,
             now: OffsetDateTime::now_utc(),
             ca_not_after: ca.not_after(),
             // Made by the operator: a self-signed root in a Secret the operator created (a root
@@ -221,7 +221,7 @@ impl Rotator {
                 let note = format!(
                     "the new CA signs; identities re-issue over {}s (at most {}/s); the old root stays trusted until {} (phase Reissuing)",
                     policy.spread.whole_seconds(),
-                    self.settings_rate(),
+                    self.ctx.rollout.per_second(),
                     rfc3339(retire)
                 );
                 (patch, "CARotationSwitched", note)
@@ -245,14 +245,16 @@ impl Rotator {
         Ok(StdDuration::ZERO)
     }
 
-    fn settings_rate(&self) -> String {
-        format!("{:.0}", self.ctx.rollout.per_second())
-    }
-
     /// Loads the CA the Secret holds and, when it differs from the one signing (a new bundle, a
     /// new signer, a retiring CA gone), puts it in place: the CRL is signed and published again
     /// and every identity is looked at (its Secret's bundle, its issuer).
     fn adopt(&mut self, secret: &Secret) {
+        if secret.metadata.resource_version.is_some()
+            && self.adopted == secret.metadata.resource_version
+        {
+            return;
+        }
+        self.adopted = secret.metadata.resource_version.clone();
         let loaded = match load(secret, &self.settings.location) {
             Ok(ca) => ca,
             Err(e) => {
@@ -305,7 +307,7 @@ impl Rotator {
         let (secrets_behind, secrets) = self
             .ctx
             .secrets
-            .bundle_laggards(&ca.bundle_fingerprint(), |uid| live.contains(uid));
+            .bundle_laggards(ca.bundle_fingerprint(), |uid| live.contains(uid));
         let crls = ca.crl_signers().len();
         let complete = |crl: &str| crl.matches("-----BEGIN X509 CRL-----").count() >= crls;
         let published = self
@@ -317,9 +319,11 @@ impl Rotator {
             super::scoped_api(self.ctx.client.clone(), self.settings.scope.as_deref());
         let listed = configmaps
             .list(
+                // From the watch cache: it may lag (then the check waits), never lead.
                 &ListParams::default()
                     .labels(&trust_selector())
-                    .fields(&trust_field_selector()),
+                    .fields(&trust_field_selector())
+                    .match_any(),
             )
             .await?;
         let maps = listed.items.len();

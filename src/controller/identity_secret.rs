@@ -9,6 +9,7 @@ use kube::api::ObjectMeta;
 
 use super::kube_access::KubeCredential;
 use crate::api::MachineIdentity;
+use crate::ca::CertificateAuthority;
 use crate::issue::assess::ExistingMaterial;
 use crate::issue::leaf::IssuedCertificate;
 use crate::labels;
@@ -94,7 +95,7 @@ pub fn existing_material(secret: &Secret) -> ExistingMaterial<'_> {
 pub fn build_identity_secret(
     mi: &MachineIdentity,
     issued: &IssuedCertificate,
-    trust_bundle_pem: &str,
+    ca: &CertificateAuthority,
     inputs_hash: &str,
     kube_credential: Option<&KubeCredential>,
 ) -> Secret {
@@ -105,7 +106,7 @@ pub fn build_identity_secret(
     };
     put(keys::TLS_CRT, issued.chain_pem.clone());
     put(keys::TLS_KEY, issued.key_pem.clone());
-    put(keys::CA_CRT, trust_bundle_pem.to_string());
+    put(keys::CA_CRT, ca.trust_bundle_pem().to_string());
     put(
         keys::IDENTITY_PEM,
         format!("{}{}", issued.key_pem, issued.chain_pem),
@@ -115,7 +116,7 @@ pub fn build_identity_secret(
         (labels::SERIAL.to_string(), issued.info.serial_hex.clone()),
         (
             labels::TRUST_BUNDLE.to_string(),
-            crate::ca::authority::bundle_fingerprint(trust_bundle_pem),
+            ca.bundle_fingerprint().to_string(),
         ),
     ]);
     if let Some(credential) = kube_credential {
@@ -141,20 +142,17 @@ pub fn build_identity_secret(
 }
 
 /// A merge patch replacing the trust bundle (`ca.crt`) of an identity Secret at
-/// `resource_version`, and its fingerprint annotation; the certificate and key are untouched.
-pub fn trust_bundle_patch(resource_version: &str, trust_bundle_pem: &str) -> serde_json::Value {
-    use base64::Engine;
-    serde_json::json!({
-        "metadata": {
-            "resourceVersion": resource_version,
-            "annotations": {
-                labels::TRUST_BUNDLE: crate::ca::authority::bundle_fingerprint(trust_bundle_pem),
-            },
-        },
-        "data": {
-            keys::CA_CRT: base64::engine::general_purpose::STANDARD.encode(trust_bundle_pem),
-        },
-    })
+/// `resource_version` with `ca`'s, and its fingerprint annotation; the certificate and key are
+/// untouched.
+pub fn trust_bundle_patch(resource_version: &str, ca: &CertificateAuthority) -> serde_json::Value {
+    crate::ca::rotation_state::patch(
+        resource_version,
+        &[(keys::CA_CRT, Some(ca.trust_bundle_pem()))],
+        &[(
+            labels::TRUST_BUNDLE,
+            Some(ca.bundle_fingerprint().to_string()),
+        )],
+    )
 }
 
 #[cfg(test)]

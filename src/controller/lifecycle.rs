@@ -142,10 +142,23 @@ async fn certificate_in_secret(
     // What the operator wrote or verified at the Secret's current version needs no read.
     let namespace = mi.namespace().unwrap_or_default();
     let uid = mi.metadata.uid.as_deref().unwrap_or_default();
-    if let Some(seen) = ctx.secrets.get(&namespace, &mi.spec.secret_name)
-        && let Some(known) = ctx.known_certificate(uid, Some(&seen.resource_version))
-    {
-        return Ok(Some(known.info));
+    match ctx.secrets.get(&namespace, &mi.spec.secret_name) {
+        Some(seen) => {
+            if let Some(known) = ctx.known_certificate(uid, Some(&seen.resource_version)) {
+                return Ok(Some(known.info));
+            }
+        }
+        // Not among our labelled Secrets once the index is complete, and nothing written by us
+        // since: there is no Secret of ours (the same judgement issuance makes).
+        None if ctx
+            .health
+            .secrets_synced
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && !ctx.has_known_certificate(uid) =>
+        {
+            return Ok(None);
+        }
+        None => {}
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     // A Secret that cannot be read may hold a certificate the status does not show yet: the
@@ -367,6 +380,10 @@ async fn write_revocation_failure(
     );
     conditions.extend(others);
     status.conditions = conditions;
+    // Every retry (each few seconds) says the same: written once.
+    if !super::status::status_changed(mi.status.as_ref(), &status) {
+        return;
+    }
     let patch = serde_json::json!({
         "apiVersion": MachineIdentity::api_version(&()),
         "kind": MachineIdentity::kind(&()),

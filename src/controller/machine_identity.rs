@@ -89,9 +89,10 @@ pub async fn reconcile(
     };
     // The Secret's trust bundle follows the CA's (a rotation publishes the next root in it),
     // whatever else happens to the identity, unless it is going away.
-    if !matches!(verdict.action, LifecycleAction::Retire(_)) {
-        super::ca_rollout::refresh_trust_bundle(&mi, &ctx).await?;
-    }
+    let refreshed = match verdict.action {
+        LifecycleAction::Retire(_) => None,
+        _ => super::ca_rollout::refresh_trust_bundle(&mi, &ctx).await?,
+    };
     match verdict.action {
         LifecycleAction::Retire(cause) => {
             return lifecycle::retire(&mi, &ctx, &verdict, cause).await;
@@ -167,7 +168,7 @@ pub async fn reconcile(
         revoked.extend(r.serial_numbers.iter().cloned());
     }
     let examined = without_revoked(
-        examine_secret(&ctx, &mi, &namespace, &expect).await?,
+        examine_secret(&ctx, &mi, &namespace, &expect, refreshed.as_deref()).await?,
         &revoked,
         revoked_now,
     );
@@ -277,13 +278,14 @@ async fn issue(
     grants: Vec<String>,
 ) -> Result<(Outcome, Action), ReconcileError> {
     let now = expect.now;
+    // One CA for the signature and the bundle written with it, even if a rotation swaps it.
     let ca = ctx.ca();
     let ca_key_der = ca.public_key_der().to_vec();
     let ca_key_der = ca_key_der.as_slice();
-    let (request, alg) = (resolved.request.clone(), resolved.key_algorithm);
+    let (request, alg, signer) = (resolved.request.clone(), resolved.key_algorithm, ca.clone());
     let signed: Result<IssuedCertificate, IssueError> = tokio::task::spawn_blocking(move || {
         let key = generate_key(alg).map_err(IssueError::Signing)?;
-        issue_leaf(&ca, &request, &key, OffsetDateTime::now_utc())
+        issue_leaf(&signer, &request, &key, OffsetDateTime::now_utc())
     })
     .await?;
     let issued = match signed {
@@ -346,7 +348,7 @@ async fn issue(
     let mut secret = build_identity_secret(
         mi,
         &issued,
-        ctx.ca().trust_bundle_pem(),
+        &ca,
         &resolved.inputs_hash,
         kube_credential.as_ref(),
     );
@@ -481,19 +483,30 @@ enum Examined {
 
 /// Examines the identity's Secret, reading its body only when the operator does not already know
 /// what it holds: the metadata cache shows whether it exists and at which resourceVersion, and a
-/// certificate the operator wrote or verified at that version needs no second look.
+/// certificate the operator wrote or verified at that version needs no second look. `refreshed`:
+/// the version this reconcile just wrote (its trust bundle), which the cache may not show yet.
 async fn examine_secret(
     ctx: &Context,
     mi: &MachineIdentity,
     namespace: &str,
     expect: &Expectations<'_>,
+    refreshed: Option<&str>,
 ) -> Result<Examined, ReconcileError> {
     let uid = mi.metadata.uid.clone().unwrap_or_default();
     let synced = ctx
         .health
         .secrets_synced
         .load(std::sync::atomic::Ordering::Relaxed);
-    match ctx.secrets.get(namespace, &mi.spec.secret_name) {
+    let seen = ctx
+        .secrets
+        .get(namespace, &mi.spec.secret_name)
+        .map(|mut seen| {
+            if let Some(rv) = refreshed {
+                seen.resource_version = rv.to_string();
+            }
+            seen
+        });
+    match seen {
         // Indexed Secrets all carry the managed-by label (the watch selects it).
         Some(seen) if seen.controller_uid.is_some() && seen.controller_uid == mi.metadata.uid => {
             if let Some(known) = ctx.known_certificate(&uid, Some(&seen.resource_version)) {

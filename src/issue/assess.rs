@@ -141,16 +141,9 @@ fn inspect(
         SubjectPublicKeyInfo::from_der(spki_der)
             .is_ok_and(|(_, spki)| leaf.verify_signature(Some(&spki)).is_ok())
     };
-    if !signed_by(expect.ca_public_key_der) {
-        return match expect.retiring_ca_public_key_der {
-            Some(retiring) if signed_by(retiring) => Ok(retiring_verdict(judge(
-                info,
-                existing.inputs_hash,
-                existing.kube_client_not_after,
-                expect,
-            ))),
-            _ => Err(ReissueReason::WrongIssuer),
-        };
+    let by_current = signed_by(expect.ca_public_key_der);
+    if !by_current && !expect.retiring_ca_public_key_der.is_some_and(signed_by) {
+        return Err(ReissueReason::WrongIssuer);
     }
     let verdict = judge(
         info,
@@ -159,20 +152,25 @@ fn inspect(
         expect,
     );
     // A missing kubeconfig needs a new credential; the certificate itself stays usable.
-    match verdict {
+    let verdict = match verdict {
         Verdict::Current { info, renew_at }
             if expect.needs_kubeconfig && !existing.has_kubeconfig =>
         {
-            Ok(Verdict::Reissue {
+            Verdict::Reissue {
                 reason: ReissueReason::Missing,
                 still_valid: Some((info, renew_at)),
-            })
+            }
         }
-        other => Ok(other),
-    }
+        other => other,
+    };
+    Ok(match by_current {
+        true => verdict,
+        false => retiring_verdict(verdict),
+    })
 }
 
-fn info_of(leaf: &X509Certificate<'_>, der: &[u8]) -> CertificateInfo {
+/// The public facts of a parsed leaf certificate whose DER is `der`.
+pub(crate) fn info_of(leaf: &X509Certificate<'_>, der: &[u8]) -> CertificateInfo {
     CertificateInfo {
         serial_hex: hex::encode(leaf.raw_serial()),
         thumbprint_sha256: thumbprint(der),

@@ -219,7 +219,7 @@ pub fn transition_events(previous: &[Condition], next: &[Condition]) -> Vec<Life
             out.push(LifecycleEvent {
                 warning,
                 reason: match (c.type_.as_str(), warning) {
-                    (WORKLOAD_FOUND, false) => "WorkloadFound".to_string(),
+                    (WORKLOAD_FOUND, false) => WORKLOAD_FOUND.to_string(),
                     _ => c.reason.clone(),
                 },
                 message: c.message.clone(),

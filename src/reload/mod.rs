@@ -202,6 +202,7 @@ impl ReloadingIdentity {
             ClientAuth::Required | ClientAuth::Optional => {
                 builder.with_client_cert_verifier(Arc::new(ReloadingClientVerifier {
                     current: current.clone(),
+                    algorithms: self.shared.provider.signature_verification_algorithms,
                     mandatory: client_auth == ClientAuth::Required,
                 }))
             }
@@ -227,6 +228,7 @@ impl ReloadingIdentity {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(ReloadingServerVerifier {
                 current: current.clone(),
+                algorithms: self.shared.provider.signature_verification_algorithms,
             }))
             .with_client_cert_resolver(Arc::new(IdentityResolver { current }));
         config.resumption = rustls::client::Resumption::disabled();

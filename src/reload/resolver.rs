@@ -8,7 +8,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{
+    CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
+};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -87,6 +89,8 @@ impl ResolvesClientCert for IdentityResolver {
 #[derive(Debug)]
 pub struct ReloadingServerVerifier {
     pub current: CurrentIdentity,
+    /// The provider's signature algorithms: handshake signatures do not depend on the bundle.
+    pub algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ServerCertVerifier for ReloadingServerVerifier {
@@ -113,10 +117,7 @@ impl ServerCertVerifier for ReloadingServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.current
-            .load()
-            .server_verifier
-            .verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -125,17 +126,11 @@ impl ServerCertVerifier for ReloadingServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.current
-            .load()
-            .server_verifier
-            .verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.current
-            .load()
-            .server_verifier
-            .supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -146,6 +141,8 @@ pub struct ReloadingClientVerifier {
     pub current: CurrentIdentity,
     /// Whether a client without a certificate is refused.
     pub mandatory: bool,
+    /// The provider's signature algorithms: handshake signatures do not depend on the bundle.
+    pub algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ClientCertVerifier for ReloadingClientVerifier {
@@ -179,10 +176,7 @@ impl ClientCertVerifier for ReloadingClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.current
-            .load()
-            .client_verifier
-            .verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -191,16 +185,10 @@ impl ClientCertVerifier for ReloadingClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.current
-            .load()
-            .client_verifier
-            .verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.current
-            .load()
-            .client_verifier
-            .supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }

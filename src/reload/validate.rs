@@ -13,6 +13,8 @@ use time::OffsetDateTime;
 use webpki::{EndEntityCert, KeyUsage};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::ca::pem_util::pem_certificates;
+
 /// Public facts about the identity being served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityInfo {
@@ -124,12 +126,13 @@ pub fn leaf_info(leaf: &CertificateDer<'_>) -> Result<IdentityInfo, InvalidIdent
                 _ => None,
             })
         });
+    let facts = crate::issue::assess::info_of(&cert, leaf);
     Ok(IdentityInfo {
-        serial_hex: hex::encode(cert.raw_serial()),
-        thumbprint_sha256: crate::issue::leaf::thumbprint(leaf),
+        serial_hex: facts.serial_hex,
+        thumbprint_sha256: facts.thumbprint_sha256,
         spiffe_id,
-        not_before: cert.validity().not_before.to_datetime(),
-        not_after: cert.validity().not_after.to_datetime(),
+        not_before: facts.not_before,
+        not_after: facts.not_after,
     })
 }
 
@@ -149,19 +152,13 @@ fn check_validity(info: &IdentityInfo, now: OffsetDateTime) -> Result<(), Invali
 
 /// Reads every certificate of the bundle as a trust root.
 fn trust_roots(bundle_pem: &[u8]) -> Result<RootCertStore, InvalidIdentity> {
-    let certs = CertificateDer::pem_slice_iter(bundle_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| InvalidIdentity::BadTrustBundle(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(InvalidIdentity::BadTrustBundle(
-            "no certificate in the bundle".into(),
-        ));
-    }
+    let bad = |e: String| InvalidIdentity::BadTrustBundle(e);
+    let text = std::str::from_utf8(bundle_pem).map_err(|e| bad(e.to_string()))?;
     let mut roots = RootCertStore::empty();
-    for cert in certs {
+    for der in pem_certificates(text).map_err(|e| bad(e.to_string()))? {
         roots
-            .add(cert)
-            .map_err(|e| InvalidIdentity::BadTrustBundle(e.to_string()))?;
+            .add(CertificateDer::from(der))
+            .map_err(|e| bad(e.to_string()))?;
     }
     Ok(roots)
 }

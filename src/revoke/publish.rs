@@ -46,10 +46,8 @@ impl TrustPublisher {
     /// Learns the trust ConfigMaps that exist already (from an earlier run): each is updated or
     /// removed at the next sync.
     pub async fn discover(&mut self) -> Result<(), kube::Error> {
-        let api: Api<PartialObjectMeta<ConfigMap>> = match &self.scope {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
-        };
+        let api: Api<PartialObjectMeta<ConfigMap>> =
+            crate::controller::scoped_api(self.client.clone(), self.scope.as_deref());
         let list = api
             .list_metadata(
                 &ListParams::default()

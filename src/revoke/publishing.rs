@@ -44,10 +44,8 @@ pub(super) async fn run(
     if let Err(e) = publisher.discover().await {
         warn!(error = %e, "cannot list existing trust ConfigMaps; they are found as identities appear");
     }
-    let api: Api<PartialObjectMeta<ConfigMap>> = match &scope {
-        Some(ns) => Api::namespaced(deps.client.clone(), ns),
-        None => Api::all(deps.client.clone()),
-    };
+    let api: Api<PartialObjectMeta<ConfigMap>> =
+        crate::controller::scoped_api(deps.client.clone(), scope.as_deref());
     let cfg = watcher::Config::default()
         .labels(&trust_selector())
         .fields(&trust_field_selector());

@@ -238,7 +238,7 @@ impl RevocationRecord {
 }
 
 /// Serials are compared as lowercase hexadecimal with an even number of digits.
-fn normalise_serial(s: &str) -> String {
+pub(crate) fn normalise_serial(s: &str) -> String {
     let s = s.trim().to_ascii_lowercase();
     if s.len() % 2 == 1 { format!("0{s}") } else { s }
 }

@@ -104,13 +104,15 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
             let revocations: Vec<Revocation> =
                 batch.iter().flat_map(|r| r.revocations.clone()).collect();
             let now = OffsetDateTime::now_utc();
-            // What each request adds, judged before the batch is merged.
+            // What each request adds, in order: a serial two requests name counts for the first.
+            let mut counted = std::collections::HashSet::new();
             let fresh: Vec<usize> = batch
                 .iter()
                 .map(|r| {
                     r.revocations
                         .iter()
                         .filter(|x| x.not_after > now && !record.contains(&x.serial_hex))
+                        .filter(|x| counted.insert(super::record::normalise_serial(&x.serial_hex)))
                         .count()
                 })
                 .collect();

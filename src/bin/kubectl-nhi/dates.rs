@@ -1,8 +1,9 @@
 //! Review dates, durations and relative times, as people read and type them.
 
+use nhi_operator::lifecycle::review::{ReviewState, parse_review_date, review_state};
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
-use time::{Date, Duration, OffsetDateTime, Time, UtcOffset};
+use time::{Date, Duration, OffsetDateTime, UtcOffset};
 
 /// `YYYY-MM-DD`, the form of `spec.reviewBy`.
 const DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
@@ -13,7 +14,7 @@ pub const DUE_SOON_DAYS: i64 = 14;
 
 /// Parses a `YYYY-MM-DD` date.
 pub fn parse_date(text: &str) -> Option<Date> {
-    Date::parse(text.trim(), DATE).ok()
+    parse_review_date(text.trim())
 }
 
 /// Formats a date as `YYYY-MM-DD`.
@@ -24,12 +25,6 @@ pub fn format_date(date: Date) -> String {
 /// Today's date in UTC, the calendar review dates are kept in.
 pub fn today_utc(now: OffsetDateTime) -> Date {
     now.to_offset(UtcOffset::UTC).date()
-}
-
-/// When an identity reviewed until `review_by` lapses: 00:00 UTC the day after.
-pub fn lapse_instant(review_by: Date) -> OffsetDateTime {
-    let day_after = review_by.next_day().unwrap_or(review_by);
-    day_after.with_time(Time::MIDNIGHT).assume_utc()
 }
 
 /// Where an identity stands against its review date.
@@ -43,16 +38,15 @@ pub enum ReviewStanding {
     Current,
 }
 
-/// Where an identity reviewed until `review_by` stands at `now`.
+/// Where an identity reviewed until `review_by` stands at `now`: the operator's own judgement
+/// (`ReviewDue` with its default warning window), so the plugin and the condition agree.
 pub fn review_standing(review_by: Date, now: OffsetDateTime) -> ReviewStanding {
-    if now >= lapse_instant(review_by) {
-        return ReviewStanding::Overdue;
-    }
-    let days_left = (review_by - today_utc(now)).whole_days();
-    if days_left <= DUE_SOON_DAYS {
-        ReviewStanding::DueSoon(days_left)
-    } else {
-        ReviewStanding::Current
+    match review_state(Some(review_by), Duration::days(DUE_SOON_DAYS), now) {
+        ReviewState::Overdue { .. } => ReviewStanding::Overdue,
+        ReviewState::Due { .. } => {
+            ReviewStanding::DueSoon((review_by - today_utc(now)).whole_days())
+        }
+        ReviewState::Current { .. } | ReviewState::NotSet => ReviewStanding::Current,
     }
 }
 
@@ -153,7 +147,7 @@ mod tests {
     #[test]
     fn review_dates_lapse_at_midnight_utc_the_day_after() {
         assert_eq!(
-            lapse_instant(date!(2026 - 03 - 31)),
+            nhi_operator::lifecycle::review::lapse_moment(date!(2026 - 03 - 31)),
             datetime!(2026-04-01 00:00 UTC)
         );
         let by = date!(2026 - 03 - 31);
@@ -175,9 +169,19 @@ mod tests {
     #[test]
     fn due_soon_within_fourteen_days() {
         let now = datetime!(2026-03-01 12:00 UTC);
+        // Due from 14 days before the lapse (00:00 UTC the day after the date), as the
+        // operator's ReviewDue condition: on the 14th calendar day before, not yet.
         assert_eq!(
             review_standing(date!(2026 - 03 - 15), now),
-            ReviewStanding::DueSoon(14)
+            ReviewStanding::Current
+        );
+        assert_eq!(
+            review_standing(date!(2026 - 03 - 15), datetime!(2026-03-02 00:00 UTC)),
+            ReviewStanding::DueSoon(13)
+        );
+        assert_eq!(
+            review_standing(date!(2026 - 03 - 14), now),
+            ReviewStanding::DueSoon(13)
         );
         assert_eq!(
             review_standing(date!(2026 - 03 - 16), now),
