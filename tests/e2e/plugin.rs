@@ -293,8 +293,16 @@ async fn plugin_inspect_decodes_a_secret_and_a_pem_file() {
     let status = mi.status.unwrap();
     let spiffe = format!("spiffe://cluster.local/ns/{}/mi/checkout", ns.name);
 
-    // The trust ConfigMap decides what the plugin can say about revocation; read it before and
-    // after, so that one published in between does not make the check flaky.
+    // The trust ConfigMap decides what the plugin can say about revocation: wait until the
+    // operator has published it (asynchronously, after the identity is Ready), so that the Secret
+    // and the file below are judged against the same one; read it before and after, so that a
+    // CRL published in between does not make the check flaky.
+    wait_for(
+        Duration::from_secs(10),
+        "the nhi-trust ConfigMap",
+        || async { trust_documents(&client, &ns.name).await.map(|_| ()) },
+    )
+    .await;
     let inspect_json = |args: &[&str]| -> Value {
         serde_json::from_str(&nhi_ok(args)).expect("inspect -o json is JSON")
     };
