@@ -10,6 +10,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin nhi-operator \
  && cp target/x86_64-unknown-linux-musl/release/nhi-operator /nhi-operator
 

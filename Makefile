@@ -14,7 +14,7 @@ help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 build: ## Build the operator (debug).
-	$(CARGO) build --bins
+	$(CARGO) build --workspace --bins
 
 binaries: ## Build and cache the control-plane binaries (etcd, kube-apiserver, ...).
 	@e2e/build-binaries.sh
@@ -36,13 +36,17 @@ crds: ## Regenerate crds/ from the Rust types, and the chart's and kustomize's c
 fmt: ## Format the code.
 	$(CARGO) fmt --all
 
-lint: ## rustfmt check and clippy with warnings as errors.
+lint: ## rustfmt, clippy with warnings as errors, a workload crate without kube.
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p nhi-identity --all-targets -- -D warnings
+	e2e/check-workload-deps.sh
 
 unit-test: ## Unit tests, doc examples and the CRD freshness test (no cluster needed).
-	$(CARGO) test --lib --bins --test crd_fresh
-	$(CARGO) test --doc
+	$(CARGO) test --workspace --exclude nhi-operator --lib --bins --tests
+	$(CARGO) test -p nhi-identity --lib --features metrics
+	$(CARGO) test -p nhi-operator --lib --bins --test crd_fresh
+	$(CARGO) test --workspace --doc
 
 static-binary-test: ## The container's binary: a static musl build that runs.
 	@e2e/test-static-binary.sh

@@ -39,7 +39,7 @@ e2e/wait-gc-ready.sh
 echo "== operator end-to-end tests"
 # The example relying service the entitlement tests talk mTLS to, and the mTLS echo pair of the
 # continuity test.
-cargo build --example relying_service --example mtls_echo
+cargo build --bins --example relying_service --example mtls_echo
 cargo test --test e2e -- --test-threads="${NHI_E2E_THREADS:-3}"
 
 echo "== install tests: Helm chart, kustomize, Dockerfile"

@@ -1,23 +1,25 @@
-//! nhi-operator: short-lived, cryptographically bound identities for every non-human identity.
+//! nhi-operator: the controllers, HTTP endpoints, leader election and agent of the operator that
+//! gives every non-human identity a short-lived, cryptographically bound identity.
 //!
-//! The pure core (`issue`, `ca::authority`) builds and assesses certificates from plain data;
-//! the controllers (`controller`) read from and write to the Kubernetes API around it.
+//! The crate graph is the architecture: `nhi-api` (the CRD types) and `nhi-identity` (what
+//! workloads link: verification, the identity extension, the reloading identity; no Kubernetes
+//! client) at the bottom, `nhi-core` (pure decisions) above them, and this crate on top: it
+//! observes the cluster, asks `nhi-core` what to do, and writes. The lower crates are re-exported
+//! here under their module names (`api`, `issue`, `verify`, ...) for programs that link the
+//! operator crate.
+
+pub use nhi_api as api;
+pub use nhi_core::{duration, entitle, issue, labels, lifecycle, revocation};
+pub use nhi_identity::{reload, verify};
 
 pub mod agent;
-pub mod api;
 pub mod ca;
 pub mod controller;
-pub mod entitle;
 pub mod http;
-pub mod issue;
-pub mod labels;
 pub mod leader;
-pub mod lifecycle;
 pub mod metrics;
 pub mod operator;
-pub mod reload;
 pub mod revoke;
 pub mod settings;
 pub mod telemetry;
 pub mod token_bucket;
-pub mod verify;

@@ -1,26 +1,5 @@
-//! The operator's certificate authority: loading, bootstrapping and its PEM helpers.
+//! The operator's certificate authority: the pure CA of `nhi-core` and its Kubernetes store.
 
-pub mod authority;
-pub mod pem_util;
-pub mod rotation;
-pub mod rotation_state;
 pub mod store;
 
-pub use authority::{CaError, CaMaterial, CertificateAuthority};
-
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-
-/// Formats a timestamp as RFC 3339 in UTC with second precision, as Kubernetes does.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    let t = t
-        .to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .unwrap_or(t);
-    t.format(&Rfc3339).unwrap_or_default()
-}
-
-/// Parses an RFC 3339 timestamp.
-pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339).ok()
-}
+pub use nhi_core::ca::*;

@@ -5,9 +5,9 @@ pub mod handle;
 pub mod persist;
 pub mod publish;
 pub mod publishing;
-pub mod record;
 pub mod service;
 pub mod trust;
 
 pub use handle::{RevokeError, Revoker, channel};
+pub use nhi_core::revocation as record;
 pub use record::{Reason, Revocation};

@@ -23,9 +23,22 @@ struct Run {
     stderr: String,
 }
 
+/// The plugin, a binary of the workspace crate `kubectl-nhi`: it is built next to the operator's
+/// binary (`cargo build --bins`, which `make e2e-test` runs).
+fn plugin_binary() -> std::path::PathBuf {
+    let path =
+        std::path::Path::new(env!("CARGO_BIN_EXE_nhi-operator")).with_file_name("kubectl-nhi");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins`",
+        path.display()
+    );
+    path
+}
+
 /// Runs `kubectl-nhi` with the tests' kubeconfig.
 fn nhi(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-nhi"))
+    let out = Command::new(plugin_binary())
         .args(args)
         .env("KUBECONFIG", kubeconfig_path())
         .output()

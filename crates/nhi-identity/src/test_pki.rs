@@ -1,0 +1,94 @@
+//! A test CA whose leaves have the operator's shape (a SPIFFE URI SAN, `localhost`, client and
+//! server usages, one hour, notBefore backdated 60 s), built on rcgen for this crate's tests.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, SanType,
+    SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::certificate::{CertificateInfo, thumbprint};
+
+/// A leaf as a workload gets it: the chain and key PEM, and its public facts.
+pub struct TestLeaf {
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub info: CertificateInfo,
+}
+
+/// A self-signed ECDSA P-384 root, valid from three hours ago for a day.
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+}
+
+fn serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    SerialNumber::from_slice(&bytes)
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let now = OffsetDateTime::now_utc();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "reload test");
+        dn.push(
+            DnType::OrganizationalUnitName,
+            format!("{:08x}", rand::random::<u32>()),
+        );
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = now - Duration::hours(3);
+        params.not_after = now + Duration::days(1);
+        params.serial_number = Some(serial());
+        let cert = params.self_signed(&key).unwrap();
+        let cert_pem = cert.pem();
+        let issuer = Issuer::new(params, key);
+        TestCa { issuer, cert_pem }
+    }
+
+    /// A one-hour leaf for `localhost` issued at `at`.
+    pub fn leaf(&self, at: OffsetDateTime) -> TestLeaf {
+        let at = at.replace_nanosecond(0).unwrap();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "api");
+        params.distinguished_name = dn;
+        params.not_before = at - Duration::seconds(60);
+        params.not_after = at + Duration::hours(1);
+        let serial = serial();
+        params.serial_number = Some(serial.clone());
+        params.subject_alt_names = vec![
+            SanType::URI("spiffe://cluster.local/ns/test/mi/api".try_into().unwrap()),
+            SanType::DnsName("localhost".try_into().unwrap()),
+        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        TestLeaf {
+            chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
+            key_pem: key.serialize_pem(),
+            info: CertificateInfo {
+                serial_hex: hex::encode(serial.to_bytes()),
+                thumbprint_sha256: thumbprint(cert.der()),
+                not_before: params.not_before,
+                not_after: params.not_after,
+            },
+        }
+    }
+
+    /// The trust bundle: the root alone.
+    pub fn bundle(&self) -> String {
+        self.cert_pem.clone()
+    }
+}

@@ -1,8 +1,0 @@
-//! Entitlements, pure: grant syntax, label selection, effective-grant resolution and the
-//! certificate extension that carries grants and attributes.
-
-pub mod extension;
-pub mod grant;
-pub mod rbac;
-pub mod resolve;
-pub mod selector;
