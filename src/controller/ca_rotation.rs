@@ -316,7 +316,7 @@ impl Rotator {
             .documents()
             .is_some_and(|d| d.ca_pem == ca.trust_bundle_pem() && complete(&d.crl_pem));
         let configmaps: Api<ConfigMap> =
-            super::scoped_api(self.ctx.client.clone(), self.settings.scope.as_deref());
+            crate::kube_api::scoped_api(self.ctx.client.clone(), self.settings.scope.as_deref());
         let listed = configmaps
             .list(
                 // From the watch cache: it may lag (then the check waits), never lead.

@@ -16,7 +16,7 @@ use super::workload_watch::WorkloadWatches;
 use super::written::WrittenStatuses;
 use crate::api::{Entitlement, MachineIdentity};
 use crate::ca::CertificateAuthority;
-use crate::http::Health;
+use crate::health::Health;
 use crate::issue::assess::KnownCertificate;
 use crate::issue::inputs::IssuancePolicy;
 use crate::issue::kube_client::KubeEndpoint;

@@ -40,7 +40,7 @@ pub struct EntitlementContext {
     pub events: Arc<EventPublisher>,
     pub metrics: Arc<Metrics>,
     /// Health flags: reconciles wait for the identity cache.
-    pub health: Arc<crate::http::Health>,
+    pub health: Arc<crate::health::Health>,
     /// Whether Kubernetes access is enabled (`--kubernetes-access`): Roles are only written then.
     pub kubernetes_access: bool,
     /// The status last written per Entitlement.

@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::{Entitlement, MachineIdentity};
 use crate::entitle::resolve::EntitlementFacts;
-use crate::http::Health;
+use crate::health::Health;
 
 /// An identity as the mapping sees it.
 pub struct IdentityView<'a> {
@@ -209,7 +209,7 @@ pub fn entitlement_stream(
     to_identities: UnboundedSender<ObjectRef<MachineIdentity>>,
     health: Arc<Health>,
 ) -> impl Stream<Item = Result<Entitlement, watcher::Error>> + Send + 'static {
-    let api: Api<Entitlement> = super::scoped_api(client.clone(), namespace);
+    let api: Api<Entitlement> = crate::kube_api::scoped_api(client.clone(), namespace);
     let memory = Mutex::new(SelectionMemory::default());
     watcher(api, watcher::Config::default())
         .default_backoff()

@@ -33,27 +33,13 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tracing::{info, warn};
 
 use crate::api::{Entitlement, MachineIdentity};
-use crate::http::Health;
+use crate::health::Health;
+use crate::kube_api::scoped_api;
 use crate::labels;
 use crate::revoke::service::{RevocationConfig, RevocationDeps};
 use context::Context;
 use entitlement::EntitlementContext;
 use secret_index::SecretIndex;
-
-/// An `Api` over all namespaces, or one when the operator is namespace-scoped.
-pub fn scoped_api<K>(client: Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    <K as kube::Resource>::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    }
-}
 
 /// The identity-Secret watch: metadata only (no keys or certificates in memory), and only the
 /// operator's labelled Secrets, kept as a compact index of versions rather than a cache.
