@@ -3,12 +3,16 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use time::OffsetDateTime;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tracing::warn;
 
 use super::entitlement_rbac::apply_rbac;
@@ -16,15 +20,16 @@ use super::entitlement_status::{
     Assessment, KUBERNETES_RBAC, READY, RbacOutcome, SubjectCertificate,
     comparable_entitlement_status, desired_entitlement_status, entitlement_status_changed,
 };
-use super::error::ReconcileError;
 use super::events::EventPublisher;
-use super::written::WrittenStatuses;
+use super::report::{Reportable, Reporter, report_failure};
+use super::status_memory::RecentStatusWrites;
 use crate::api::condition::find_condition;
 use crate::api::{Entitlement, MachineIdentity};
 use crate::entitle::rbac::plan_rbac;
 use crate::entitle::resolve::{EntitlementFacts, Phase};
 use crate::issue::kube_client::{access_disabled, kube_user};
-use crate::labels::FIELD_MANAGER;
+use crate::kube_api::scoped_api;
+use crate::labels::{self, FIELD_MANAGER};
 use crate::metrics::Metrics;
 
 /// How soon to look again while subjects are being re-issued.
@@ -44,7 +49,25 @@ pub struct EntitlementContext {
     /// Whether Kubernetes access is enabled (`--kubernetes-access`): Roles are only written then.
     pub kubernetes_access: bool,
     /// The status last written per Entitlement.
-    pub written: WrittenStatuses,
+    pub written: RecentStatusWrites,
+}
+
+/// Why an Entitlement reconcile failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum EntitlementError {
+    #[error("Kubernetes API request failed: {0}")]
+    KubeApiError(#[from] kube::Error),
+    #[error("the object has no namespace")]
+    NotNamespaced,
+}
+
+impl Reportable for EntitlementError {
+    fn reason(&self) -> &'static str {
+        match self {
+            EntitlementError::KubeApiError(_) => "KubeApiError",
+            EntitlementError::NotNamespaced => "NotNamespaced",
+        }
+    }
 }
 
 /// Whether the Entitlement has been waiting for its subjects for over a minute.
@@ -66,8 +89,8 @@ fn binding_for_long(status: Option<&crate::api::EntitlementStatus>, now: OffsetD
 pub async fn reconcile(
     ent: Arc<Entitlement>,
     ctx: Arc<EntitlementContext>,
-) -> Result<Action, ReconcileError> {
-    let namespace = ent.namespace().ok_or(ReconcileError::NotNamespaced)?;
+) -> Result<Action, EntitlementError> {
+    let namespace = ent.namespace().ok_or(EntitlementError::NotNamespaced)?;
     if ent.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -171,7 +194,7 @@ async fn materialise_rbac(
     namespace: &str,
     ctx: &EntitlementContext,
     assessment: &Assessment,
-) -> Result<Option<RbacOutcome>, ReconcileError> {
+) -> Result<Option<RbacOutcome>, EntitlementError> {
     let had = ent.status.as_ref().is_some_and(|s| s.kubernetes.is_some());
     let wanted = ent.spec.kubernetes.is_some();
     if !had && !wanted {
@@ -284,14 +307,60 @@ fn report_rbac_transition(
     );
 }
 
-/// What to do after a failed reconcile: report it, retry soon.
+/// What to do after a failed reconcile: report it (see [`report_failure`]), retry soon.
 pub fn error_policy(
     ent: Arc<Entitlement>,
-    err: &ReconcileError,
+    err: &EntitlementError,
     ctx: Arc<EntitlementContext>,
 ) -> Action {
-    warn!(namespace = %ent.namespace().unwrap_or_default(), name = %ent.name_any(), reason = err.reason(), error = %err, "entitlement reconcile failed");
-    ctx.metrics.count_failure(err.reason());
+    let reporter = Reporter {
+        events: ctx.events.clone(),
+        metrics: ctx.metrics.clone(),
+    };
+    report_failure(&reporter, ent.as_ref(), err);
     let jitter = rand::random_range(0..2000);
     Action::requeue(std::time::Duration::from_millis(3000 + jitter))
+}
+
+/// Runs the Entitlement controller until shutdown: Entitlements from `cache`'s watch (their
+/// changes also sent to `to_identities` as the identities they may affect), their Roles and
+/// RoleBindings (a change by someone else is put right), and `requests` from the identity
+/// controller.
+pub async fn run(
+    ctx: Arc<EntitlementContext>,
+    cache: reflector::store::Writer<Entitlement>,
+    mut requests: UnboundedReceiver<ObjectRef<Entitlement>>,
+    to_identities: UnboundedSender<ObjectRef<MachineIdentity>>,
+    (namespace, concurrency): (Option<String>, u16),
+) {
+    let store = cache.as_reader();
+    let changes = super::entitlement_watch::entitlement_stream(
+        ctx.client.clone(),
+        namespace.as_deref(),
+        cache,
+        ctx.identities.clone(),
+        to_identities,
+        ctx.health.clone(),
+    );
+    let ours =
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let roles: Api<Role> = scoped_api(ctx.client.clone(), namespace.as_deref());
+    let role_bindings: Api<RoleBinding> = scoped_api(ctx.client.clone(), namespace.as_deref());
+    let mut controller = Controller::for_stream(changes, store);
+    if ctx.kubernetes_access {
+        controller = controller
+            .owns(roles, ours.clone())
+            .owns(role_bindings, ours);
+    }
+    controller
+        .reconcile_on(futures::stream::poll_fn(move |cx| requests.poll_recv(cx)))
+        .with_config(Config::default().concurrency(concurrency.clamp(1, 4)))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!(error = %e, "entitlement controller error");
+            }
+        })
+        .await;
 }
