@@ -13,7 +13,7 @@ use crate::controller::ca_rotation_controller::{RotationContext, RotationSetting
 use crate::controller::entitlement::EntitlementContext;
 use crate::controller::events::{EventBudget, EventPublisher};
 use crate::controller::identity::context::IdentityContext;
-use crate::controller::identity::plan::{LifecyclePolicy, Settings as PlanSettings};
+use crate::controller::identity::settings::{LifecyclePolicy, Settings as PlanSettings};
 use crate::controller::reissue_pacing::ReissuePacing;
 use crate::controller::report::Reporter;
 use crate::controller::signing_ca::SigningCa;

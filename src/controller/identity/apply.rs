@@ -58,9 +58,9 @@ pub async fn apply(
 }
 
 /// One reconcile's apply.
-pub(super) struct Run<'a> {
-    pub ctx: &'a IdentityContext,
-    pub facts: &'a Facts,
+struct Run<'a> {
+    ctx: &'a IdentityContext,
+    facts: &'a Facts,
     /// The Secret version a trust bundle refresh started from, and the one it wrote.
     refreshed: Option<(String, String)>,
 }
@@ -72,7 +72,7 @@ impl Run<'_> {
 
     /// A planned Secret version, or the one this reconcile's trust bundle refresh wrote on top
     /// of it.
-    pub fn version(&self, planned: &str) -> String {
+    fn version(&self, planned: &str) -> String {
         match &self.refreshed {
             Some((from, to)) if from == planned => to.clone(),
             _ => planned.to_string(),
@@ -88,7 +88,8 @@ impl Run<'_> {
             Step::Revoke(r) => return self.revoke(*r).await,
             Step::StripKeyMaterial { version } => self.strip_key_material(&version).await?,
             Step::Issue(issuance) => {
-                let report = issue(self, &issuance).await?;
+                let version = issuance.secret_version.as_deref().map(|v| self.version(v));
+                let report = issue(ctx, self.facts, &issuance, version).await?;
                 return Ok(Next::Then(plan::settle(self.facts, &issuance, report)));
             }
             Step::DeleteIdentity => self.delete_identity().await?,
@@ -155,7 +156,7 @@ impl Run<'_> {
         Api::namespaced(self.ctx.client.clone(), &self.facts.namespace)
     }
 
-    pub fn secrets(&self) -> Api<Secret> {
+    fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.ctx.client.clone(), &self.facts.namespace)
     }
 

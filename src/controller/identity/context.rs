@@ -7,7 +7,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::memory::IdentityMemory;
-use super::plan::Settings;
+use super::settings::Settings;
 use crate::api::Entitlement;
 use crate::controller::reissue_pacing::ReissuePacing;
 use crate::controller::report::Reporter;

@@ -3,10 +3,12 @@
 //! is reported to the plan ([`plan::settle`]), which decides what follows.
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use time::OffsetDateTime;
 
-use super::apply::Run;
+use super::context::IdentityContext;
+use super::facts::Facts;
 use super::plan::{CredentialFailure, CredentialPlan, Issuance, IssueReport};
 use crate::controller::error::ReconcileError;
 use crate::controller::identity_secret::{Ownership, build_identity_secret, ownership};
@@ -15,11 +17,27 @@ use crate::issue::keys::generate_key;
 use crate::issue::leaf::{IssueError, IssuedCertificate, issue_leaf};
 use crate::labels::FIELD_MANAGER;
 
-/// Issues the certificate `issuance` asks for and writes the Secret, as far as it goes.
+/// Where an issuance happens: the controller's context, the reconcile's facts, and the Secret
+/// version judged ours (as this reconcile may have moved it on), or None to create the Secret.
+struct Run<'a> {
+    ctx: &'a IdentityContext,
+    facts: &'a Facts,
+    secret_version: Option<String>,
+}
+
+/// Issues the certificate `issuance` asks for and writes the Secret (at `secret_version`, or
+/// created when None), as far as it goes.
 pub(super) async fn issue(
-    run: &Run<'_>,
+    ctx: &IdentityContext,
+    facts: &Facts,
     issuance: &Issuance,
+    secret_version: Option<String>,
 ) -> Result<IssueReport, ReconcileError> {
+    let run = &Run {
+        ctx,
+        facts,
+        secret_version,
+    };
     if let Some(kept) = &issuance.paced
         && let Some(until) = run.ctx.pacing.admit(run.facts.now)
     {
@@ -72,15 +90,7 @@ pub(super) async fn issue(
         &issuance.inputs_hash,
         credential.as_ref(),
     );
-    write_secret(
-        run,
-        issuance,
-        secret,
-        issued,
-        credential,
-        credential_failure,
-    )
-    .await
+    write_secret(run, secret, issued, credential, credential_failure).await
 }
 
 /// The identity's Kubernetes client credential; None when Kubernetes access is disabled.
@@ -103,15 +113,14 @@ async fn obtain(
 /// someone else say, the write fails with a conflict and it is looked at again).
 async fn write_secret(
     run: &Run<'_>,
-    issuance: &Issuance,
     mut secret: Secret,
     issued: IssuedCertificate,
     credential: Option<KubeCredential>,
     credential_failure: Option<CredentialFailure>,
 ) -> Result<IssueReport, ReconcileError> {
-    let api = run.secrets();
+    let api: Api<Secret> = Api::namespaced(run.ctx.client.clone(), &run.facts.namespace);
     let name = &run.facts.identity.spec.secret_name;
-    let written = match &issuance.secret_version {
+    let written = match &run.secret_version {
         None => {
             let pp = PostParams {
                 field_manager: Some(FIELD_MANAGER.into()),
@@ -134,7 +143,7 @@ async fn write_secret(
             }
         }
         Some(version) => {
-            secret.metadata.resource_version = Some(run.version(version));
+            secret.metadata.resource_version = Some(version.clone());
             let pp = PatchParams::apply(FIELD_MANAGER).force();
             match api.patch(name, &pp, &Patch::Apply(&secret)).await {
                 Ok(written) => written,

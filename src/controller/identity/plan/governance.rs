@@ -4,13 +4,12 @@
 use kube::ResourceExt;
 use time::OffsetDateTime;
 
-use super::settle::status_write;
-use super::{
-    OnRevokeFailure, PlannedEvent, Requeue, Revoke, Step, identity_key, requeue_at, serial_list,
-};
+use super::conclude::{identity_key, serial_list, status_write};
+use super::steps::{OnRevokeFailure, PlannedEvent, Requeue, Revoke, Step, requeue_at};
 use crate::api::{Condition, MachineIdentityStatus, RevocationStatus};
 use crate::ca::rfc3339;
 use crate::controller::identity::facts::{Facts, RevokeRequest, SecretRead, revoke_request};
+use crate::controller::identity::settings::Settings;
 use crate::controller::identity_secret::{Ownership, keys, ownership};
 use crate::controller::status::{Outcome, READY, status_changed};
 use crate::issue::assess::leaf_info;
@@ -113,11 +112,7 @@ pub(super) fn deletion(facts: &Facts) -> Vec<Step> {
 
 /// The rest of a deletion whose revocation could not be recorded (`error`): retried, and past
 /// the finalizer timeout let go anyway, saying why.
-pub fn deletion_not_recorded(
-    facts: &Facts,
-    settings: &super::Settings,
-    error: &RevokeError,
-) -> Vec<Step> {
+pub fn deletion_not_recorded(facts: &Facts, settings: &Settings, error: &RevokeError) -> Vec<Step> {
     let mi = &facts.identity;
     let now = facts.now;
     let timeout = settings.lifecycle.finalizer_timeout;
@@ -384,12 +379,4 @@ pub(super) fn answer_revoke_request(facts: &Facts) -> Answer {
         status: Some(status),
         revoked_now: true,
     }
-}
-
-/// Whether the identity's Ready condition is false for `reason` (a problem already reported).
-pub(super) fn is_blocked_on(mi: &crate::api::MachineIdentity, reason: &str) -> bool {
-    mi.status
-        .as_ref()
-        .and_then(|s| crate::api::condition::find_condition(&s.conditions, READY))
-        .is_some_and(|c| !c.is_true() && c.reason == reason)
 }

@@ -3,15 +3,16 @@
 
 use time::OffsetDateTime;
 
+use super::conclude::{conclude, kubernetes_access, secret_conflict, status_write};
 use super::governance::answer_revoke_request;
-use super::settle::{conclude, secret_conflict, status_write};
-use super::{
-    Conclusion, CredentialPlan, Failure, Issuance, PlannedEvent, RenewalInputs, Requeue, Settings,
-    Step, requeue_at,
+use super::steps::{
+    Conclusion, CredentialPlan, Failure, Issuance, PlannedEvent, RenewalInputs, Requeue, Step,
+    requeue_at,
 };
+use crate::controller::identity::settings::Settings;
 use kube::ResourceExt;
 
-use crate::api::{Condition, KubernetesAccessStatus, MachineIdentity};
+use crate::api::{Condition, MachineIdentity};
 use crate::controller::identity::facts::{Facts, SecretRead};
 use crate::controller::identity_secret::{Ownership, existing_material, ownership};
 use crate::controller::reissue_pacing::slot_deferral;
@@ -22,7 +23,6 @@ use crate::issue::assess::{
     Expectations, KnownCertificate, ReissueReason, Verdict, assess, assess_known,
 };
 use crate::issue::inputs::{ResolvedIdentity, SpecError, resolve_identity};
-use crate::issue::kube_client::kube_user;
 use crate::issue::leaf::{CertificateInfo, CustomExtensions};
 use crate::lifecycle::verdict::Lifecycle;
 
@@ -189,22 +189,6 @@ fn credential_plan(mi: &MachineIdentity, settings: &Settings) -> CredentialPlan 
         (true, false) => CredentialPlan::Disabled,
         (true, true) => CredentialPlan::Obtain,
     }
-}
-
-/// The Kubernetes access a kept certificate comes with, as the status shows it.
-pub(super) fn kubernetes_access(
-    mi: &MachineIdentity,
-    kube_client_not_after: Option<String>,
-) -> Option<KubernetesAccessStatus> {
-    kube_client_not_after
-        .filter(|_| mi.wants_kubernetes_access())
-        .map(|not_after| KubernetesAccessStatus {
-            user: kube_user(
-                mi.metadata.namespace.as_deref().unwrap_or_default(),
-                mi.metadata.name.as_deref().unwrap_or_default(),
-            ),
-            client_certificate_not_after: not_after,
-        })
 }
 
 /// What the certificate in the Secret is compared with.

@@ -9,6 +9,7 @@
 //! - [`Step::Issue`]: what became of the issuance ([`IssueReport`]) is turned into the rest of the
 //!   plan by [`settle`], with the same rules that conclude a plan without issuance.
 
+mod conclude;
 mod governance;
 mod keep;
 mod settle;
@@ -17,11 +18,10 @@ mod steps;
 mod tests;
 
 use kube::ResourceExt;
-use time::OffsetDateTime;
 
 use super::facts::Facts;
+pub use super::settings::{LifecyclePolicy, Settings};
 use crate::api::Condition;
-use crate::issue::inputs::IssuancePolicy;
 use crate::labels::REVOKE_FINALIZER;
 use crate::lifecycle::review::{parse_review_date, review_state};
 use crate::lifecycle::verdict::{
@@ -37,30 +37,6 @@ pub use steps::*;
 
 /// How soon an identity is looked at again while the Entitlement cache is incomplete.
 const ENTITLEMENTS_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The operator's settings that plans are made with.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// What certificates look like and how long they live.
-    pub issuance: IssuancePolicy,
-    pub lifecycle: LifecyclePolicy,
-    /// Whether Kubernetes access is enabled (`--kubernetes-access`).
-    pub kubernetes_access: bool,
-    /// How long after a CA switch re-issues are spread.
-    pub reissue_spread: time::Duration,
-}
-
-/// The operator's settings for lifecycle governance.
-#[derive(Clone, Copy, Debug)]
-pub struct LifecyclePolicy {
-    /// How long a workload may be missing before its identity lapses (unless the identity sets
-    /// its own).
-    pub workload_grace: time::Duration,
-    /// How long before the review lapses `ReviewDue` is shown.
-    pub review_warning: time::Duration,
-    /// How long a deletion waits for its revocation to be recorded.
-    pub finalizer_timeout: time::Duration,
-}
 
 /// The plan for the reconcile whose facts are `facts`.
 pub fn plan(facts: &Facts, settings: &Settings) -> Plan {
@@ -165,26 +141,4 @@ fn trust_bundle_refresh(facts: &Facts) -> Vec<Step> {
         });
     }
     steps
-}
-
-/// Come back at `at` (at least a second from `now`).
-pub fn requeue_at(at: OffsetDateTime, now: OffsetDateTime) -> Requeue {
-    let secs = (at - now).as_seconds_f64().max(1.0);
-    Requeue::After(std::time::Duration::from_secs_f64(secs))
-}
-
-/// `namespace/name` of the identity (in revocations and logs).
-fn identity_key(facts: &Facts) -> String {
-    format!(
-        "{}/{}",
-        facts.namespace,
-        facts.identity.metadata.name.as_deref().unwrap_or_default()
-    )
-}
-
-fn serial_list(serials: &[String]) -> String {
-    match serials.is_empty() {
-        true => "no unexpired certificate".to_string(),
-        false => format!("serial {}", serials.join(", ")),
-    }
 }

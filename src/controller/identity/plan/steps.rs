@@ -275,3 +275,9 @@ pub struct CredentialFailure {
     pub reason: &'static str,
     pub message: String,
 }
+
+/// Come back at `at` (at least a second from `now`).
+pub fn requeue_at(at: OffsetDateTime, now: OffsetDateTime) -> Requeue {
+    let secs = (at - now).as_seconds_f64().max(1.0);
+    Requeue::After(std::time::Duration::from_secs_f64(secs))
+}

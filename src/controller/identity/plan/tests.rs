@@ -16,7 +16,7 @@ use crate::controller::status::{CERTIFICATE_VALID, ISSUING, READY};
 use crate::controller::status_memory::fingerprint;
 use crate::entitle::resolve::EntitlementFacts;
 use crate::issue::assess::{KnownCertificate, ReissueReason};
-use crate::issue::inputs::resolve_identity;
+use crate::issue::inputs::{IssuancePolicy, resolve_identity};
 use crate::issue::keys::generate_key;
 use crate::issue::leaf::{CertificateInfo, issue_leaf};
 use crate::labels::{REVOKE_FINALIZER, REVOKE_REQUESTED};
