@@ -259,42 +259,8 @@ pub(super) fn suspend(
     let mi = &facts.identity;
     let (revocations, serials) = revoke_every_certificate(facts, Reason::PrivilegeWithdrawn);
     let strip = strippable(facts);
-    let note = format!(
-        "the review date {} has passed: revoked {}, removed the key from Secret {}; renewing stops until reviewBy moves forward (kubectl nhi review)",
-        mi.spec.review_by.as_deref().unwrap_or_default(),
-        serial_list(&serials),
-        mi.spec.secret_name
-    );
-    let revocation = RevocationStatus {
-        reason: REVIEW_OVERDUE.into(),
-        revoked_at: rfc3339(facts.now),
-        serial_numbers: serials,
-        request: None,
-    };
-    let mut shown = revocation.clone();
-    shown.request = mi
-        .annotations()
-        .get(crate::labels::REVOKE_REQUESTED)
-        .cloned();
-    let outcome = Outcome::Blocked {
-        reason: REVIEW_OVERDUE.into(),
-        message: format!(
-            "the review date {} has passed: the identity is suspended (certificates revoked, key removed); move reviewBy forward to resume",
-            mi.spec.review_by.as_deref().unwrap_or_default()
-        ),
-    };
-    let mut suspended = vec![
-        Step::ForgetCertificate,
-        Step::Publish(PlannedEvent::warning("Suspended", note)),
-        Step::RememberRevocation(revocation),
-    ];
-    suspended.extend(status_write(
-        facts,
-        &outcome,
-        None,
-        conditions.clone(),
-        Some(shown),
-    ));
+    let outcome = suspended_outcome(mi);
+    let suspended = suspended_steps(facts, &outcome, serials, conditions.clone());
     let mut steps = match strip {
         Some(version) => {
             let mut steps = vec![
@@ -328,6 +294,52 @@ pub(super) fn suspend(
         .next_check
         .map_or(Requeue::AwaitChange, |at| requeue_at(at, facts.now));
     steps.push(Step::Finish(requeue));
+    steps
+}
+
+/// What a lapsed review shows as the identity's Ready condition.
+fn suspended_outcome(mi: &crate::api::MachineIdentity) -> Outcome {
+    Outcome::Blocked {
+        reason: REVIEW_OVERDUE.into(),
+        message: format!(
+            "the review date {} has passed: the identity is suspended (certificates revoked, key removed); move reviewBy forward to resume",
+            mi.spec.review_by.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
+/// What a suspension that revoked or removed something (`serials`) does: says so, remembers
+/// the revocation, and shows it in status (answering a pending revoke request too).
+fn suspended_steps(
+    facts: &Facts,
+    outcome: &Outcome,
+    serials: Vec<String>,
+    conditions: Vec<Condition>,
+) -> Vec<Step> {
+    let mi = &facts.identity;
+    let note = format!(
+        "the review date {} has passed: revoked {}, removed the key from Secret {}; renewing stops until reviewBy moves forward (kubectl nhi review)",
+        mi.spec.review_by.as_deref().unwrap_or_default(),
+        serial_list(&serials),
+        mi.spec.secret_name
+    );
+    let revocation = RevocationStatus {
+        reason: REVIEW_OVERDUE.into(),
+        revoked_at: rfc3339(facts.now),
+        serial_numbers: serials,
+        request: None,
+    };
+    let mut shown = revocation.clone();
+    shown.request = mi
+        .annotations()
+        .get(crate::labels::REVOKE_REQUESTED)
+        .cloned();
+    let mut steps = vec![
+        Step::ForgetCertificate,
+        Step::Publish(PlannedEvent::warning("Suspended", note)),
+        Step::RememberRevocation(revocation),
+    ];
+    steps.extend(status_write(facts, outcome, None, conditions, Some(shown)));
     steps
 }
 

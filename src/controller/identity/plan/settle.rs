@@ -2,7 +2,8 @@
 
 use super::conclude::{conclude, is_blocked_on, kubernetes_access, secret_conflict};
 use super::steps::{
-    CredentialFailure, Failure, Issuance, IssueReport, PlannedEvent, Requeue, Step, requeue_at,
+    Conclusion, CredentialFailure, Failure, Issuance, IssueReport, PlannedEvent, Requeue, Step,
+    requeue_at,
 };
 use crate::ca::rfc3339;
 use crate::controller::identity::facts::Facts;
@@ -44,22 +45,7 @@ pub fn settle(facts: &Facts, issuance: &Issuance, report: IssueReport) -> Vec<St
             };
             retrying(facts, issuance, why, message, SIGNING_RETRY)
         }
-        IssueReport::KubeAccessDisabled => {
-            let message = access_disabled("spec.kubernetesAccess");
-            let mut steps = vec![];
-            if !is_blocked_on(&facts.identity, "KubernetesAccessDisabled") {
-                steps.push(Step::Publish(PlannedEvent::warning(
-                    "KubernetesAccessDisabled",
-                    message.clone(),
-                )));
-            }
-            let outcome = Outcome::Blocked {
-                reason: "KubernetesAccessDisabled".into(),
-                message,
-            };
-            steps.extend(conclude(facts, conclusion, outcome, Requeue::AwaitChange));
-            steps
-        }
+        IssueReport::KubeAccessDisabled => kube_access_disabled(facts, conclusion),
         IssueReport::CredentialFailed { reason, message } => {
             retrying(facts, issuance, reason, message, KUBE_ACCESS_RETRY)
         }
@@ -97,6 +83,25 @@ pub fn settle(facts: &Facts, issuance: &Issuance, report: IssueReport) -> Vec<St
             credential_failure,
         ),
     }
+}
+
+/// The identity wants Kubernetes access and it is disabled: said once, blocked until something
+/// changes.
+fn kube_access_disabled(facts: &Facts, conclusion: &Conclusion) -> Vec<Step> {
+    let message = access_disabled("spec.kubernetesAccess");
+    let mut steps = vec![];
+    if !is_blocked_on(&facts.identity, "KubernetesAccessDisabled") {
+        steps.push(Step::Publish(PlannedEvent::warning(
+            "KubernetesAccessDisabled",
+            message.clone(),
+        )));
+    }
+    let outcome = Outcome::Blocked {
+        reason: "KubernetesAccessDisabled".into(),
+        message,
+    };
+    steps.extend(conclude(facts, conclusion, outcome, Requeue::AwaitChange));
+    steps
 }
 
 /// The credential failed, but the identity gets its certificate anyway (without a kubeconfig),

@@ -267,110 +267,119 @@ fn after(d: Requeue) -> std::time::Duration {
 
 // The tests.
 
+/// The Secret, read (the index has not listed yet), holds `secret` as edited.
+fn reads_edited_secret(
+    f: &mut Facts,
+    edit: impl FnOnce(&mut std::collections::BTreeMap<String, ByteString>),
+) {
+    let mut s = real_secret(f);
+    edit(s.data.as_mut().unwrap());
+    f.secret.index_synced = false;
+    f.secret.read = SecretRead::Read(Some(Box::new(s)));
+}
+
+fn corrupt_secret(f: &mut Facts) {
+    reads_edited_secret(f, |data| {
+        data.insert(
+            keys::TLS_CRT.into(),
+            ByteString(b"not a certificate".to_vec()),
+        );
+    });
+}
+
+fn keyless_secret(f: &mut Facts) {
+    reads_edited_secret(f, |data| {
+        data.remove(keys::TLS_KEY);
+    });
+}
+
+fn signed_by_another_ca(f: &mut Facts) {
+    let (i, h) = (current_info(f), inputs_hash(f));
+    let other = new_ca("other CA", f.now);
+    knows(f, i, &h, other.public_key_der());
+}
+
+/// The Secret holds `info`, built from `inputs_hash` (None: the current inputs) by the CA.
+fn holds(f: &mut Facts, info: CertificateInfo, inputs_hash_: Option<&str>) {
+    let h = inputs_hash_.map_or_else(|| inputs_hash(f), str::to_string);
+    let key = f.ca.public_key_der().to_vec();
+    knows(f, info, &h, &key);
+}
+
+fn expired(f: &mut Facts) {
+    let i = info("0a", f.now - Duration::hours(2), f.now - Duration::hours(1));
+    holds(f, i, None);
+}
+
+fn spec_changed(f: &mut Facts) {
+    holds(f, current_info(f), Some("an older spec"));
+}
+
+fn renewal_due(f: &mut Facts) {
+    let i = info(
+        "0a",
+        f.now - Duration::minutes(55),
+        f.now + Duration::minutes(5),
+    );
+    holds(f, i, None);
+}
+
+fn grants_changed(f: &mut Facts) {
+    holds(f, current_info(f), None);
+    f.entitlements = vec![entitlement("pay", &["payments.process"])];
+}
+
+fn revoked_before(f: &mut Facts) {
+    holds(f, current_info(f), None);
+    f.last_revocation = Some(RevocationStatus {
+        reason: "RevokeRequested".into(),
+        revoked_at: rfc3339(f.now),
+        serial_numbers: vec!["0A".into()],
+        request: Some("r1".into()),
+    });
+}
+
 #[test]
 fn each_reissue_cause_issues_with_its_reason() {
     type Setup = fn(&mut Facts);
+    // (case, setup, reason, the current certificate serves meanwhile)
     let cases: [(&str, Setup, ReissueReason, bool); 9] = [
         ("no Secret", |_| {}, ReissueReason::Missing, false),
         (
             "corrupt Secret",
-            |f| {
-                let mut s = real_secret(f);
-                let data = s.data.as_mut().unwrap();
-                data.insert(
-                    keys::TLS_CRT.into(),
-                    ByteString(b"not a certificate".to_vec()),
-                );
-                f.secret.index_synced = false;
-                f.secret.read = SecretRead::Read(Some(Box::new(s)));
-            },
+            corrupt_secret,
             ReissueReason::Unparseable,
             false,
         ),
         (
             "Secret without its key",
-            |f| {
-                let mut s = real_secret(f);
-                s.data.as_mut().unwrap().remove(keys::TLS_KEY);
-                f.secret.index_synced = false;
-                f.secret.read = SecretRead::Read(Some(Box::new(s)));
-            },
+            keyless_secret,
             ReissueReason::Missing,
             false,
         ),
         (
             "signed by another CA",
-            |f| {
-                let (i, h) = (current_info(f), inputs_hash(f));
-                let other = new_ca("other CA", f.now);
-                knows(f, i, &h, other.public_key_der());
-            },
+            signed_by_another_ca,
             ReissueReason::WrongIssuer,
             false,
         ),
-        (
-            "expired",
-            |f| {
-                let i = info("0a", f.now - Duration::hours(2), f.now - Duration::hours(1));
-                let (h, key) = (inputs_hash(f), f.ca.public_key_der().to_vec());
-                knows(f, i, &h, &key);
-            },
-            ReissueReason::Expired,
-            false,
-        ),
+        ("expired", expired, ReissueReason::Expired, false),
         (
             "spec changed",
-            |f| {
-                let (i, key) = (current_info(f), f.ca.public_key_der().to_vec());
-                knows(f, i, "an older spec", &key);
-            },
+            spec_changed,
             ReissueReason::InputsChanged,
             true,
         ),
-        (
-            "renewal due",
-            |f| {
-                let i = info(
-                    "0a",
-                    f.now - Duration::minutes(55),
-                    f.now + Duration::minutes(5),
-                );
-                let (h, key) = (inputs_hash(f), f.ca.public_key_der().to_vec());
-                knows(f, i, &h, &key);
-            },
-            ReissueReason::RenewalDue,
-            true,
-        ),
+        ("renewal due", renewal_due, ReissueReason::RenewalDue, true),
         (
             "grants changed",
-            |f| {
-                let (i, h, key) = (
-                    current_info(f),
-                    inputs_hash(f),
-                    f.ca.public_key_der().to_vec(),
-                );
-                knows(f, i, &h, &key);
-                f.entitlements = vec![entitlement("pay", &["payments.process"])];
-            },
+            grants_changed,
             ReissueReason::InputsChanged,
             true,
         ),
         (
             "revoked by this operator before",
-            |f| {
-                let (i, h, key) = (
-                    current_info(f),
-                    inputs_hash(f),
-                    f.ca.public_key_der().to_vec(),
-                );
-                knows(f, i, &h, &key);
-                f.last_revocation = Some(RevocationStatus {
-                    reason: "RevokeRequested".into(),
-                    revoked_at: rfc3339(f.now),
-                    serial_numbers: vec!["0A".into()],
-                    request: Some("r1".into()),
-                });
-            },
+            revoked_before,
             ReissueReason::Revoked,
             false,
         ),
@@ -384,10 +393,7 @@ fn each_reissue_cause_issues_with_its_reason() {
         assert_eq!(issuance.still_valid.is_some(), keeps_current, "{name}");
         assert_eq!(issuance.credential, CredentialPlan::NotWanted, "{name}");
         assert_eq!(issuance.paced, None, "{name}");
-        assert!(
-            issuance.first == (reason == ReissueReason::Missing),
-            "{name}"
-        );
+        assert_eq!(issuance.first, reason == ReissueReason::Missing, "{name}");
     }
 }
 
@@ -676,17 +682,40 @@ fn written(facts: &Facts, serial: &str, failure: Option<CredentialFailure>) -> I
     }
 }
 
-#[test]
-fn what_becomes_of_an_issuance_settles_the_rest() {
-    let csr_failed = || CredentialFailure {
+fn wants_kubernetes() -> Facts {
+    facts_of(identity(
+        serde_json::json!({"kubernetesAccess": {"enabled": true}}),
+    ))
+}
+
+fn renewing() -> Facts {
+    let mut f = fresh();
+    renewal_due(&mut f);
+    f
+}
+
+fn csr_not_signed() -> CredentialFailure {
+    CredentialFailure {
         reason: "CSRNotSigned",
         message: "not signed".into(),
-    };
+    }
+}
+
+fn signing_failed(ca_expires_too_soon: bool) -> IssueReport {
+    IssueReport::SigningFailed {
+        ca_expires_too_soon,
+        message: "cannot sign".into(),
+    }
+}
+
+#[test]
+fn what_becomes_of_an_issuance_settles_the_rest() {
+    type Report = fn(&Facts) -> IssueReport;
     // (case, facts, report, Events, Ready, Issuing)
     type Case = (
         &'static str,
-        Facts,
-        fn(&Facts) -> IssueReport,
+        fn() -> Facts,
+        Report,
         Vec<(bool, &'static str)>,
         bool,
         bool,
@@ -694,75 +723,48 @@ fn what_becomes_of_an_issuance_settles_the_rest() {
     let cases: [Case; 6] = [
         (
             "first issuance",
-            fresh(),
-            |f: &Facts| written(f, "0b", None),
+            fresh,
+            |f| written(f, "0b", None),
             vec![(false, "Issued")],
             true,
             false,
         ),
         (
             "renewal",
-            {
-                let mut f = fresh();
-                let i = info(
-                    "0a",
-                    f.now - Duration::minutes(55),
-                    f.now + Duration::minutes(5),
-                );
-                let (h, key) = (inputs_hash(&f), f.ca.public_key_der().to_vec());
-                knows(&mut f, i, &h, &key);
-                f
-            },
-            |f: &Facts| written(f, "0b", None),
+            renewing,
+            |f| written(f, "0b", None),
             vec![(false, "Renewed")],
             true,
             false,
         ),
         (
             "CA expires too soon",
-            fresh(),
-            |_: &Facts| IssueReport::SigningFailed {
-                ca_expires_too_soon: true,
-                message: "the CA ends first".into(),
-            },
+            fresh,
+            |_| signing_failed(true),
             vec![(true, "CAExpiresTooSoon")],
             false,
             true,
         ),
         (
             "signing failed",
-            fresh(),
-            |_: &Facts| IssueReport::SigningFailed {
-                ca_expires_too_soon: false,
-                message: "bad name".into(),
-            },
+            fresh,
+            |_| signing_failed(false),
             vec![(true, "IssuanceFailed")],
             false,
             true,
         ),
         (
             "credential failed, no certificate yet: written without a kubeconfig",
-            facts_of(identity(
-                serde_json::json!({"kubernetesAccess": {"enabled": true}}),
-            )),
-            |f: &Facts| {
-                written(
-                    f,
-                    "0b",
-                    Some(CredentialFailure {
-                        reason: "CSRNotSigned",
-                        message: "not signed".into(),
-                    }),
-                )
-            },
+            wants_kubernetes,
+            |f| written(f, "0b", Some(csr_not_signed())),
             vec![(true, "CSRNotSigned"), (false, "Issued")],
             true,
             true,
         ),
         (
             "Secret taken meanwhile",
-            fresh(),
-            |_: &Facts| IssueReport::SecretTaken {
+            fresh,
+            |_| IssueReport::SecretTaken {
                 credential_failure: None,
             },
             vec![(true, "SecretConflict")],
@@ -770,51 +772,51 @@ fn what_becomes_of_an_issuance_settles_the_rest() {
             false,
         ),
     ];
-    for (name, f, report, expected_events, ready, issuing) in cases {
+    for (name, facts, report, expected_events, ready, issuing) in cases {
+        let f = facts();
         let steps = plan(&f, &settings()).steps;
-        let i = issuance(&steps);
-        let rest = settle(&f, i, report(&f));
+        let rest = settle(&f, issuance(&steps), report(&f));
         assert_eq!(events(&rest), expected_events, "{name}");
-        let status = written_status(&rest).unwrap_or_else(|| panic!("{name}: no status"));
-        let cond = |t: &str| {
-            status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == t)
-                .unwrap()
-                .is_true()
-        };
-        assert_eq!((cond(READY), cond(ISSUING)), (ready, issuing), "{name}");
+        assert_eq!(ready_and_issuing(&rest), (ready, issuing), "{name}");
         assert!(matches!(finish(&rest), Requeue::After(_)), "{name}");
     }
-    // The credential failed while the current certificate is valid: kept, nothing written.
-    let mut f = facts_of(identity(
-        serde_json::json!({"kubernetesAccess": {"enabled": true}}),
-    ));
-    let i = info(
-        "0a",
-        f.now - Duration::minutes(55),
-        f.now + Duration::minutes(5),
-    );
-    let (h, key) = (inputs_hash(&f), f.ca.public_key_der().to_vec());
-    knows(&mut f, i, &h, &key);
+}
+
+fn ready_and_issuing(steps: &[Step]) -> (bool, bool) {
+    let status = written_status(steps).expect("a status is written");
+    let cond = |t: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap()
+            .is_true()
+    };
+    (cond(READY), cond(ISSUING))
+}
+
+#[test]
+fn a_failed_credential_keeps_a_valid_certificate_and_writes_nothing() {
+    let mut f = wants_kubernetes();
+    renewal_due(&mut f);
     let steps = plan(&f, &settings()).steps;
     let issuance = issuance(&steps);
     assert!(issuance.still_valid.is_some());
-    let failure = csr_failed();
-    let rest = settle(
-        &f,
-        issuance,
-        IssueReport::CredentialFailed {
-            reason: failure.reason,
-            message: failure.message,
-        },
-    );
+    let failure = csr_not_signed();
+    let report = IssueReport::CredentialFailed {
+        reason: failure.reason,
+        message: failure.message,
+    };
+    let rest = settle(&f, issuance, report);
     assert!(!has(&rest, |s| matches!(
         s,
         Step::RememberCertificate { .. }
     )));
     assert_eq!(events(&rest), vec![(true, "CSRNotSigned")]);
+    assert!(has(
+        &rest,
+        |s| matches!(s, Step::CountFailure(r) if r == "CSRNotSigned")
+    ));
     assert_eq!(
         finish(&rest),
         Requeue::After(std::time::Duration::from_secs(30))
