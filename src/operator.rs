@@ -239,8 +239,7 @@ async fn lead(
     let entitlement_ctx = Arc::new(EntitlementContext {
         client: client.clone(),
         identities,
-        events: reporter.events.clone(),
-        metrics: reporter.metrics.clone(),
+        reporter: reporter.clone(),
         kubernetes_access: identity_ctx.kube_endpoint.is_some(),
         health: health.clone(),
         written: Default::default(),

@@ -5,9 +5,6 @@
 
 pub mod ca_rotation_controller;
 pub mod entitlement;
-pub mod entitlement_rbac;
-pub mod entitlement_status;
-pub mod entitlement_watch;
 pub mod error;
 pub mod events;
 pub mod identity;

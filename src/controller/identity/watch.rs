@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::context::IdentityContext;
 use crate::api::MachineIdentity;
-use crate::controller::entitlement_watch;
+use crate::controller::entitlement::watch as entitlement_watch;
 use crate::controller::secret_index::SecretIndex;
 use crate::health::Health;
 use crate::kube_api::scoped_api;
