@@ -3,44 +3,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::revoke::Revoker;
 use crate::revoke::trust::{CA_KEY, CRL_KEY, TrustDocuments, trust_field_selector, trust_selector};
-
-/// Health flags flipped by the operator as it starts and runs.
-#[derive(Default)]
-pub struct Health {
-    /// The CA is loaded.
-    pub ca_loaded: AtomicBool,
-    /// The MachineIdentity cache has completed its first list.
-    pub identities_synced: AtomicBool,
-    /// The identity-Secret cache has completed its first list.
-    pub secrets_synced: AtomicBool,
-    /// The Entitlement cache has completed its first list.
-    pub entitlements_synced: AtomicBool,
-    /// A standby waiting for the leader Lease: ready, but not reconciling.
-    pub standby: AtomicBool,
-    /// The controller loop is running (false once it has stopped).
-    pub controller_alive: AtomicBool,
-}
-
-impl Health {
-    /// Ready to serve: a standby, or the CA loaded and caches synced.
-    pub fn ready(&self) -> bool {
-        self.standby.load(Ordering::Relaxed)
-            || self.ca_loaded.load(Ordering::Relaxed)
-                && self.identities_synced.load(Ordering::Relaxed)
-                && self.secrets_synced.load(Ordering::Relaxed)
-                && self.entitlements_synced.load(Ordering::Relaxed)
-    }
-}
 
 #[derive(Clone)]
 struct AppState {
@@ -92,7 +65,7 @@ impl PublishedTrust {
     async fn read(&self) -> Option<TrustDocuments> {
         use k8s_openapi::api::core::v1::ConfigMap;
         let api: kube::Api<ConfigMap> =
-            crate::controller::scoped_api(self.client.clone(), self.scope.as_deref());
+            crate::kube_api::scoped_api(self.client.clone(), self.scope.as_deref());
         // From the apiserver's watch cache: an unauthenticated endpoint must not cost etcd reads.
         let lp = kube::api::ListParams::default()
             .fields(&trust_field_selector())
@@ -178,24 +151,6 @@ async fn livez(State(s): State<AppState>) -> (StatusCode, &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ready_only_with_ca_and_both_caches() {
-        let h = Health::default();
-        assert!(!h.ready());
-        h.ca_loaded.store(true, Ordering::Relaxed);
-        h.identities_synced.store(true, Ordering::Relaxed);
-        h.entitlements_synced.store(true, Ordering::Relaxed);
-        assert!(!h.ready(), "the Secret cache has not synced yet");
-        h.secrets_synced.store(true, Ordering::Relaxed);
-        assert!(h.ready());
-        let standby = Health::default();
-        standby.standby.store(true, Ordering::Relaxed);
-        assert!(
-            standby.ready(),
-            "a standby is ready (it serves metrics and takes over)"
-        );
-    }
 
     #[tokio::test]
     async fn livez_fails_once_the_controller_loop_stopped() {

@@ -5,20 +5,27 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter as EventSource};
 use tracing::{error, info};
 
 use crate::ca::store::{CaLocation, load_or_bootstrap};
-use crate::controller::context::LifecyclePolicy;
+use crate::controller::ca_rotation_controller::{RotationContext, RotationSettings};
+use crate::controller::entitlement::EntitlementContext;
 use crate::controller::events::{EventBudget, EventPublisher};
+use crate::controller::identity::context::IdentityContext;
+use crate::controller::identity::settings::{LifecyclePolicy, Settings as PlanSettings};
+use crate::controller::reissue_pacing::ReissuePacing;
+use crate::controller::report::Reporter;
+use crate::controller::signing_ca::SigningCa;
 use crate::controller::workload_watch::WorkloadWatches;
-use crate::controller::{self, context::Context};
-use crate::http::{self, Health};
+use crate::controller::{self, Wiring};
+use crate::health::Health;
+use crate::http;
 use crate::issue::inputs::IssuancePolicy;
 use crate::issue::kube_client::KubeEndpoint;
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
-use crate::revoke::service::RevocationConfig;
+use crate::revoke::service::{RevocationConfig, RevocationDeps};
 use crate::settings::Settings;
 
 /// Errors that stop the operator at start-up.
@@ -175,81 +182,131 @@ async fn lead(
     health.ca_loaded.store(true, Ordering::Relaxed);
 
     let reporter = Reporter {
-        controller: "nhi-operator".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
-    let policy = IssuancePolicy {
-        trust_domain: settings.trust_domain.clone(),
-        default_ttl: settings.default_ttl.0,
-        min_ttl: settings.min_ttl.0,
-        max_ttl: settings.max_ttl.0,
-        renewal_fraction: settings.renewal_fraction,
+        events: Arc::new(EventPublisher::new(
+            Recorder::new(client.clone(), event_source()),
+            EventBudget::new(settings.event_burst, settings.event_qps),
+        )),
+        metrics,
     };
     let ns = settings.watch_namespace.clone();
-    let (secrets, secret_stream) =
-        controller::identity_secret_watch(client.clone(), ns.as_deref(), health.clone());
-    let budget = EventBudget::new(settings.event_burst, settings.event_qps);
-    let events = EventPublisher::new(recorder, budget);
-    let (entitlements, entitlement_writer) = kube::runtime::reflector::store();
+    let ca = SigningCa::new(ca);
+    let (identities, identity_cache) = kube::runtime::reflector::store();
+    // The revocation service: one writer of the record per operator, signing with whatever CA
+    // is current.
+    tokio::spawn(crate::revoke::service::run(
+        revocations,
+        RevocationDeps {
+            client: client.clone(),
+            ca: ca.shared(),
+            identities: identities.clone(),
+            health: health.clone(),
+            metrics: reporter.metrics.clone(),
+        },
+        RevocationConfig {
+            namespace: settings.operator_namespace.clone(),
+            record_name: settings.revocation_configmap.clone(),
+            scope: ns.clone(),
+            crl_validity: settings.crl_validity.0,
+            publish_delay: settings.debug_publish_delay.0.unsigned_abs(),
+        },
+    ));
+    let (secrets, secret_stream) = controller::identity::watch::identity_secret_watch(
+        client.clone(),
+        ns.as_deref(),
+        health.clone(),
+    );
+    let (entitlements, entitlement_cache) = kube::runtime::reflector::store();
     let (entitlement_trigger, entitlement_requests) = tokio::sync::mpsc::unbounded_channel();
-    let governance = controller::context::Governance {
-        revoker,
+    let pacing = Arc::new(ReissuePacing::new(
+        settings.ca_rotation_spread.0,
+        settings.ca_rotation_reissue_rate,
+    ));
+    let identity_ctx = Arc::new(IdentityContext {
+        client: client.clone(),
+        ca: ca.clone(),
+        settings: plan_settings(&settings, kube_endpoint.is_some()),
+        kube_endpoint,
+        secrets: secrets.clone(),
+        entitlements,
+        health: health.clone(),
+        memory: Default::default(),
+        revoker: revoker.clone(),
         workloads: Arc::new(WorkloadWatches::new(client.clone(), ns.clone())),
-        policy: LifecyclePolicy {
+        pacing: pacing.clone(),
+        reporter: reporter.clone(),
+        entitlement_trigger,
+    });
+    let entitlement_ctx = Arc::new(EntitlementContext {
+        client: client.clone(),
+        identities,
+        reporter: reporter.clone(),
+        kubernetes_access: identity_ctx.kube_endpoint.is_some(),
+        health: health.clone(),
+        written: Default::default(),
+    });
+    let rotation_ctx = RotationContext {
+        client,
+        ca,
+        pacing,
+        revoker,
+        secrets,
+        health,
+        reporter,
+    };
+    let rotation = RotationSettings {
+        policy: crate::ca::rotation::RotationPolicy {
+            renew_before: settings.ca_renew_before.0,
+            propagation: settings.ca_rotation_propagation.0,
+            spread: settings.ca_rotation_spread.0,
+            max_ttl: settings.max_ttl.0,
+        },
+        location,
+        scope: ns.clone(),
+    };
+    let wiring = Wiring {
+        secret_stream,
+        identity_cache,
+        entitlement_cache,
+        entitlement_requests,
+        namespace: ns,
+        concurrency: settings.concurrency,
+    };
+    controller::run_controllers(
+        identity_ctx,
+        entitlement_ctx,
+        (rotation_ctx, rotation),
+        wiring,
+    )
+    .await;
+    Ok(())
+}
+
+/// Who the operator's Events come from.
+fn event_source() -> EventSource {
+    EventSource {
+        controller: "nhi-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    }
+}
+
+/// The settings the identity controller plans with.
+fn plan_settings(settings: &Settings, kubernetes_access: bool) -> PlanSettings {
+    PlanSettings {
+        issuance: IssuancePolicy {
+            trust_domain: settings.trust_domain.clone(),
+            default_ttl: settings.default_ttl.0,
+            min_ttl: settings.min_ttl.0,
+            max_ttl: settings.max_ttl.0,
+            renewal_fraction: settings.renewal_fraction,
+        },
+        lifecycle: LifecyclePolicy {
             workload_grace: settings.workload_grace_period.0,
             review_warning: settings.review_warning.0,
             finalizer_timeout: settings.finalizer_timeout.0,
         },
-        rollout: controller::ca_rollout::CaRollout::new(
-            settings.ca_rotation_spread.0,
-            settings.ca_rotation_reissue_rate,
-        ),
-    };
-    let revocation_config = RevocationConfig {
-        namespace: settings.operator_namespace.clone(),
-        record_name: settings.revocation_configmap.clone(),
-        scope: ns.clone(),
-        crl_validity: settings.crl_validity.0,
-        publish_delay: settings.debug_publish_delay.0.unsigned_abs(),
-    };
-    let ctx = Arc::new(Context::new(
-        client,
-        ca,
-        policy,
-        events,
-        metrics,
-        health.clone(),
-        controller::context::Watches {
-            secrets,
-            entitlements,
-            refresh_entitlement: entitlement_trigger,
-            kube_endpoint,
-        },
-        governance,
-    ));
-    controller::run_controllers(
-        ctx,
-        (revocations, revocation_config),
-        secret_stream,
-        entitlement_writer,
-        entitlement_requests,
-        ns.clone(),
-        settings.concurrency,
-        health,
-        controller::ca_rotation::RotationSettings {
-            policy: crate::ca::rotation::RotationPolicy {
-                renew_before: settings.ca_renew_before.0,
-                propagation: settings.ca_rotation_propagation.0,
-                spread: settings.ca_rotation_spread.0,
-                max_ttl: settings.max_ttl.0,
-            },
-            location,
-            scope: ns,
-        },
-    )
-    .await;
-    Ok(())
+        kubernetes_access,
+        reissue_spread: settings.ca_rotation_spread.0,
+    }
 }
 
 fn lease_config(settings: &Settings) -> LeaseConfig {

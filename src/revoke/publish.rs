@@ -47,7 +47,7 @@ impl TrustPublisher {
     /// removed at the next sync.
     pub async fn discover(&mut self) -> Result<(), kube::Error> {
         let api: Api<PartialObjectMeta<ConfigMap>> =
-            crate::controller::scoped_api(self.client.clone(), self.scope.as_deref());
+            crate::kube_api::scoped_api(self.client.clone(), self.scope.as_deref());
         let list = api
             .list_metadata(
                 &ListParams::default()

@@ -21,7 +21,7 @@ use super::handle::Shared;
 use super::publish::TrustPublisher;
 use super::trust::{trust_field_selector, trust_selector};
 use crate::api::MachineIdentity;
-use crate::http::Health;
+use crate::health::Health;
 use crate::metrics::Metrics;
 
 /// What the publishing task needs from the operator.
@@ -45,7 +45,7 @@ pub(super) async fn run(
         warn!(error = %e, "cannot list existing trust ConfigMaps; they are found as identities appear");
     }
     let api: Api<PartialObjectMeta<ConfigMap>> =
-        crate::controller::scoped_api(deps.client.clone(), scope.as_deref());
+        crate::kube_api::scoped_api(deps.client.clone(), scope.as_deref());
     let cfg = watcher::Config::default()
         .labels(&trust_selector())
         .fields(&trust_field_selector());

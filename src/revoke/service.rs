@@ -17,7 +17,7 @@ use super::record::{Revocation, RevocationRecord};
 use super::trust::TrustDocuments;
 use crate::api::MachineIdentity;
 use crate::ca::CertificateAuthority;
-use crate::http::Health;
+use crate::health::Health;
 use crate::metrics::Metrics;
 
 /// How the service is set up.

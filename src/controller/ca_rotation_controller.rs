@@ -17,7 +17,10 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info, warn};
 
-use super::context::Context;
+use super::reissue_pacing::ReissuePacing;
+use super::report::Reporter;
+use super::secret_index::SecretIndex;
+use super::signing_ca::SigningCa;
 use crate::api::MachineIdentity;
 use crate::ca::CertificateAuthority;
 use crate::ca::rfc3339;
@@ -42,6 +45,21 @@ enum RotationError {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// What the CA rotation controller reads and writes through.
+pub struct RotationContext {
+    pub client: kube::Client,
+    /// The CA that signs, replaced when the CA Secret holds another.
+    pub ca: SigningCa,
+    /// The pacing of identities' re-issues after a switch.
+    pub pacing: Arc<ReissuePacing>,
+    /// Signs and publishes the CRL again when the CA changes.
+    pub revoker: crate::revoke::Revoker,
+    /// The identity-Secret index: which bundles are behind.
+    pub secrets: Arc<SecretIndex>,
+    pub health: Arc<crate::health::Health>,
+    pub reporter: Reporter,
+}
+
 /// Where the rotation controller acts, and how.
 pub struct RotationSettings {
     pub policy: RotationPolicy,
@@ -53,7 +71,7 @@ pub struct RotationSettings {
 /// Runs the rotation controller until the process stops: a look at the CA Secret on each of its
 /// changes, and when the phase may call for a step.
 pub async fn run(
-    ctx: Arc<Context>,
+    ctx: RotationContext,
     identities: Store<MachineIdentity>,
     to_identities: UnboundedSender<ObjectRef<MachineIdentity>>,
     settings: RotationSettings,
@@ -86,7 +104,11 @@ pub async fn run(
             Ok(w) => w,
             Err(e) => {
                 warn!(error = %e, "CA rotation: cannot look at the CA Secret; retrying");
-                rotator.ctx.metrics.count_failure("CARotationFailed");
+                rotator
+                    .ctx
+                    .reporter
+                    .metrics
+                    .count_failure("CARotationFailed");
                 StdDuration::from_secs(5)
             }
         };
@@ -94,7 +116,7 @@ pub async fn run(
 }
 
 struct Rotator {
-    ctx: Arc<Context>,
+    ctx: RotationContext,
     identities: Store<MachineIdentity>,
     to_identities: UnboundedSender<ObjectRef<MachineIdentity>>,
     secrets: Api<Secret>,
@@ -130,13 +152,18 @@ impl Rotator {
                 return Ok(StdDuration::from_secs(60));
             }
         };
-        let ca = self.ctx.ca();
+        let ca = self.ctx.ca.current();
         self.ctx
+            .reporter
             .metrics
             .ca_expiry
             .set(ca.not_after().unix_timestamp());
-        self.ctx.metrics.ca_rotation_phase.set(phase.number());
-        self.ctx.rollout.set_switched(match &phase {
+        self.ctx
+            .reporter
+            .metrics
+            .ca_rotation_phase
+            .set(phase.number());
+        self.ctx.pacing.set_switched(match &phase {
             Phase::Reissuing { switched_at, .. } if ca.retiring().is_some() => Some(*switched_at),
             _ => None,
         });
@@ -221,7 +248,7 @@ impl Rotator {
                 let note = format!(
                     "the new CA signs; identities re-issue over {}s (at most {}/s); the old root stays trusted until {} (phase Reissuing)",
                     policy.spread.whole_seconds(),
-                    self.ctx.rollout.per_second(),
+                    self.ctx.pacing.per_second(),
                     rfc3339(retire)
                 );
                 (patch, "CARotationSwitched", note)
@@ -239,8 +266,8 @@ impl Rotator {
         };
         info!(reason, note = %note, "CA rotation");
         self.ctx
-            .events
-            .publish(&self.ctx.metrics, &written, EventType::Normal, reason, note);
+            .reporter
+            .publish(&written, EventType::Normal, reason, note);
         self.adopt(&written);
         Ok(StdDuration::ZERO)
     }
@@ -266,7 +293,7 @@ impl Rotator {
                 return;
             }
         };
-        if self.ctx.ca().same_as(&loaded) {
+        if self.ctx.ca.current().same_as(&loaded) {
             return;
         }
         info!(
@@ -275,7 +302,7 @@ impl Rotator {
             retiring = loaded.retiring().is_some(),
             "the CA changed; identities follow"
         );
-        self.ctx.swap_ca(loaded);
+        self.ctx.ca.replace(loaded);
         self.ctx.revoker.ca_changed();
         for mi in self.identities.state() {
             let _ = self.to_identities.send(ObjectRef::from_obj(&*mi));
@@ -316,7 +343,7 @@ impl Rotator {
             .documents()
             .is_some_and(|d| d.ca_pem == ca.trust_bundle_pem() && complete(&d.crl_pem));
         let configmaps: Api<ConfigMap> =
-            super::scoped_api(self.ctx.client.clone(), self.settings.scope.as_deref());
+            crate::kube_api::scoped_api(self.ctx.client.clone(), self.settings.scope.as_deref());
         let listed = configmaps
             .list(
                 // From the watch cache: it may lag (then the check waits), never lead.
@@ -385,11 +412,11 @@ impl Rotator {
             return;
         }
         warn!(reason, note = %note, "CA rotation");
-        self.ctx.metrics.count_failure(reason);
+        self.ctx.reporter.metrics.count_failure(reason);
         if let Some(secret) = secret {
             self.ctx
-                .events
-                .publish(&self.ctx.metrics, secret, EventType::Warning, reason, note);
+                .reporter
+                .publish(secret, EventType::Warning, reason, note);
         }
         self.reported = Some(key);
     }

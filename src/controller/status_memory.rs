@@ -1,31 +1,36 @@
-//! What this operator last wrote into each object's status, for a short while: a reconcile that
-//! sees a cache not yet showing its own write neither writes the same status again nor reports
-//! the same transition twice.
+//! The operator's memory of the statuses it wrote moments ago: a reconcile that sees a cache not
+//! yet showing its own write neither writes the same status again nor reports the same
+//! transition twice.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::context::{UidKey, uid_key};
+use super::uid_key::{UidKey, uid_key};
 
 /// How long our own status write may take to show in the watch cache.
 pub const CACHE_LAG_WINDOW: Duration = Duration::from_secs(10);
 
 /// Fingerprint and time of the last status written, per object uid.
 #[derive(Default)]
-pub struct WrittenStatuses(Mutex<HashMap<UidKey, (u64, Instant)>>);
+pub struct RecentStatusWrites(Mutex<HashMap<UidKey, (u64, Instant)>>);
 
-impl WrittenStatuses {
+impl RecentStatusWrites {
+    /// The fingerprint of the status written for `uid` within the last [`CACHE_LAG_WINDOW`], if
+    /// any: past that, the cache is trusted again (someone else may have changed the status
+    /// since, and it must be put right).
+    pub fn recent(&self, uid: &str) -> Option<u64> {
+        let w = self.0.lock().ok()?;
+        w.get(&uid_key(uid))
+            .filter(|(_, at)| at.elapsed() < CACHE_LAG_WINDOW)
+            .map(|(f, _)| *f)
+    }
+
     /// Whether `status` is exactly what was written for `uid` within the last
-    /// [`CACHE_LAG_WINDOW`]: past that, the cache is trusted again (someone else may have changed
-    /// the status since, and it must be put right).
+    /// [`CACHE_LAG_WINDOW`].
     pub fn already_written(&self, uid: &str, status: &impl serde::Serialize) -> bool {
-        let fp = fingerprint(status);
-        self.0.lock().is_ok_and(|w| {
-            w.get(&uid_key(uid))
-                .is_some_and(|(f, at)| *f == fp && at.elapsed() < CACHE_LAG_WINDOW)
-        })
+        self.recent(uid) == Some(fingerprint(status))
     }
 
     /// Records the status written for `uid`.
@@ -44,7 +49,8 @@ impl WrittenStatuses {
     }
 }
 
-fn fingerprint(value: &impl serde::Serialize) -> u64 {
+/// The fingerprint [`RecentStatusWrites`] compares statuses by.
+pub fn fingerprint(value: &impl serde::Serialize) -> u64 {
     let mut h = DefaultHasher::new();
     serde_json::to_vec(value).unwrap_or_default().hash(&mut h);
     h.finish()
@@ -56,12 +62,15 @@ mod tests {
 
     #[test]
     fn remembers_exactly_what_was_written() {
-        let w = WrittenStatuses::default();
+        let w = RecentStatusWrites::default();
         let uid = "e1bf1523-c16a-45de-b47b-0eb795b56dfa";
         assert!(!w.already_written(uid, &"a"));
+        assert_eq!(w.recent(uid), None);
         w.remember(uid, &"a");
         assert!(w.already_written(uid, &"a"));
         assert!(!w.already_written(uid, &"b"));
+        assert_eq!(w.recent(uid), Some(fingerprint(&"a")));
+        assert_ne!(fingerprint(&"a"), fingerprint(&"b"));
         w.forget(uid);
         assert!(!w.already_written(uid, &"a"));
     }

@@ -79,146 +79,176 @@ pub fn desired_entitlement_status(
         justification: Some(justification.to_string()),
         ..Default::default()
     };
-    let mut pending = false;
-    let mut conditions = match assessment {
-        Assessment::Invalid { reason, message } => vec![
-            Condition::new(READY, false, reason, message.clone()),
-            Condition::new(EXPIRED, false, reason, message.clone()),
-        ],
+    let (mut conditions, pending) = match assessment {
+        Assessment::Invalid { reason, message } => (
+            vec![
+                Condition::new(READY, false, reason, message.clone()),
+                Condition::new(EXPIRED, false, reason, message.clone()),
+            ],
+            false,
+        ),
         Assessment::Usable {
             phase,
             grants,
             subjects,
-        } => {
-            let mut bindings: Vec<Binding> = if *phase == Phase::Active {
-                subjects.iter().filter_map(|s| binding(s, grants)).collect()
-            } else {
-                vec![]
-            };
-            bindings.sort_by(|a, b| a.identity.cmp(&b.identity));
-            status.bound_count = bindings.len() as i64;
-            let unbound = subjects.len() - bindings.len();
-            bindings.truncate(MAX_LISTED_BINDINGS);
-            status.bindings = bindings;
-            let grant_list = grants.iter().cloned().collect::<Vec<_>>().join(", ");
-            let ready = match phase {
-                Phase::Pending => Condition::new(
-                    READY,
-                    false,
-                    "NotYetActive",
-                    format!("{grant_list} not granted before notBefore"),
-                ),
-                Phase::Expired => Condition::new(
-                    READY,
-                    false,
-                    "Expired",
-                    format!("{grant_list} expired; no certificate carries them any more"),
-                ),
-                Phase::Active if subjects.is_empty() => Condition::new(
-                    READY,
-                    false,
-                    "NoSubjects",
-                    "no MachineIdentity in this namespace matches spec.subjects",
-                ),
-                Phase::Active if unbound > 0 => {
-                    pending = true;
-                    Condition::new(
-                        READY,
-                        false,
-                        "Binding",
-                        format!(
-                            "{unbound} of {} identities do not hold a certificate carrying {grant_list} yet",
-                            subjects.len()
-                        ),
-                    )
-                }
-                Phase::Active => Condition::new(
-                    READY,
-                    true,
-                    "Bound",
-                    format!(
-                        "{} identities hold a certificate carrying {grant_list}",
-                        subjects.len()
-                    ),
-                ),
-            };
-            let expired = match phase {
-                Phase::Expired => Condition::new(EXPIRED, true, "Expired", "expiresAt has passed"),
-                Phase::Pending => {
-                    Condition::new(EXPIRED, false, "NotYetActive", "notBefore lies ahead")
-                }
-                Phase::Active => Condition::new(EXPIRED, false, "Active", "the grants apply"),
-            };
-            let no_subjects = match subjects.is_empty() {
-                true => Condition::new(
-                    NO_SUBJECTS,
-                    true,
-                    "NoSubjects",
-                    "no MachineIdentity in this namespace matches spec.subjects",
-                ),
-                false => Condition::new(
-                    NO_SUBJECTS,
-                    false,
-                    "SubjectsFound",
-                    format!("{} identities selected", subjects.len()),
-                ),
-            };
-            vec![ready, expired, no_subjects]
-        }
+        } => usable_conditions(&mut status, *phase, grants, subjects),
     };
     if let Some(rbac) = rbac {
-        let condition = match rbac {
-            RbacOutcome::Applied {
-                role,
-                role_binding,
-                users,
-            } => {
-                status.kubernetes = Some(KubernetesRbacStatus {
-                    role: role.clone(),
-                    role_binding: role_binding.clone(),
-                    users: users.iter().take(MAX_LISTED_BINDINGS).cloned().collect(),
-                });
-                let shown = match users.len() {
-                    n if n > 5 => format!("{} and {} more", users[..5].join(", "), n - 5),
-                    _ => users.join(", "),
-                };
-                match role_binding {
-                    Some(b) => Condition::new(
-                        KUBERNETES_RBAC,
-                        true,
-                        "Bound",
-                        format!("Role {role} bound by RoleBinding {b} to {shown}"),
-                    ),
-                    None => Condition::new(
-                        KUBERNETES_RBAC,
-                        true,
-                        "NoUsers",
-                        format!(
-                            "Role {role} exists; no selected identity has kubernetesAccess enabled"
-                        ),
-                    ),
-                }
-            }
-            RbacOutcome::Refused { message } => {
-                // What may still exist stays recorded, so it is cleaned up later.
-                status.kubernetes = prev.kubernetes.clone();
-                // The grants may be bound, but the Kubernetes permissions are not: not Ready.
-                if let Some(ready) = conditions.iter_mut().find(|c| c.type_ == READY) {
-                    *ready = Condition::new(READY, false, "RoleRefused", message.clone());
-                }
-                Condition::new(KUBERNETES_RBAC, false, "RoleRefused", message.clone())
-            }
-            RbacOutcome::Removed => Condition::new(
-                KUBERNETES_RBAC,
-                false,
-                "NotActive",
-                "no Role or RoleBinding exists outside the Entitlement's active window",
-            ),
-        };
+        let condition = rbac_condition(&mut status, &prev, &mut conditions, rbac);
         conditions.push(condition);
     }
     status.conditions = merge_conditions(&prev.conditions, conditions, generation, &rfc3339(now));
     (status, pending)
+}
+
+/// The bindings, and the `Ready`, `Expired` and `NoSubjects` conditions of a usable
+/// Entitlement; whether some subjects wait for a certificate carrying the grants.
+fn usable_conditions(
+    status: &mut EntitlementStatus,
+    phase: Phase,
+    grants: &BTreeSet<String>,
+    subjects: &[SubjectCertificate],
+) -> (Vec<Condition>, bool) {
+    let mut bindings: Vec<Binding> = match phase {
+        Phase::Active => subjects.iter().filter_map(|s| binding(s, grants)).collect(),
+        _ => vec![],
+    };
+    bindings.sort_by(|a, b| a.identity.cmp(&b.identity));
+    status.bound_count = bindings.len() as i64;
+    let unbound = subjects.len() - bindings.len();
+    bindings.truncate(MAX_LISTED_BINDINGS);
+    status.bindings = bindings;
+    let grant_list = grants.iter().cloned().collect::<Vec<_>>().join(", ");
+    let pending = phase == Phase::Active && !subjects.is_empty() && unbound > 0;
+    let ready = match phase {
+        Phase::Pending => Condition::new(
+            READY,
+            false,
+            "NotYetActive",
+            format!("{grant_list} not granted before notBefore"),
+        ),
+        Phase::Expired => Condition::new(
+            READY,
+            false,
+            "Expired",
+            format!("{grant_list} expired; no certificate carries them any more"),
+        ),
+        Phase::Active if subjects.is_empty() => Condition::new(
+            READY,
+            false,
+            "NoSubjects",
+            "no MachineIdentity in this namespace matches spec.subjects",
+        ),
+        Phase::Active if unbound > 0 => Condition::new(
+            READY,
+            false,
+            "Binding",
+            format!(
+                "{unbound} of {} identities do not hold a certificate carrying {grant_list} yet",
+                subjects.len()
+            ),
+        ),
+        Phase::Active => Condition::new(
+            READY,
+            true,
+            "Bound",
+            format!(
+                "{} identities hold a certificate carrying {grant_list}",
+                subjects.len()
+            ),
+        ),
+    };
+    (
+        vec![
+            ready,
+            expired_condition(phase),
+            no_subjects_condition(subjects),
+        ],
+        pending,
+    )
+}
+
+fn expired_condition(phase: Phase) -> Condition {
+    match phase {
+        Phase::Expired => Condition::new(EXPIRED, true, "Expired", "expiresAt has passed"),
+        Phase::Pending => Condition::new(EXPIRED, false, "NotYetActive", "notBefore lies ahead"),
+        Phase::Active => Condition::new(EXPIRED, false, "Active", "the grants apply"),
+    }
+}
+
+fn no_subjects_condition(subjects: &[SubjectCertificate]) -> Condition {
+    match subjects.is_empty() {
+        true => Condition::new(
+            NO_SUBJECTS,
+            true,
+            "NoSubjects",
+            "no MachineIdentity in this namespace matches spec.subjects",
+        ),
+        false => Condition::new(
+            NO_SUBJECTS,
+            false,
+            "SubjectsFound",
+            format!("{} identities selected", subjects.len()),
+        ),
+    }
+}
+
+/// The `KubernetesRBAC` condition after `rbac`, with what the status records of it; a refusal
+/// also makes `Ready` false.
+fn rbac_condition(
+    status: &mut EntitlementStatus,
+    prev: &EntitlementStatus,
+    conditions: &mut [Condition],
+    rbac: &RbacOutcome,
+) -> Condition {
+    match rbac {
+        RbacOutcome::Applied {
+            role,
+            role_binding,
+            users,
+        } => {
+            status.kubernetes = Some(KubernetesRbacStatus {
+                role: role.clone(),
+                role_binding: role_binding.clone(),
+                users: users.iter().take(MAX_LISTED_BINDINGS).cloned().collect(),
+            });
+            let shown = match users.len() {
+                n if n > 5 => format!("{} and {} more", users[..5].join(", "), n - 5),
+                _ => users.join(", "),
+            };
+            match role_binding {
+                Some(b) => Condition::new(
+                    KUBERNETES_RBAC,
+                    true,
+                    "Bound",
+                    format!("Role {role} bound by RoleBinding {b} to {shown}"),
+                ),
+                None => Condition::new(
+                    KUBERNETES_RBAC,
+                    true,
+                    "NoUsers",
+                    format!(
+                        "Role {role} exists; no selected identity has kubernetesAccess enabled"
+                    ),
+                ),
+            }
+        }
+        RbacOutcome::Refused { message } => {
+            // What may still exist stays recorded, so it is cleaned up later.
+            status.kubernetes = prev.kubernetes.clone();
+            // The grants may be bound, but the Kubernetes permissions are not: not Ready.
+            if let Some(ready) = conditions.iter_mut().find(|c| c.type_ == READY) {
+                *ready = Condition::new(READY, false, "RoleRefused", message.clone());
+            }
+            Condition::new(KUBERNETES_RBAC, false, "RoleRefused", message.clone())
+        }
+        RbacOutcome::Removed => Condition::new(
+            KUBERNETES_RBAC,
+            false,
+            "NotActive",
+            "no Role or RoleBinding exists outside the Entitlement's active window",
+        ),
+    }
 }
 
 /// The binding of a subject whose current certificate carries every grant.

@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::{Entitlement, MachineIdentity};
 use crate::entitle::resolve::EntitlementFacts;
-use crate::http::Health;
+use crate::health::Health;
 
 /// An identity as the mapping sees it.
 pub struct IdentityView<'a> {
@@ -101,31 +101,7 @@ fn map_event(
             memory.relisted = Some(BTreeSet::new());
             return vec![];
         }
-        watcher::Event::InitDone => {
-            // Deleted while the watch was down: a relist shows no Delete for them.
-            let Some(seen) = memory.relisted.take() else {
-                return vec![];
-            };
-            let vanished: Vec<String> = memory
-                .entries
-                .keys()
-                .filter(|uid| !seen.contains(*uid))
-                .cloned()
-                .collect();
-            return vanished
-                .into_iter()
-                .filter_map(|uid| memory.entries.remove(&uid))
-                .map(|r| {
-                    let views = carriers(identities, &r.namespace);
-                    let (recheck, _) = identities_to_recheck(
-                        None,
-                        &r.selected,
-                        views.iter().map(IdentityView::from),
-                    );
-                    (r.namespace, recheck)
-                })
-                .collect();
-        }
+        watcher::Event::InitDone => return vanished_during_relist(memory, identities),
         watcher::Event::InitApply(e) => {
             if let (Some(seen), Some(uid)) = (memory.relisted.as_mut(), e.metadata.uid.as_ref()) {
                 seen.insert(uid.clone());
@@ -176,6 +152,33 @@ fn map_event(
     vec![(namespace, recheck)]
 }
 
+/// A relist completed: the Entitlements it did not show were deleted while the watch was down (a
+/// relist shows no Delete for them); the identities they selected are rechecked.
+fn vanished_during_relist(
+    memory: &mut SelectionMemory,
+    identities: &Store<MachineIdentity>,
+) -> Vec<(String, BTreeSet<String>)> {
+    let Some(seen) = memory.relisted.take() else {
+        return vec![];
+    };
+    let vanished: Vec<String> = memory
+        .entries
+        .keys()
+        .filter(|uid| !seen.contains(*uid))
+        .cloned()
+        .collect();
+    vanished
+        .into_iter()
+        .filter_map(|uid| memory.entries.remove(&uid))
+        .map(|r| {
+            let views = carriers(identities, &r.namespace);
+            let (recheck, _) =
+                identities_to_recheck(None, &r.selected, views.iter().map(IdentityView::from));
+            (r.namespace, recheck)
+        })
+        .collect()
+}
+
 /// The cached identities of a namespace.
 fn carriers(identities: &Store<MachineIdentity>, namespace: &str) -> Vec<Arc<MachineIdentity>> {
     identities
@@ -209,7 +212,7 @@ pub fn entitlement_stream(
     to_identities: UnboundedSender<ObjectRef<MachineIdentity>>,
     health: Arc<Health>,
 ) -> impl Stream<Item = Result<Entitlement, watcher::Error>> + Send + 'static {
-    let api: Api<Entitlement> = super::scoped_api(client.clone(), namespace);
+    let api: Api<Entitlement> = crate::kube_api::scoped_api(client.clone(), namespace);
     let memory = Mutex::new(SelectionMemory::default());
     watcher(api, watcher::Config::default())
         .default_backoff()
@@ -231,13 +234,8 @@ pub fn entitlement_stream(
                     let (client, name, uid) = (client.clone(), e.name_any(), e.metadata.uid.clone());
                     tokio::spawn(async move {
                         // Only the objects this very Entitlement owns (not a re-created one's).
-                        let removal = super::entitlement_rbac::apply_rbac(
-                            &client,
-                            &ns,
-                            &name,
-                            Some(uid.as_deref().unwrap_or("-")),
-                            crate::entitle::rbac::RbacPlan::Remove,
-                        );
+                        let owner = uid.as_deref().unwrap_or("-");
+                        let removal = super::rbac::remove_rbac(&client, &ns, &name, owner);
                         if let Err(err) = removal.await {
                             tracing::warn!(namespace = %ns, entitlement = %name, error = %err, "removing the RBAC of a deleted Entitlement failed; the garbage collector will");
                         }

@@ -1,0 +1,25 @@
+//! What the Entitlement controller reads and writes through (and nothing more).
+
+use std::sync::Arc;
+
+use kube::Client;
+use kube::runtime::reflector::Store;
+
+use crate::api::MachineIdentity;
+use crate::controller::report::Reporter;
+use crate::controller::status_memory::RecentStatusWrites;
+use crate::health::Health;
+
+/// The Entitlement controller's context.
+pub struct EntitlementContext {
+    pub client: Client,
+    /// The MachineIdentity cache of the identity controller (subjects and their certificates).
+    pub identities: Store<MachineIdentity>,
+    pub reporter: Reporter,
+    /// Health flags: reconciles wait for the identity cache.
+    pub health: Arc<Health>,
+    /// Whether Kubernetes access is enabled (`--kubernetes-access`): Roles are only written then.
+    pub kubernetes_access: bool,
+    /// The statuses written moments ago.
+    pub written: RecentStatusWrites,
+}

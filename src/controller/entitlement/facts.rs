@@ -1,0 +1,118 @@
+//! Observe: what an Entitlement reconcile decides from, gathered before anything is written: the
+//! Entitlement, the identities of its namespace as binding sees them, its Role and RoleBinding
+//! as they exist (read only when it has or had Kubernetes rules), the moment.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::{Api, Client, ResourceExt};
+use time::OffsetDateTime;
+
+use super::context::EntitlementContext;
+use super::error::EntitlementError;
+use super::status::SubjectCertificate;
+use crate::api::{Entitlement, MachineIdentity};
+use crate::entitle::rbac::rbac_name;
+
+/// What a reconcile of one Entitlement decides from.
+pub struct Facts {
+    pub now: OffsetDateTime,
+    pub entitlement: Arc<Entitlement>,
+    pub namespace: String,
+    /// Whether the identity cache has completed its first list (subjects come from it).
+    pub identities_synced: bool,
+    /// The identities of the namespace that are not being deleted.
+    pub identities: Vec<Identity>,
+    /// Whether Kubernetes access is enabled.
+    pub kubernetes_access: bool,
+    /// The Entitlement's Role and RoleBinding, when they were looked at.
+    pub rbac: Option<ExistingRbac>,
+    /// The fingerprint of the status this operator wrote moments ago (the cache may lag).
+    pub status_just_written: Option<u64>,
+}
+
+/// An identity as binding sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub labels: BTreeMap<String, String>,
+    /// Its name and what its current certificate carries.
+    pub certificate: SubjectCertificate,
+}
+
+/// The Role and RoleBinding named for the Entitlement, as they exist.
+#[derive(Clone, Debug, Default)]
+pub struct ExistingRbac {
+    pub role: Option<Role>,
+    pub binding: Option<RoleBinding>,
+}
+
+/// Gathers the facts of a reconcile of `ent`.
+pub async fn observe(
+    ent: Arc<Entitlement>,
+    ctx: &EntitlementContext,
+) -> Result<Facts, EntitlementError> {
+    let namespace = ent.namespace().ok_or(EntitlementError::NotNamespaced)?;
+    let identities: Vec<Identity> = ctx
+        .identities
+        .state()
+        .iter()
+        .filter(|mi| mi.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .filter(|mi| mi.metadata.deletion_timestamp.is_none())
+        .map(|mi| identity(mi))
+        .collect();
+    let had = ent.status.as_ref().is_some_and(|s| s.kubernetes.is_some());
+    let wanted = ent.spec.kubernetes.is_some();
+    let deleting = ent.metadata.deletion_timestamp.is_some();
+    let identities_synced = ctx.health.identities_synced.load(Ordering::Relaxed);
+    let looked_at = (had || wanted) && ctx.kubernetes_access && !deleting && identities_synced;
+    let rbac = match looked_at {
+        true => Some(existing_rbac(&ctx.client, &namespace, &ent.name_any()).await?),
+        false => None,
+    };
+    Ok(Facts {
+        now: OffsetDateTime::now_utc(),
+        identities_synced,
+        kubernetes_access: ctx.kubernetes_access,
+        status_just_written: ent
+            .metadata
+            .uid
+            .as_deref()
+            .and_then(|uid| ctx.written.recent(uid)),
+        entitlement: ent,
+        namespace,
+        identities,
+        rbac,
+    })
+}
+
+fn identity(mi: &MachineIdentity) -> Identity {
+    let status = mi.status.clone().unwrap_or_default();
+    Identity {
+        labels: mi.labels().clone(),
+        certificate: SubjectCertificate {
+            kubernetes_access: mi.wants_kubernetes_access(),
+            identity: mi.name_any(),
+            grants: status.entitlements.into_iter().collect(),
+            serial_number: status.serial_number,
+            thumbprint_sha256: status.thumbprint_sha256,
+            not_after: status.not_after,
+        },
+    }
+}
+
+/// The Role and RoleBinding named for Entitlement `name` in `namespace`.
+pub async fn existing_rbac(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<ExistingRbac, kube::Error> {
+    let roles: Api<Role> = Api::namespaced(client.clone(), namespace);
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), namespace);
+    let rbac_name = rbac_name(name);
+    Ok(ExistingRbac {
+        role: roles.get_opt(&rbac_name).await?,
+        binding: bindings.get_opt(&rbac_name).await?,
+    })
+}

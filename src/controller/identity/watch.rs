@@ -1,0 +1,228 @@
+//! The MachineIdentity controller's watches and loop: identities (reconciled when they change in
+//! a way that may change their certificate, and all of them on a relist), their Secrets
+//! (metadata only, into an index), and requests from the other controllers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Config, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use super::context::IdentityContext;
+use crate::api::MachineIdentity;
+use crate::controller::entitlement::watch as entitlement_watch;
+use crate::controller::secret_index::SecretIndex;
+use crate::health::Health;
+use crate::kube_api::scoped_api;
+use crate::labels::{self, REVOKE_FINALIZER};
+use crate::lifecycle::certificates::{revocations, unexpired};
+use crate::revoke::Reason;
+
+/// The annotation `kubectl apply` (client-side) keeps the last applied manifest in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The identity-Secret watch: metadata only (no keys or certificates in memory), and only the
+/// operator's labelled Secrets, kept as a compact index of versions rather than a cache.
+pub fn identity_secret_watch(
+    client: Client,
+    namespace: Option<&str>,
+    health: Arc<Health>,
+) -> (
+    Arc<SecretIndex>,
+    impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
+) {
+    let api: Api<PartialObjectMeta<Secret>> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let index = Arc::new(SecretIndex::default());
+    let writer = index.clone();
+    let cfg = watcher::Config::default().labels(&labels::identity_secret_selector());
+    let stream = watcher(api, cfg)
+        .default_backoff()
+        .inspect(move |ev| {
+            if let Ok(ev) = ev {
+                writer.apply(ev);
+                if let watcher::Event::InitDone = ev {
+                    health.secrets_synced.store(true, Ordering::Relaxed);
+                }
+            }
+        })
+        .touched_objects();
+    (index, stream)
+}
+
+/// Where the MachineIdentity controller's work comes from.
+pub struct IdentitySources<S, R> {
+    /// The identity-Secret watch whose index is in the context.
+    pub secrets: S,
+    /// The writer of the identity cache (the other controllers read it).
+    pub cache: reflector::store::Writer<MachineIdentity>,
+    /// Identities other controllers ask to be looked at.
+    pub requests: R,
+    /// The one namespace watched, or None for all.
+    pub namespace: Option<String>,
+    pub concurrency: u16,
+}
+
+/// Runs the MachineIdentity controller until shutdown.
+pub async fn run<S, R>(ctx: Arc<IdentityContext>, sources: IdentitySources<S, R>)
+where
+    S: futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
+    R: futures::Stream<Item = ObjectRef<MachineIdentity>> + Send + 'static,
+{
+    let store = sources.cache.as_reader();
+    let identities = identity_stream(ctx.clone(), sources.namespace.as_deref(), sources.cache);
+    let health = ctx.health.clone();
+    health.controller_alive.store(true, Ordering::Relaxed);
+    Controller::for_stream(identities, store)
+        .owns_stream(sources.secrets)
+        .reconcile_on(sources.requests)
+        .with_config(Config::default().concurrency(sources.concurrency))
+        .shutdown_on_signal()
+        .run(super::reconcile, super::error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                // A trigger for an identity deleted meanwhile (its Secret collected after it).
+                Err(kube::runtime::controller::Error::ObjectNotFound(o)) => {
+                    tracing::debug!(object = %o, "identity gone before its reconcile")
+                }
+                Err(e) => warn!(error = %e, "controller error"),
+                Ok(_) => {}
+            }
+        })
+        .await;
+    health.controller_alive.store(false, Ordering::Relaxed);
+    info!("MachineIdentity controller stopped");
+}
+
+/// The identities to reconcile: changed ones, and all of them during a relist (whatever happened
+/// to their Secrets while the watches were down is found and put right). Status-only changes (our
+/// own writes) trigger nothing.
+fn identity_stream(
+    ctx: Arc<IdentityContext>,
+    namespace: Option<&str>,
+    cache: reflector::store::Writer<MachineIdentity>,
+) -> impl futures::Stream<Item = Result<MachineIdentity, watcher::Error>> + Send + 'static {
+    let api: Api<MachineIdentity> = scoped_api(ctx.client.clone(), namespace);
+    let relisting = Arc::new(AtomicBool::new(false));
+    let (seen_ctx, refresh_ctx, filter_ctx) = (ctx.clone(), ctx.clone(), ctx);
+    let relist_flag = relisting.clone();
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(strip_unread_fields)
+        .inspect(move |ev| {
+            if let Ok(ev) = ev {
+                identity_event_seen(&seen_ctx, ev, &relist_flag);
+            }
+        })
+        .reflect(cache)
+        .inspect(move |ev| {
+            if let Ok(ev) = ev {
+                refresh_entitlements(&refresh_ctx, ev);
+            }
+        })
+        .applied_objects()
+        .filter(move |mi| {
+            // Errors pass through (the controller reports them); objects when they changed, and
+            // all of them during a relist.
+            futures::future::ready(mi.as_ref().map_or(true, |mi| {
+                let changed = filter_ctx.memory.worth_reconciling(mi);
+                changed || relisting.load(Ordering::Relaxed)
+            }))
+        })
+}
+
+/// Managed fields are the bulk of a small object, and kubectl's client-side apply copy of the
+/// whole manifest often the largest field: reconciles never read them.
+fn strip_unread_fields(mi: &mut MachineIdentity) {
+    mi.metadata.managed_fields = None;
+    if let Some(a) = mi.metadata.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+        if a.is_empty() {
+            mi.metadata.annotations = None;
+        }
+    }
+}
+
+/// Before the cache takes an event: a relist starts or ends (the first complete list marks the
+/// identity cache as synced, for /readyz); an identity's namespace needs a trust ConfigMap; a
+/// deletion starts revoking at once; a deleted identity leaves the metrics and the memory.
+fn identity_event_seen(
+    ctx: &IdentityContext,
+    ev: &watcher::Event<MachineIdentity>,
+    relisting: &AtomicBool,
+) {
+    match ev {
+        watcher::Event::Init => relisting.store(true, Ordering::Relaxed),
+        watcher::Event::InitDone => {
+            relisting.store(false, Ordering::Relaxed);
+            ctx.health.identities_synced.store(true, Ordering::Relaxed);
+            ctx.revoker.identity_gone();
+        }
+        watcher::Event::Apply(mi) => {
+            ctx.revoker
+                .identity_seen(mi.metadata.namespace.as_deref().unwrap_or_default());
+            revoke_early(ctx, mi);
+        }
+        watcher::Event::Delete(mi) => {
+            ctx.revoker.identity_gone();
+            let metrics = &ctx.reporter.metrics;
+            metrics.forget(&mi.namespace().unwrap_or_default(), &mi.name_any());
+            ctx.memory
+                .forget(mi.metadata.uid.as_deref().unwrap_or_default());
+        }
+        watcher::Event::InitApply(_) => {}
+    }
+}
+
+/// An identity's new certificate (in its status), new labels or deletion: the Entitlements that
+/// select it or list it refresh their bindings, from the cache that now shows it. A complete
+/// identity list: every Entitlement looks at its subjects again.
+fn refresh_entitlements(ctx: &IdentityContext, ev: &watcher::Event<MachineIdentity>) {
+    match ev {
+        watcher::Event::InitDone => {
+            for e in ctx.entitlements.state() {
+                let namespace = e.metadata.namespace.as_deref().unwrap_or_default();
+                ctx.refresh_entitlement(namespace, &e.name_any());
+            }
+        }
+        watcher::Event::Apply(mi) | watcher::Event::Delete(mi) => {
+            let entitlements = ctx.entitlements.state();
+            for e in entitlement_watch::entitlements_to_refresh(mi, &entitlements) {
+                ctx.refresh_entitlement(e.namespace.as_deref().unwrap_or_default(), &e.name);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// An identity's deletion was just seen: start revoking what its status and the operator's
+/// memory name at once, without waiting for its turn in the reconcile queue (a burst of
+/// deletions would otherwise publish the last revocation only after every reconcile before it).
+/// The finalizer still revokes and waits for the record before it lets the identity go.
+fn revoke_early(ctx: &IdentityContext, mi: &MachineIdentity) {
+    let has_finalizer = mi.finalizers().iter().any(|f| f == REVOKE_FINALIZER);
+    if mi.metadata.deletion_timestamp.is_none() || !has_finalizer {
+        return;
+    }
+    let uid = mi.metadata.uid.as_deref().unwrap_or_default();
+    let known = ctx.memory.any_known_certificate(uid);
+    let now = OffsetDateTime::now_utc();
+    let certs = unexpired(mi.status.as_ref(), known.as_ref(), now);
+    let identity = format!("{}/{}", mi.namespace().unwrap_or_default(), mi.name_any());
+    let revs = revocations(&certs, Reason::CessationOfOperation, &identity);
+    let revoker = ctx.revoker.clone();
+    tokio::spawn(async move {
+        if let Err(e) = revoker.revoke(revs).await {
+            tracing::debug!(error = %e, "early revocation failed; the finalizer retries");
+        }
+    });
+}
