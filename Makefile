@@ -36,10 +36,12 @@ crds: ## Regenerate crds/ from the Rust types, and the chart's and kustomize's c
 fmt: ## Format the code.
 	$(CARGO) fmt --all
 
-lint: ## rustfmt, clippy with warnings as errors, a workload crate without kube.
+lint: ## rustfmt, clippy with warnings as errors, no import cycle, short controller functions, a workload crate without kube.
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p nhi-identity --all-targets -- -D warnings
+	e2e/tools/module-cycles.py
+	e2e/tools/long-functions.py
 	e2e/check-workload-deps.sh
 
 unit-test: ## Unit tests, doc examples and the CRD freshness test (no cluster needed).

@@ -22,8 +22,8 @@ impl SigningCa {
     }
 
     /// Replaces the signing CA (a rotation moved on, or the CA Secret was replaced).
-    pub fn replace(&self, ca: CertificateAuthority) {
-        self.0.store(Arc::new(ca));
+    pub fn replace(&self, ca: Arc<CertificateAuthority>) {
+        self.0.store(ca);
     }
 
     /// The slot itself, for services that sign with whatever CA is current.

@@ -55,37 +55,64 @@ pub fn desired_status(
         conditions: vec![],
         observed_generation: generation,
         spiffe_id: spiffe_id.or(prev.spiffe_id.clone()),
-        serial_number: prev.serial_number.clone(),
-        thumbprint_sha256: prev.thumbprint_sha256.clone(),
-        not_before: prev.not_before.clone(),
-        not_after: prev.not_after.clone(),
-        renewal_time: prev.renewal_time.clone(),
-        entitlements: prev.entitlements.clone(),
-        kubernetes_access: prev.kubernetes_access.clone(),
-        previous_certificates: prev.previous_certificates.clone(),
-        last_revocation: prev.last_revocation.clone(),
+        ..prev.clone()
     };
-    let mut set_cert = |info: &CertificateInfo, renew_at: OffsetDateTime| {
-        status.previous_certificates = previous_after(&prev, &info.serial_hex, now);
-        status.serial_number = Some(info.serial_hex.clone());
-        status.thumbprint_sha256 = Some(info.thumbprint_sha256.clone());
-        status.not_before = Some(rfc3339(info.not_before));
-        status.not_after = Some(rfc3339(info.not_after));
-        status.renewal_time = Some(rfc3339(renew_at));
-    };
-    let conditions = match outcome {
-        Outcome::Valid { info, renew_at, .. } => {
-            set_cert(info, *renew_at);
-            vec![
-                Condition::new(
-                    READY,
-                    true,
-                    CERTIFICATE_VALID,
-                    valid_message(info, *renew_at),
-                ),
-                Condition::new(ISSUING, false, UP_TO_DATE, "the certificate is current"),
-            ]
+    match outcome {
+        Outcome::Valid {
+            info,
+            renew_at,
+            grants,
+            kubernetes_access,
+        } => {
+            set_certificate(&mut status, &prev, info, *renew_at, now);
+            status.entitlements = grants.clone();
+            if kubernetes_access.is_some() {
+                status.kubernetes_access = kubernetes_access.clone();
+            }
         }
+        Outcome::Retrying {
+            current: Some((info, renew_at)),
+            ..
+        } => set_certificate(&mut status, &prev, info, *renew_at, now),
+        _ => {}
+    }
+    let conditions = outcome_conditions(outcome);
+    status.conditions = merge_conditions(&prev.conditions, conditions, generation, &rfc3339(now));
+    status
+}
+
+/// The status showing `info` as the current certificate, renewing at `renew_at`; the one it
+/// replaces joins the earlier ones.
+fn set_certificate(
+    status: &mut MachineIdentityStatus,
+    prev: &MachineIdentityStatus,
+    info: &CertificateInfo,
+    renew_at: OffsetDateTime,
+    now: OffsetDateTime,
+) {
+    status.previous_certificates = previous_after(prev, &info.serial_hex, now);
+    status.serial_number = Some(info.serial_hex.clone());
+    status.thumbprint_sha256 = Some(info.thumbprint_sha256.clone());
+    status.not_before = Some(rfc3339(info.not_before));
+    status.not_after = Some(rfc3339(info.not_after));
+    status.renewal_time = Some(rfc3339(renew_at));
+}
+
+/// The `Ready` and `Issuing` conditions after `outcome`.
+fn outcome_conditions(outcome: &Outcome) -> Vec<Condition> {
+    let valid = |info: &CertificateInfo, renew_at: OffsetDateTime| {
+        Condition::new(
+            READY,
+            true,
+            CERTIFICATE_VALID,
+            valid_message(info, renew_at),
+        )
+    };
+    match outcome {
+        Outcome::Valid { info, renew_at, .. } => vec![
+            valid(info, *renew_at),
+            Condition::new(ISSUING, false, UP_TO_DATE, "the certificate is current"),
+        ],
         Outcome::Blocked { reason, message } => vec![
             Condition::new(READY, false, reason, message.clone()),
             Condition::new(ISSUING, false, reason, message.clone()),
@@ -96,15 +123,7 @@ pub fn desired_status(
             current,
         } => {
             let ready = match current {
-                Some((info, renew_at)) => {
-                    set_cert(info, *renew_at);
-                    Condition::new(
-                        READY,
-                        true,
-                        CERTIFICATE_VALID,
-                        valid_message(info, *renew_at),
-                    )
-                }
+                Some((info, renew_at)) => valid(info, *renew_at),
                 None => Condition::new(READY, false, reason, message.clone()),
             };
             vec![
@@ -112,20 +131,7 @@ pub fn desired_status(
                 Condition::new(ISSUING, true, reason, message.clone()),
             ]
         }
-    };
-    if let Outcome::Valid {
-        grants,
-        kubernetes_access,
-        ..
-    } = outcome
-    {
-        status.entitlements = grants.clone();
-        if kubernetes_access.is_some() {
-            status.kubernetes_access = kubernetes_access.clone();
-        }
     }
-    status.conditions = merge_conditions(&prev.conditions, conditions, generation, &rfc3339(now));
-    status
 }
 
 /// Adds the lifecycle conditions (`WorkloadFound`, `ReviewDue`) and the last revocation, if one

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::DynamicObject;
+use kube::api::{ApiResource, DynamicObject};
 use kube::core::{GroupVersionKind, PartialObjectMeta};
 use kube::discovery::{Scope, pinned_kind};
 use kube::runtime::WatchStreamExt;
@@ -151,28 +151,11 @@ impl WorkloadWatches {
 
     /// Discovers the kind, then keeps `watch` current from a metadata-only watch of it.
     async fn watch_kind(self: Arc<Self>, w: WorkloadRef, watch: Arc<KindWatch>) {
-        let key = kind_key(&w);
-        // A kind that is not served (a typo, or a CRD not installed yet) is looked up again now
-        // and then: identities naming it are never retired for it.
-        let resource = loop {
-            match pinned_kind(&self.client, &gvk_of(&w)).await {
-                Ok((resource, caps)) if caps.scope == Scope::Namespaced => break resource,
-                Ok(_) => {
-                    let message = format!(
-                        "{key} is cluster-scoped; workloadRef names an object in the identity's namespace"
-                    );
-                    self.set_problem(&w, &watch, Some((KIND_UNKNOWN.into(), message)));
-                    return;
-                }
-                Err(e) => {
-                    let message = format!("{key} is not served by this cluster: {e}");
-                    self.set_problem(&w, &watch, Some((KIND_UNKNOWN.into(), message)));
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                }
-            }
+        let Some(resource) = self.discover(&w, &watch).await else {
+            return;
         };
         self.set_problem(&w, &watch, None);
-        info!(kind = %key, "watching workloads");
+        info!(kind = %kind_key(&w), "watching workloads");
         let api: Api<PartialObjectMeta<DynamicObject>> = match &self.scope {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
             None => Api::all_with(self.client.clone(), &resource),
@@ -182,57 +165,87 @@ impl WorkloadWatches {
             .boxed();
         let mut relist: Option<HashSet<String>> = None;
         while let Some(ev) = events.next().await {
-            let name_of = |o: &PartialObjectMeta<DynamicObject>| {
-                format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any())
-            };
-            match ev {
-                Ok(watcher::Event::Init) => relist = Some(HashSet::new()),
-                Ok(watcher::Event::InitApply(o)) => {
-                    if let Some(r) = relist.as_mut() {
-                        r.insert(name_of(&o));
-                    }
-                }
-                Ok(watcher::Event::InitDone) => {
-                    if let Some(r) = relist.take() {
-                        *watch.names.write().unwrap_or_else(|e| e.into_inner()) = r;
-                    }
-                    watch.synced.store(true, Ordering::Release);
-                    self.set_problem(&w, &watch, None);
-                    debug!(kind = %key, "workload watch listed");
-                    self.trigger(&w, None);
-                }
-                Ok(watcher::Event::Apply(o)) => {
-                    // The watch works again (it resumed without a relist after an error).
-                    if watch.synced.load(Ordering::Acquire) {
-                        self.set_problem(&w, &watch, None);
-                    }
-                    let name = name_of(&o);
-                    let new = watch
-                        .names
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(name.clone());
-                    if new {
-                        self.trigger(&w, Some(&name));
-                    }
-                }
-                Ok(watcher::Event::Delete(o)) => {
-                    if watch.synced.load(Ordering::Acquire) {
-                        self.set_problem(&w, &watch, None);
-                    }
-                    let name = name_of(&o);
-                    watch
-                        .names
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&name);
-                    self.trigger(&w, Some(&name));
+            self.on_event(&w, &watch, &mut relist, ev);
+        }
+    }
+
+    /// The API resource of the workload's kind. A kind that is not served (a typo, or a CRD not
+    /// installed yet) is looked up again now and then: identities naming it are never retired
+    /// for it. None for a cluster-scoped kind (a problem for good).
+    async fn discover(&self, w: &WorkloadRef, watch: &KindWatch) -> Option<ApiResource> {
+        let key = kind_key(w);
+        loop {
+            match pinned_kind(&self.client, &gvk_of(w)).await {
+                Ok((resource, caps)) if caps.scope == Scope::Namespaced => return Some(resource),
+                Ok(_) => {
+                    let message = format!(
+                        "{key} is cluster-scoped; workloadRef names an object in the identity's namespace"
+                    );
+                    self.set_problem(w, watch, Some((KIND_UNKNOWN.into(), message)));
+                    return None;
                 }
                 Err(e) => {
-                    warn!(kind = %key, error = %e, "workload watch failing");
-                    let message = format!("cannot watch {key}: {e}");
-                    self.set_problem(&w, &watch, Some((WATCH_FAILING.into(), message)));
+                    let message = format!("{key} is not served by this cluster: {e}");
+                    self.set_problem(w, watch, Some((KIND_UNKNOWN.into(), message)));
+                    tokio::time::sleep(Duration::from_secs(30)).await;
                 }
+            }
+        }
+    }
+
+    /// Keeps `watch` current with one event of the kind's watch (`relist`: the names a relist in
+    /// progress has shown), and asks the identities it concerns to be looked at again.
+    fn on_event(
+        &self,
+        w: &WorkloadRef,
+        watch: &KindWatch,
+        relist: &mut Option<HashSet<String>>,
+        ev: Result<watcher::Event<PartialObjectMeta<DynamicObject>>, watcher::Error>,
+    ) {
+        let name_of = |o: &PartialObjectMeta<DynamicObject>| {
+            format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any())
+        };
+        let names = || watch.names.write().unwrap_or_else(|e| e.into_inner());
+        // The watch works again (it resumed without a relist after an error).
+        let working = || {
+            if watch.synced.load(Ordering::Acquire) {
+                self.set_problem(w, watch, None);
+            }
+        };
+        match ev {
+            Ok(watcher::Event::Init) => *relist = Some(HashSet::new()),
+            Ok(watcher::Event::InitApply(o)) => {
+                if let Some(r) = relist.as_mut() {
+                    r.insert(name_of(&o));
+                }
+            }
+            Ok(watcher::Event::InitDone) => {
+                if let Some(r) = relist.take() {
+                    *names() = r;
+                }
+                watch.synced.store(true, Ordering::Release);
+                self.set_problem(w, watch, None);
+                debug!(kind = %kind_key(w), "workload watch listed");
+                self.trigger(w, None);
+            }
+            Ok(watcher::Event::Apply(o)) => {
+                working();
+                let name = name_of(&o);
+                if names().insert(name.clone()) {
+                    self.trigger(w, Some(&name));
+                }
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                working();
+                let name = name_of(&o);
+                names().remove(&name);
+                self.trigger(w, Some(&name));
+            }
+            Err(e) => {
+                let key = kind_key(w);
+                warn!(kind = %key, error = %e, "workload watch failing");
+                let message = format!("cannot watch {key}: {e}");
+                self.set_problem(w, watch, Some((WATCH_FAILING.into(), message)));
             }
         }
     }

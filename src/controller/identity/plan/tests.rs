@@ -1079,6 +1079,10 @@ fn a_deletion_revokes_then_lets_go() {
         vec![("0a".to_string(), Reason::CessationOfOperation)]
     );
     assert_eq!(events(&steps), vec![(false, "Revoked")]);
+    assert!(has(
+        &steps,
+        |s| matches!(s, Step::Log(l) if l.contains("\"0a\""))
+    ));
     let tail: Vec<_> = steps.iter().rev().take(3).collect();
     assert!(matches!(
         tail.as_slice(),
