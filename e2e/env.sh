@@ -3,6 +3,10 @@
 # PATH: the folders where the set-up puts tools that a fresh shell may not have on PATH (Go's
 # tarball, rustup's cargo, pip's scripts), appended when missing, so that what e2e/prereqs.sh
 # installs is found by every later step, whichever shell runs it.
+#
+# NHI_CLUSTER_DIR: the local control plane's state folder (default e2e/.cluster; `make test`
+# uses e2e/.cluster-test), made absolute (a relative one is taken from the repository's root).
+# Scripts derive everything of one control plane from it: kubeconfig, pids, logs, ports, lock.
 
 nhi_path_append() {
   case ":$PATH:" in
@@ -25,3 +29,24 @@ fi
 export PATH
 unset -f nhi_path_append
 
+nhi_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NHI_CLUSTER_DIR=${NHI_CLUSTER_DIR:-e2e/.cluster}
+case $NHI_CLUSTER_DIR in
+  /*) ;;
+  *) NHI_CLUSTER_DIR=$nhi_root/$NHI_CLUSTER_DIR ;;
+esac
+NHI_CLUSTER_DIR=${NHI_CLUSTER_DIR%/}
+export NHI_CLUSTER_DIR
+unset nhi_root
+
+# nhi_demo_operator_pid: prints the pid of the operator `make demo` left running on the control
+# plane in $NHI_CLUSTER_DIR (recorded in demo-operator.pid, and still that process: its
+# environment names this folder's kubeconfig); fails when there is none.
+nhi_demo_operator_pid() {
+  local pid
+  pid=$(cat "$NHI_CLUSTER_DIR/demo-operator.pid" 2>/dev/null) || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null |
+    grep -qxF -- "KUBECONFIG=$NHI_CLUSTER_DIR/kubeconfig" || return 1
+  echo "$pid"
+}
