@@ -70,8 +70,9 @@ fi
 have go || die "Go >= 1.$GO_MIN_MINOR is required to build the local control plane, and is not on PATH (nor in /usr/local/go/bin); install it from go.dev/dl and run again"
 go_version=$(go env GOVERSION 2>/dev/null || true)
 go_minor=$(printf '%s\n' "$go_version" | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
-[ -n "$go_minor" ] && [ "$go_minor" -ge "$GO_MIN_MINOR" ] ||
+if [ -z "$go_minor" ] || [ "$go_minor" -lt "$GO_MIN_MINOR" ]; then
   die "Go >= 1.$GO_MIN_MINOR is required to build the local control plane; $(command -v go) is ${go_version:-of unknown version}"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Rust: cargo, and for `make test` rustfmt, clippy and the musl target.
