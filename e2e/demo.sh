@@ -45,7 +45,8 @@ echo $! >"$state/demo-operator.pid"
 
 echo "== applying config/samples/"
 kubectl apply -k config/samples/
-names=$(kubectl get -k config/samples/ -o name)
+# The identities and entitlements (the samples also hold the workloads they name).
+names=$(kubectl get -k config/samples/ -o name | grep '\.nhi\.dev/')
 if ! kubectl wait --for=condition=Ready --timeout=60s $names; then
   echo "identities did not become Ready; operator log:" >&2
   tail -n 40 "$state/demo-operator.log" >&2
@@ -54,6 +55,21 @@ fi
 
 echo
 kubectl get machineidentities,entitlements -o wide
+
+echo
+echo "== the workloads the identities serve (spec.workloadRef): present, so no identity lapses"
+echo "   (this control plane has no nodes: the pods are never scheduled; the operator needs only the object)"
+refs=$(kubectl get -k config/samples/ -o jsonpath='{range .items[?(@.spec.workloadRef)]}{.metadata.name}{" "}{.spec.workloadRef.apiVersion}{" "}{.spec.workloadRef.kind}{" "}{.spec.workloadRef.name}{"\n"}{end}')
+while read -r mi api kind name; do
+  [ -n "$mi" ] || continue
+  kubectl get "$(nhi_kubectl_type "$api" "$kind")" "$name" -o wide ||
+    die "$kind/$name, which MachineIdentity $mi serves, does not exist"
+  if ! kubectl wait --for=condition=WorkloadFound=True --timeout=30s "machineidentity/$mi" >/dev/null; then
+    tail -n 40 "$state/demo-operator.log" >&2
+    die "MachineIdentity $mi does not see $kind/$name: $(kubectl get "machineidentity/$mi" -o jsonpath='{.status.conditions[?(@.type=="WorkloadFound")].message}')"
+  fi
+  echo "   MachineIdentity $mi: WorkloadFound=True ($(kubectl get "machineidentity/$mi" -o jsonpath='{.status.conditions[?(@.type=="WorkloadFound")].message}'))"
+done <<<"$refs"
 for mi in $(printf '%s\n' $names | grep '^machineidentit'); do
   name=${mi#*/}
   secret=$(kubectl get "$mi" -o jsonpath='{.spec.secretName}')

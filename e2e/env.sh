@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced (not run) by the Makefile and the e2e scripts: the environment they share.
 #
 # PATH: the folders where the set-up puts tools that a fresh shell may not have on PATH (Go's
@@ -49,4 +50,13 @@ nhi_demo_operator_pid() {
   tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null |
     grep -qxF -- "KUBECONFIG=$NHI_CLUSTER_DIR/kubeconfig" || return 1
   echo "$pid"
+}
+
+# nhi_kubectl_type API_VERSION KIND: the resource type kubectl takes for a workloadRef
+# (Deployment.v1.apps for apps/v1 Deployment; ServiceAccount for v1 ServiceAccount).
+nhi_kubectl_type() {
+  case $1 in
+    */*) echo "$2.${1#*/}.${1%%/*}" ;;
+    *) echo "$2" ;;
+  esac
 }

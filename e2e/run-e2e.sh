@@ -66,6 +66,9 @@ echo "== operator end-to-end tests"
 cargo build --example relying_service --example mtls_echo
 cargo test --test e2e -- --test-threads="${NHI_E2E_THREADS:-3}"
 
+echo "== the samples: every workloadRef resolves, nothing lapses soon, the operator issues them"
+e2e/test-samples.sh
+
 echo "== install tests: Helm chart, kustomize, Dockerfile"
 e2e/test-install.sh
 
