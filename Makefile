@@ -2,16 +2,21 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
-CLUSTER_DIR := e2e/.cluster
-KUBECONFIG_LOCAL := $(CURDIR)/$(CLUSTER_DIR)/kubeconfig
-BIN_DIR = $(shell e2e/build-binaries.sh)
+# Go, cargo and pip's scripts where the set-up puts them (e2e/env.sh), for every recipe.
+export PATH := $(shell . $(CURDIR)/e2e/env.sh && printf '%s' "$$PATH")
+# The control plane `make test` starts for itself and stops at the end; the demo's (and
+# cluster-up's, e2e-test's) is e2e/.cluster.
+TEST_CLUSTER_DIR := e2e/.cluster-test
 CARGO ?= cargo
 
-.PHONY: help build binaries cluster-up cluster-down cluster-status crds crds-check fmt lint \
+.PHONY: help prereqs build binaries cluster-up cluster-down cluster-status crds crds-check fmt lint \
         unit-test static-binary-test e2e-test test demo bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+prereqs: ## Install what `make test` needs and the machine lacks (apt-get, rustup, pip).
+	@e2e/prereqs.sh test
 
 build: ## Build the operator (debug).
 	$(CARGO) build --workspace --bins
@@ -56,18 +61,21 @@ static-binary-test: ## The container's binary: a static musl build that runs.
 e2e-test: ## End-to-end tests against the local control plane (starts it when needed).
 	@e2e/run-e2e.sh
 
-test: ## Every test: lint, unit, control plane and end-to-end (brings the cluster up and down).
+test: ## Every test: set-up, lint, unit, then end-to-end on a control plane of its own, stopped at the end.
+	@e2e/prereqs.sh test
 	$(MAKE) lint
 	$(MAKE) unit-test
 	$(MAKE) static-binary-test
-	@e2e/run-e2e.sh --own-cluster
+	@NHI_CLUSTER_DIR=$(TEST_CLUSTER_DIR) e2e/run-e2e.sh --own-cluster
 
 demo: ## Start the control plane (unless KUBECONFIG is set), run the operator, apply the samples.
+	@e2e/prereqs.sh demo
 	@e2e/demo.sh
 
 bench: ## Issue N identities at once (default 1000) and compare with a bare-client baseline.
 	@e2e/bench.sh $(N)
 
-clean: ## Remove build output and the local cluster's state.
+clean: ## Remove build output and the local clusters' state (the demo's and the tests').
 	-e2e/cluster.sh down
+	-NHI_CLUSTER_DIR=$(TEST_CLUSTER_DIR) e2e/cluster.sh down
 	$(CARGO) clean

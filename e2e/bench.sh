@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # `make bench [N=1000]`: builds the operator in release mode and runs examples/bench.rs against
-# the local control plane (started when not running), or the cluster in $KUBECONFIG.
+# the local control plane in $NHI_CLUSTER_DIR (started when not running), or the cluster in
+# $KUBECONFIG.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=e2e/env.sh
+. e2e/env.sh
 n=${1:-1000}
 bin_dir=$(e2e/build-binaries.sh)
 export PATH="$bin_dir:$PATH"
 if [ -z "${KUBECONFIG:-}" ]; then
   e2e/cluster.sh status >/dev/null 2>&1 || e2e/cluster.sh up
-  export KUBECONFIG=$PWD/e2e/.cluster/kubeconfig
+  export KUBECONFIG=$NHI_CLUSTER_DIR/kubeconfig
 fi
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=30s -f crds/ >/dev/null

@@ -5,22 +5,27 @@
 #
 #   e2e/cluster.sh up       build/fetch the binaries (cached), generate certificates, start etcd,
 #                           kube-apiserver and kube-controller-manager; idempotent
-#   e2e/cluster.sh down     stop the recorded processes and delete the state folder
+#   e2e/cluster.sh down     stop the recorded processes (and the demo's operator, when `make demo`
+#                           left one running) and delete the state folder
 #   e2e/cluster.sh status   show the components; exit 0 when running, 3 when not
 #   e2e/cluster.sh env      print `export KUBECONFIG=... PATH=...` lines for eval
 #
-# State (certificates, kubeconfigs, etcd data, logs, pids, ports) lives in e2e/.cluster/;
-# the admin kubeconfig is e2e/.cluster/kubeconfig (user "admin", group system:masters).
+# State (certificates, kubeconfigs, etcd data, logs, pids, ports) lives in $NHI_CLUSTER_DIR
+# (default e2e/.cluster/; `make test` uses e2e/.cluster-test/), locked by $NHI_CLUSTER_DIR.lock;
+# the admin kubeconfig is $NHI_CLUSTER_DIR/kubeconfig (user "admin", group system:masters).
+# Control planes with different state folders run side by side, each on its own ports.
 #
-# Environment: NHI_BIN_CACHE (see build-binaries.sh); NHI_ETCD_PORT, NHI_ETCD_PEER_PORT,
-# NHI_APISERVER_PORT, NHI_KCM_PORT to pin ports (default: free ports chosen at random);
-# NHI_READY_TIMEOUT (seconds per component, default 60); NHI_KCM_CONTROLLERS to override the
-# controller list.
+# Environment: NHI_CLUSTER_DIR (see env.sh); NHI_BIN_CACHE (see build-binaries.sh);
+# NHI_ETCD_PORT, NHI_ETCD_PEER_PORT, NHI_APISERVER_PORT, NHI_KCM_PORT to pin ports (default: free
+# ports chosen at random); NHI_READY_TIMEOUT (seconds per component, default 60);
+# NHI_KCM_CONTROLLERS to override the controller list.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-STATE=$here/.cluster
-LOCK=$here/.cluster.lock
+# shellcheck source=e2e/env.sh
+. "$here/env.sh"
+STATE=$NHI_CLUSTER_DIR
+LOCK=$STATE.lock
 KUBECONFIG_PATH=$STATE/kubeconfig
 READY_TIMEOUT=${NHI_READY_TIMEOUT:-60}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager)
@@ -39,22 +44,36 @@ die() { printf 'cluster: error: %s\n' "$*" >&2; exit 1; }
 
 pid_of() { cat "$STATE/$1.pid" 2>/dev/null || true; }
 
-# alive NAME: the recorded process exists and is still ours (its command line mentions the
-# state folder), so a recycled pid is never mistaken for a component.
+# alive NAME: the recorded process exists and is still ours (its command line mentions a path
+# inside the state folder), so a recycled pid, or another state folder's component, is never
+# mistaken for one of this folder's.
 alive() {
   local pid
   pid=$(pid_of "$1")
   [ -n "$pid" ] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
-  ps -p "$pid" -o args= 2>/dev/null | grep -qF -- "$STATE"
+  ps -p "$pid" -o args= 2>/dev/null | grep -qF -- "$STATE/"
+}
+
+# stop_demo_operator: stop the operator `make demo` left running on this control plane.
+stop_demo_operator() {
+  local pid
+  pid=$(nhi_demo_operator_pid) || return 0
+  log "stopping the demo's operator (pid $pid)"
+  stop_pid "$pid" demo-operator
 }
 
 # stop NAME: TERM the recorded process if it is alive and ours, wait up to 10 s, then KILL.
 stop() {
-  local name=$1 pid deadline
+  local name=$1
   alive "$name" || return 0
-  pid=$(pid_of "$name")
-  log "stopping $name (pid $pid)"
+  log "stopping $name (pid $(pid_of "$name"))"
+  stop_pid "$(pid_of "$name")" "$name"
+}
+
+# stop_pid PID NAME: TERM PID, wait up to 10 s for it to exit, then KILL.
+stop_pid() {
+  local pid=$1 name=$2 deadline
   kill -TERM "$pid" 2>/dev/null || true
   deadline=$((SECONDS + 10))
   while kill -0 "$pid" 2>/dev/null; do
@@ -353,6 +372,7 @@ cmd_up() {
     else
       log "stale state in $STATE (components not running); cleaning it"
     fi
+    stop_demo_operator
     stop_all
     rm -rf "$STATE"
   fi
@@ -447,6 +467,7 @@ cmd_down() {
     echo "cluster not running (no state in $STATE)"
     return 0
   fi
+  stop_demo_operator
   stop_all
   rm -rf "$STATE"
   echo "cluster stopped; removed $STATE"
@@ -473,6 +494,10 @@ cmd_status() {
     readyz=$(apiserver_readyz | head -n 1)
   fi
   echo "readyz:     ${readyz:-unreachable}"
+  local demo
+  if demo=$(nhi_demo_operator_pid); then
+    echo "the demo's operator runs on it (pid $demo)"
+  fi
   if $running && [ "$readyz" = ok ]; then return 0; fi
   return 3
 }

@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # `make demo`: starts the local control plane unless KUBECONFIG names a reachable cluster,
 # installs the CRDs, runs the operator in the background, applies config/samples/ and shows the
-# identities being issued with their decoded certificates.
+# identities being issued with their decoded certificates. The local control plane's state, the
+# operator's pid and log are in $NHI_CLUSTER_DIR (default e2e/.cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=e2e/env.sh
+. e2e/env.sh
+
+die() { printf 'demo: error: %s\n' "$*" >&2; exit 1; }
 
 bin_dir=$(e2e/build-binaries.sh)
 export PATH="$bin_dir:$PATH"
-state=e2e/.cluster
+state=$NHI_CLUSTER_DIR
 if [ -n "${KUBECONFIG:-}" ] && kubectl get --raw /readyz >/dev/null 2>&1; then
   echo "== using the cluster in KUBECONFIG=$KUBECONFIG"
 else
   echo "== starting the local control plane"
   e2e/cluster.sh up
-  export KUBECONFIG=$PWD/$state/kubeconfig
+  export KUBECONFIG=$state/kubeconfig
 fi
 mkdir -p "$state"
 
@@ -25,8 +30,13 @@ kubectl apply --server-side --force-conflicts -f crds/
 kubectl wait --for=condition=Established --timeout=30s -f crds/ >/dev/null
 kubectl create namespace nhi-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
-if [ -f "$state/demo-operator.pid" ] && kill -0 "$(cat "$state/demo-operator.pid")" 2>/dev/null; then
-  kill "$(cat "$state/demo-operator.pid")" && sleep 1
+# The operator an earlier `make demo` left running (still that process: its command line).
+old=$(cat "$state/demo-operator.pid" 2>/dev/null || true)
+if [ -n "$old" ] && ps -p "$old" -o args= 2>/dev/null | grep -q '^target/debug/nhi-operator run '; then
+  echo "== stopping the operator an earlier demo left running (pid $old)"
+  kill "$old" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+  ! kill -0 "$old" 2>/dev/null || die "the earlier demo's operator (pid $old) did not exit 10 s after TERM"
 fi
 echo "== running the operator (log: $state/demo-operator.log)"
 nohup target/debug/nhi-operator run --operator-namespace nhi-system --http-addr 127.0.0.1:0 \
@@ -35,7 +45,8 @@ echo $! >"$state/demo-operator.pid"
 
 echo "== applying config/samples/"
 kubectl apply -k config/samples/
-names=$(kubectl get -k config/samples/ -o name)
+# The identities and entitlements (the samples also hold the workloads they name).
+names=$(kubectl get -k config/samples/ -o name | grep '\.nhi\.dev/')
 if ! kubectl wait --for=condition=Ready --timeout=60s $names; then
   echo "identities did not become Ready; operator log:" >&2
   tail -n 40 "$state/demo-operator.log" >&2
@@ -44,6 +55,21 @@ fi
 
 echo
 kubectl get machineidentities,entitlements -o wide
+
+echo
+echo "== the workloads the identities serve (spec.workloadRef): present, so no identity lapses"
+echo "   (this control plane has no nodes: the pods are never scheduled; the operator needs only the object)"
+refs=$(kubectl get -k config/samples/ -o jsonpath='{range .items[?(@.spec.workloadRef)]}{.metadata.name}{" "}{.spec.workloadRef.apiVersion}{" "}{.spec.workloadRef.kind}{" "}{.spec.workloadRef.name}{"\n"}{end}')
+while read -r mi api kind name; do
+  [ -n "$mi" ] || continue
+  kubectl get "$(nhi_kubectl_type "$api" "$kind")" "$name" -o wide ||
+    die "$kind/$name, which MachineIdentity $mi serves, does not exist"
+  if ! kubectl wait --for=condition=WorkloadFound=True --timeout=30s "machineidentity/$mi" >/dev/null; then
+    tail -n 40 "$state/demo-operator.log" >&2
+    die "MachineIdentity $mi does not see $kind/$name: $(kubectl get "machineidentity/$mi" -o jsonpath='{.status.conditions[?(@.type=="WorkloadFound")].message}')"
+  fi
+  echo "   MachineIdentity $mi: WorkloadFound=True ($(kubectl get "machineidentity/$mi" -o jsonpath='{.status.conditions[?(@.type=="WorkloadFound")].message}'))"
+done <<<"$refs"
 for mi in $(printf '%s\n' $names | grep '^machineidentit'); do
   name=${mi#*/}
   secret=$(kubectl get "$mi" -o jsonpath='{.spec.secretName}')
@@ -65,5 +91,10 @@ if [ -x target/debug/kubectl-nhi ]; then
   target/debug/kubectl-nhi list
 fi
 echo
-echo "The operator keeps running (pid $(cat "$state/demo-operator.pid")); stop it with: kill \$(cat $state/demo-operator.pid)"
+pid=$(cat "$state/demo-operator.pid")
+if [ "$KUBECONFIG" = "$state/kubeconfig" ]; then
+  echo "The operator and the control plane keep running (operator pid $pid); stop both with: make cluster-down"
+else
+  echo "The operator keeps running (pid $pid); stop it with: kill $pid"
+fi
 echo "Use the cluster with: export KUBECONFIG=$KUBECONFIG"

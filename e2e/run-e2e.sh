@@ -1,26 +1,50 @@
 #!/usr/bin/env bash
-# Runs the end-to-end tests against the local control plane: the control plane's own tests, then
-# the operator's (cargo test --test e2e). With --own-cluster the control plane is started when it
-# is not running, and stopped again at the end, also on failure.
+# Runs the end-to-end tests against the local control plane in $NHI_CLUSTER_DIR: the control
+# plane's own tests, then the operator's (cargo test --test e2e), the samples, the install
+# artifacts and the chart's RBAC.
+#
+#   e2e/run-e2e.sh                 on the control plane in $NHI_CLUSTER_DIR (default e2e/.cluster),
+#                                  started when it is not running and left running (make e2e-test);
+#                                  refused while the demo's operator runs on it
+#   e2e/run-e2e.sh --own-cluster   on a control plane of its own (NHI_CLUSTER_DIR, default
+#                                  e2e/.cluster-test): started fresh (one left by an interrupted run
+#                                  is stopped first) and stopped at the end, also on failure
+#                                  (make test); a demo on e2e/.cluster is left alone
+#
+# KUBECONFIG is always set to that control plane's kubeconfig, so no test reaches another cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 own=false
 [ "${1:-}" = "--own-cluster" ] && own=true
+if $own && [ -z "${NHI_CLUSTER_DIR:-}" ]; then export NHI_CLUSTER_DIR=e2e/.cluster-test; fi
+# shellcheck source=e2e/env.sh
+. e2e/env.sh
+
+die() { printf 'run-e2e: error: %s\n' "$*" >&2; exit 1; }
 
 bin_dir=$(e2e/build-binaries.sh)
 export PATH="$bin_dir:$PATH"
 
-started=false
-if ! e2e/cluster.sh status >/dev/null 2>&1; then
+if $own; then
+  demo_dir=$PWD/e2e/.cluster
+  [ "$NHI_CLUSTER_DIR" != "$demo_dir" ] ||
+    die "--own-cluster stops its control plane at the end; give it a state folder of its own (NHI_CLUSTER_DIR=e2e/.cluster-test, as make test does), not e2e/.cluster"
+  if [ -d "$NHI_CLUSTER_DIR" ]; then
+    echo "== stopping the control plane an earlier run left in $NHI_CLUSTER_DIR"
+    e2e/cluster.sh down >/dev/null
+  fi
+  echo "== starting a control plane of its own in $NHI_CLUSTER_DIR"
   e2e/cluster.sh up
-  started=true
-fi
-if $own && $started; then
   trap 'e2e/cluster.sh down >/dev/null 2>&1 || true' EXIT
+else
+  e2e/cluster.sh status >/dev/null 2>&1 || e2e/cluster.sh up
+  if demo_pid=$(nhi_demo_operator_pid); then
+    die "the demo's operator (pid $demo_pid) runs on the control plane in $NHI_CLUSTER_DIR: it would act on the tests' objects too. Run 'make test' (a control plane of its own), or stop the demo's operator first (kill $demo_pid)"
+  fi
 fi
 
-export KUBECONFIG=$PWD/e2e/.cluster/kubeconfig
+export KUBECONFIG=$NHI_CLUSTER_DIR/kubeconfig
 export NHI_E2E_KUBECTL=$bin_dir/kubectl
 
 echo "== control plane tests"
@@ -41,6 +65,9 @@ echo "== operator end-to-end tests"
 # continuity test.
 cargo build --bins --example relying_service --example mtls_echo
 cargo test --test e2e -- --test-threads="${NHI_E2E_THREADS:-3}"
+
+echo "== the samples: every workloadRef resolves, nothing lapses soon, the operator issues them"
+e2e/test-samples.sh
 
 echo "== install tests: Helm chart, kustomize, Dockerfile"
 e2e/test-install.sh

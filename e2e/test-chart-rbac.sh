@@ -3,9 +3,13 @@
 # installs the chart (its objects only: nothing runs pods here), checks every listed and unlisted
 # permission of its ServiceAccount with `kubectl auth can-i`, then runs the core end-to-end tests
 # with the operator authenticated by a token of that ServiceAccount (`kubectl create token`).
-# Expects KUBECONFIG (admin) and helm/kubectl on PATH, as e2e/run-e2e.sh sets them.
+# Expects helm/kubectl on PATH, as e2e/run-e2e.sh sets them, and KUBECONFIG (admin; default
+# $NHI_CLUSTER_DIR/kubeconfig, exported so that the tests' harness uses the same one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=e2e/env.sh
+. e2e/env.sh
+export KUBECONFIG=${KUBECONFIG:-$NHI_CLUSTER_DIR/kubeconfig}
 
 NS=nhi-rbac-test
 RELEASE=nhi-operator

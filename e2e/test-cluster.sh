@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Tests of the local control plane started by e2e/cluster.sh up: each prints `ok - NAME` or
+# Tests of the local control plane started by e2e/cluster.sh up (the one in $NHI_CLUSTER_DIR,
+# default e2e/.cluster): each prints `ok - NAME` or
 # `not ok - NAME` (followed by its output as `# ` lines), then one summary line
 # `N passed, M failed`; the exit status is non-zero when any test failed.
 #
@@ -9,7 +10,9 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-STATE=$here/.cluster
+# shellcheck source=e2e/env.sh
+. "$here/env.sh"
+STATE=$NHI_CLUSTER_DIR
 export KUBECONFIG=$STATE/kubeconfig
 CA=$STATE/pki/ca.crt
 filter=${1:-}

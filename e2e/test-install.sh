@@ -6,8 +6,8 @@
 #
 #   e2e/test-install.sh
 #
-# Needs: KUBECONFIG pointing at a running control plane (default: e2e/.cluster/kubeconfig from
-# e2e/cluster.sh up), helm and kubectl on PATH (default: ~/.cache/nhi-operator/bin/current),
+# Needs: KUBECONFIG pointing at a running control plane (default: $NHI_CLUSTER_DIR/kubeconfig from
+# e2e/cluster.sh up, e2e/.cluster/kubeconfig unless NHI_CLUSTER_DIR is set), helm and kubectl on PATH (default: ~/.cache/nhi-operator/bin/current),
 # python3. Optional: hadolint, lua5.1. It creates namespace $NS (default nhi-chart-test), installs
 # and uninstalls a release there, and deletes the namespace at the end; it applies crds/ when the
 # CRD is missing and never deletes it. It never starts or stops the cluster.
@@ -15,11 +15,13 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+# shellcheck source=e2e/env.sh
+. e2e/env.sh
 CHART=charts/nhi-operator
 NS=${NHI_INSTALL_TEST_NS:-nhi-chart-test}
 RELEASE=nhi-chart-test
 BIN=${NHI_BIN_CACHE:-$HOME/.cache/nhi-operator/bin}/current
-[ -n "${KUBECONFIG:-}" ] || [ ! -s "$root/e2e/.cluster/kubeconfig" ] || export KUBECONFIG=$root/e2e/.cluster/kubeconfig
+[ -n "${KUBECONFIG:-}" ] || [ ! -s "$NHI_CLUSTER_DIR/kubeconfig" ] || export KUBECONFIG=$NHI_CLUSTER_DIR/kubeconfig
 command -v helm >/dev/null 2>&1 || [ ! -x "$BIN/helm" ] || export PATH=$BIN:$PATH
 command -v kubectl >/dev/null 2>&1 || [ ! -x "$BIN/kubectl" ] || export PATH=$BIN:$PATH
 

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Waits until kube-controller-manager's garbage collector collects an object owned by a
 # MachineIdentity: a ConfigMap owned by a probe identity must disappear once the identity is
-# deleted. Needs KUBECONFIG and the CRDs installed; no operator has to run.
+# deleted. Needs the CRDs installed, and KUBECONFIG (default $NHI_CLUSTER_DIR/kubeconfig); no
+# operator has to run.
 set -euo pipefail
+# shellcheck source=e2e/env.sh
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+export KUBECONFIG=${KUBECONFIG:-$NHI_CLUSTER_DIR/kubeconfig}
 ns=nhi-gc-probe
 timeout=${1:-120}
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null

