@@ -325,7 +325,11 @@ fn baseline_keys(data: &std::collections::BTreeMap<String, String>) -> Vec<Strin
 /// CPU seconds used so far by the local control plane's apiserver and etcd (when their pid files
 /// are there), to show where the time of each phase goes.
 fn control_plane_cpu() -> Option<f64> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/.cluster");
+    // The control plane's state folder: $NHI_CLUSTER_DIR (e2e/bench.sh exports it), else the
+    // default one.
+    let dir = std::env::var_os("NHI_CLUSTER_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/.cluster"));
     let mut total = 0.0;
     for c in ["kube-apiserver", "etcd"] {
         let pid: u32 = std::fs::read_to_string(dir.join(format!("{c}.pid")))
