@@ -67,6 +67,7 @@ pub async fn reconcile(
     ent: Arc<Entitlement>,
     ctx: Arc<EntitlementContext>,
 ) -> Result<Action, ReconcileError> {
+    let _counted = ctx.metrics.count_reconcile("entitlement");
     let namespace = ent.namespace().ok_or(ReconcileError::NotNamespaced)?;
     if ent.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());

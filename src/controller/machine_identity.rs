@@ -46,6 +46,7 @@ pub async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let _timer = ctx.metrics.time_reconcile();
+    let _counted = ctx.metrics.count_reconcile("machineidentity");
     let namespace = mi.namespace().ok_or(ReconcileError::NotNamespaced)?;
     let name = mi.name_any();
     if mi.metadata.deletion_timestamp.is_some() {
