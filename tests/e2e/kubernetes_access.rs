@@ -16,7 +16,6 @@ use time::format_description::well_known::Rfc3339;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::support::*;
-use nhi_operator::api::{Entitlement, MachineIdentity};
 
 /// kubectl authenticated only by `kubeconfig` (not the tests' admin credentials).
 fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> Output {
@@ -82,19 +81,12 @@ fn read_configmaps() -> serde_json::Value {
 
 #[tokio::test]
 async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlement() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "kacc").await;
-    let other = TestNamespace::create(&client, "kother").await;
-    let mut op = Operator::start(&ns.name, &["--kubernetes-access"]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let mut env = OperatorNamespace::start("kacc", &["--kubernetes-access"]).await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let other = TestNamespace::create(client, "kother").await;
+    let (mis, ents, secrets) = (env.identities(), env.entitlements(), env.secrets());
     for (api, n) in [
-        (
-            Api::<ConfigMap>::namespaced(client.clone(), &ns.name),
-            "settings",
-        ),
+        (Api::<ConfigMap>::namespaced(client.clone(), ns), "settings"),
         (
             Api::<ConfigMap>::namespaced(client.clone(), &other.name),
             "elsewhere",
@@ -104,43 +96,31 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
             .await
             .unwrap();
     }
-    mis.create(
-        &PostParams::default(),
-        &identity(
-            "terraform",
-            json!({"owner": {"team": "platform"}, "secretName": "terraform-identity",
-                   "certificate": {"ttl": "10m"}, "kubernetesAccess": {"enabled": true}}),
-        ),
+    env.create_identity(
+        "terraform",
+        json!({"owner": {"team": "platform"}, "secretName": "terraform-identity",
+               "certificate": {"ttl": "10m"}, "kubernetesAccess": {"enabled": true}}),
     )
-    .await
-    .unwrap();
-    mis.create(
-        &PostParams::default(),
-        &identity(
-            "plain",
-            json!({"owner": {"team": "platform"}, "secretName": "plain-identity"}),
-        ),
+    .await;
+    env.create_identity(
+        "plain",
+        json!({"owner": {"team": "platform"}, "secretName": "plain-identity"}),
     )
-    .await
-    .unwrap();
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "terraform-reads-config",
-            json!({"subjects": {"names": ["terraform"]}, "grants": [],
-                   "kubernetes": read_configmaps(),
-                   "justification": "INFRA-12: terraform plans read cluster settings"}),
-        ),
+    .await;
+    env.create_entitlement(
+        "terraform-reads-config",
+        json!({"subjects": {"names": ["terraform"]}, "grants": [],
+               "kubernetes": read_configmaps(),
+               "justification": "INFRA-12: terraform plans read cluster settings"}),
     )
-    .await
-    .unwrap();
+    .await;
     let ready = wait_ready(&mis, "terraform", Duration::from_secs(20)).await;
     let access = ready
         .status
         .unwrap()
         .kubernetes_access
         .expect("status reports the credential");
-    let user = format!("nhi:{}:terraform", ns.name);
+    let user = format!("nhi:{}:terraform", ns);
     assert_eq!(access.user, user);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -172,19 +152,16 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
         Duration::from_secs(5),
         "listing ConfigMaps with the identity's kubeconfig",
         || async {
-            kubectl_as(
-                &kubeconfig,
-                &["get", "configmaps", "-n", &ns.name, "-o", "name"],
-            )
-            .status
-            .success()
-            .then_some(())
+            kubectl_as(&kubeconfig, &["get", "configmaps", "-n", ns, "-o", "name"])
+                .status
+                .success()
+                .then_some(())
         },
     )
     .await;
     let listed = kubectl_as(
         &kubeconfig,
-        &["get", "configmap", "settings", "-n", &ns.name, "-o", "name"],
+        &["get", "configmap", "settings", "-n", ns, "-o", "name"],
     );
     assert_eq!(
         String::from_utf8_lossy(&listed.stdout).trim(),
@@ -193,11 +170,11 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
     // ...and nothing else: no delete, no Secrets, no other namespace.
     assert!(forbidden(&kubectl_as(
         &kubeconfig,
-        &["delete", "configmap", "settings", "-n", &ns.name]
+        &["delete", "configmap", "settings", "-n", ns]
     )));
     assert!(forbidden(&kubectl_as(
         &kubeconfig,
-        &["get", "secrets", "-n", &ns.name]
+        &["get", "secrets", "-n", ns]
     )));
     assert!(forbidden(&kubectl_as(
         &kubeconfig,
@@ -239,17 +216,10 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
 
     // Rules that would pass on the operator's own powers are refused by the operator itself,
     // even where the apiserver would allow it (the operator may read Secrets).
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "terraform-reads-secrets",
+    env.create_entitlement("terraform-reads-secrets",
             json!({"subjects": {"names": ["terraform"]},
                    "kubernetes": {"rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]},
-                   "justification": "should never be granted"}),
-        ),
-    )
-    .await
-    .unwrap();
+                   "justification": "should never be granted"})).await;
     wait_for_entitlement_condition(
         &ents,
         "terraform-reads-secrets",
@@ -260,15 +230,15 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
     .await;
     assert!(forbidden(&kubectl_as(
         &kubeconfig,
-        &["get", "secrets", "-n", &ns.name]
+        &["get", "secrets", "-n", ns]
     )));
 
     // A restart (or a leader change) keeps the access: the RoleBinding is not rebuilt empty.
-    op.restart();
-    op.wait_ready(Duration::from_secs(20)).await;
+    env.op.restart();
+    env.op.wait_ready(Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        kubectl_as(&kubeconfig, &["get", "configmaps", "-n", &ns.name])
+        kubectl_as(&kubeconfig, &["get", "configmaps", "-n", ns])
             .status
             .success(),
         "access survives an operator restart"
@@ -283,11 +253,7 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
         Duration::from_secs(5),
         "the kubeconfig to lose its permission",
         || async {
-            forbidden(&kubectl_as(
-                &kubeconfig,
-                &["get", "configmaps", "-n", &ns.name],
-            ))
-            .then_some(())
+            forbidden(&kubectl_as(&kubeconfig, &["get", "configmaps", "-n", ns])).then_some(())
         },
     )
     .await;
@@ -295,47 +261,32 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
         "Entitlement deleted -> listing ConfigMaps forbidden: {:?}",
         deleted.elapsed()
     );
-    drop(op);
-    other.delete().await;
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn the_client_certificate_rotates_and_access_ends_at_expires_at() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "krot").await;
-    let op = Operator::start(&ns.name, &["--kubernetes-access"]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let env = OperatorNamespace::start("krot", &["--kubernetes-access"]).await;
+    let ns = env.ns.as_str();
+    let secrets = env.secrets();
     // Renewed at 10 to 15 % of 5 minutes: 30 to 45 s. The Entitlement carries no grant, so the
     // certificate is not capped at its expiresAt (a capped one is not renewed early).
-    mis.create(
-        &PostParams::default(),
-        &identity(
-            "ci-job",
-            json!({"owner": {"team": "ci"}, "secretName": "ci-job-identity",
-                   "certificate": {"ttl": "5m", "renewalPercent": 10},
-                   "kubernetesAccess": {"enabled": true}}),
-        ),
+    env.create_identity(
+        "ci-job",
+        json!({"owner": {"team": "ci"}, "secretName": "ci-job-identity",
+               "certificate": {"ttl": "5m", "renewalPercent": 10},
+               "kubernetesAccess": {"enabled": true}}),
     )
-    .await
-    .unwrap();
+    .await;
     let expires_at =
         OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::seconds(80);
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "ci-reads-config",
-            json!({"subjects": {"names": ["ci-job"]},
-                   "kubernetes": read_configmaps(),
-                   "expiresAt": expires_at.format(&Rfc3339).unwrap(),
-                   "justification": "CI-5: a deploy window"}),
-        ),
+    env.create_entitlement(
+        "ci-reads-config",
+        json!({"subjects": {"names": ["ci-job"]},
+               "kubernetes": read_configmaps(),
+               "expiresAt": expires_at.format(&Rfc3339).unwrap(),
+               "justification": "CI-5: a deploy window"}),
     )
-    .await
-    .unwrap();
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let (first_path, second_path) = (dir.path().join("first"), dir.path().join("second"));
     let first = wait_for_kubeconfig(
@@ -347,7 +298,7 @@ async fn the_client_certificate_rotates_and_access_ends_at_expires_at() {
     )
     .await;
     let can_list = |p: &Path| {
-        kubectl_as(p, &["get", "configmaps", "-n", &ns.name])
+        kubectl_as(p, &["get", "configmaps", "-n", ns])
             .status
             .success()
     };
@@ -386,11 +337,7 @@ async fn the_client_certificate_rotates_and_access_ends_at_expires_at() {
         Duration::from_secs(5),
         "access to end at expiresAt",
         || async {
-            forbidden(&kubectl_as(
-                &second_path,
-                &["get", "configmaps", "-n", &ns.name],
-            ))
-            .then_some(())
+            forbidden(&kubectl_as(&second_path, &["get", "configmaps", "-n", ns])).then_some(())
         },
     )
     .await;
@@ -398,38 +345,25 @@ async fn the_client_certificate_rotates_and_access_ends_at_expires_at() {
         "expiresAt -> listing ConfigMaps forbidden: {:?}",
         expired.elapsed()
     );
-    drop(op);
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn kubernetes_access_is_refused_clearly_when_the_operator_does_not_offer_it() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "knone").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
-    mis.create(
-        &PostParams::default(),
-        &identity(
-            "wants-api",
-            json!({"owner": {"team": "x"}, "secretName": "wants-api-identity",
-                   "kubernetesAccess": {"enabled": true}}),
-        ),
+    let env = OperatorNamespace::start("knone", &[]).await;
+    let mis = env.identities();
+    let ents = env.entitlements();
+    env.create_identity(
+        "wants-api",
+        json!({"owner": {"team": "x"}, "secretName": "wants-api-identity",
+               "kubernetesAccess": {"enabled": true}}),
     )
-    .await
-    .unwrap();
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "wants-rbac",
-            json!({"subjects": {"names": ["wants-api"]}, "kubernetes": read_configmaps(),
-                   "justification": "j"}),
-        ),
+    .await;
+    env.create_entitlement(
+        "wants-rbac",
+        json!({"subjects": {"names": ["wants-api"]}, "kubernetes": read_configmaps(),
+               "justification": "j"}),
     )
-    .await
-    .unwrap();
+    .await;
     wait_for(
         Duration::from_secs(10),
         "KubernetesAccessDisabled on the identity",
@@ -449,8 +383,6 @@ async fn kubernetes_access_is_refused_clearly_when_the_operator_does_not_offer_i
         |c| c.reason == "RoleRefused" && c.message.contains("--kubernetes-access"),
     )
     .await;
-    drop(op);
-    ns.delete().await;
 }
 
 #[tokio::test]
@@ -463,22 +395,15 @@ async fn a_role_the_operator_cannot_grant_is_refused_with_the_apiservers_message
         );
         return;
     }
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "kesc").await;
-    let mut op = Operator::start(&ns.name, &["--kubernetes-access"]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "too-much",
-            json!({"subjects": {"names": ["x"]},
-                   "kubernetes": {"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]},
-                   "justification": "j"}),
-        ),
+    let mut env = OperatorNamespace::start("kesc", &["--kubernetes-access"]).await;
+    let ents = env.entitlements();
+    env.create_entitlement(
+        "too-much",
+        json!({"subjects": {"names": ["x"]},
+               "kubernetes": {"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]},
+               "justification": "j"}),
     )
-    .await
-    .unwrap();
+    .await;
     let (refused, _) =
         wait_for_entitlement_condition(&ents, "too-much", "Ready", Duration::from_secs(10), |c| {
             c.reason == "RoleRefused"
@@ -487,7 +412,5 @@ async fn a_role_the_operator_cannot_grant_is_refused_with_the_apiservers_message
     let refused = refused.message;
     assert!(refused.contains("forbidden"), "{refused}");
     eprintln!("refused: {refused}");
-    assert!(op.alive(), "the operator is still running");
-    drop(op);
-    ns.delete().await;
+    assert!(env.op.alive(), "the operator is still running");
 }

@@ -173,8 +173,6 @@ async fn the_standby_takes_over_a_burst_without_issuing_twice() {
             .and_then(|s| s.iter().next().cloned());
         assert_eq!(mi.status.and_then(|s| s.serial_number), secret_serial);
     }
-    drop((a, b));
-    ns.delete().await;
 }
 
 #[tokio::test]
@@ -222,6 +220,4 @@ async fn a_leader_stopped_with_sigterm_hands_over_at_once() {
     );
     api.create(&PostParams::default(), &mi).await.unwrap();
     wait_ready(&api, "after", Duration::from_secs(10)).await;
-    drop(b);
-    ns.delete().await;
 }

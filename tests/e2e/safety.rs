@@ -11,16 +11,12 @@ use kube::api::{ObjectMeta, PostParams};
 use serde_json::json;
 
 use crate::support::*;
-use nhi_operator::api::MachineIdentity;
 use nhi_operator::ca::store::{CaLocation, load_or_bootstrap};
 
 #[tokio::test]
 async fn a_secret_that_is_not_ours_is_never_overwritten() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "foreign").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let env = OperatorNamespace::start("foreign", &[]).await;
+    let secrets = env.secrets();
     let foreign = Secret {
         metadata: ObjectMeta {
             name: Some("taken".into()),
@@ -36,16 +32,12 @@ async fn a_secret_that_is_not_ours_is_never_overwritten() {
         .create(&PostParams::default(), &foreign)
         .await
         .unwrap();
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    api.create(
-        &PostParams::default(),
-        &identity(
-            "squatter",
-            json!({"owner": {"team": "t"}, "secretName": "taken"}),
-        ),
+    let api = env.identities();
+    env.create_identity(
+        "squatter",
+        json!({"owner": {"team": "t"}, "secretName": "taken"}),
     )
-    .await
-    .unwrap();
+    .await;
     let mi = wait_for(
         Duration::from_secs(5),
         "SecretConflict condition",
@@ -67,32 +59,23 @@ async fn a_secret_that_is_not_ours_is_never_overwritten() {
     assert_eq!(secret_text(&after, "password"), "hunter2");
     assert!(!after.data.unwrap().contains_key("tls.key"));
     let events = kubectl()
-        .args(["get", "events", "-n", &ns.name, "-o", "json"])
+        .args(["get", "events", "-n", &env.ns, "-o", "json"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&events.stdout).contains("SecretConflict"));
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn a_restarted_operator_reissues_nothing() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "restart").await;
-    let mut op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let mut env = OperatorNamespace::start("restart", &[]).await;
+    let (api, secrets) = (env.identities(), env.secrets());
     for i in 0..5 {
         let name = format!("r{i}");
-        api.create(
-            &PostParams::default(),
-            &identity(
-                &name,
-                json!({"owner": {"team": "t"}, "secretName": format!("{name}-id")}),
-            ),
+        env.create_identity(
+            &name,
+            json!({"owner": {"team": "t"}, "secretName": format!("{name}-id")}),
         )
-        .await
-        .unwrap();
+        .await;
     }
     let mut before = Vec::new();
     for i in 0..5 {
@@ -112,9 +95,9 @@ async fn a_restarted_operator_reissues_nothing() {
                 .serial_number,
         ));
     }
-    op.kill();
-    op.restart();
-    op.wait_ready(Duration::from_secs(20)).await;
+    env.op.kill();
+    env.op.restart();
+    env.op.wait_ready(Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     for (i, (rv, serial)) in before.into_iter().enumerate() {
         let s = secrets.get(&format!("r{i}-id")).await.unwrap();
@@ -129,12 +112,11 @@ async fn a_restarted_operator_reissues_nothing() {
             "r{i} re-issued after restart"
         );
     }
-    let (_, metrics) = op.get("/metrics").await.unwrap();
+    let (_, metrics) = env.op.get("/metrics").await.unwrap();
     assert!(
         !metrics.contains("nhi_certificates_issued_total{"),
         "the restarted operator issued: {metrics}"
     );
-    ns.delete().await;
 }
 
 #[tokio::test]
@@ -164,7 +146,6 @@ async fn two_operators_bootstrapping_at_once_end_with_one_ca() {
         nhi_operator::ca::pem_util::pem_certificates(&pem).unwrap()[0],
         a.cert_der()
     );
-    ns.delete().await;
 }
 
 #[tokio::test]
@@ -197,7 +178,7 @@ async fn a_provided_intermediate_ca_is_used_as_is() {
     let inter_cert = inter
         .signed_by(&inter_key, &Issuer::new(root.clone(), &root_key))
         .unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = ns.api();
     let ca_secret = Secret {
         metadata: ObjectMeta {
             name: Some("nhi-ca".into()),
@@ -224,18 +205,13 @@ async fn a_provided_intermediate_ca_is_used_as_is() {
         .create(&PostParams::default(), &ca_secret)
         .await
         .unwrap();
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    api.create(
-        &PostParams::default(),
-        &identity(
-            "leaf",
-            json!({"owner": {"team": "t"}, "secretName": "leaf-id"}),
-        ),
+    let env = OperatorNamespace::start_in(ns, &[]).await;
+    let api = env.identities();
+    env.create_identity(
+        "leaf",
+        json!({"owner": {"team": "t"}, "secretName": "leaf-id"}),
     )
-    .await
-    .unwrap();
+    .await;
     wait_ready(&api, "leaf", Duration::from_secs(5)).await;
     let s = secrets.get("leaf-id").await.unwrap();
     assert_eq!(
@@ -273,5 +249,4 @@ async fn a_provided_intermediate_ca_is_used_as_is() {
     // The operator did not replace the provided CA.
     let stored = secrets.get("nhi-ca").await.unwrap();
     assert_eq!(secret_text(&stored, "tls.key"), inter_key.serialize_pem());
-    ns.delete().await;
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
-use nhi_operator::api::MachineIdentity;
+use nhi_operator::api::{Entitlement, MachineIdentity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Path of the local control plane's admin kubeconfig, or `$KUBECONFIG`.
@@ -45,7 +45,7 @@ pub async fn client() -> Client {
     Client::try_from(cfg).expect("client")
 }
 
-/// A namespace of its own for one test.
+/// A namespace of its own for one test, deleted when dropped (also when the test fails).
 pub struct TestNamespace {
     pub name: String,
     client: Client,
@@ -71,26 +71,129 @@ impl TestNamespace {
         }
     }
 
-    pub async fn delete(self) {
-        // The test's operator stops with the test: identities still holding the revoking
-        // finalizer would keep the namespace terminating forever.
-        let identities: Api<MachineIdentity> = Api::namespaced(self.client.clone(), &self.name);
-        if let Ok(list) = identities.list(&Default::default()).await {
-            for mi in list.items {
-                let name = mi.metadata.name.unwrap_or_default();
-                let _ = identities
-                    .patch(
-                        &name,
-                        &kube::api::PatchParams::default(),
-                        &kube::api::Patch::Merge(
-                            serde_json::json!({"metadata": {"finalizers": null}}),
-                        ),
-                    )
-                    .await;
-            }
+    /// An `Api` of a namespaced kind in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+/// Deletes a test's namespace. The test's operator stops with the test: identities still
+/// holding the revoking finalizer would keep the namespace terminating forever, so it is removed
+/// first.
+async fn delete_namespace(client: &Client, name: &str) {
+    let identities: Api<MachineIdentity> = Api::namespaced(client.clone(), name);
+    if let Ok(list) = identities.list(&Default::default()).await {
+        for mi in list.items {
+            let mi_name = mi.metadata.name.unwrap_or_default();
+            let _ = identities
+                .patch(
+                    &mi_name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+                )
+                .await;
         }
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let _ = api.delete(&self.name, &DeleteParams::default()).await;
+    }
+    let api: Api<Namespace> = Api::all(client.clone());
+    let _ = api.delete(name, &DeleteParams::default()).await;
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await, and a failing test unwinds through its runtime: the deletion runs on
+        // a thread with a runtime and a client of its own.
+        let name = std::mem::take(&mut self.name);
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the namespace's deletion");
+            runtime.block_on(async {
+                let client = client().await;
+                delete_namespace(&client, &name).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// A namespace of its own with the operator running in it (scoped to it, its CA Secret there
+/// too) and ready: what most tests start from. Dropping it stops the operator, then deletes the
+/// namespace.
+pub struct OperatorNamespace {
+    /// The operator (declared first: it is stopped before the namespace goes).
+    pub op: Operator,
+    pub client: Client,
+    /// The namespace's name.
+    pub ns: String,
+    namespace: TestNamespace,
+}
+
+impl OperatorNamespace {
+    /// Creates a namespace `e2e-<prefix>-...` and starts the operator in it with `extra` flags.
+    pub async fn start(prefix: &str, extra: &[&str]) -> Self {
+        let client = client().await;
+        Self::start_in(TestNamespace::create(&client, prefix).await, extra).await
+    }
+
+    /// Starts the operator in a namespace the test has prepared.
+    pub async fn start_in(namespace: TestNamespace, extra: &[&str]) -> Self {
+        let op = Operator::start(&namespace.name, extra);
+        op.wait_ready(Duration::from_secs(20)).await;
+        OperatorNamespace {
+            op,
+            client: namespace.client.clone(),
+            ns: namespace.name.clone(),
+            namespace,
+        }
+    }
+
+    /// An `Api` of a namespaced kind in the test's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.namespace.api()
+    }
+
+    /// The MachineIdentities of the test's namespace.
+    pub fn identities(&self) -> Api<MachineIdentity> {
+        self.api()
+    }
+
+    /// The Entitlements of the test's namespace.
+    pub fn entitlements(&self) -> Api<Entitlement> {
+        self.api()
+    }
+
+    /// The Secrets of the test's namespace.
+    pub fn secrets(&self) -> Api<Secret> {
+        self.api()
+    }
+
+    /// Creates a MachineIdentity from a JSON spec.
+    pub async fn create_identity(&self, name: &str, spec: serde_json::Value) {
+        self.identities()
+            .create(&PostParams::default(), &identity(name, spec))
+            .await
+            .unwrap_or_else(|e| panic!("create MachineIdentity {name}: {e}"));
+    }
+
+    /// Creates an Entitlement from a JSON spec.
+    pub async fn create_entitlement(&self, name: &str, spec: serde_json::Value) {
+        self.entitlements()
+            .create(&PostParams::default(), &entitlement(name, spec))
+            .await
+            .unwrap_or_else(|e| panic!("create Entitlement {name}: {e}"));
     }
 }
 
@@ -111,6 +214,10 @@ impl Operator {
 
     /// Like [`Operator::start`], with `POD_NAME` set (the leader-election identity) and its own log.
     pub fn start_named(namespace: &str, extra: &[&str], pod_name: Option<&str>) -> Operator {
+        Self::start_with(namespace, extra, pod_name)
+    }
+
+    fn start_with(namespace: &str, extra: &[&str], pod_name: Option<&str>) -> Operator {
         let http = free_port();
         let mut args: Vec<String> = vec![
             "run".into(),
