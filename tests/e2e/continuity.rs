@@ -232,8 +232,23 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Let the last rotation reach the programs, then stop the client.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once the last rotation reached the programs (the server's log shows a handshake with the
+    // last certificate of each), stop the client.
+    let (last_server, last_client) = (
+        seen.server_serials.last().unwrap(),
+        seen.client_serials.last().unwrap(),
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "a handshake with the last certificates of both sides",
+        || async {
+            let log = std::fs::read_to_string(&server_log).ok()?;
+            (log.contains(&format!("handshake server={last_server} "))
+                && log.contains(&format!(" client={last_client}\n")))
+            .then_some(())
+        },
+    )
+    .await;
     std::fs::write(&stop, "").unwrap();
     let finish_by = Instant::now() + Duration::from_secs(15);
     let status = loop {

@@ -283,7 +283,19 @@ async fn a_granted_identity_is_authorized_over_mtls_until_the_entitlement_goes()
         service.status_for(&server_name, &checkout_dir, "/payments"),
         403
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The operator has finished with the deletion: checkout's status names the new certificate
+    // (written at the end of its reconcile), and every reconcile begun since has ended.
+    let reissued_serial = serial_of(&reissued).unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "checkout's status to name the new certificate",
+        || async {
+            let status = mis.get("checkout").await.ok()?.status?;
+            (status.serial_number.as_deref() == Some(reissued_serial.as_str())).then_some(())
+        },
+    )
+    .await;
+    env.op.settle(Controller::Identities).await;
     let after = [
         serial_of(&secrets.get("payments-api-identity").await.unwrap()).unwrap(),
         serial_of(&secrets.get("browser-identity").await.unwrap()).unwrap(),
@@ -383,6 +395,7 @@ async fn grants_follow_not_before_and_label_changes_within_seconds() {
     let bystander = serial_of(&secrets.get("bystander-identity").await.unwrap()).unwrap();
 
     // A grant that starts 8 s from now is not in the certificate until then.
+    let idle = env.op.settle(Controller::Identities).await;
     let not_before =
         OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::seconds(8);
     env.create_entitlement(
@@ -400,6 +413,10 @@ async fn grants_follow_not_before_and_label_changes_within_seconds() {
     )
     .await;
     assert!(scheduled.bindings.is_empty());
+    // The identity controller has looked at batch since (the Entitlement names it).
+    env.op
+        .wait_reconciled_since(Controller::Identities, idle)
+        .await;
     let before = secrets.get("batch-identity").await.unwrap();
     assert!(!verified(&before).has_grant("reports.read"));
     tokio::time::sleep((not_before - OffsetDateTime::now_utc()).unsigned_abs()).await;
@@ -424,7 +441,8 @@ async fn grants_follow_not_before_and_label_changes_within_seconds() {
                "grants": ["catalog.read"], "justification": "CAT-1: product pages"}),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The operator's Entitlement cache has it (its controller, fed by the same watch, saw it).
+    wait_for_entitlement_observed(&ents, "frontend-catalog", Duration::from_secs(5)).await;
     let labelled = Instant::now();
     mis.patch(
         "batch",
@@ -461,6 +479,7 @@ async fn grants_follow_not_before_and_label_changes_within_seconds() {
         |v| !v.has_grant("catalog.read") && v.has_grant("reports.read"),
     )
     .await;
+    env.op.settle(Controller::Identities).await;
     assert_eq!(
         serial_of(&secrets.get("bystander-identity").await.unwrap()).unwrap(),
         bystander,

@@ -32,10 +32,10 @@ async fn a_synced_manifest_shows_no_drift_after_reconcile() {
     api.patch("synced", &params, &Patch::Apply(&manifest))
         .await
         .expect("first sync");
-    let live = wait_ready(&api, "synced", Duration::from_secs(10)).await;
-    // Let any trailing status write settle, then take the object as it stands.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let live = api.get("synced").await.unwrap_or(live);
+    wait_ready(&api, "synced", Duration::from_secs(10)).await;
+    // Once every reconcile the sync started has ended, take the object as it stands.
+    env.op.settle(Controller::Identities).await;
+    let live = api.get("synced").await.unwrap();
 
     // The operator owns only status and its own finalizer: the manifest's fields are still the
     // GitOps manager's alone.

@@ -277,12 +277,16 @@ async fn a_changed_spec_is_reissued_and_a_status_change_alone_is_not() {
     let first_serial = first.status.unwrap().serial_number.unwrap();
     let spiffe = format!("spiffe://cluster.local/ns/{}/mi/rs", env.ns);
 
-    // A label change (no new generation) triggers a look but no new certificate.
+    // A label change (no new generation) triggers a look but no new certificate: once the
+    // operator has looked (a reconcile begun after the change has ended), the serial is the same.
+    let before = env.op.settle(Controller::Identities).await;
     let label = json!({"metadata": {"labels": {"team": "t"}}});
     api.patch("rs", &PatchParams::default(), &Patch::Merge(&label))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.op
+        .wait_reconciled_since(Controller::Identities, before)
+        .await;
     let s = secrets.get("rs-id").await.unwrap();
     assert_eq!(
         verify_secret(&s, &spiffe, &["a.example.internal"]),

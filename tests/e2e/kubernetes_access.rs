@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -234,9 +234,35 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
     )));
 
     // A restart (or a leader change) keeps the access: the RoleBinding is not rebuilt empty.
+    // The restarted operator has judged the identity (it records its certificate's expiry) and
+    // the Entitlement (a change to it, made once the caches synced, has been reconciled).
     env.op.restart();
     env.op.wait_ready(Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for(
+        Duration::from_secs(20),
+        "the restarted operator to judge terraform",
+        || async {
+            let (_, metrics) = env.op.get("/metrics").await?;
+            metrics
+                .contains(&format!(
+                    "nhi_certificate_expiry_timestamp_seconds{{namespace=\"{ns}\",name=\"terraform\"}}"
+                ))
+                .then_some(())
+        },
+    )
+    .await;
+    let before = env.op.settle(Controller::Entitlements).await;
+    ents.patch(
+        "terraform-reads-config",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"e2e/touched": "after-restart"}}})),
+    )
+    .await
+    .unwrap();
+    env.op
+        .wait_reconciled_since(Controller::Entitlements, before)
+        .await;
+    env.op.settle(Controller::Identities).await;
     assert!(
         kubectl_as(&kubeconfig, &["get", "configmaps", "-n", ns])
             .status

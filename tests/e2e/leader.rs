@@ -122,12 +122,12 @@ async fn the_standby_takes_over_a_burst_without_issuing_twice() {
         assert!(crl.contains("BEGIN X509 CRL"));
     }
     let killed = Instant::now();
-    let survivor = if first == "op-a" {
+    let (survivor, survivor_op) = if first == "op-a" {
         a.kill();
-        "op-b"
+        ("op-b", &b)
     } else {
         b.kill();
-        "op-a"
+        ("op-a", &a)
     };
     let issued_before_kill = serials.lock().unwrap().len();
     assert!(
@@ -153,7 +153,26 @@ async fn the_standby_takes_over_a_burst_without_issuing_twice() {
     let lease = leases.get("nhi-operator").await.unwrap();
     assert!(lease.spec.unwrap().lease_transitions.unwrap_or(0) >= 1);
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The survivor has ended every reconcile it began, and the watch has seen the certificate
+    // each identity's status names: a second issuance would be in the watch's record by now.
+    survivor_op.settle(Controller::Identities).await;
+    wait_for(
+        Duration::from_secs(10),
+        "the Secret watch to catch up with every identity's status",
+        || async {
+            let list = api.list(&Default::default()).await.ok()?;
+            let seen = serials.lock().unwrap().clone();
+            list.items
+                .iter()
+                .all(|mi| {
+                    let serial = mi.status.as_ref().and_then(|s| s.serial_number.as_ref());
+                    seen.get(&mi.spec.secret_name)
+                        .is_some_and(|s| serial.is_some_and(|serial| s.contains(serial)))
+                })
+                .then_some(())
+        },
+    )
+    .await;
     watch.abort();
     let serials = serials.lock().unwrap().clone();
     assert_eq!(serials.len(), N, "every identity Secret was written");

@@ -258,7 +258,8 @@ async fn an_overdue_review_suspends_the_identity_until_it_is_reviewed_again() {
     assert_eq!(crl_serials(&body), crl_serials(&crl));
 
     // No renewal while suspended: a change that makes the operator look again (an annotation)
-    // issues nothing.
+    // issues nothing, once it has looked (a reconcile begun after the change has ended).
+    let before = env.op.settle(Controller::Identities).await;
     let secret_version = secrets
         .get("batch-identity")
         .await
@@ -272,7 +273,9 @@ async fn an_overdue_review_suspends_the_identity_until_it_is_reviewed_again() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.op
+        .wait_reconciled_since(Controller::Identities, before)
+        .await;
     let still = api.get("batch").await.unwrap();
     assert!(!is_ready(&still));
     assert_eq!(

@@ -50,7 +50,16 @@ async fn a_secret_that_is_not_ours_is_never_overwritten() {
     )
     .await;
     assert_eq!(condition(&mi, "Ready").unwrap().status, "False");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The operator has looked (the condition, then its Event) and has nothing left in hand.
+    wait_for_event(
+        &env.client,
+        &env.ns,
+        "squatter",
+        "SecretConflict",
+        Duration::from_secs(5),
+    )
+    .await;
+    env.op.settle(Controller::Identities).await;
     let after = secrets.get("taken").await.unwrap();
     assert_eq!(
         after.metadata.resource_version, created.metadata.resource_version,
@@ -81,8 +90,8 @@ async fn a_restarted_operator_reissues_nothing() {
     for i in 0..5 {
         wait_ready(&api, &format!("r{i}"), Duration::from_secs(10)).await;
     }
-    // Let the post-issuance reconciles settle before recording versions.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the post-issuance reconciles end before recording versions.
+    env.op.settle(Controller::Identities).await;
     for i in 0..5 {
         let s = secrets.get(&format!("r{i}-id")).await.unwrap();
         before.push((
@@ -98,7 +107,25 @@ async fn a_restarted_operator_reissues_nothing() {
     env.op.kill();
     env.op.restart();
     env.op.wait_ready(Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The restarted process has judged every identity (it records each one's certificate expiry
+    // as it decides to keep the certificate, after any re-issue), and has nothing left in hand.
+    wait_for(
+        Duration::from_secs(20),
+        "the restarted operator to judge every identity",
+        || async {
+            let (_, metrics) = env.op.get("/metrics").await?;
+            (0..5)
+                .all(|i| {
+                    metrics.contains(&format!(
+                        "nhi_certificate_expiry_timestamp_seconds{{namespace=\"{}\",name=\"r{i}\"}}",
+                        env.ns
+                    ))
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    env.op.settle(Controller::Identities).await;
     for (i, (rv, serial)) in before.into_iter().enumerate() {
         let s = secrets.get(&format!("r{i}-id")).await.unwrap();
         assert_eq!(

@@ -332,6 +332,101 @@ impl Operator {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
+
+    /// The reconciles `controller` has begun and ended so far, from the operator's `/metrics`
+    /// (each test runs its own operator, so they are the test's alone).
+    pub async fn reconciles(&self, controller: Controller) -> Reconciles {
+        let metrics = wait_for(
+            Duration::from_secs(10),
+            "the operator's /metrics",
+            || async {
+                self.get("/metrics")
+                    .await
+                    .filter(|(code, _)| *code == 200)
+                    .map(|(_, body)| body)
+            },
+        )
+        .await;
+        let count = |metric: &str| {
+            let series = format!("{metric}{{controller=\"{}\"}} ", controller.label());
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&series))
+                .map_or(0, |v| v.trim().parse().expect("a counter's value"))
+        };
+        Reconciles {
+            started: count("nhi_reconciles_started_total"),
+            finished: count("nhi_reconciles_total"),
+        }
+    }
+
+    /// Waits until `controller` is idle: every reconcile it began has ended, and none began or
+    /// ended for half a second. The reconciles the operator's own writes trigger are over then.
+    /// Returns the counts at rest.
+    pub async fn settle(&self, controller: Controller) -> Reconciles {
+        const QUIET: Duration = Duration::from_millis(500);
+        let start = Instant::now();
+        let mut last = self.reconciles(controller).await;
+        let mut since = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.reconciles(controller).await;
+            if now != last || now.started != now.finished {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= QUIET {
+                return now;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!(
+                    "the {} controller did not come to rest within 30 s ({now:?}); log:\n{}",
+                    controller.label(),
+                    self.log_tail()
+                );
+            }
+        }
+    }
+
+    /// Waits until `controller` has ended a reconcile that began after `before` was read, then
+    /// until it is idle ([`Operator::settle`]): the positive sign that the operator has looked at
+    /// a change made after reading `before`, and finished whatever that look started.
+    pub async fn wait_reconciled_since(&self, controller: Controller, before: Reconciles) {
+        // More ended than had begun at `before`: at least one of them began after it.
+        wait_for(
+            Duration::from_secs(20),
+            &format!(
+                "a {} reconcile begun after {before:?} to end",
+                controller.label()
+            ),
+            || async {
+                (self.reconciles(controller).await.finished > before.started).then_some(())
+            },
+        )
+        .await;
+        self.settle(controller).await;
+    }
+}
+
+/// The operator's controllers, as its reconcile counters name them.
+#[derive(Clone, Copy, Debug)]
+pub enum Controller {
+    Identities,
+    Entitlements,
+}
+
+impl Controller {
+    fn label(self) -> &'static str {
+        match self {
+            Controller::Identities => "machineidentity",
+            Controller::Entitlements => "entitlement",
+        }
+    }
+}
+
+/// How many reconciles a controller had begun and ended when its counters were read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reconciles {
+    pub started: u64,
+    pub finished: u64,
 }
 
 impl Drop for Operator {
@@ -424,6 +519,22 @@ pub async fn wait_for_entitlement_condition(
             .find(|c| c.type_ == type_ && holds(c))?
             .clone();
         Some((c, status))
+    })
+    .await
+}
+
+/// Waits until the Entitlement controller has seen the Entitlement `name` as it is now (its
+/// `status.observedGeneration` is its generation); returns it.
+pub async fn wait_for_entitlement_observed(
+    api: &Api<Entitlement>,
+    name: &str,
+    timeout: Duration,
+) -> Entitlement {
+    let what = format!("Entitlement {name}: status.observedGeneration at its generation");
+    wait_for(timeout, &what, || async {
+        let e = api.get(name).await.ok()?;
+        let observed = e.status.as_ref()?.observed_generation;
+        (observed.is_some() && observed == e.metadata.generation).then_some(e)
     })
     .await
 }
