@@ -2,14 +2,17 @@
 //! operator), a kubeconfig in its Secret, and exactly the permissions its Entitlement grants,
 //! enforced by the real RBAC authorizer.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::Api;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::Kubeconfig;
+use kube::{Api, Client};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -411,17 +414,93 @@ async fn kubernetes_access_is_refused_clearly_when_the_operator_does_not_offer_i
     .await;
 }
 
+/// A kubeconfig for the operator with limited RBAC: no access to Pods, and `configmaps` get and
+/// list to give away. In the chart-RBAC run (e2e/test-chart-rbac.sh) that is the Helm chart's
+/// ServiceAccount (`NHI_E2E_OPERATOR_KUBECONFIG`); otherwise a ServiceAccount made here, allowed
+/// in `ns` only what the operator does there (the chart's rules, namespaced). The file is in `dir`.
+async fn limited_operator_kubeconfig(client: &Client, ns: &str, dir: &Path) -> PathBuf {
+    if let Some(chart) = std::env::var_os("NHI_E2E_OPERATOR_KUBECONFIG") {
+        return PathBuf::from(chart);
+    }
+    let name = "limited-operator";
+    let rules = json!([
+        {"apiGroups": ["nhi.dev"], "resources": ["machineidentities", "entitlements"],
+         "verbs": ["get", "list", "watch", "patch", "delete"]},
+        {"apiGroups": ["nhi.dev"],
+         "resources": ["machineidentities/status", "entitlements/status"], "verbs": ["patch"]},
+        {"apiGroups": ["nhi.dev"], "resources": ["machineidentities/finalizers"],
+         "verbs": ["update"]},
+        {"apiGroups": [""], "resources": ["secrets"],
+         "verbs": ["get", "list", "watch", "create", "patch"]},
+        {"apiGroups": [""], "resources": ["configmaps"],
+         "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
+         "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    ]);
+    let objects = [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": name}, "rules": rules}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": name},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+               "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]}),
+    ];
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(objects[0].clone()).unwrap(),
+        )
+        .await
+        .expect("create the ServiceAccount");
+    Api::<Role>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(objects[1].clone()).unwrap(),
+        )
+        .await
+        .expect("create the Role");
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(objects[2].clone()).unwrap(),
+        )
+        .await
+        .expect("create the RoleBinding");
+    let token = accounts
+        .create_token_request(name, &PostParams::default(), &TokenRequest::default())
+        .await
+        .expect("a token for the ServiceAccount")
+        .status
+        .expect("the token")
+        .token;
+    // The tests' own kubeconfig, its user replaced by the ServiceAccount's token.
+    let admin = Kubeconfig::read_from(kubeconfig_path()).expect("the tests' kubeconfig");
+    let cluster = admin.clusters.first().expect("a cluster").clone();
+    let kubeconfig = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": cluster.name, "user": name}}],
+        "current-context": name,
+    });
+    let path = dir.join("limited-operator.kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    path
+}
+
 #[tokio::test]
 async fn a_role_the_operator_cannot_grant_is_refused_with_the_apiservers_message() {
-    // Only meaningful when the operator runs with limited RBAC: the chart-RBAC run
-    // (e2e/test-chart-rbac.sh) grants it configmaps get/list to give away, and no access to pods.
-    if std::env::var_os("NHI_E2E_OPERATOR_KUBECONFIG").is_none() {
-        eprintln!(
-            "skipped: the operator runs as cluster admin here; e2e/test-chart-rbac.sh runs this test"
-        );
-        return;
-    }
-    let mut env = OperatorNamespace::start("kesc", &["--kubernetes-access"]).await;
+    // The operator runs with limited RBAC (see limited_operator_kubeconfig): a Role granting
+    // what it does not hold itself (Pods) is refused by the apiserver, and said so.
+    let client = client().await;
+    let namespace = TestNamespace::create(&client, "kesc").await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = limited_operator_kubeconfig(&client, &namespace.name, dir.path()).await;
+    let mut env =
+        OperatorNamespace::start_in_as(namespace, &["--kubernetes-access"], kubeconfig).await;
     let ents = env.entitlements();
     env.create_entitlement(
         "too-much",

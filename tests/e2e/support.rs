@@ -144,7 +144,16 @@ impl OperatorNamespace {
 
     /// Starts the operator in a namespace the test has prepared.
     pub async fn start_in(namespace: TestNamespace, extra: &[&str]) -> Self {
-        let op = Operator::start(&namespace.name, extra);
+        Self::start_in_as(namespace, extra, operator_kubeconfig_path()).await
+    }
+
+    /// Like [`OperatorNamespace::start_in`], the operator authenticated by `kubeconfig`.
+    pub async fn start_in_as(
+        namespace: TestNamespace,
+        extra: &[&str],
+        kubeconfig: PathBuf,
+    ) -> Self {
+        let op = Operator::start_as(&namespace.name, extra, kubeconfig);
         op.wait_ready(Duration::from_secs(20)).await;
         OperatorNamespace {
             op,
@@ -204,6 +213,7 @@ pub struct Operator {
     pub log: PathBuf,
     args: Vec<String>,
     pod_name: Option<String>,
+    kubeconfig: PathBuf,
 }
 
 impl Operator {
@@ -212,12 +222,22 @@ impl Operator {
         Self::start_named(namespace, extra, None)
     }
 
-    /// Like [`Operator::start`], with `POD_NAME` set (the leader-election identity) and its own log.
-    pub fn start_named(namespace: &str, extra: &[&str], pod_name: Option<&str>) -> Operator {
-        Self::start_with(namespace, extra, pod_name)
+    /// Like [`Operator::start`], authenticated by `kubeconfig`.
+    pub fn start_as(namespace: &str, extra: &[&str], kubeconfig: PathBuf) -> Operator {
+        Self::start_with(namespace, extra, None, kubeconfig)
     }
 
-    fn start_with(namespace: &str, extra: &[&str], pod_name: Option<&str>) -> Operator {
+    /// Like [`Operator::start`], with `POD_NAME` set (the leader-election identity) and its own log.
+    pub fn start_named(namespace: &str, extra: &[&str], pod_name: Option<&str>) -> Operator {
+        Self::start_with(namespace, extra, pod_name, operator_kubeconfig_path())
+    }
+
+    fn start_with(
+        namespace: &str,
+        extra: &[&str],
+        pod_name: Option<&str>,
+        kubeconfig: PathBuf,
+    ) -> Operator {
         let http = free_port();
         let mut args: Vec<String> = vec![
             "run".into(),
@@ -241,6 +261,7 @@ impl Operator {
             log,
             args,
             pod_name: pod_name.map(str::to_string),
+            kubeconfig,
         };
         op.spawn();
         op
@@ -258,7 +279,7 @@ impl Operator {
         }
         let child = cmd
             .args(&self.args)
-            .env("KUBECONFIG", operator_kubeconfig_path())
+            .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "warn,nhi_operator=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
