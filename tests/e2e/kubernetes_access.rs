@@ -414,6 +414,81 @@ async fn kubernetes_access_is_refused_clearly_when_the_operator_does_not_offer_i
     .await;
 }
 
+#[tokio::test]
+async fn roles_and_bindings_changed_by_someone_else_are_put_right() {
+    let env = OperatorNamespace::start("kfix", &["--kubernetes-access"]).await;
+    env.create_identity(
+        "deployer",
+        json!({"owner": {"team": "platform"}, "secretName": "deployer-identity",
+               "kubernetesAccess": {"enabled": true}}),
+    )
+    .await;
+    env.create_entitlement(
+        "deployer-reads-config",
+        json!({"subjects": {"names": ["deployer"]}, "kubernetes": read_configmaps(),
+               "justification": "DEP-1: deploys read settings"}),
+    )
+    .await;
+    let ents = env.entitlements();
+    let user = format!("nhi:{}:deployer", env.ns);
+    let rbac = wait_for(
+        Duration::from_secs(20),
+        "the Entitlement to report its Role and RoleBinding",
+        || async {
+            let k = ents
+                .get("deployer-reads-config")
+                .await
+                .ok()?
+                .status?
+                .kubernetes?;
+            (k.users == vec![user.clone()] && k.role_binding.is_some()).then_some(k)
+        },
+    )
+    .await;
+    let (roles, bindings): (Api<Role>, Api<RoleBinding>) = (env.api(), env.api());
+    let binding_name = rbac.role_binding.unwrap();
+    let rules = roles.get(&rbac.role).await.unwrap().rules;
+    let subjects = bindings.get(&binding_name).await.unwrap().subjects;
+    assert!(
+        subjects
+            .iter()
+            .flatten()
+            .any(|s| s.kind == "User" && s.name == user),
+        "{subjects:?}"
+    );
+
+    // Someone widens the Role and empties the RoleBinding: the operator puts both back.
+    roles
+        .patch(
+            &rbac.role,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"rules": [{"apiGroups": [""], "resources": ["configmaps"],
+                       "verbs": ["get", "list", "delete"]}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    bindings
+        .patch(
+            &binding_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"subjects": null})),
+        )
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the Role put back", || async {
+        (roles.get(&rbac.role).await.ok()?.rules == rules).then_some(())
+    })
+    .await;
+    wait_for(
+        Duration::from_secs(10),
+        "the RoleBinding put back",
+        || async { (bindings.get(&binding_name).await.ok()?.subjects == subjects).then_some(()) },
+    )
+    .await;
+}
+
 /// A kubeconfig for the operator with limited RBAC: no access to Pods, and `configmaps` get and
 /// list to give away. In the chart-RBAC run (e2e/test-chart-rbac.sh) that is the Helm chart's
 /// ServiceAccount (`NHI_E2E_OPERATOR_KUBECONFIG`); otherwise a ServiceAccount made here, allowed

@@ -194,10 +194,19 @@ async fn the_standby_takes_over_a_burst_without_issuing_twice() {
     }
 }
 
+/// Where the operators of [`a_leader_stopped_with_sigterm_hands_over_at_once`] keep their Lease
+/// (and CA Secret): the test's namespace, or `NHI_E2E_LEASE_NAMESPACE` in the chart-RBAC run
+/// (e2e/test-chart-rbac.sh), whose ServiceAccount may hold one Lease, in its release namespace.
+/// One test at a time can use that Lease: the other leader test keeps its own namespace.
+fn lease_namespace(test_namespace: &str) -> String {
+    std::env::var("NHI_E2E_LEASE_NAMESPACE").unwrap_or_else(|_| test_namespace.to_string())
+}
+
 #[tokio::test]
 async fn a_leader_stopped_with_sigterm_hands_over_at_once() {
     let client = client().await;
     let ns = TestNamespace::create(&client, "release").await;
+    let home = lease_namespace(&ns.name);
     // A long lease: only a released Lease is taken over within the test's bound.
     let flags = [
         "--leader-elect",
@@ -206,10 +215,10 @@ async fn a_leader_stopped_with_sigterm_hands_over_at_once() {
         "--renew-deadline",
         "20s",
     ];
-    let mut a = Operator::start_named(&ns.name, &flags, Some("op-a"));
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let mut a = Operator::start_named_in(&ns.name, &home, &flags, Some("op-a"));
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &home);
     wait_for_holder(&leases, "op-a", Duration::from_secs(20), "op-a leads").await;
-    let b = Operator::start_named(&ns.name, &flags, Some("op-b"));
+    let b = Operator::start_named_in(&ns.name, &home, &flags, Some("op-b"));
     b.wait_ready(Duration::from_secs(20)).await;
 
     let stopped = Instant::now();

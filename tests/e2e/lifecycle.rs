@@ -591,3 +591,95 @@ async fn an_overdue_review_with_delete_revokes_and_deletes_the_identity() {
         "the other identity is untouched"
     );
 }
+
+#[tokio::test]
+async fn identities_find_their_workload_of_every_kind_the_chart_lists() {
+    // One object of each workload kind the Helm chart lets the operator list and watch
+    // (lifecycle.workloadKinds; nothing runs: suspended or scaled to nothing, and there is no
+    // kubelet), and an identity serving each.
+    let env = OperatorNamespace::start("kinds", &[]).await;
+    let container = json!([{"name": "c", "image": "example.invalid/app:1"}]);
+    let pod = |name: &str| {
+        json!({"metadata": {"labels": {"app": name}},
+               "spec": {"containers": container, "restartPolicy": "Always"}})
+    };
+    let job_pod = json!({"spec": {"containers": container, "restartPolicy": "Never"}});
+    let selector = |name: &str| json!({"matchLabels": {"app": name}});
+    let kinds = [
+        (
+            "apps/v1",
+            "Deployment",
+            json!({"replicas": 0, "selector": selector("deployment"),
+                   "template": pod("deployment")}),
+        ),
+        (
+            "apps/v1",
+            "StatefulSet",
+            json!({"replicas": 0, "selector": selector("statefulset"),
+                   "serviceName": "statefulset",
+                   "template": pod("statefulset")}),
+        ),
+        (
+            "apps/v1",
+            "DaemonSet",
+            json!({"selector": selector("daemonset"),
+                   "template": pod("daemonset")}),
+        ),
+        (
+            "batch/v1",
+            "Job",
+            json!({"suspend": true, "template": job_pod}),
+        ),
+        (
+            "batch/v1",
+            "CronJob",
+            json!({"schedule": "0 0 1 1 *", "suspend": true,
+                   "jobTemplate": {"spec": {"template": job_pod}}}),
+        ),
+        ("v1", "ServiceAccount", serde_json::Value::Null),
+    ];
+    for (api_version, kind, spec) in &kinds {
+        let name = kind.to_lowercase();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let (resource, _) = kube::discovery::pinned_kind(&env.client, &gvk)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} is served: {e}"));
+        let mut object = json!({"apiVersion": api_version, "kind": kind,
+                                "metadata": {"name": name}});
+        if !spec.is_null() {
+            object["spec"] = spec.clone();
+        }
+        Api::<kube::api::DynamicObject>::namespaced_with(env.client.clone(), &env.ns, &resource)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(object).unwrap(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create {kind} {name}: {e}"));
+        env.create_identity(
+            &format!("{name}-identity"),
+            json!({"owner": {"team": "t"}, "secretName": format!("{name}-identity"),
+                   "workloadRef": {"apiVersion": api_version, "kind": kind, "name": name}}),
+        )
+        .await;
+    }
+    // Each identity sees its workload: a kind the operator may not list and watch would leave
+    // it WorkloadFound=Unknown (WorkloadWatchFailing) instead.
+    let api = env.identities();
+    for (_, kind, _) in &kinds {
+        let name = format!("{}-identity", kind.to_lowercase());
+        let found = wait_for(
+            Duration::from_secs(15),
+            &format!("{name}: WorkloadFound=True"),
+            || async {
+                let mi = api.get(&name).await.ok()?;
+                condition(&mi, "WorkloadFound")
+                    .filter(|c| c.status == "True")
+                    .cloned()
+            },
+        )
+        .await;
+        assert!(found.message.contains(kind), "{kind}: {}", found.message);
+    }
+}

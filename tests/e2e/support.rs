@@ -224,16 +224,28 @@ impl Operator {
 
     /// Like [`Operator::start`], authenticated by `kubeconfig`.
     pub fn start_as(namespace: &str, extra: &[&str], kubeconfig: PathBuf) -> Operator {
-        Self::start_with(namespace, extra, None, kubeconfig)
+        Self::start_with(namespace, namespace, extra, None, kubeconfig)
     }
 
     /// Like [`Operator::start`], with `POD_NAME` set (the leader-election identity) and its own log.
     pub fn start_named(namespace: &str, extra: &[&str], pod_name: Option<&str>) -> Operator {
-        Self::start_with(namespace, extra, pod_name, operator_kubeconfig_path())
+        Self::start_named_in(namespace, namespace, extra, pod_name)
+    }
+
+    /// Like [`Operator::start_named`], with the operator's own namespace (its CA Secret,
+    /// revocation record and leader-election Lease) `home` rather than the watched one.
+    pub fn start_named_in(
+        namespace: &str,
+        home: &str,
+        extra: &[&str],
+        pod_name: Option<&str>,
+    ) -> Operator {
+        Self::start_with(namespace, home, extra, pod_name, operator_kubeconfig_path())
     }
 
     fn start_with(
         namespace: &str,
+        home: &str,
         extra: &[&str],
         pod_name: Option<&str>,
         kubeconfig: PathBuf,
@@ -244,7 +256,7 @@ impl Operator {
             "--watch-namespace".into(),
             namespace.into(),
             "--operator-namespace".into(),
-            namespace.into(),
+            home.into(),
             "--http-addr".into(),
             http.to_string(),
         ];
