@@ -414,6 +414,9 @@ async fn kubernetes_access_is_refused_clearly_when_the_operator_does_not_offer_i
     .await;
 }
 
+/// How soon a Role or RoleBinding changed by someone else is put back.
+const PUT_RIGHT: Duration = Duration::from_secs(3);
+
 #[tokio::test]
 async fn roles_and_bindings_changed_by_someone_else_are_put_right() {
     let env = OperatorNamespace::start("kfix", &["--kubernetes-access"]).await;
@@ -457,18 +460,20 @@ async fn roles_and_bindings_changed_by_someone_else_are_put_right() {
         "{subjects:?}"
     );
 
-    // Someone widens the Role and empties the RoleBinding: the operator puts both back.
-    roles
-        .patch(
-            &rbac.role,
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"rules": [{"apiGroups": [""], "resources": ["configmaps"],
-                       "verbs": ["get", "list", "delete"]}]}),
-            ),
-        )
-        .await
-        .unwrap();
+    // Bound, and nothing left to do: from here on only a watch event makes the operator look.
+    wait_for_entitlement_condition(
+        &ents,
+        "deployer-reads-config",
+        "Ready",
+        Duration::from_secs(10),
+        |c| c.status == "True",
+    )
+    .await;
+    env.op.settle(Controller::Entitlements).await;
+
+    // Someone empties the RoleBinding, then widens the Role: each time, the operator sees it at
+    // once and puts it back (one at a time, so that each watch is proven; it takes tens of
+    // milliseconds, and an operator that only re-lists them now and then misses the bound).
     bindings
         .patch(
             &binding_name,
@@ -477,16 +482,29 @@ async fn roles_and_bindings_changed_by_someone_else_are_put_right() {
         )
         .await
         .unwrap();
-    wait_for(Duration::from_secs(10), "the Role put back", || async {
+    let changed = Instant::now();
+    wait_for(PUT_RIGHT, "the RoleBinding put back", || async {
+        (bindings.get(&binding_name).await.ok()?.subjects == subjects).then_some(())
+    })
+    .await;
+    eprintln!("RoleBinding emptied -> put back: {:?}", changed.elapsed());
+    roles
+        .patch(
+            &rbac.role,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"rules": [{"apiGroups": [""], "resources": ["configmaps"],
+                                  "verbs": ["get", "list", "delete"]}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let changed = Instant::now();
+    wait_for(PUT_RIGHT, "the Role put back", || async {
         (roles.get(&rbac.role).await.ok()?.rules == rules).then_some(())
     })
     .await;
-    wait_for(
-        Duration::from_secs(10),
-        "the RoleBinding put back",
-        || async { (bindings.get(&binding_name).await.ok()?.subjects == subjects).then_some(()) },
-    )
-    .await;
+    eprintln!("Role widened -> put back: {:?}", changed.elapsed());
 }
 
 /// A kubeconfig for the operator with limited RBAC: no access to Pods, and `configmaps` get and
