@@ -17,6 +17,12 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Label set naming a controller (`machineidentity`, `entitlement`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: String,
+}
+
 /// Label set naming one identity.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IdentityLabels {
@@ -41,6 +47,10 @@ pub struct Metrics {
     pub ca_expiry: Gauge<i64>,
     /// The CA rotation's phase: 0 idle, 1 publishing the next root, 2 re-issuing under it.
     pub ca_rotation_phase: Gauge<i64>,
+    /// Reconciles started, by controller.
+    pub reconciles_started: Family<ControllerLabels, Counter>,
+    /// Reconciles finished (however they ended), by controller.
+    pub reconciles: Family<ControllerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -90,7 +100,21 @@ impl Default for Metrics {
             "CA rotation phase: 0 idle, 1 publishing the next root, 2 re-issuing under the new CA",
             ca_rotation_phase.clone(),
         );
+        let reconciles_started = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "reconciles_started",
+            "Reconciles started, by controller",
+            reconciles_started.clone(),
+        );
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles finished, however they ended, by controller",
+            reconciles.clone(),
+        );
         Metrics {
+            reconciles_started,
+            reconciles,
             ca_expiry,
             ca_rotation_phase,
             registry: Mutex::new(registry),
@@ -152,6 +176,18 @@ impl Metrics {
         }
     }
 
+    /// Counts a reconcile of `controller` as started now, and as finished when the returned
+    /// guard drops (at the end of the reconcile, however it ends).
+    pub fn count_reconcile(&self, controller: &str) -> ReconcileCount {
+        let labels = ControllerLabels {
+            controller: controller.to_string(),
+        };
+        self.reconciles_started.get_or_create(&labels).inc();
+        ReconcileCount {
+            finished: self.reconciles.get_or_create(&labels).clone(),
+        }
+    }
+
     /// The metrics in Prometheus' text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -171,6 +207,17 @@ pub struct ReconcileTimer<'a> {
 impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
         self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Counts a finished reconcile when dropped.
+pub struct ReconcileCount {
+    finished: Counter,
+}
+
+impl Drop for ReconcileCount {
+    fn drop(&mut self) {
+        self.finished.inc();
     }
 }
 
@@ -197,6 +244,18 @@ mod tests {
             )
         );
         assert!(text.contains("nhi_reconcile_duration_seconds_count 1"));
+        let counted = m.count_reconcile("machineidentity");
+        let text = m.encode();
+        assert!(
+            text.contains("nhi_reconciles_started_total{controller=\"machineidentity\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("nhi_reconciles_total{controller=\"machineidentity\"} 0"));
+        drop(counted);
+        assert!(
+            m.encode()
+                .contains("nhi_reconciles_total{controller=\"machineidentity\"} 1")
+        );
         m.forget("ns", "a");
         assert!(!m.encode().contains("name=\"a\""));
     }

@@ -3,30 +3,22 @@
 
 use std::time::{Duration, Instant};
 
-use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::support::*;
-use nhi_operator::api::MachineIdentity;
 use nhi_operator::reload::{ReloadOptions, ReloadingIdentity};
 
 #[tokio::test]
 async fn the_agent_keeps_the_directory_current_and_the_reload_library_follows() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "agent").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    api.create(
-        &PostParams::default(),
-        &identity(
-            "worker",
-            json!({"owner": {"team": "t"}, "secretName": "worker-identity"}),
-        ),
+    let env = OperatorNamespace::start("agent", &[]).await;
+    let ns = env.ns.as_str();
+    let api = env.identities();
+    env.create_identity(
+        "worker",
+        json!({"owner": {"team": "t"}, "secretName": "worker-identity"}),
     )
-    .await
-    .unwrap();
+    .await;
     let first = wait_ready(&api, "worker", Duration::from_secs(10))
         .await
         .status
@@ -38,7 +30,7 @@ async fn the_agent_keeps_the_directory_current_and_the_reload_library_follows() 
     let identity_dir = dir.path().join("identity");
     let hook = dir.path().join("hook-ran");
     let _agent = start_agent(
-        &ns.name,
+        ns,
         "worker-identity",
         &identity_dir,
         &["--exec", &format!("echo changed >> {}", hook.display())],
@@ -103,5 +95,4 @@ async fn the_agent_keeps_the_directory_current_and_the_reload_library_follows() 
         },
     )
     .await;
-    ns.delete().await;
 }

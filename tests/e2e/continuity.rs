@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -72,11 +72,9 @@ struct Seen {
 
 #[tokio::test]
 async fn no_rotation_breaks_a_handshake_or_a_request() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "continuity").await;
     // Certificates of 20 s (renewed at about 13 s); a CA rotation whose steps take seconds.
-    let op = Operator::start(
-        &ns.name,
+    let env = OperatorNamespace::start(
+        "continuity",
         &[
             "--default-ttl",
             "20s",
@@ -89,9 +87,10 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
             "--ca-rotation-spread",
             "4s",
         ],
-    );
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    )
+    .await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let api = env.identities();
     for (name, spec) in [
         (
             "echo-server",
@@ -103,9 +102,7 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
             json!({"owner": {"team": "t"}, "secretName": "echo-client-identity"}),
         ),
     ] {
-        api.create(&PostParams::default(), &identity(name, spec))
-            .await
-            .unwrap();
+        env.create_identity(name, spec).await;
     }
     let serial = |mi: MachineIdentity| mi.status.and_then(|s| s.serial_number).unwrap();
     let mut seen = Seen {
@@ -117,17 +114,12 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
         )],
         ..Default::default()
     };
-    let original_ca = secret_text(&ca_secret(&client, &ns.name).await, "tls.crt");
+    let original_ca = secret_text(&ca_secret(client, ns).await, "tls.crt");
 
     let work = tempfile::tempdir().unwrap();
     let (server_dir, client_dir) = (work.path().join("server"), work.path().join("client"));
-    let mut server_agent = Some(start_agent(
-        &ns.name,
-        "echo-server-identity",
-        &server_dir,
-        &[],
-    ));
-    let _client_agent = start_agent(&ns.name, "echo-client-identity", &client_dir, &[]);
+    let mut server_agent = Some(start_agent(ns, "echo-server-identity", &server_dir, &[]));
+    let _client_agent = start_agent(ns, "echo-client-identity", &client_dir, &[]);
     for dir in [&server_dir, &client_dir] {
         wait_for(
             Duration::from_secs(10),
@@ -165,7 +157,7 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
 
     // Watch the identities rotate; after the first rotation of both, ask for a CA rotation; stop
     // once it completed and both identities rotated again under the new CA alone.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let secrets = env.secrets();
     let started = Instant::now();
     loop {
         assert!(
@@ -173,7 +165,7 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
             "the rotations did not complete in time: server serials {:?}, client serials {:?}, CA Secret {:?}",
             seen.server_serials,
             seen.client_serials,
-            ca_secret(&client, &ns.name).await.metadata.annotations
+            ca_secret(client, ns).await.metadata.annotations
         );
         for (name, serials) in [
             ("echo-server", &mut seen.server_serials),
@@ -191,7 +183,7 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
                 serials.push(s);
             }
         }
-        let ca = ca_secret(&client, &ns.name).await;
+        let ca = ca_secret(client, ns).await;
         if !seen.requested && seen.server_serials.len() >= 2 && seen.client_serials.len() >= 2 {
             secrets
                 .patch(
@@ -211,11 +203,11 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
             && annotation(&ca, "nhi.dev/ca-rotation-distributed-at").is_some()
             && seen.distributed_crls.is_none()
         {
-            let (_, crl) = trust_documents(&client, &ns.name).await.unwrap();
+            let (_, crl) = trust_documents(client, ns).await.unwrap();
             seen.distributed_crls = Some(pem::parse_many(&crl).unwrap().len());
         }
         if phase == Some("Reissuing") && seen.overlap.is_none() {
-            let (roots, crl) = trust_documents(&client, &ns.name).await.unwrap();
+            let (roots, crl) = trust_documents(client, ns).await.unwrap();
             let mounted = std::fs::read_to_string(server_dir.join("ca.crt")).unwrap();
             seen.overlap = Some((
                 certificates_in(&roots),
@@ -240,8 +232,23 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Let the last rotation reach the programs, then stop the client.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once the last rotation reached the programs (the server's log shows a handshake with the
+    // last certificate of each), stop the client.
+    let (last_server, last_client) = (
+        seen.server_serials.last().unwrap(),
+        seen.client_serials.last().unwrap(),
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "a handshake with the last certificates of both sides",
+        || async {
+            let log = std::fs::read_to_string(&server_log).ok()?;
+            (log.contains(&format!("handshake server={last_server} "))
+                && log.contains(&format!(" client={last_client}\n")))
+            .then_some(())
+        },
+    )
+    .await;
     std::fs::write(&stop, "").unwrap();
     let finish_by = Instant::now() + Duration::from_secs(15);
     let status = loop {
@@ -251,7 +258,7 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
         assert!(Instant::now() < finish_by, "the client did not finish");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let client_out = std::fs::read_to_string(&client_log).unwrap();
+    let client_out = std::fs::read_to_string(client_log).unwrap();
     let server_out = std::fs::read_to_string(&server_log).unwrap();
     let summary = client_out
         .lines()
@@ -304,7 +311,7 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
         Some((2, 2, 2)),
         "trust ConfigMap roots, CRLs, mounted roots"
     );
-    let ca = ca_secret(&client, &ns.name).await;
+    let ca = ca_secret(client, ns).await;
     let new_ca = secret_text(&ca, "tls.crt");
     assert_ne!(new_ca, original_ca);
     assert_eq!(secret_text(&ca, "ca.crt"), new_ca);
@@ -315,7 +322,7 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
             .keys()
             .all(|k| !k.starts_with("retiring.") && !k.starts_with("next."))
     );
-    let (roots, crl) = trust_documents(&client, &ns.name).await.unwrap();
+    let (roots, crl) = trust_documents(client, ns).await.unwrap();
     assert_eq!(roots, new_ca);
     assert_eq!(pem::parse_many(&crl).unwrap().len(), 1);
     for name in ["echo-server-identity", "echo-client-identity"] {
@@ -330,7 +337,7 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
         },
     )
     .await;
-    let reasons: Vec<String> = events_for(&client, &ns.name, "nhi-ca")
+    let reasons: Vec<String> = events_for(client, ns, "nhi-ca")
         .await
         .into_iter()
         .map(|(r, _)| r)
@@ -365,7 +372,6 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
         after.presented, serving.serial,
         "handshakes present the kept identity"
     );
-    ns.delete().await;
 }
 
 /// The server's answer to `stats`.

@@ -14,7 +14,6 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::support::*;
-use nhi_operator::api::{Entitlement, MachineIdentity};
 use nhi_operator::verify::{
     Purpose, TrustBundle, VerifiedIdentity, certificates_from_pem, verify_identity,
 };
@@ -146,14 +145,12 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 #[tokio::test]
 async fn a_granted_identity_is_authorized_over_mtls_until_the_entitlement_goes() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "ent").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    let server_name = format!("payments-api.{}.svc", ns.name);
+    let env = OperatorNamespace::start("ent", &[]).await;
+    let ns = env.ns.as_str();
+    let mis = env.identities();
+    let ents = env.entitlements();
+    let secrets = env.secrets();
+    let server_name = format!("payments-api.{}.svc", ns);
     for (name, spec) in [
         (
             "payments-api",
@@ -171,9 +168,7 @@ async fn a_granted_identity_is_authorized_over_mtls_until_the_entitlement_goes()
                    "certificate": {"usages": ["client"]}}),
         ),
     ] {
-        mis.create(&PostParams::default(), &identity(name, spec))
-            .await
-            .unwrap();
+        env.create_identity(name, spec).await;
     }
     for name in ["payments-api", "checkout", "browser"] {
         wait_ready(&mis, name, Duration::from_secs(10)).await;
@@ -181,16 +176,12 @@ async fn a_granted_identity_is_authorized_over_mtls_until_the_entitlement_goes()
     let before_grant = serial_of(&secrets.get("checkout-identity").await.unwrap()).unwrap();
 
     let created = Instant::now();
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "checkout-pays",
-            json!({"subjects": {"names": ["checkout"]}, "grants": ["payments.process"],
-                   "justification": "PAY-7: checkout submits card payments"}),
-        ),
+    env.create_entitlement(
+        "checkout-pays",
+        json!({"subjects": {"names": ["checkout"]}, "grants": ["payments.process"],
+               "justification": "PAY-7: checkout submits card payments"}),
     )
-    .await
-    .unwrap();
+    .await;
     let (checkout, claims) = wait_for_grants(
         &secrets,
         "checkout-identity",
@@ -250,11 +241,7 @@ async fn a_granted_identity_is_authorized_over_mtls_until_the_entitlement_goes()
         &secrets.get("browser-identity").await.unwrap(),
         &browser_dir,
     );
-    let service = RelyingService::start(
-        &server_dir,
-        &["/payments=payments.process"],
-        &[ns.name.as_str()],
-    );
+    let service = RelyingService::start(&server_dir, &["/payments=payments.process"], &[ns]);
     assert_eq!(
         service.status_for(&server_name, &checkout_dir, "/payments"),
         200
@@ -296,7 +283,19 @@ async fn a_granted_identity_is_authorized_over_mtls_until_the_entitlement_goes()
         service.status_for(&server_name, &checkout_dir, "/payments"),
         403
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The operator has finished with the deletion: checkout's status names the new certificate
+    // (written at the end of its reconcile), and every reconcile begun since has ended.
+    let reissued_serial = serial_of(&reissued).unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "checkout's status to name the new certificate",
+        || async {
+            let status = mis.get("checkout").await.ok()?.status?;
+            (status.serial_number.as_deref() == Some(reissued_serial.as_str())).then_some(())
+        },
+    )
+    .await;
+    env.op.settle(Controller::Identities).await;
     let after = [
         serial_of(&secrets.get("payments-api-identity").await.unwrap()).unwrap(),
         serial_of(&secrets.get("browser-identity").await.unwrap()).unwrap(),
@@ -306,19 +305,14 @@ async fn a_granted_identity_is_authorized_over_mtls_until_the_entitlement_goes()
         "identities the Entitlement never selected were re-issued"
     );
     drop(service);
-    drop(op);
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn a_just_in_time_grant_caps_the_certificate_and_expires_by_itself() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "jit").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let env = OperatorNamespace::start("jit", &[]).await;
+    let mis = env.identities();
+    let ents = env.entitlements();
+    let secrets = env.secrets();
     let mut oncall = identity(
         "oncall-bot",
         json!({"owner": {"team": "sre"}, "secretName": "oncall-bot-identity"}),
@@ -330,17 +324,13 @@ async fn a_just_in_time_grant_caps_the_certificate_and_expires_by_itself() {
     // Selected by label, for 25 seconds.
     let expires_at =
         OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::seconds(25);
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "break-glass",
-            json!({"subjects": {"selector": {"matchLabels": {"role": "oncall"}}},
-                   "grants": ["db.admin"], "expiresAt": rfc3339(expires_at),
-                   "justification": "INC-99: database failover"}),
-        ),
+    env.create_entitlement(
+        "break-glass",
+        json!({"subjects": {"selector": {"matchLabels": {"role": "oncall"}}},
+               "grants": ["db.admin"], "expiresAt": rfc3339(expires_at),
+               "justification": "INC-99: database failover"}),
     )
-    .await
-    .unwrap();
+    .await;
     let (granted, claims) = wait_for_grants(
         &secrets,
         "oncall-bot-identity",
@@ -386,46 +376,34 @@ async fn a_just_in_time_grant_caps_the_certificate_and_expires_by_itself() {
     )
     .await;
     assert!(status.bindings.is_empty());
-    drop(op);
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn grants_follow_not_before_and_label_changes_within_seconds() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "entlbl").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let env = OperatorNamespace::start("entlbl", &[]).await;
+    let mis = env.identities();
+    let ents = env.entitlements();
+    let secrets = env.secrets();
     for name in ["batch", "bystander"] {
-        mis.create(
-            &PostParams::default(),
-            &identity(
-                name,
-                json!({"owner": {"team": "data"}, "secretName": format!("{name}-identity")}),
-            ),
+        env.create_identity(
+            name,
+            json!({"owner": {"team": "data"}, "secretName": format!("{name}-identity")}),
         )
-        .await
-        .unwrap();
+        .await;
         wait_ready(&mis, name, Duration::from_secs(10)).await;
     }
     let bystander = serial_of(&secrets.get("bystander-identity").await.unwrap()).unwrap();
 
     // A grant that starts 8 s from now is not in the certificate until then.
+    let idle = env.op.settle(Controller::Identities).await;
     let not_before =
         OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::seconds(8);
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "nightly-reports",
-            json!({"subjects": {"names": ["batch"]}, "grants": ["reports.read"],
-                   "notBefore": rfc3339(not_before), "justification": "DATA-3: nightly export"}),
-        ),
+    env.create_entitlement(
+        "nightly-reports",
+        json!({"subjects": {"names": ["batch"]}, "grants": ["reports.read"],
+               "notBefore": rfc3339(not_before), "justification": "DATA-3: nightly export"}),
     )
-    .await
-    .unwrap();
+    .await;
     let (_, scheduled) = wait_for_entitlement_condition(
         &ents,
         "nightly-reports",
@@ -435,6 +413,10 @@ async fn grants_follow_not_before_and_label_changes_within_seconds() {
     )
     .await;
     assert!(scheduled.bindings.is_empty());
+    // The identity controller has looked at batch since (the Entitlement names it).
+    env.op
+        .wait_reconciled_since(Controller::Identities, idle)
+        .await;
     let before = secrets.get("batch-identity").await.unwrap();
     assert!(!verified(&before).has_grant("reports.read"));
     tokio::time::sleep((not_before - OffsetDateTime::now_utc()).unsigned_abs()).await;
@@ -453,17 +435,14 @@ async fn grants_follow_not_before_and_label_changes_within_seconds() {
     );
 
     // A label change brings an identity under a selector: re-issued with both grants.
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "frontend-catalog",
-            json!({"subjects": {"selector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["frontend"]}]}},
-                   "grants": ["catalog.read"], "justification": "CAT-1: product pages"}),
-        ),
+    env.create_entitlement(
+        "frontend-catalog",
+        json!({"subjects": {"selector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["frontend"]}]}},
+               "grants": ["catalog.read"], "justification": "CAT-1: product pages"}),
     )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    .await;
+    // The operator's Entitlement cache has it (its controller, fed by the same watch, saw it).
+    wait_for_entitlement_observed(&ents, "frontend-catalog", Duration::from_secs(5)).await;
     let labelled = Instant::now();
     mis.patch(
         "batch",
@@ -500,13 +479,12 @@ async fn grants_follow_not_before_and_label_changes_within_seconds() {
         |v| !v.has_grant("catalog.read") && v.has_grant("reports.read"),
     )
     .await;
+    env.op.settle(Controller::Identities).await;
     assert_eq!(
         serial_of(&secrets.get("bystander-identity").await.unwrap()).unwrap(),
         bystander,
         "an identity no Entitlement selects was re-issued"
     );
-    drop(op);
-    ns.delete().await;
 }
 
 #[tokio::test]
@@ -567,5 +545,4 @@ async fn invalid_entitlements_are_rejected_with_a_message() {
         );
         eprintln!("{name}: {message}");
     }
-    ns.delete().await;
 }

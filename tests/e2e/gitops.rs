@@ -5,26 +5,22 @@
 use std::io::Write;
 use std::time::Duration;
 
-use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::support::*;
-use nhi_operator::api::MachineIdentity;
 
 const GITOPS_MANAGER: &str = "argocd-controller";
 
 #[tokio::test]
 async fn a_synced_manifest_shows_no_drift_after_reconcile() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "gitops").await;
-    let _op = Operator::start(&ns.name, &[]);
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let env = OperatorNamespace::start("gitops", &[]).await;
+    let api = env.identities();
 
     let manifest = json!({
         "apiVersion": "nhi.dev/v1alpha1",
         "kind": "MachineIdentity",
-        "metadata": {"name": "synced", "namespace": ns.name, "labels": {"app": "synced"}},
+        "metadata": {"name": "synced", "namespace": env.ns, "labels": {"app": "synced"}},
         "spec": {
             "owner": {"team": "platform", "contact": "platform@example.com"},
             "secretName": "synced-identity",
@@ -36,10 +32,10 @@ async fn a_synced_manifest_shows_no_drift_after_reconcile() {
     api.patch("synced", &params, &Patch::Apply(&manifest))
         .await
         .expect("first sync");
-    let live = wait_ready(&api, "synced", Duration::from_secs(10)).await;
-    // Let any trailing status write settle, then take the object as it stands.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let live = api.get("synced").await.unwrap_or(live);
+    wait_ready(&api, "synced", Duration::from_secs(10)).await;
+    // Once every reconcile the sync started has ended, take the object as it stands.
+    env.op.settle(Controller::Identities).await;
+    let live = api.get("synced").await.unwrap();
 
     // The operator owns only status and its own finalizer: the manifest's fields are still the
     // GitOps manager's alone.
@@ -115,5 +111,4 @@ async fn a_synced_manifest_shows_no_drift_after_reconcile() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    ns.delete().await;
 }

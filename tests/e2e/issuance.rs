@@ -4,14 +4,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use rcgen::{KeyPair, PublicKeyData};
 use serde_json::json;
 use x509_parser::prelude::*;
 
 use crate::support::*;
-use nhi_operator::api::MachineIdentity;
 use nhi_operator::ca::pem_util::pem_certificates;
 
 /// Checks the Secret's leaf with openssl (an independent verifier) against `ca.crt`, its SANs,
@@ -76,11 +74,8 @@ fn verify_secret(secret: &Secret, spiffe_id: &str, dns: &[&str]) -> String {
 
 #[tokio::test]
 async fn identity_becomes_ready_within_5s_with_a_verifiable_certificate() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "issue").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let env = OperatorNamespace::start("issue", &[]).await;
+    let api = env.identities();
     let mi = identity(
         "payments-api",
         json!({"owner": {"team": "payments"}, "secretName": "payments-api-identity",
@@ -97,7 +92,7 @@ async fn identity_becomes_ready_within_5s_with_a_verifiable_certificate() {
             "--for=condition=Ready",
             "mi/payments-api",
             "-n",
-            &ns.name,
+            &env.ns,
             "--timeout=5s",
         ])
         .output()
@@ -108,9 +103,9 @@ async fn identity_becomes_ready_within_5s_with_a_verifiable_certificate() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let secrets = env.secrets();
     let secret = secrets.get("payments-api-identity").await.unwrap();
-    let spiffe = format!("spiffe://cluster.local/ns/{}/mi/payments-api", ns.name);
+    let spiffe = format!("spiffe://cluster.local/ns/{}/mi/payments-api", env.ns);
     let serial = verify_secret(
         &secret,
         &spiffe,
@@ -136,21 +131,21 @@ async fn identity_becomes_ready_within_5s_with_a_verifiable_certificate() {
         serde_json::to_string(&api.get("payments-api").await.unwrap().status).unwrap();
     assert!(!status_json.contains("PRIVATE KEY"));
     let events = kubectl()
-        .args(["get", "events", "-n", &ns.name, "-o", "json"])
+        .args(["get", "events", "-n", &env.ns, "-o", "json"])
         .output()
         .unwrap();
     let events = String::from_utf8_lossy(&events.stdout);
     assert!(events.contains("Issued"), "an Issued event is recorded");
     assert!(!events.contains("PRIVATE KEY"));
     // Metrics count the issuance.
-    let (code, metrics) = op.get("/metrics").await.unwrap();
+    let (code, metrics) = env.op.get("/metrics").await.unwrap();
     assert_eq!(code, 200);
     assert!(
         metrics.contains("nhi_certificates_issued_total{reason=\"SecretMissing\"} 1"),
         "{metrics}"
     );
     assert!(metrics.contains("nhi_certificate_expiry_timestamp_seconds{namespace="));
-    assert_eq!(op.get("/livez").await.unwrap().0, 200);
+    assert_eq!(env.op.get("/livez").await.unwrap().0, 200);
 
     // Deleting the identity garbage-collects its Secret and its metric series.
     api.delete("payments-api", &DeleteParams::default())
@@ -171,32 +166,24 @@ async fn identity_becomes_ready_within_5s_with_a_verifiable_certificate() {
     )
     .await;
     wait_for(Duration::from_secs(5), "expiry series removed", || async {
-        let (_, m) = op.get("/metrics").await?;
+        let (_, m) = env.op.get("/metrics").await?;
         (!m.contains("name=\"payments-api\"")).then_some(())
     })
     .await;
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn short_lived_certificates_rotate_with_a_new_key_before_expiry() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "rotate").await;
-    let op = Operator::start(&ns.name, &["--min-ttl", "10s", "--default-ttl", "15s"]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    api.create(
-        &PostParams::default(),
-        &identity(
-            "rot",
-            json!({"owner": {"team": "t"}, "secretName": "rot-id"}),
-        ),
+    let env =
+        OperatorNamespace::start("rotate", &["--min-ttl", "10s", "--default-ttl", "15s"]).await;
+    let (api, secrets) = (env.identities(), env.secrets());
+    env.create_identity(
+        "rot",
+        json!({"owner": {"team": "t"}, "secretName": "rot-id"}),
     )
-    .await
-    .unwrap();
+    .await;
     wait_ready(&api, "rot", Duration::from_secs(5)).await;
-    let spiffe = format!("spiffe://cluster.local/ns/{}/mi/rot", ns.name);
+    let spiffe = format!("spiffe://cluster.local/ns/{}/mi/rot", env.ns);
     let mut seen: Vec<(String, Vec<u8>, ::time::OffsetDateTime)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(45);
     while seen.len() < 3 && Instant::now() < deadline {
@@ -224,36 +211,27 @@ async fn short_lived_certificates_rotate_with_a_new_key_before_expiry() {
         seen.len() >= 3,
         "expected at least two rotations, saw {} certificates; log:\n{}",
         seen.len(),
-        op.log_tail()
+        env.op.log_tail()
     );
     for w in seen.windows(2) {
         assert_ne!(w[0].0, w[1].0, "new serial");
         assert_ne!(w[0].1, w[1].1, "new key");
     }
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn deleted_or_corrupted_secret_is_reissued_within_5s() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "reissue").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    api.create(
-        &PostParams::default(),
-        &identity("re", json!({"owner": {"team": "t"}, "secretName": "re-id"})),
-    )
-    .await
-    .unwrap();
+    let env = OperatorNamespace::start("reissue", &[]).await;
+    let (api, secrets) = (env.identities(), env.secrets());
+    env.create_identity("re", json!({"owner": {"team": "t"}, "secretName": "re-id"}))
+        .await;
     let first = wait_ready(&api, "re", Duration::from_secs(5))
         .await
         .status
         .unwrap()
         .serial_number
         .unwrap();
-    let spiffe = format!("spiffe://cluster.local/ns/{}/mi/re", ns.name);
+    let spiffe = format!("spiffe://cluster.local/ns/{}/mi/re", env.ns);
 
     secrets
         .delete("re-id", &DeleteParams::default())
@@ -286,32 +264,29 @@ async fn deleted_or_corrupted_secret_is_reissued_within_5s() {
     .await;
     eprintln!("re-issued after corruption in {:?}", t.elapsed());
     verify_secret(&third, &spiffe, &[]);
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn a_changed_spec_is_reissued_and_a_status_change_alone_is_not() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "respec").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let env = OperatorNamespace::start("respec", &[]).await;
+    let (api, secrets) = (env.identities(), env.secrets());
     let spec = json!({"owner": {"team": "t"}, "secretName": "rs-id",
         "certificate": {"dnsNames": ["a.example.internal"]}});
-    api.create(&PostParams::default(), &identity("rs", spec))
-        .await
-        .unwrap();
+    env.create_identity("rs", spec).await;
     let first = wait_ready(&api, "rs", Duration::from_secs(5)).await;
     let first_serial = first.status.unwrap().serial_number.unwrap();
-    let spiffe = format!("spiffe://cluster.local/ns/{}/mi/rs", ns.name);
+    let spiffe = format!("spiffe://cluster.local/ns/{}/mi/rs", env.ns);
 
-    // A label change (no new generation) triggers a look but no new certificate.
+    // A label change (no new generation) triggers a look but no new certificate: once the
+    // operator has looked (a reconcile begun after the change has ended), the serial is the same.
+    let before = env.op.settle(Controller::Identities).await;
     let label = json!({"metadata": {"labels": {"team": "t"}}});
     api.patch("rs", &PatchParams::default(), &Patch::Merge(&label))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.op
+        .wait_reconciled_since(Controller::Identities, before)
+        .await;
     let s = secrets.get("rs-id").await.unwrap();
     assert_eq!(
         verify_secret(&s, &spiffe, &["a.example.internal"]),
@@ -339,5 +314,4 @@ async fn a_changed_spec_is_reissued_and_a_status_change_alone_is_not() {
         mi.status.unwrap().observed_generation,
         mi.metadata.generation
     );
-    ns.delete().await;
 }

@@ -2,21 +2,23 @@
 //! operator), a kubeconfig in its Secret, and exactly the permissions its Entitlement grants,
 //! enforced by the real RBAC authorizer.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::Kubeconfig;
+use kube::{Api, Client};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::support::*;
-use nhi_operator::api::{Entitlement, MachineIdentity};
 
 /// kubectl authenticated only by `kubeconfig` (not the tests' admin credentials).
 fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> Output {
@@ -82,19 +84,12 @@ fn read_configmaps() -> serde_json::Value {
 
 #[tokio::test]
 async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlement() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "kacc").await;
-    let other = TestNamespace::create(&client, "kother").await;
-    let mut op = Operator::start(&ns.name, &["--kubernetes-access"]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let mut env = OperatorNamespace::start("kacc", &["--kubernetes-access"]).await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let other = TestNamespace::create(client, "kother").await;
+    let (mis, ents, secrets) = (env.identities(), env.entitlements(), env.secrets());
     for (api, n) in [
-        (
-            Api::<ConfigMap>::namespaced(client.clone(), &ns.name),
-            "settings",
-        ),
+        (Api::<ConfigMap>::namespaced(client.clone(), ns), "settings"),
         (
             Api::<ConfigMap>::namespaced(client.clone(), &other.name),
             "elsewhere",
@@ -104,43 +99,31 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
             .await
             .unwrap();
     }
-    mis.create(
-        &PostParams::default(),
-        &identity(
-            "terraform",
-            json!({"owner": {"team": "platform"}, "secretName": "terraform-identity",
-                   "certificate": {"ttl": "10m"}, "kubernetesAccess": {"enabled": true}}),
-        ),
+    env.create_identity(
+        "terraform",
+        json!({"owner": {"team": "platform"}, "secretName": "terraform-identity",
+               "certificate": {"ttl": "10m"}, "kubernetesAccess": {"enabled": true}}),
     )
-    .await
-    .unwrap();
-    mis.create(
-        &PostParams::default(),
-        &identity(
-            "plain",
-            json!({"owner": {"team": "platform"}, "secretName": "plain-identity"}),
-        ),
+    .await;
+    env.create_identity(
+        "plain",
+        json!({"owner": {"team": "platform"}, "secretName": "plain-identity"}),
     )
-    .await
-    .unwrap();
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "terraform-reads-config",
-            json!({"subjects": {"names": ["terraform"]}, "grants": [],
-                   "kubernetes": read_configmaps(),
-                   "justification": "INFRA-12: terraform plans read cluster settings"}),
-        ),
+    .await;
+    env.create_entitlement(
+        "terraform-reads-config",
+        json!({"subjects": {"names": ["terraform"]}, "grants": [],
+               "kubernetes": read_configmaps(),
+               "justification": "INFRA-12: terraform plans read cluster settings"}),
     )
-    .await
-    .unwrap();
+    .await;
     let ready = wait_ready(&mis, "terraform", Duration::from_secs(20)).await;
     let access = ready
         .status
         .unwrap()
         .kubernetes_access
         .expect("status reports the credential");
-    let user = format!("nhi:{}:terraform", ns.name);
+    let user = format!("nhi:{}:terraform", ns);
     assert_eq!(access.user, user);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -172,19 +155,16 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
         Duration::from_secs(5),
         "listing ConfigMaps with the identity's kubeconfig",
         || async {
-            kubectl_as(
-                &kubeconfig,
-                &["get", "configmaps", "-n", &ns.name, "-o", "name"],
-            )
-            .status
-            .success()
-            .then_some(())
+            kubectl_as(&kubeconfig, &["get", "configmaps", "-n", ns, "-o", "name"])
+                .status
+                .success()
+                .then_some(())
         },
     )
     .await;
     let listed = kubectl_as(
         &kubeconfig,
-        &["get", "configmap", "settings", "-n", &ns.name, "-o", "name"],
+        &["get", "configmap", "settings", "-n", ns, "-o", "name"],
     );
     assert_eq!(
         String::from_utf8_lossy(&listed.stdout).trim(),
@@ -193,11 +173,11 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
     // ...and nothing else: no delete, no Secrets, no other namespace.
     assert!(forbidden(&kubectl_as(
         &kubeconfig,
-        &["delete", "configmap", "settings", "-n", &ns.name]
+        &["delete", "configmap", "settings", "-n", ns]
     )));
     assert!(forbidden(&kubectl_as(
         &kubeconfig,
-        &["get", "secrets", "-n", &ns.name]
+        &["get", "secrets", "-n", ns]
     )));
     assert!(forbidden(&kubectl_as(
         &kubeconfig,
@@ -239,17 +219,10 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
 
     // Rules that would pass on the operator's own powers are refused by the operator itself,
     // even where the apiserver would allow it (the operator may read Secrets).
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "terraform-reads-secrets",
+    env.create_entitlement("terraform-reads-secrets",
             json!({"subjects": {"names": ["terraform"]},
                    "kubernetes": {"rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]},
-                   "justification": "should never be granted"}),
-        ),
-    )
-    .await
-    .unwrap();
+                   "justification": "should never be granted"})).await;
     wait_for_entitlement_condition(
         &ents,
         "terraform-reads-secrets",
@@ -260,15 +233,41 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
     .await;
     assert!(forbidden(&kubectl_as(
         &kubeconfig,
-        &["get", "secrets", "-n", &ns.name]
+        &["get", "secrets", "-n", ns]
     )));
 
     // A restart (or a leader change) keeps the access: the RoleBinding is not rebuilt empty.
-    op.restart();
-    op.wait_ready(Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The restarted operator has judged the identity (it records its certificate's expiry) and
+    // the Entitlement (a change to it, made once the caches synced, has been reconciled).
+    env.op.restart();
+    env.op.wait_ready(Duration::from_secs(20)).await;
+    wait_for(
+        Duration::from_secs(20),
+        "the restarted operator to judge terraform",
+        || async {
+            let (_, metrics) = env.op.get("/metrics").await?;
+            metrics
+                .contains(&format!(
+                    "nhi_certificate_expiry_timestamp_seconds{{namespace=\"{ns}\",name=\"terraform\"}}"
+                ))
+                .then_some(())
+        },
+    )
+    .await;
+    let before = env.op.settle(Controller::Entitlements).await;
+    ents.patch(
+        "terraform-reads-config",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"e2e/touched": "after-restart"}}})),
+    )
+    .await
+    .unwrap();
+    env.op
+        .wait_reconciled_since(Controller::Entitlements, before)
+        .await;
+    env.op.settle(Controller::Identities).await;
     assert!(
-        kubectl_as(&kubeconfig, &["get", "configmaps", "-n", &ns.name])
+        kubectl_as(&kubeconfig, &["get", "configmaps", "-n", ns])
             .status
             .success(),
         "access survives an operator restart"
@@ -283,11 +282,7 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
         Duration::from_secs(5),
         "the kubeconfig to lose its permission",
         || async {
-            forbidden(&kubectl_as(
-                &kubeconfig,
-                &["get", "configmaps", "-n", &ns.name],
-            ))
-            .then_some(())
+            forbidden(&kubectl_as(&kubeconfig, &["get", "configmaps", "-n", ns])).then_some(())
         },
     )
     .await;
@@ -295,47 +290,32 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
         "Entitlement deleted -> listing ConfigMaps forbidden: {:?}",
         deleted.elapsed()
     );
-    drop(op);
-    other.delete().await;
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn the_client_certificate_rotates_and_access_ends_at_expires_at() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "krot").await;
-    let op = Operator::start(&ns.name, &["--kubernetes-access"]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let env = OperatorNamespace::start("krot", &["--kubernetes-access"]).await;
+    let ns = env.ns.as_str();
+    let secrets = env.secrets();
     // Renewed at 10 to 15 % of 5 minutes: 30 to 45 s. The Entitlement carries no grant, so the
     // certificate is not capped at its expiresAt (a capped one is not renewed early).
-    mis.create(
-        &PostParams::default(),
-        &identity(
-            "ci-job",
-            json!({"owner": {"team": "ci"}, "secretName": "ci-job-identity",
-                   "certificate": {"ttl": "5m", "renewalPercent": 10},
-                   "kubernetesAccess": {"enabled": true}}),
-        ),
+    env.create_identity(
+        "ci-job",
+        json!({"owner": {"team": "ci"}, "secretName": "ci-job-identity",
+               "certificate": {"ttl": "5m", "renewalPercent": 10},
+               "kubernetesAccess": {"enabled": true}}),
     )
-    .await
-    .unwrap();
+    .await;
     let expires_at =
         OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::seconds(80);
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "ci-reads-config",
-            json!({"subjects": {"names": ["ci-job"]},
-                   "kubernetes": read_configmaps(),
-                   "expiresAt": expires_at.format(&Rfc3339).unwrap(),
-                   "justification": "CI-5: a deploy window"}),
-        ),
+    env.create_entitlement(
+        "ci-reads-config",
+        json!({"subjects": {"names": ["ci-job"]},
+               "kubernetes": read_configmaps(),
+               "expiresAt": expires_at.format(&Rfc3339).unwrap(),
+               "justification": "CI-5: a deploy window"}),
     )
-    .await
-    .unwrap();
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let (first_path, second_path) = (dir.path().join("first"), dir.path().join("second"));
     let first = wait_for_kubeconfig(
@@ -347,7 +327,7 @@ async fn the_client_certificate_rotates_and_access_ends_at_expires_at() {
     )
     .await;
     let can_list = |p: &Path| {
-        kubectl_as(p, &["get", "configmaps", "-n", &ns.name])
+        kubectl_as(p, &["get", "configmaps", "-n", ns])
             .status
             .success()
     };
@@ -386,11 +366,7 @@ async fn the_client_certificate_rotates_and_access_ends_at_expires_at() {
         Duration::from_secs(5),
         "access to end at expiresAt",
         || async {
-            forbidden(&kubectl_as(
-                &second_path,
-                &["get", "configmaps", "-n", &ns.name],
-            ))
-            .then_some(())
+            forbidden(&kubectl_as(&second_path, &["get", "configmaps", "-n", ns])).then_some(())
         },
     )
     .await;
@@ -398,38 +374,25 @@ async fn the_client_certificate_rotates_and_access_ends_at_expires_at() {
         "expiresAt -> listing ConfigMaps forbidden: {:?}",
         expired.elapsed()
     );
-    drop(op);
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn kubernetes_access_is_refused_clearly_when_the_operator_does_not_offer_it() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "knone").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
-    mis.create(
-        &PostParams::default(),
-        &identity(
-            "wants-api",
-            json!({"owner": {"team": "x"}, "secretName": "wants-api-identity",
-                   "kubernetesAccess": {"enabled": true}}),
-        ),
+    let env = OperatorNamespace::start("knone", &[]).await;
+    let mis = env.identities();
+    let ents = env.entitlements();
+    env.create_identity(
+        "wants-api",
+        json!({"owner": {"team": "x"}, "secretName": "wants-api-identity",
+               "kubernetesAccess": {"enabled": true}}),
     )
-    .await
-    .unwrap();
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "wants-rbac",
-            json!({"subjects": {"names": ["wants-api"]}, "kubernetes": read_configmaps(),
-                   "justification": "j"}),
-        ),
+    .await;
+    env.create_entitlement(
+        "wants-rbac",
+        json!({"subjects": {"names": ["wants-api"]}, "kubernetes": read_configmaps(),
+               "justification": "j"}),
     )
-    .await
-    .unwrap();
+    .await;
     wait_for(
         Duration::from_secs(10),
         "KubernetesAccessDisabled on the identity",
@@ -449,36 +412,196 @@ async fn kubernetes_access_is_refused_clearly_when_the_operator_does_not_offer_i
         |c| c.reason == "RoleRefused" && c.message.contains("--kubernetes-access"),
     )
     .await;
-    drop(op);
-    ns.delete().await;
+}
+
+/// How soon a Role or RoleBinding changed by someone else is put back.
+const PUT_RIGHT: Duration = Duration::from_secs(3);
+
+#[tokio::test]
+async fn roles_and_bindings_changed_by_someone_else_are_put_right() {
+    let env = OperatorNamespace::start("kfix", &["--kubernetes-access"]).await;
+    env.create_identity(
+        "deployer",
+        json!({"owner": {"team": "platform"}, "secretName": "deployer-identity",
+               "kubernetesAccess": {"enabled": true}}),
+    )
+    .await;
+    env.create_entitlement(
+        "deployer-reads-config",
+        json!({"subjects": {"names": ["deployer"]}, "kubernetes": read_configmaps(),
+               "justification": "DEP-1: deploys read settings"}),
+    )
+    .await;
+    let ents = env.entitlements();
+    let user = format!("nhi:{}:deployer", env.ns);
+    let rbac = wait_for(
+        Duration::from_secs(20),
+        "the Entitlement to report its Role and RoleBinding",
+        || async {
+            let k = ents
+                .get("deployer-reads-config")
+                .await
+                .ok()?
+                .status?
+                .kubernetes?;
+            (k.users == vec![user.clone()] && k.role_binding.is_some()).then_some(k)
+        },
+    )
+    .await;
+    let (roles, bindings): (Api<Role>, Api<RoleBinding>) = (env.api(), env.api());
+    let binding_name = rbac.role_binding.unwrap();
+    let rules = roles.get(&rbac.role).await.unwrap().rules;
+    let subjects = bindings.get(&binding_name).await.unwrap().subjects;
+    assert!(
+        subjects
+            .iter()
+            .flatten()
+            .any(|s| s.kind == "User" && s.name == user),
+        "{subjects:?}"
+    );
+
+    // Bound, and nothing left to do: from here on only a watch event makes the operator look.
+    wait_for_entitlement_condition(
+        &ents,
+        "deployer-reads-config",
+        "Ready",
+        Duration::from_secs(10),
+        |c| c.status == "True",
+    )
+    .await;
+    env.op.settle(Controller::Entitlements).await;
+
+    // Someone empties the RoleBinding, then widens the Role: each time, the operator sees it at
+    // once and puts it back (one at a time, so that each watch is proven; it takes tens of
+    // milliseconds, and an operator that only re-lists them now and then misses the bound).
+    bindings
+        .patch(
+            &binding_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"subjects": null})),
+        )
+        .await
+        .unwrap();
+    let changed = Instant::now();
+    wait_for(PUT_RIGHT, "the RoleBinding put back", || async {
+        (bindings.get(&binding_name).await.ok()?.subjects == subjects).then_some(())
+    })
+    .await;
+    eprintln!("RoleBinding emptied -> put back: {:?}", changed.elapsed());
+    roles
+        .patch(
+            &rbac.role,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"rules": [{"apiGroups": [""], "resources": ["configmaps"],
+                                  "verbs": ["get", "list", "delete"]}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let changed = Instant::now();
+    wait_for(PUT_RIGHT, "the Role put back", || async {
+        (roles.get(&rbac.role).await.ok()?.rules == rules).then_some(())
+    })
+    .await;
+    eprintln!("Role widened -> put back: {:?}", changed.elapsed());
+}
+
+/// A kubeconfig for the operator with limited RBAC: no access to Pods, and `configmaps` get and
+/// list to give away. In the chart-RBAC run (e2e/test-chart-rbac.sh) that is the Helm chart's
+/// ServiceAccount (`NHI_E2E_OPERATOR_KUBECONFIG`); otherwise a ServiceAccount made here, allowed
+/// in `ns` only what the operator does there (the chart's rules, namespaced). The file is in `dir`.
+async fn limited_operator_kubeconfig(client: &Client, ns: &str, dir: &Path) -> PathBuf {
+    if let Some(chart) = std::env::var_os("NHI_E2E_OPERATOR_KUBECONFIG") {
+        return PathBuf::from(chart);
+    }
+    let name = "limited-operator";
+    let rules = json!([
+        {"apiGroups": ["nhi.dev"], "resources": ["machineidentities", "entitlements"],
+         "verbs": ["get", "list", "watch", "patch", "delete"]},
+        {"apiGroups": ["nhi.dev"],
+         "resources": ["machineidentities/status", "entitlements/status"], "verbs": ["patch"]},
+        {"apiGroups": ["nhi.dev"], "resources": ["machineidentities/finalizers"],
+         "verbs": ["update"]},
+        {"apiGroups": [""], "resources": ["secrets"],
+         "verbs": ["get", "list", "watch", "create", "patch"]},
+        {"apiGroups": [""], "resources": ["configmaps"],
+         "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
+         "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    ]);
+    let objects = [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": name}, "rules": rules}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": name},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+               "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]}),
+    ];
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(objects[0].clone()).unwrap(),
+        )
+        .await
+        .expect("create the ServiceAccount");
+    Api::<Role>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(objects[1].clone()).unwrap(),
+        )
+        .await
+        .expect("create the Role");
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(objects[2].clone()).unwrap(),
+        )
+        .await
+        .expect("create the RoleBinding");
+    let token = accounts
+        .create_token_request(name, &PostParams::default(), &TokenRequest::default())
+        .await
+        .expect("a token for the ServiceAccount")
+        .status
+        .expect("the token")
+        .token;
+    // The tests' own kubeconfig, its user replaced by the ServiceAccount's token.
+    let admin = Kubeconfig::read_from(kubeconfig_path()).expect("the tests' kubeconfig");
+    let cluster = admin.clusters.first().expect("a cluster").clone();
+    let kubeconfig = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": cluster.name, "user": name}}],
+        "current-context": name,
+    });
+    let path = dir.join("limited-operator.kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    path
 }
 
 #[tokio::test]
 async fn a_role_the_operator_cannot_grant_is_refused_with_the_apiservers_message() {
-    // Only meaningful when the operator runs with limited RBAC: the chart-RBAC run
-    // (e2e/test-chart-rbac.sh) grants it configmaps get/list to give away, and no access to pods.
-    if std::env::var_os("NHI_E2E_OPERATOR_KUBECONFIG").is_none() {
-        eprintln!(
-            "skipped: the operator runs as cluster admin here; e2e/test-chart-rbac.sh runs this test"
-        );
-        return;
-    }
+    // The operator runs with limited RBAC (see limited_operator_kubeconfig): a Role granting
+    // what it does not hold itself (Pods) is refused by the apiserver, and said so.
     let client = client().await;
-    let ns = TestNamespace::create(&client, "kesc").await;
-    let mut op = Operator::start(&ns.name, &["--kubernetes-access"]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "too-much",
-            json!({"subjects": {"names": ["x"]},
-                   "kubernetes": {"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]},
-                   "justification": "j"}),
-        ),
+    let namespace = TestNamespace::create(&client, "kesc").await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = limited_operator_kubeconfig(&client, &namespace.name, dir.path()).await;
+    let mut env =
+        OperatorNamespace::start_in_as(namespace, &["--kubernetes-access"], kubeconfig).await;
+    let ents = env.entitlements();
+    env.create_entitlement(
+        "too-much",
+        json!({"subjects": {"names": ["x"]},
+               "kubernetes": {"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]},
+               "justification": "j"}),
     )
-    .await
-    .unwrap();
+    .await;
     let (refused, _) =
         wait_for_entitlement_condition(&ents, "too-much", "Ready", Duration::from_secs(10), |c| {
             c.reason == "RoleRefused"
@@ -487,7 +610,5 @@ async fn a_role_the_operator_cannot_grant_is_refused_with_the_apiservers_message
     let refused = refused.message;
     assert!(refused.contains("forbidden"), "{refused}");
     eprintln!("refused: {refused}");
-    assert!(op.alive(), "the operator is still running");
-    drop(op);
-    ns.delete().await;
+    assert!(env.op.alive(), "the operator is still running");
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -31,18 +31,16 @@ async fn serial(api: &Api<MachineIdentity>, name: &str) -> String {
 #[tokio::test]
 async fn a_missing_workload_past_its_grace_period_is_revoked_and_deleted_and_one_that_returns_is_kept()
  {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "lapse").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let env = OperatorNamespace::start("lapse", &[]).await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let deployments: Api<Deployment> = env.api();
     for d in ["web", "api"] {
         deployments
             .create(&PostParams::default(), &deployment_object(d))
             .await
             .unwrap();
     }
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let api = env.identities();
     let make = |name: &str, workload: &str, grace: &str| {
         identity(
             name,
@@ -92,24 +90,17 @@ async fn a_missing_workload_past_its_grace_period_is_revoked_and_deleted_and_one
         "{}",
         missing.message
     );
-    wait_for_event(
-        &client,
-        &ns.name,
-        "api",
-        "WorkloadMissing",
-        Duration::from_secs(5),
-    )
-    .await;
+    wait_for_event(client, ns, "api", "WorkloadMissing", Duration::from_secs(5)).await;
 
     // Past web's grace: revoked, published, deleted with its Secret.
-    let took = wait_for_revoked(&client, &ns.name, &web_serial, Duration::from_secs(15)).await;
+    let took = wait_for_revoked(client, ns, &web_serial, Duration::from_secs(15)).await;
     eprintln!(
         "Deployment deleted -> serial on the published CRL: {:?} (grace 3s)",
         deleted.elapsed()
     );
     let _ = took;
     gone(&api, "web", Duration::from_secs(10), "identity web deleted").await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let secrets = env.secrets();
     // Collected by kube-controller-manager's garbage collector, which learns of a new resource
     // type only at its discovery resync (30 s) on a control plane just started.
     gone(
@@ -119,14 +110,7 @@ async fn a_missing_workload_past_its_grace_period_is_revoked_and_deleted_and_one
         "Secret web-identity collected",
     )
     .await;
-    let why = wait_for_event(
-        &client,
-        &ns.name,
-        "web",
-        "WorkloadLapsed",
-        Duration::from_secs(5),
-    )
-    .await;
+    let why = wait_for_event(client, ns, "web", "WorkloadLapsed", Duration::from_secs(5)).await;
     assert!(
         why.contains("Deployment web") && why.contains(&web_serial),
         "{why}"
@@ -148,19 +132,16 @@ async fn a_missing_workload_past_its_grace_period_is_revoked_and_deleted_and_one
         },
     )
     .await;
-    let (_, crl) = trust_documents(&client, &ns.name).await.unwrap();
+    let (_, crl) = trust_documents(client, ns).await.unwrap();
     assert!(!crl_serials(&crl).contains(&api_serial));
     assert_eq!(serial(&api, "api").await, api_serial);
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn garbage_collection_of_the_owner_revokes_the_identity() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "gc").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let env = OperatorNamespace::start("gc", &[]).await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let owner = cms
         .create(
             &PostParams::default(),
@@ -168,7 +149,7 @@ async fn garbage_collection_of_the_owner_revokes_the_identity() {
         )
         .await
         .unwrap();
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let api = env.identities();
     let mut mi = identity(
         "owned",
         json!({"owner": {"team": "ci"}, "secretName": "owned-identity"}),
@@ -186,41 +167,24 @@ async fn garbage_collection_of_the_owner_revokes_the_identity() {
     let serial = serial(&api, "owned").await;
     let deleted = Instant::now();
     cms.delete("owner", &DeleteParams::default()).await.unwrap();
-    wait_for_revoked(&client, &ns.name, &serial, Duration::from_secs(60)).await;
+    wait_for_revoked(client, ns, &serial, Duration::from_secs(60)).await;
     eprintln!(
         "owner deleted -> serial on the CRL (through kube-controller-manager's GC): {:?}",
         deleted.elapsed()
     );
     gone(&api, "owned", Duration::from_secs(30), "identity collected").await;
-    let note = wait_for_event(
-        &client,
-        &ns.name,
-        "owned",
-        "Revoked",
-        Duration::from_secs(5),
-    )
-    .await;
+    let note = wait_for_event(client, ns, "owned", "Revoked", Duration::from_secs(5)).await;
     assert!(note.contains(&serial), "{note}");
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn an_overdue_review_suspends_the_identity_until_it_is_reviewed_again() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "review").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    api.create(
-        &PostParams::default(),
-        &identity(
-            "batch",
-            json!({"owner": {"team": "data"}, "secretName": "batch-identity", "reviewBy": today_plus(5)}),
-        ),
-    )
-    .await
-    .unwrap();
+    let env = OperatorNamespace::start("review", &[]).await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let api = env.identities();
+    let secrets = env.secrets();
+    env.create_identity("batch",
+            json!({"owner": {"team": "data"}, "secretName": "batch-identity", "reviewBy": today_plus(5)})).await;
     let first = serial(&api, "batch").await;
     // Within the 14-day warning window: due, and said.
     let due = wait_for(Duration::from_secs(5), "ReviewDue=True", || async {
@@ -231,14 +195,7 @@ async fn an_overdue_review_suspends_the_identity_until_it_is_reviewed_again() {
     })
     .await;
     assert_eq!(due.reason, "ReviewDue");
-    wait_for_event(
-        &client,
-        &ns.name,
-        "batch",
-        "ReviewDue",
-        Duration::from_secs(5),
-    )
-    .await;
+    wait_for_event(client, ns, "batch", "ReviewDue", Duration::from_secs(5)).await;
     let leaf_pem = secret_text(&secrets.get("batch-identity").await.unwrap(), "tls.crt");
 
     // The review date passes.
@@ -260,7 +217,7 @@ async fn an_overdue_review_suspends_the_identity_until_it_is_reviewed_again() {
         },
     )
     .await;
-    let took = wait_for_revoked(&client, &ns.name, &first, Duration::from_secs(5)).await;
+    let took = wait_for_revoked(client, ns, &first, Duration::from_secs(5)).await;
     eprintln!("review lapsed -> serial on the CRL within {took:?} of Ready=False");
     let revocation = suspended
         .status
@@ -279,17 +236,10 @@ async fn an_overdue_review_suspends_the_identity_until_it_is_reviewed_again() {
         !secret_text(&secret, "ca.crt").is_empty(),
         "the trust bundle stays"
     );
-    wait_for_event(
-        &client,
-        &ns.name,
-        "batch",
-        "Suspended",
-        Duration::from_secs(5),
-    )
-    .await;
+    wait_for_event(client, ns, "batch", "Suspended", Duration::from_secs(5)).await;
 
     // The published CRL makes the verification library refuse the suspended certificate.
-    let (ca, crl) = trust_documents(&client, &ns.name).await.unwrap();
+    let (ca, crl) = trust_documents(client, ns).await.unwrap();
     let chain = nhi_operator::verify::certificates_from_pem(&leaf_pem).unwrap();
     let trust = TrustBundle::from_pem(&ca).unwrap();
     let list = RevocationList::from_pem(&crl).unwrap();
@@ -303,12 +253,13 @@ async fn an_overdue_review_suspends_the_identity_until_it_is_reviewed_again() {
         "valid but for the CRL"
     );
     // The same CRL is served over HTTP.
-    let (code, body) = op.get("/crl.pem").await.expect("HTTP");
+    let (code, body) = env.op.get("/crl.pem").await.expect("HTTP");
     assert_eq!(code, 200);
     assert_eq!(crl_serials(&body), crl_serials(&crl));
 
     // No renewal while suspended: a change that makes the operator look again (an annotation)
-    // issues nothing.
+    // issues nothing, once it has looked (a reconcile begun after the change has ended).
+    let before = env.op.settle(Controller::Identities).await;
     let secret_version = secrets
         .get("batch-identity")
         .await
@@ -322,7 +273,9 @@ async fn an_overdue_review_suspends_the_identity_until_it_is_reviewed_again() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.op
+        .wait_reconciled_since(Controller::Identities, before)
+        .await;
     let still = api.get("batch").await.unwrap();
     assert!(!is_ready(&still));
     assert_eq!(
@@ -346,37 +299,30 @@ async fn an_overdue_review_suspends_the_identity_until_it_is_reviewed_again() {
     .unwrap();
     let back = serial(&api, "batch").await;
     assert_ne!(back, first);
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn a_restart_between_recording_and_publishing_loses_no_revocation() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "restart").await;
     // Publication of new revocations waits 60 s: the operator is killed in between.
-    let mut op = Operator::start(&ns.name, &["--debug-publish-delay", "60s"]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let mut env = OperatorNamespace::start("restart", &["--debug-publish-delay", "60s"]).await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let api = env.identities();
     for name in ["keep", "drop"] {
-        api.create(
-            &PostParams::default(),
-            &identity(
-                name,
-                json!({"owner": {"team": "t"}, "secretName": format!("{name}-identity")}),
-            ),
+        env.create_identity(
+            name,
+            json!({"owner": {"team": "t"}, "secretName": format!("{name}-identity")}),
         )
-        .await
-        .unwrap();
+        .await;
     }
     let dropped = serial(&api, "drop").await;
     serial(&api, "keep").await;
     wait_for(Duration::from_secs(20), "the first CRL published", || {
-        trust_documents(&client, &ns.name)
+        trust_documents(client, ns)
     })
     .await;
     api.delete("drop", &DeleteParams::default()).await.unwrap();
     // Recorded (the deletion completes: the finalizer waits for the record, not the CRL) ...
-    let record: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let record: Api<ConfigMap> = env.api();
     wait_for(
         Duration::from_secs(10),
         "the serial in the revocation record",
@@ -394,31 +340,28 @@ async fn a_restart_between_recording_and_publishing_loses_no_revocation() {
     )
     .await;
     // ... but not published yet: the operator dies now.
-    let (_, crl) = trust_documents(&client, &ns.name).await.unwrap();
+    let (_, crl) = trust_documents(client, ns).await.unwrap();
     assert!(
         !crl_serials(&crl).contains(&dropped),
         "published before the restart: the test proves nothing"
     );
-    op.kill();
-    let _op = Operator::start(&ns.name, &[]);
-    let took = wait_for_revoked(&client, &ns.name, &dropped, Duration::from_secs(20)).await;
+    env.op.kill();
+    env.op = Operator::start(ns, &[]);
+    let took = wait_for_revoked(client, ns, &dropped, Duration::from_secs(20)).await;
     eprintln!("after the restart the serial was published in {took:?}");
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn trust_configmaps_follow_the_namespaces_with_identities_and_are_put_right() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "trust").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let env = OperatorNamespace::start("trust", &[]).await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     assert!(
-        trust_documents(&client, &ns.name).await.is_none(),
+        trust_documents(client, ns).await.is_none(),
         "no identities, no trust ConfigMap"
     );
     // An identity that never gets a certificate (its Secret name is taken), so nothing is revoked.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let secrets = env.secrets();
     secrets
         .create(
             &PostParams::default(),
@@ -426,22 +369,18 @@ async fn trust_configmaps_follow_the_namespaces_with_identities_and_are_put_righ
         )
         .await
         .unwrap();
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    api.create(
-        &PostParams::default(),
-        &identity(
-            "blocked",
-            json!({"owner": {"team": "t"}, "secretName": "taken"}),
-        ),
+    let api = env.identities();
+    env.create_identity(
+        "blocked",
+        json!({"owner": {"team": "t"}, "secretName": "taken"}),
     )
-    .await
-    .unwrap();
+    .await;
     let (ca, crl) = wait_for(Duration::from_secs(10), "nhi-trust created", || {
-        trust_documents(&client, &ns.name)
+        trust_documents(client, ns)
     })
     .await;
     assert!(ca.contains("BEGIN CERTIFICATE") && crl.contains("BEGIN X509 CRL"));
-    let (code, body) = op.get("/ca.pem").await.unwrap();
+    let (code, body) = env.op.get("/ca.pem").await.unwrap();
     assert_eq!((code, body), (200, ca.clone()));
     // Someone edits it: put right.
     cms.patch(
@@ -452,7 +391,7 @@ async fn trust_configmaps_follow_the_namespaces_with_identities_and_are_put_righ
     .await
     .unwrap();
     wait_for(Duration::from_secs(10), "nhi-trust restored", || async {
-        let (_, c) = trust_documents(&client, &ns.name).await?;
+        let (_, c) = trust_documents(client, ns).await?;
         (c == crl).then_some(())
     })
     .await;
@@ -467,36 +406,25 @@ async fn trust_configmaps_follow_the_namespaces_with_identities_and_are_put_righ
         "nhi-trust removed",
     )
     .await;
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn certificates_carrying_a_withdrawn_grant_are_revoked() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "withdraw").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let ents: Api<nhi_operator::api::Entitlement> = Api::namespaced(client.clone(), &ns.name);
-    api.create(
-        &PostParams::default(),
-        &identity(
-            "checkout",
-            json!({"owner": {"team": "shop"}, "secretName": "checkout-identity"}),
-        ),
+    let env = OperatorNamespace::start("withdraw", &[]).await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let api = env.identities();
+    let ents = env.entitlements();
+    env.create_identity(
+        "checkout",
+        json!({"owner": {"team": "shop"}, "secretName": "checkout-identity"}),
     )
-    .await
-    .unwrap();
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "checkout-pays",
-            json!({"subjects": {"names": ["checkout"]}, "grants": ["payments.process"],
-                   "justification": "PAY-7"}),
-        ),
+    .await;
+    env.create_entitlement(
+        "checkout-pays",
+        json!({"subjects": {"names": ["checkout"]}, "grants": ["payments.process"],
+               "justification": "PAY-7"}),
     )
-    .await
-    .unwrap();
+    .await;
     let granted = wait_for(
         Duration::from_secs(10),
         "the grant in the certificate",
@@ -511,7 +439,7 @@ async fn certificates_carrying_a_withdrawn_grant_are_revoked() {
     ents.delete("checkout-pays", &DeleteParams::default())
         .await
         .unwrap();
-    let took = wait_for_revoked(&client, &ns.name, &granted, Duration::from_secs(10)).await;
+    let took = wait_for_revoked(client, ns, &granted, Duration::from_secs(10)).await;
     eprintln!("Entitlement deleted -> the certificate carrying its grant on the CRL: {took:?}");
     let mi = wait_ready(&api, "checkout", Duration::from_secs(5)).await;
     let status = mi.status.unwrap();
@@ -521,29 +449,27 @@ async fn certificates_carrying_a_withdrawn_grant_are_revoked() {
         Some(granted.as_str()),
         "a new certificate without the grant"
     );
-    let (_, crl) = trust_documents(&client, &ns.name).await.unwrap();
+    let (_, crl) = trust_documents(client, ns).await.unwrap();
     assert!(
         !crl_serials(&crl).contains(status.serial_number.as_ref().unwrap()),
         "the new one stays valid"
     );
     wait_for_event(
-        &client,
-        &ns.name,
+        client,
+        ns,
         "checkout",
         "GrantWithdrawn",
         Duration::from_secs(5),
     )
     .await;
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn a_revocation_that_cannot_be_recorded_never_blocks_deletion_forever() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "abandon").await;
+    let namespace = TestNamespace::create(&client().await, "abandon").await;
     // The record cannot be written: an immutable ConfigMap of its name (what a broken
     // apiserver, a quota or a policy would do to the operator).
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let cms: Api<ConfigMap> = namespace.api();
     cms.create(
         &PostParams::default(),
         &serde_json::from_value(
@@ -554,18 +480,14 @@ async fn a_revocation_that_cannot_be_recorded_never_blocks_deletion_forever() {
     )
     .await
     .unwrap();
-    let op = Operator::start(&ns.name, &["--finalizer-timeout", "10s"]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    api.create(
-        &PostParams::default(),
-        &identity(
-            "stuck",
-            json!({"owner": {"team": "t"}, "secretName": "stuck-identity"}),
-        ),
+    let env = OperatorNamespace::start_in(namespace, &["--finalizer-timeout", "10s"]).await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let api = env.identities();
+    env.create_identity(
+        "stuck",
+        json!({"owner": {"team": "t"}, "secretName": "stuck-identity"}),
     )
-    .await
-    .unwrap();
+    .await;
     let serial = serial(&api, "stuck").await;
     let deleted = Instant::now();
     api.delete("stuck", &DeleteParams::default()).await.unwrap();
@@ -587,8 +509,8 @@ async fn a_revocation_that_cannot_be_recorded_never_blocks_deletion_forever() {
         failing.message
     );
     wait_for_event(
-        &client,
-        &ns.name,
+        client,
+        ns,
         "stuck",
         "RevocationFailed",
         Duration::from_secs(5),
@@ -608,8 +530,8 @@ async fn a_revocation_that_cannot_be_recorded_never_blocks_deletion_forever() {
         "let go before the timeout: {waited:?}"
     );
     let why = wait_for_event(
-        &client,
-        &ns.name,
+        client,
+        ns,
         "stuck",
         "RevocationAbandoned",
         Duration::from_secs(5),
@@ -619,28 +541,21 @@ async fn a_revocation_that_cannot_be_recorded_never_blocks_deletion_forever() {
     eprintln!(
         "unrecordable revocation: identity let go after {waited:?} (timeout 10s), serial {serial} not revoked"
     );
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn an_overdue_review_with_delete_revokes_and_deletes_the_identity() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "review-delete").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let env = OperatorNamespace::start("review-delete", &[]).await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let api = env.identities();
     // A second identity keeps the namespace's trust ConfigMap while the first goes.
     for (name, review) in [("nightly", today_plus(30)), ("keeper", today_plus(90))] {
-        api.create(
-            &PostParams::default(),
-            &identity(
-                name,
-                json!({"owner": {"team": "data"}, "secretName": format!("{name}-identity"),
-                       "reviewBy": review, "onReviewLapse": "Delete"}),
-            ),
+        env.create_identity(
+            name,
+            json!({"owner": {"team": "data"}, "secretName": format!("{name}-identity"),
+                   "reviewBy": review, "onReviewLapse": "Delete"}),
         )
-        .await
-        .unwrap();
+        .await;
     }
     let serial = serial(&api, "nightly").await;
     api.patch(
@@ -650,7 +565,7 @@ async fn an_overdue_review_with_delete_revokes_and_deletes_the_identity() {
     )
     .await
     .unwrap();
-    wait_for_revoked(&client, &ns.name, &serial, Duration::from_secs(10)).await;
+    wait_for_revoked(client, ns, &serial, Duration::from_secs(10)).await;
     gone(
         &api,
         "nightly",
@@ -660,8 +575,8 @@ async fn an_overdue_review_with_delete_revokes_and_deletes_the_identity() {
     .await;
     // The retirement says why, in its own Event (beside the ReviewDue condition's ReviewOverdue).
     let why = wait_for_event(
-        &client,
-        &ns.name,
+        client,
+        ns,
         "nightly",
         "ReviewLapsed",
         Duration::from_secs(5),
@@ -675,5 +590,96 @@ async fn an_overdue_review_with_delete_revokes_and_deletes_the_identity() {
         is_ready(&api.get("keeper").await.unwrap()),
         "the other identity is untouched"
     );
-    ns.delete().await;
+}
+
+#[tokio::test]
+async fn identities_find_their_workload_of_every_kind_the_chart_lists() {
+    // One object of each workload kind the Helm chart lets the operator list and watch
+    // (lifecycle.workloadKinds; nothing runs: suspended or scaled to nothing, and there is no
+    // kubelet), and an identity serving each.
+    let env = OperatorNamespace::start("kinds", &[]).await;
+    let container = json!([{"name": "c", "image": "example.invalid/app:1"}]);
+    let pod = |name: &str| {
+        json!({"metadata": {"labels": {"app": name}},
+               "spec": {"containers": container, "restartPolicy": "Always"}})
+    };
+    let job_pod = json!({"spec": {"containers": container, "restartPolicy": "Never"}});
+    let selector = |name: &str| json!({"matchLabels": {"app": name}});
+    let kinds = [
+        (
+            "apps/v1",
+            "Deployment",
+            json!({"replicas": 0, "selector": selector("deployment"),
+                   "template": pod("deployment")}),
+        ),
+        (
+            "apps/v1",
+            "StatefulSet",
+            json!({"replicas": 0, "selector": selector("statefulset"),
+                   "serviceName": "statefulset",
+                   "template": pod("statefulset")}),
+        ),
+        (
+            "apps/v1",
+            "DaemonSet",
+            json!({"selector": selector("daemonset"),
+                   "template": pod("daemonset")}),
+        ),
+        (
+            "batch/v1",
+            "Job",
+            json!({"suspend": true, "template": job_pod}),
+        ),
+        (
+            "batch/v1",
+            "CronJob",
+            json!({"schedule": "0 0 1 1 *", "suspend": true,
+                   "jobTemplate": {"spec": {"template": job_pod}}}),
+        ),
+        ("v1", "ServiceAccount", serde_json::Value::Null),
+    ];
+    for (api_version, kind, spec) in &kinds {
+        let name = kind.to_lowercase();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let (resource, _) = kube::discovery::pinned_kind(&env.client, &gvk)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} is served: {e}"));
+        let mut object = json!({"apiVersion": api_version, "kind": kind,
+                                "metadata": {"name": name}});
+        if !spec.is_null() {
+            object["spec"] = spec.clone();
+        }
+        Api::<kube::api::DynamicObject>::namespaced_with(env.client.clone(), &env.ns, &resource)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(object).unwrap(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create {kind} {name}: {e}"));
+        env.create_identity(
+            &format!("{name}-identity"),
+            json!({"owner": {"team": "t"}, "secretName": format!("{name}-identity"),
+                   "workloadRef": {"apiVersion": api_version, "kind": kind, "name": name}}),
+        )
+        .await;
+    }
+    // Each identity sees its workload: a kind the operator may not list and watch would leave
+    // it WorkloadFound=Unknown (WorkloadWatchFailing) instead.
+    let api = env.identities();
+    for (_, kind, _) in &kinds {
+        let name = format!("{}-identity", kind.to_lowercase());
+        let found = wait_for(
+            Duration::from_secs(15),
+            &format!("{name}: WorkloadFound=True"),
+            || async {
+                let mi = api.get(&name).await.ok()?;
+                condition(&mi, "WorkloadFound")
+                    .filter(|c| c.status == "True")
+                    .cloned()
+            },
+        )
+        .await;
+        assert!(found.message.contains(kind), "{kind}: {}", found.message);
+    }
 }

@@ -6,14 +6,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::support::*;
-use nhi_operator::api::{Entitlement, MachineIdentity};
+use nhi_operator::api::MachineIdentity;
 use nhi_operator::labels::{REVIEWED_AT, REVIEWED_BY, REVOKE_REQUESTED};
 
 /// What one run of the plugin did.
@@ -98,13 +97,10 @@ fn annotations(mi: &MachineIdentity) -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn plugin_list_shows_owner_workload_review_flags_expiry_grants_and_state() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "plugin-list").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
-    deployment(&client, &ns.name, "checkout").await;
+    let env = OperatorNamespace::start("plugin-list", &[]).await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let mis = env.identities();
+    deployment(client, ns, "checkout").await;
     let (later, soon, lapsed) = (today_plus(120), today_plus(5), today_plus(-3));
     for (name, review_by, extra) in [
         (
@@ -120,20 +116,11 @@ async fn plugin_list_shows_owner_workload_review_flags_expiry_grants_and_state()
         spec.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        mis.create(&PostParams::default(), &identity(name, spec))
-            .await
-            .unwrap();
+        env.create_identity(name, spec).await;
     }
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "checkout-pays",
+    env.create_entitlement("checkout-pays",
             json!({"subjects": {"names": ["checkout"]}, "grants": ["payments.process", "payments.refund"],
-                   "justification": "PAY-1"}),
-        ),
-    )
-    .await
-    .unwrap();
+                   "justification": "PAY-1"})).await;
     wait_for(
         Duration::from_secs(15),
         "checkout Ready with its grants",
@@ -158,7 +145,7 @@ async fn plugin_list_shows_owner_workload_review_flags_expiry_grants_and_state()
     .await;
 
     // The table.
-    let table = nhi_ok(&["list", "-n", &ns.name]);
+    let table = nhi_ok(&["list", "-n", ns]);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "a header and three identities:\n{table}");
     let header: Vec<&str> = lines[0].split_whitespace().collect();
@@ -218,18 +205,18 @@ async fn plugin_list_shows_owner_workload_review_flags_expiry_grants_and_state()
     assert!(all.starts_with("NAMESPACE "), "{all}");
     assert!(
         all.lines()
-            .any(|l| l.starts_with(&format!("{} ", ns.name)) && l.contains(" checkout ")),
+            .any(|l| l.starts_with(&format!("{} ", ns)) && l.contains(" checkout ")),
         "{all}"
     );
 
     // JSON: the documented fields, and the same verdicts.
-    let rows: Vec<Value> = serde_json::from_str(&nhi_ok(&["list", "-n", &ns.name, "-o", "json"]))
+    let rows: Vec<Value> = serde_json::from_str(&nhi_ok(&["list", "-n", ns, "-o", "json"]))
         .expect("list -o json is a JSON array");
     assert_eq!(rows.len(), 3);
     let row = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap().clone();
     let c = row("checkout");
     let status = mis.get("checkout").await.unwrap().status.unwrap();
-    assert_eq!(c["namespace"], ns.name.as_str());
+    assert_eq!(c["namespace"], ns);
     assert_eq!(c["owner"], "team-checkout");
     assert_eq!(c["contact"], "ops@example.com");
     assert_eq!(c["workload"], "Deployment/checkout");
@@ -258,42 +245,30 @@ async fn plugin_list_shows_owner_workload_review_flags_expiry_grants_and_state()
 
     // YAML carries the same rows.
     let yaml: Vec<Value> =
-        serde_yaml::from_str(&nhi_ok(&["list", "-n", &ns.name, "-o", "yaml"])).unwrap();
+        serde_yaml::from_str(&nhi_ok(&["list", "-n", ns, "-o", "yaml"])).unwrap();
     assert_eq!(yaml.len(), 3);
     assert_eq!(yaml[0]["name"], "checkout");
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn plugin_inspect_decodes_a_secret_and_a_pem_file() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "plugin-inspect").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let ents: Api<Entitlement> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    mis.create(
-        &PostParams::default(),
-        &identity(
-            "checkout",
-            json!({"owner": {"team": "payments"}, "secretName": "checkout-identity",
-                   "attributes": {"project": "shop", "tier": "gold"},
-                   "certificate": {"keyAlgorithm": "ECDSA-P384"}}),
-        ),
+    let env = OperatorNamespace::start("plugin-inspect", &[]).await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let mis = env.identities();
+    let secrets = env.secrets();
+    env.create_identity(
+        "checkout",
+        json!({"owner": {"team": "payments"}, "secretName": "checkout-identity",
+               "attributes": {"project": "shop", "tier": "gold"},
+               "certificate": {"keyAlgorithm": "ECDSA-P384"}}),
     )
-    .await
-    .unwrap();
-    ents.create(
-        &PostParams::default(),
-        &entitlement(
-            "checkout-pays",
-            json!({"subjects": {"names": ["checkout"]}, "grants": ["payments.process"],
-                   "justification": "PAY-2"}),
-        ),
+    .await;
+    env.create_entitlement(
+        "checkout-pays",
+        json!({"subjects": {"names": ["checkout"]}, "grants": ["payments.process"],
+               "justification": "PAY-2"}),
     )
-    .await
-    .unwrap();
+    .await;
     let mi = wait_for(
         Duration::from_secs(15),
         "checkout Ready with its grant",
@@ -304,7 +279,7 @@ async fn plugin_inspect_decodes_a_secret_and_a_pem_file() {
     )
     .await;
     let status = mi.status.unwrap();
-    let spiffe = format!("spiffe://cluster.local/ns/{}/mi/checkout", ns.name);
+    let spiffe = format!("spiffe://cluster.local/ns/{}/mi/checkout", ns);
 
     // The trust ConfigMap decides what the plugin can say about revocation: wait until the
     // operator has published it (asynchronously, after the identity is Ready), so that the Secret
@@ -313,22 +288,22 @@ async fn plugin_inspect_decodes_a_secret_and_a_pem_file() {
     wait_for(
         Duration::from_secs(10),
         "the nhi-trust ConfigMap",
-        || async { trust_documents(&client, &ns.name).await.map(|_| ()) },
+        || async { trust_documents(client, ns).await.map(|_| ()) },
     )
     .await;
     let inspect_json = |args: &[&str]| -> Value {
         serde_json::from_str(&nhi_ok(args)).expect("inspect -o json is JSON")
     };
     let (report, crl) = loop {
-        let before = published_crl_serials(&client, &ns.name).await;
-        let report = inspect_json(&["inspect", "checkout-identity", "-n", &ns.name, "-o", "json"]);
-        if published_crl_serials(&client, &ns.name).await == before {
+        let before = published_crl_serials(client, ns).await;
+        let report = inspect_json(&["inspect", "checkout-identity", "-n", ns, "-o", "json"]);
+        if published_crl_serials(client, ns).await == before {
             break (report, before);
         }
     };
     assert_eq!(
         report["source"],
-        format!("secret {}/checkout-identity (tls.crt)", ns.name)
+        format!("secret {}/checkout-identity (tls.crt)", ns)
     );
     assert_eq!(report["spiffeID"], spiffe.as_str());
     assert_eq!(report["serialNumber"], json!(status.serial_number));
@@ -347,13 +322,13 @@ async fn plugin_inspect_decodes_a_secret_and_a_pem_file() {
             assert_eq!(report["revocation"]["status"], "unknown");
             assert_eq!(
                 report["revocation"]["detail"],
-                format!("no nhi-trust ConfigMap in {}", ns.name)
+                format!("no nhi-trust ConfigMap in {}", ns)
             );
         }
     }
 
     // The text form.
-    let text = nhi_ok(&["inspect", "checkout-identity", "-n", &ns.name]);
+    let text = nhi_ok(&["inspect", "checkout-identity", "-n", ns]);
     for want in [
         format!("SPIFFE ID:     {spiffe}"),
         format!("Serial:        {}", status.serial_number.clone().unwrap()),
@@ -371,7 +346,7 @@ async fn plugin_inspect_decodes_a_secret_and_a_pem_file() {
         text.contains("Revocation:    not revoked (CRL in ConfigMap")
             || text.contains(&format!(
                 "Revocation:    unknown (no nhi-trust ConfigMap in {})",
-                ns.name
+                ns
             )),
         "{text}"
     );
@@ -410,36 +385,29 @@ async fn plugin_inspect_decodes_a_secret_and_a_pem_file() {
     assert!(!text.contains("PRIVATE KEY") && !text.contains(&key_body));
 
     // Errors: a missing Secret, a Secret without tls.crt.
-    let missing = nhi(&["inspect", "nope", "-n", &ns.name]);
+    let missing = nhi(&["inspect", "nope", "-n", ns]);
     assert!(!missing.ok);
     assert!(
         missing
             .stderr
-            .contains(&format!("secret {}/nope not found", ns.name)),
+            .contains(&format!("secret {}/nope not found", ns)),
         "{}",
         missing.stderr
     );
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn plugin_review_moves_the_review_date_and_records_who_and_when() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "plugin-review").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
+    let env = OperatorNamespace::start("plugin-review", &[]).await;
+    let ns = env.ns.as_str();
+    let mis = env.identities();
     let soon = today_plus(3);
-    mis.create(
-        &PostParams::default(),
-        &identity(
-            "ci-runner",
-            json!({"owner": {"team": "platform"}, "secretName": "ci-runner-identity",
-                   "reviewBy": soon}),
-        ),
+    env.create_identity(
+        "ci-runner",
+        json!({"owner": {"team": "platform"}, "secretName": "ci-runner-identity",
+               "reviewBy": soon}),
     )
-    .await
-    .unwrap();
+    .await;
     wait_ready(&mis, "ci-runner", Duration::from_secs(10)).await;
 
     // A past or malformed date is refused before any call, and nothing changes.
@@ -448,7 +416,7 @@ async fn plugin_review_moves_the_review_date_and_records_who_and_when() {
         "next-week".to_string(),
         "2026-02-30".to_string(),
     ] {
-        let run = nhi(&["review", "ci-runner", "-n", &ns.name, "--until", &bad]);
+        let run = nhi(&["review", "ci-runner", "-n", ns, "--until", &bad]);
         assert!(!run.ok, "{bad} accepted");
         assert!(
             run.stderr.contains("is in the past") || run.stderr.contains("YYYY-MM-DD"),
@@ -468,7 +436,7 @@ async fn plugin_review_moves_the_review_date_and_records_who_and_when() {
 
     let until = today_plus(90);
     let before = OffsetDateTime::now_utc() - time::Duration::seconds(2);
-    let out = nhi_ok(&["review", "ci-runner", "-n", &ns.name, "--until", &until]);
+    let out = nhi_ok(&["review", "ci-runner", "-n", ns, "--until", &until]);
     assert!(
         out.contains(&format!("reviewBy {soon} -> {until}")),
         "{out}"
@@ -491,37 +459,30 @@ async fn plugin_review_moves_the_review_date_and_records_who_and_when() {
             .any(|f| f.manager.as_deref() == Some("kubectl-nhi"))
     );
 
-    let missing = nhi(&["review", "nope", "-n", &ns.name, "--until", &until]);
+    let missing = nhi(&["review", "nope", "-n", ns, "--until", &until]);
     assert!(!missing.ok);
     assert!(
         missing
             .stderr
-            .contains(&format!("machineidentity {}/nope not found", ns.name)),
+            .contains(&format!("machineidentity {}/nope not found", ns)),
         "{}",
         missing.stderr
     );
-    ns.delete().await;
 }
 
 /// Needs the lifecycle controller: a lapsed review suspends the identity; `kubectl nhi review`
 /// brings it back with a new certificate.
 #[tokio::test]
 async fn plugin_review_brings_a_suspended_identity_back() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "plugin-resume").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    mis.create(
-        &PostParams::default(),
-        &identity(
-            "nightly",
-            json!({"owner": {"team": "data"}, "secretName": "nightly-identity",
-                   "reviewBy": today_plus(-1), "onReviewLapse": "Suspend"}),
-        ),
+    let env = OperatorNamespace::start("plugin-resume", &[]).await;
+    let ns = env.ns.as_str();
+    let mis = env.identities();
+    env.create_identity(
+        "nightly",
+        json!({"owner": {"team": "data"}, "secretName": "nightly-identity",
+               "reviewBy": today_plus(-1), "onReviewLapse": "Suspend"}),
     )
-    .await
-    .unwrap();
+    .await;
     let suspended = wait_for(
         Duration::from_secs(15),
         "nightly suspended (Ready=False, ReviewOverdue)",
@@ -531,26 +492,18 @@ async fn plugin_review_brings_a_suspended_identity_back() {
         },
     )
     .await;
-    let listed = nhi_ok(&["list", "-n", &ns.name]);
+    let listed = nhi_ok(&["list", "-n", ns]);
     assert!(
         listed.contains("(overdue)") && listed.contains("ReviewOverdue"),
         "{listed}"
     );
     let old_serial = suspended.status.and_then(|s| s.serial_number);
 
-    nhi_ok(&[
-        "review",
-        "nightly",
-        "-n",
-        &ns.name,
-        "--until",
-        &today_plus(30),
-    ]);
+    nhi_ok(&["review", "nightly", "-n", ns, "--until", &today_plus(30)]);
     let back = wait_ready(&mis, "nightly", Duration::from_secs(15)).await;
     let new_serial = back.status.and_then(|s| s.serial_number);
     assert!(new_serial.is_some());
     assert_ne!(new_serial, old_serial, "a new certificate after the review");
-    ns.delete().await;
 }
 
 #[tokio::test]
@@ -603,28 +556,21 @@ async fn plugin_revoke_without_waiting_sets_the_request_and_waiting_without_an_o
         "{}",
         missing.stderr
     );
-    ns.delete().await;
 }
 
 /// Needs the lifecycle controller: it answers the request in `status.lastRevocation`, publishes
 /// the serial in the namespace's CRL and issues a new certificate.
 #[tokio::test]
 async fn plugin_revoke_puts_the_serial_on_the_published_crl_and_a_new_certificate_is_issued() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "plugin-revoke").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    mis.create(
-        &PostParams::default(),
-        &identity(
-            "checkout",
-            json!({"owner": {"team": "payments"}, "secretName": "checkout-identity"}),
-        ),
+    let env = OperatorNamespace::start("plugin-revoke", &[]).await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let mis = env.identities();
+    let secrets = env.secrets();
+    env.create_identity(
+        "checkout",
+        json!({"owner": {"team": "payments"}, "secretName": "checkout-identity"}),
     )
-    .await
-    .unwrap();
+    .await;
     let ready = wait_ready(&mis, "checkout", Duration::from_secs(10)).await;
     let old_serial = ready.status.unwrap().serial_number.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -632,7 +578,7 @@ async fn plugin_revoke_puts_the_serial_on_the_published_crl_and_a_new_certificat
     let secret = secrets.get("checkout-identity").await.unwrap();
     std::fs::write(&old_pem, secret_text(&secret, "tls.crt")).unwrap();
 
-    let out = nhi_ok(&["revoke", "checkout", "-n", &ns.name, "--timeout", "20s"]);
+    let out = nhi_ok(&["revoke", "checkout", "-n", ns, "--timeout", "20s"]);
     let mi = mis.get("checkout").await.unwrap();
     let request = annotations(&mi).get(REVOKE_REQUESTED).cloned().unwrap();
     let status = mi.status.unwrap();
@@ -658,7 +604,7 @@ async fn plugin_revoke_puts_the_serial_on_the_published_crl_and_a_new_certificat
         Duration::from_secs(5),
         "the serial in nhi-trust's CRL",
         || async {
-            published_crl_serials(&client, &ns.name)
+            published_crl_serials(client, ns)
                 .await
                 .filter(|s| s.contains(&old_serial))
         },
@@ -673,7 +619,6 @@ async fn plugin_revoke_puts_the_serial_on_the_published_crl_and_a_new_certificat
     ]))
     .unwrap();
     assert_eq!(report["revocation"]["status"], "revoked", "{report}");
-    let current = nhi_ok(&["inspect", "checkout-identity", "-n", &ns.name]);
+    let current = nhi_ok(&["inspect", "checkout-identity", "-n", ns]);
     assert!(current.contains("not revoked"), "{current}");
-    ns.delete().await;
 }

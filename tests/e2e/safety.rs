@@ -11,16 +11,12 @@ use kube::api::{ObjectMeta, PostParams};
 use serde_json::json;
 
 use crate::support::*;
-use nhi_operator::api::MachineIdentity;
 use nhi_operator::ca::store::{CaLocation, load_or_bootstrap};
 
 #[tokio::test]
 async fn a_secret_that_is_not_ours_is_never_overwritten() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "foreign").await;
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let env = OperatorNamespace::start("foreign", &[]).await;
+    let secrets = env.secrets();
     let foreign = Secret {
         metadata: ObjectMeta {
             name: Some("taken".into()),
@@ -36,16 +32,12 @@ async fn a_secret_that_is_not_ours_is_never_overwritten() {
         .create(&PostParams::default(), &foreign)
         .await
         .unwrap();
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    api.create(
-        &PostParams::default(),
-        &identity(
-            "squatter",
-            json!({"owner": {"team": "t"}, "secretName": "taken"}),
-        ),
+    let api = env.identities();
+    env.create_identity(
+        "squatter",
+        json!({"owner": {"team": "t"}, "secretName": "taken"}),
     )
-    .await
-    .unwrap();
+    .await;
     let mi = wait_for(
         Duration::from_secs(5),
         "SecretConflict condition",
@@ -58,7 +50,16 @@ async fn a_secret_that_is_not_ours_is_never_overwritten() {
     )
     .await;
     assert_eq!(condition(&mi, "Ready").unwrap().status, "False");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The operator has looked (the condition, then its Event) and has nothing left in hand.
+    wait_for_event(
+        &env.client,
+        &env.ns,
+        "squatter",
+        "SecretConflict",
+        Duration::from_secs(5),
+    )
+    .await;
+    env.op.settle(Controller::Identities).await;
     let after = secrets.get("taken").await.unwrap();
     assert_eq!(
         after.metadata.resource_version, created.metadata.resource_version,
@@ -67,39 +68,30 @@ async fn a_secret_that_is_not_ours_is_never_overwritten() {
     assert_eq!(secret_text(&after, "password"), "hunter2");
     assert!(!after.data.unwrap().contains_key("tls.key"));
     let events = kubectl()
-        .args(["get", "events", "-n", &ns.name, "-o", "json"])
+        .args(["get", "events", "-n", &env.ns, "-o", "json"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&events.stdout).contains("SecretConflict"));
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn a_restarted_operator_reissues_nothing() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "restart").await;
-    let mut op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let mut env = OperatorNamespace::start("restart", &[]).await;
+    let (api, secrets) = (env.identities(), env.secrets());
     for i in 0..5 {
         let name = format!("r{i}");
-        api.create(
-            &PostParams::default(),
-            &identity(
-                &name,
-                json!({"owner": {"team": "t"}, "secretName": format!("{name}-id")}),
-            ),
+        env.create_identity(
+            &name,
+            json!({"owner": {"team": "t"}, "secretName": format!("{name}-id")}),
         )
-        .await
-        .unwrap();
+        .await;
     }
     let mut before = Vec::new();
     for i in 0..5 {
         wait_ready(&api, &format!("r{i}"), Duration::from_secs(10)).await;
     }
-    // Let the post-issuance reconciles settle before recording versions.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the post-issuance reconciles end before recording versions.
+    env.op.settle(Controller::Identities).await;
     for i in 0..5 {
         let s = secrets.get(&format!("r{i}-id")).await.unwrap();
         before.push((
@@ -112,10 +104,28 @@ async fn a_restarted_operator_reissues_nothing() {
                 .serial_number,
         ));
     }
-    op.kill();
-    op.restart();
-    op.wait_ready(Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    env.op.kill();
+    env.op.restart();
+    env.op.wait_ready(Duration::from_secs(20)).await;
+    // The restarted process has judged every identity (it records each one's certificate expiry
+    // as it decides to keep the certificate, after any re-issue), and has nothing left in hand.
+    wait_for(
+        Duration::from_secs(20),
+        "the restarted operator to judge every identity",
+        || async {
+            let (_, metrics) = env.op.get("/metrics").await?;
+            (0..5)
+                .all(|i| {
+                    metrics.contains(&format!(
+                        "nhi_certificate_expiry_timestamp_seconds{{namespace=\"{}\",name=\"r{i}\"}}",
+                        env.ns
+                    ))
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    env.op.settle(Controller::Identities).await;
     for (i, (rv, serial)) in before.into_iter().enumerate() {
         let s = secrets.get(&format!("r{i}-id")).await.unwrap();
         assert_eq!(
@@ -129,12 +139,11 @@ async fn a_restarted_operator_reissues_nothing() {
             "r{i} re-issued after restart"
         );
     }
-    let (_, metrics) = op.get("/metrics").await.unwrap();
+    let (_, metrics) = env.op.get("/metrics").await.unwrap();
     assert!(
         !metrics.contains("nhi_certificates_issued_total{"),
         "the restarted operator issued: {metrics}"
     );
-    ns.delete().await;
 }
 
 #[tokio::test]
@@ -164,7 +173,6 @@ async fn two_operators_bootstrapping_at_once_end_with_one_ca() {
         nhi_operator::ca::pem_util::pem_certificates(&pem).unwrap()[0],
         a.cert_der()
     );
-    ns.delete().await;
 }
 
 #[tokio::test]
@@ -197,7 +205,7 @@ async fn a_provided_intermediate_ca_is_used_as_is() {
     let inter_cert = inter
         .signed_by(&inter_key, &Issuer::new(root.clone(), &root_key))
         .unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = ns.api();
     let ca_secret = Secret {
         metadata: ObjectMeta {
             name: Some("nhi-ca".into()),
@@ -224,18 +232,13 @@ async fn a_provided_intermediate_ca_is_used_as_is() {
         .create(&PostParams::default(), &ca_secret)
         .await
         .unwrap();
-    let op = Operator::start(&ns.name, &[]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    api.create(
-        &PostParams::default(),
-        &identity(
-            "leaf",
-            json!({"owner": {"team": "t"}, "secretName": "leaf-id"}),
-        ),
+    let env = OperatorNamespace::start_in(ns, &[]).await;
+    let api = env.identities();
+    env.create_identity(
+        "leaf",
+        json!({"owner": {"team": "t"}, "secretName": "leaf-id"}),
     )
-    .await
-    .unwrap();
+    .await;
     wait_ready(&api, "leaf", Duration::from_secs(5)).await;
     let s = secrets.get("leaf-id").await.unwrap();
     assert_eq!(
@@ -273,5 +276,4 @@ async fn a_provided_intermediate_ca_is_used_as_is() {
     // The operator did not replace the provided CA.
     let stored = secrets.get("nhi-ca").await.unwrap();
     assert_eq!(secret_text(&stored, "tls.key"), inter_key.serialize_pem());
-    ns.delete().await;
 }

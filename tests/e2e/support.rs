@@ -10,16 +10,21 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
-use nhi_operator::api::MachineIdentity;
+use nhi_operator::api::{Entitlement, MachineIdentity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Path of the local control plane's admin kubeconfig, or `$KUBECONFIG`.
+/// `$KUBECONFIG`, else the admin kubeconfig of the local control plane in `$NHI_CLUSTER_DIR`
+/// (`make test` runs on e2e/.cluster-test), else of the default one, e2e/.cluster.
 pub fn kubeconfig_path() -> PathBuf {
-    std::env::var_os("KUBECONFIG")
+    if let Some(path) = std::env::var_os("KUBECONFIG") {
+        return PathBuf::from(path);
+    }
+    let cluster_dir = std::env::var_os("NHI_CLUSTER_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/.cluster/kubeconfig")
-        })
+        .unwrap_or_else(|| PathBuf::from("e2e/.cluster"));
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(cluster_dir)
+        .join("kubeconfig")
 }
 
 /// The kubeconfig the operator process runs with: `NHI_E2E_OPERATOR_KUBECONFIG` (for example a
@@ -45,7 +50,7 @@ pub async fn client() -> Client {
     Client::try_from(cfg).expect("client")
 }
 
-/// A namespace of its own for one test.
+/// A namespace of its own for one test, deleted when dropped (also when the test fails).
 pub struct TestNamespace {
     pub name: String,
     client: Client,
@@ -71,26 +76,138 @@ impl TestNamespace {
         }
     }
 
-    pub async fn delete(self) {
-        // The test's operator stops with the test: identities still holding the revoking
-        // finalizer would keep the namespace terminating forever.
-        let identities: Api<MachineIdentity> = Api::namespaced(self.client.clone(), &self.name);
-        if let Ok(list) = identities.list(&Default::default()).await {
-            for mi in list.items {
-                let name = mi.metadata.name.unwrap_or_default();
-                let _ = identities
-                    .patch(
-                        &name,
-                        &kube::api::PatchParams::default(),
-                        &kube::api::Patch::Merge(
-                            serde_json::json!({"metadata": {"finalizers": null}}),
-                        ),
-                    )
-                    .await;
-            }
+    /// An `Api` of a namespaced kind in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+/// Deletes a test's namespace. The test's operator stops with the test: identities still
+/// holding the revoking finalizer would keep the namespace terminating forever, so it is removed
+/// first.
+async fn delete_namespace(client: &Client, name: &str) {
+    let identities: Api<MachineIdentity> = Api::namespaced(client.clone(), name);
+    if let Ok(list) = identities.list(&Default::default()).await {
+        for mi in list.items {
+            let mi_name = mi.metadata.name.unwrap_or_default();
+            let _ = identities
+                .patch(
+                    &mi_name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+                )
+                .await;
         }
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let _ = api.delete(&self.name, &DeleteParams::default()).await;
+    }
+    let api: Api<Namespace> = Api::all(client.clone());
+    let _ = api.delete(name, &DeleteParams::default()).await;
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await, and a failing test unwinds through its runtime: the deletion runs on
+        // a thread with a runtime and a client of its own.
+        let name = std::mem::take(&mut self.name);
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the namespace's deletion");
+            runtime.block_on(async {
+                let client = client().await;
+                delete_namespace(&client, &name).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// A namespace of its own with the operator running in it (scoped to it, its CA Secret there
+/// too) and ready: what most tests start from. Dropping it stops the operator, then deletes the
+/// namespace.
+pub struct OperatorNamespace {
+    /// The operator (declared first: it is stopped before the namespace goes).
+    pub op: Operator,
+    pub client: Client,
+    /// The namespace's name.
+    pub ns: String,
+    namespace: TestNamespace,
+}
+
+impl OperatorNamespace {
+    /// Creates a namespace `e2e-<prefix>-...` and starts the operator in it with `extra` flags.
+    pub async fn start(prefix: &str, extra: &[&str]) -> Self {
+        let client = client().await;
+        Self::start_in(TestNamespace::create(&client, prefix).await, extra).await
+    }
+
+    /// Starts the operator in a namespace the test has prepared.
+    pub async fn start_in(namespace: TestNamespace, extra: &[&str]) -> Self {
+        Self::start_in_as(namespace, extra, operator_kubeconfig_path()).await
+    }
+
+    /// Like [`OperatorNamespace::start_in`], the operator authenticated by `kubeconfig`.
+    pub async fn start_in_as(
+        namespace: TestNamespace,
+        extra: &[&str],
+        kubeconfig: PathBuf,
+    ) -> Self {
+        let op = Operator::start_as(&namespace.name, extra, kubeconfig);
+        op.wait_ready(Duration::from_secs(20)).await;
+        OperatorNamespace {
+            op,
+            client: namespace.client.clone(),
+            ns: namespace.name.clone(),
+            namespace,
+        }
+    }
+
+    /// An `Api` of a namespaced kind in the test's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.namespace.api()
+    }
+
+    /// The MachineIdentities of the test's namespace.
+    pub fn identities(&self) -> Api<MachineIdentity> {
+        self.api()
+    }
+
+    /// The Entitlements of the test's namespace.
+    pub fn entitlements(&self) -> Api<Entitlement> {
+        self.api()
+    }
+
+    /// The Secrets of the test's namespace.
+    pub fn secrets(&self) -> Api<Secret> {
+        self.api()
+    }
+
+    /// Creates a MachineIdentity from a JSON spec.
+    pub async fn create_identity(&self, name: &str, spec: serde_json::Value) {
+        self.identities()
+            .create(&PostParams::default(), &identity(name, spec))
+            .await
+            .unwrap_or_else(|e| panic!("create MachineIdentity {name}: {e}"));
+    }
+
+    /// Creates an Entitlement from a JSON spec.
+    pub async fn create_entitlement(&self, name: &str, spec: serde_json::Value) {
+        self.entitlements()
+            .create(&PostParams::default(), &entitlement(name, spec))
+            .await
+            .unwrap_or_else(|e| panic!("create Entitlement {name}: {e}"));
     }
 }
 
@@ -101,6 +218,7 @@ pub struct Operator {
     pub log: PathBuf,
     args: Vec<String>,
     pod_name: Option<String>,
+    kubeconfig: PathBuf,
 }
 
 impl Operator {
@@ -109,15 +227,41 @@ impl Operator {
         Self::start_named(namespace, extra, None)
     }
 
+    /// Like [`Operator::start`], authenticated by `kubeconfig`.
+    pub fn start_as(namespace: &str, extra: &[&str], kubeconfig: PathBuf) -> Operator {
+        Self::start_with(namespace, namespace, extra, None, kubeconfig)
+    }
+
     /// Like [`Operator::start`], with `POD_NAME` set (the leader-election identity) and its own log.
     pub fn start_named(namespace: &str, extra: &[&str], pod_name: Option<&str>) -> Operator {
+        Self::start_named_in(namespace, namespace, extra, pod_name)
+    }
+
+    /// Like [`Operator::start_named`], with the operator's own namespace (its CA Secret,
+    /// revocation record and leader-election Lease) `home` rather than the watched one.
+    pub fn start_named_in(
+        namespace: &str,
+        home: &str,
+        extra: &[&str],
+        pod_name: Option<&str>,
+    ) -> Operator {
+        Self::start_with(namespace, home, extra, pod_name, operator_kubeconfig_path())
+    }
+
+    fn start_with(
+        namespace: &str,
+        home: &str,
+        extra: &[&str],
+        pod_name: Option<&str>,
+        kubeconfig: PathBuf,
+    ) -> Operator {
         let http = free_port();
         let mut args: Vec<String> = vec![
             "run".into(),
             "--watch-namespace".into(),
             namespace.into(),
             "--operator-namespace".into(),
-            namespace.into(),
+            home.into(),
             "--http-addr".into(),
             http.to_string(),
         ];
@@ -134,6 +278,7 @@ impl Operator {
             log,
             args,
             pod_name: pod_name.map(str::to_string),
+            kubeconfig,
         };
         op.spawn();
         op
@@ -151,7 +296,7 @@ impl Operator {
         }
         let child = cmd
             .args(&self.args)
-            .env("KUBECONFIG", operator_kubeconfig_path())
+            .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "warn,nhi_operator=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -225,6 +370,101 @@ impl Operator {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
+
+    /// The reconciles `controller` has begun and ended so far, from the operator's `/metrics`
+    /// (each test runs its own operator, so they are the test's alone).
+    pub async fn reconciles(&self, controller: Controller) -> Reconciles {
+        let metrics = wait_for(
+            Duration::from_secs(10),
+            "the operator's /metrics",
+            || async {
+                self.get("/metrics")
+                    .await
+                    .filter(|(code, _)| *code == 200)
+                    .map(|(_, body)| body)
+            },
+        )
+        .await;
+        let count = |metric: &str| {
+            let series = format!("{metric}{{controller=\"{}\"}} ", controller.label());
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&series))
+                .map_or(0, |v| v.trim().parse().expect("a counter's value"))
+        };
+        Reconciles {
+            started: count("nhi_reconciles_started_total"),
+            finished: count("nhi_reconciles_total"),
+        }
+    }
+
+    /// Waits until `controller` is idle: every reconcile it began has ended, and none began or
+    /// ended for half a second. The reconciles the operator's own writes trigger are over then.
+    /// Returns the counts at rest.
+    pub async fn settle(&self, controller: Controller) -> Reconciles {
+        const QUIET: Duration = Duration::from_millis(500);
+        let start = Instant::now();
+        let mut last = self.reconciles(controller).await;
+        let mut since = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.reconciles(controller).await;
+            if now != last || now.started != now.finished {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= QUIET {
+                return now;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!(
+                    "the {} controller did not come to rest within 30 s ({now:?}); log:\n{}",
+                    controller.label(),
+                    self.log_tail()
+                );
+            }
+        }
+    }
+
+    /// Waits until `controller` has ended a reconcile that began after `before` was read, then
+    /// until it is idle ([`Operator::settle`]): the positive sign that the operator has looked at
+    /// a change made after reading `before`, and finished whatever that look started.
+    pub async fn wait_reconciled_since(&self, controller: Controller, before: Reconciles) {
+        // More ended than had begun at `before`: at least one of them began after it.
+        wait_for(
+            Duration::from_secs(20),
+            &format!(
+                "a {} reconcile begun after {before:?} to end",
+                controller.label()
+            ),
+            || async {
+                (self.reconciles(controller).await.finished > before.started).then_some(())
+            },
+        )
+        .await;
+        self.settle(controller).await;
+    }
+}
+
+/// The operator's controllers, as its reconcile counters name them.
+#[derive(Clone, Copy, Debug)]
+pub enum Controller {
+    Identities,
+    Entitlements,
+}
+
+impl Controller {
+    fn label(self) -> &'static str {
+        match self {
+            Controller::Identities => "machineidentity",
+            Controller::Entitlements => "entitlement",
+        }
+    }
+}
+
+/// How many reconciles a controller had begun and ended when its counters were read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reconciles {
+    pub started: u64,
+    pub finished: u64,
 }
 
 impl Drop for Operator {
@@ -317,6 +557,22 @@ pub async fn wait_for_entitlement_condition(
             .find(|c| c.type_ == type_ && holds(c))?
             .clone();
         Some((c, status))
+    })
+    .await
+}
+
+/// Waits until the Entitlement controller has seen the Entitlement `name` as it is now (its
+/// `status.observedGeneration` is its generation); returns it.
+pub async fn wait_for_entitlement_observed(
+    api: &Api<Entitlement>,
+    name: &str,
+    timeout: Duration,
+) -> Entitlement {
+    let what = format!("Entitlement {name}: status.observedGeneration at its generation");
+    wait_for(timeout, &what, || async {
+        let e = api.get(name).await.ok()?;
+        let observed = e.status.as_ref()?.observed_generation;
+        (observed.is_some() && observed == e.metadata.generation).then_some(e)
     })
     .await
 }

@@ -123,25 +123,17 @@ async fn invalid_manifests_are_rejected_with_the_field_named() {
         ),
         other => panic!("changing secretName was not refused: {other:?}"),
     }
-    ns.delete().await;
 }
 
 #[tokio::test]
 async fn what_the_schema_cannot_catch_becomes_a_condition() {
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "cond").await;
-    let mut op = Operator::start(&ns.name, &["--max-ttl", "2h"]);
-    op.wait_ready(Duration::from_secs(20)).await;
-    let api: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns.name);
-    api.create(
-        &PostParams::default(),
-        &identity(
-            "too-long",
-            json!({"owner": {"team": "t"}, "secretName": "tl", "certificate": {"ttl": "3h"}}),
-        ),
+    let mut env = OperatorNamespace::start("cond", &["--max-ttl", "2h"]).await;
+    let api = env.identities();
+    env.create_identity(
+        "too-long",
+        json!({"owner": {"team": "t"}, "secretName": "tl", "certificate": {"ttl": "3h"}}),
     )
-    .await
-    .unwrap();
+    .await;
     let mi = wait_for(
         Duration::from_secs(5),
         "TTLOutOfBounds condition",
@@ -156,14 +148,13 @@ async fn what_the_schema_cannot_catch_becomes_a_condition() {
     let c = condition(&mi, "Ready").unwrap();
     assert_eq!(c.status, "False");
     assert!(c.message.contains("spec.certificate.ttl"), "{}", c.message);
-    assert!(op.alive(), "the operator must not crash on a bad spec");
+    assert!(env.op.alive(), "the operator must not crash on a bad spec");
     // Fixing the spec makes it Ready.
     let patch = json!({"spec": {"certificate": {"ttl": "1h"}}});
     api.patch("too-long", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
     wait_ready(&api, "too-long", Duration::from_secs(5)).await;
-    ns.delete().await;
 }
 
 #[tokio::test]
@@ -211,5 +202,4 @@ async fn kubectl_explain_and_printer_columns_describe_identities() {
         table.contains("columns-team") && table.contains("2030-01-01"),
         "{table}"
     );
-    ns.delete().await;
 }

@@ -37,6 +37,7 @@ pub async fn reconcile(
     ent: Arc<Entitlement>,
     ctx: Arc<EntitlementContext>,
 ) -> Result<Action, EntitlementError> {
+    let _counted = ctx.reporter.metrics.count_reconcile("entitlement");
     let facts = facts::observe(ent, &ctx).await?;
     let plan = plan::plan(&facts);
     apply::apply(&ctx, &facts, plan).await

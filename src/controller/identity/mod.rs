@@ -38,6 +38,7 @@ pub async fn reconcile(
     ctx: Arc<IdentityContext>,
 ) -> Result<Action, ReconcileError> {
     let _timer = ctx.reporter.metrics.time_reconcile();
+    let _counted = ctx.reporter.metrics.count_reconcile("machineidentity");
     let facts = facts::observe(mi, &ctx).await?;
     let plan = plan::plan(&facts, &ctx.settings);
     apply::apply(&ctx, &facts, plan).await
