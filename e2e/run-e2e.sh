@@ -63,7 +63,8 @@ e2e/wait-gc-ready.sh
 echo "== operator end-to-end tests"
 # The example relying service the entitlement tests talk mTLS to, and the mTLS echo pair of the
 # continuity test.
-cargo build --bins --example relying_service --example mtls_echo
+cargo build -p nhi-identity --example relying_service --example mtls_echo
+cargo build --bins
 cargo test --test e2e -- --test-threads="${NHI_E2E_THREADS:-3}"
 
 echo "== the samples: every workloadRef resolves, nothing lapses soon, the operator issues them"

@@ -21,12 +21,12 @@ use crate::controller::workload_watch::WorkloadWatches;
 use crate::controller::{self, Wiring};
 use crate::health::Health;
 use crate::http;
-use crate::issue::inputs::IssuancePolicy;
-use crate::issue::kube_client::KubeEndpoint;
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::revoke::service::{RevocationConfig, RevocationDeps};
 use crate::settings::Settings;
+use nhi_core::issue::inputs::IssuancePolicy;
+use nhi_core::issue::kube_client::KubeEndpoint;
 
 /// Errors that stop the operator at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,7 @@ fn kube_endpoint(settings: &Settings, config: &kube::Config) -> Result<KubeEndpo
         ),
         None => config.root_cert.as_ref().map(|ders| {
             ders.iter()
-                .map(|der| crate::ca::pem_util::certificate_pem(der))
+                .map(|der| nhi_identity::pem_chain::certificate_pem(der))
                 .collect::<String>()
         }),
     };

@@ -12,7 +12,7 @@ use std::path::Path;
 use time::OffsetDateTime;
 
 /// The link swapped to publish a version: the one the reload library reads through.
-pub use crate::reload::snapshot::DATA_LINK;
+pub use nhi_identity::reload::snapshot::DATA_LINK;
 const DATA_TMP: &str = "..data_tmp";
 
 /// How the files are written.

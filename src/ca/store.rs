@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::rotation_state::{SecretText, keys};
 use super::{CaError, CaMaterial, CertificateAuthority};
-use crate::labels;
+use nhi_core::labels;
 
 /// Errors loading or bootstrapping the CA through the Kubernetes API.
 #[derive(Debug, thiserror::Error)]

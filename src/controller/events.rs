@@ -1,4 +1,4 @@
-//! Publishing Events about identities: in the background, and with a token bucket for routine
+//! Publishing Events (about identities, Entitlements and the CA Secret): in the background, and with a token bucket for routine
 //! (Normal) Events so that a burst of thousands of issuances does not make the Events API compete
 //! with the writes that matter. Warnings are never limited.
 

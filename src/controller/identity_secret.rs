@@ -8,11 +8,11 @@ use kube::Resource;
 use kube::api::ObjectMeta;
 
 use super::kube_access::KubeCredential;
-use crate::api::MachineIdentity;
 use crate::ca::CertificateAuthority;
-use crate::issue::assess::ExistingMaterial;
-use crate::issue::leaf::IssuedCertificate;
-use crate::labels;
+use nhi_api::MachineIdentity;
+use nhi_core::issue::assess::ExistingMaterial;
+use nhi_core::issue::leaf::IssuedCertificate;
+use nhi_core::labels;
 
 /// Keys of the identity Secret.
 pub mod keys {
@@ -158,8 +158,8 @@ pub fn trust_bundle_patch(resource_version: &str, ca: &CertificateAuthority) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{MachineIdentitySpec, Owner};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use nhi_api::{MachineIdentitySpec, Owner};
 
     fn mi() -> MachineIdentity {
         let mut mi = MachineIdentity::new(

@@ -17,13 +17,13 @@ use rcgen::PublicKeyData;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::api::{KeyAlgorithm, KubernetesAccessStatus, MachineIdentity};
-use crate::issue::keys::generate_key;
-use crate::issue::kube_client::{
+use nhi_api::{KeyAlgorithm, KubernetesAccessStatus, MachineIdentity};
+use nhi_core::issue::keys::generate_key;
+use nhi_core::issue::kube_client::{
     CLIENT_AUTH, KubeEndpoint, SIGNER, approvable, client_csr_pem, expiration_seconds, kube_user,
     kubeconfig_yaml,
 };
-use crate::labels;
+use nhi_core::labels;
 
 /// How long to wait for the signer.
 const SIGNING_TIMEOUT: Duration = Duration::from_secs(15);
@@ -223,7 +223,7 @@ fn client_certificate_not_after(
     cert_pem: &str,
     key: &rcgen::KeyPair,
 ) -> Result<OffsetDateTime, KubeAccessError> {
-    let ders = crate::ca::pem_util::pem_certificates(cert_pem)
+    let ders = nhi_identity::pem_chain::pem_certificates(cert_pem)
         .map_err(|e| KubeAccessError::BadCertificate(e.to_string()))?;
     let (_, cert) = X509Certificate::from_der(&ders[0])
         .map_err(|e| KubeAccessError::BadCertificate(e.to_string()))?;

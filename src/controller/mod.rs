@@ -1,5 +1,5 @@
 //! Controllers: the MachineIdentity controller (`identity`), the Entitlement controller
-//! (`entitlement*`), the CA rotation controller, and what they share (events, reporting, the
+//! (`entitlement`), the CA rotation controller, and what they share (events, reporting, the
 //! Secret index, the workload watches, the signing CA). This module only wires their watches
 //! together; each controller's context is built by the operator's entry point.
 
@@ -28,11 +28,11 @@ use kube::runtime::watcher;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tracing::info;
 
-use crate::api::{Entitlement, MachineIdentity};
 use ca_rotation_controller::{RotationContext, RotationSettings};
 use entitlement::EntitlementContext;
 use identity::context::IdentityContext;
 use identity::watch::IdentitySources;
+use nhi_api::{Entitlement, MachineIdentity};
 
 /// What the controllers run on, besides their contexts.
 pub struct Wiring<S> {

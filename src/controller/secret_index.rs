@@ -49,7 +49,7 @@ fn entry(meta: &PartialObjectMeta<Secret>) -> Option<(String, SecretVersion)> {
     let trust_bundle = m
         .annotations
         .as_ref()
-        .and_then(|a| a.get(crate::labels::TRUST_BUNDLE))
+        .and_then(|a| a.get(nhi_core::labels::TRUST_BUNDLE))
         .cloned();
     let version = SecretVersion {
         resource_version: m.resource_version.clone().unwrap_or_default(),
@@ -187,7 +187,7 @@ mod tests {
         let with_bundle = |name: &str, fp: Option<&str>| {
             let mut s = secret(name, "1", Some(name));
             s.metadata.annotations = fp.map(|fp| {
-                [(crate::labels::TRUST_BUNDLE.to_string(), fp.to_string())]
+                [(nhi_core::labels::TRUST_BUNDLE.to_string(), fp.to_string())]
                     .into_iter()
                     .collect()
             });

@@ -2,12 +2,12 @@
 
 use time::OffsetDateTime;
 
-use crate::api::RevocationStatus;
-use crate::api::condition::{Condition, merge_conditions, without_transition_times};
-use crate::api::{KubernetesAccessStatus, MachineIdentityStatus};
 use crate::ca::rfc3339;
-use crate::issue::leaf::CertificateInfo;
-use crate::lifecycle::certificates::previous_after;
+use nhi_api::RevocationStatus;
+use nhi_api::condition::{Condition, merge_conditions, without_transition_times};
+use nhi_api::{KubernetesAccessStatus, MachineIdentityStatus};
+use nhi_core::issue::leaf::CertificateInfo;
+use nhi_core::lifecycle::certificates::previous_after;
 
 /// Condition type: the identity holds a valid certificate.
 pub const READY: &str = "Ready";

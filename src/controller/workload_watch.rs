@@ -18,8 +18,8 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 
-use crate::api::{MachineIdentity, WorkloadRef};
-use crate::lifecycle::workload::{Presence, WATCH_STARTING};
+use nhi_api::{MachineIdentity, WorkloadRef};
+use nhi_core::lifecycle::workload::{Presence, WATCH_STARTING};
 
 /// Reason: the workload's kind is not served by the cluster.
 pub const KIND_UNKNOWN: &str = "WorkloadKindUnknown";

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwapOption;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::record::Revocation;
 use super::trust::TrustDocuments;
+use nhi_core::revocation::Revocation;
 
 /// How long a revocation may wait for the service's answer.
 pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

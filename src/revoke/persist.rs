@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
-use super::record::{RecordError, RevocationRecord};
-use crate::labels;
+use nhi_core::labels;
+use nhi_core::revocation::{RecordError, RevocationRecord};
 
 /// Key of the record in its ConfigMap.
 pub const RECORD_KEY: &str = "revoked";

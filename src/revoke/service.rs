@@ -13,12 +13,12 @@ use tracing::{error, info, warn};
 
 use super::handle::{Inbox, Request, RevokeError};
 use super::persist::{PersistError, RecordStore};
-use super::record::{Revocation, RevocationRecord};
 use super::trust::TrustDocuments;
-use crate::api::MachineIdentity;
 use crate::ca::CertificateAuthority;
 use crate::health::Health;
 use crate::metrics::Metrics;
+use nhi_api::MachineIdentity;
+use nhi_core::revocation::{Revocation, RevocationRecord};
 
 /// How the service is set up.
 #[derive(Clone, Debug)]
@@ -82,10 +82,10 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
     // Publication runs in its own task: a slow apiserver or many namespaces never hold up the
     // answers to revocation requests.
     let (namespaces_tx, namespaces_rx) = tokio::sync::watch::channel(record.namespaces());
-    tokio::spawn(super::publishing::run(
+    tokio::spawn(super::publication_task::run(
         namespaces_rx,
         inbox.shared.clone(),
-        super::publishing::PublishingDeps {
+        super::publication_task::PublishingDeps {
             client: deps.client.clone(),
             identities: deps.identities.clone(),
             health: deps.health.clone(),
@@ -112,7 +112,9 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
                     r.revocations
                         .iter()
                         .filter(|x| x.not_after > now && !record.contains(&x.serial_hex))
-                        .filter(|x| counted.insert(super::record::normalise_serial(&x.serial_hex)))
+                        .filter(|x| {
+                            counted.insert(nhi_core::revocation::normalise_serial(&x.serial_hex))
+                        })
                         .count()
                 })
                 .collect();
@@ -288,7 +290,7 @@ fn next_signing_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::revoke::record::Reason;
+    use nhi_core::revocation::Reason;
     use time::macros::datetime;
 
     #[test]

@@ -7,7 +7,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ObjectMeta;
 
-use crate::labels;
+use nhi_core::labels;
 
 /// Key of the CA bundle in the trust ConfigMap.
 pub const CA_KEY: &str = "ca.crt";

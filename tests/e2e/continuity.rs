@@ -13,8 +13,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::support::*;
+use nhi_identity::pem_chain::pem_certificates;
 use nhi_operator::api::MachineIdentity;
-use nhi_operator::ca::pem_util::pem_certificates;
 use nhi_operator::reload::{ReloadOptions, ReloadingIdentity};
 
 const SERVER_NAME: &str = "echo.nhi.test";

@@ -10,7 +10,7 @@ use serde_json::json;
 use x509_parser::prelude::*;
 
 use crate::support::*;
-use nhi_operator::ca::pem_util::pem_certificates;
+use nhi_identity::pem_chain::pem_certificates;
 
 /// Checks the Secret's leaf with openssl (an independent verifier) against `ca.crt`, its SANs,
 /// and that `tls.key` belongs to it. Returns the leaf's serial (hex).
@@ -22,7 +22,7 @@ fn verify_secret(secret: &Secret, spiffe_id: &str, dns: &[&str]) -> String {
     let ca_path = dir.path().join("ca.pem");
     std::fs::write(
         &leaf_path,
-        nhi_operator::ca::pem_util::certificate_pem(&chain[0]),
+        nhi_identity::pem_chain::certificate_pem(&chain[0]),
     )
     .unwrap();
     std::fs::write(&ca_path, secret_text(secret, "ca.crt")).unwrap();

@@ -71,8 +71,7 @@ fn client_serial(kubeconfig: &str) -> String {
     let pem = base64::engine::general_purpose::STANDARD
         .decode(data)
         .unwrap();
-    let der =
-        nhi_operator::ca::pem_util::pem_certificates(&String::from_utf8(pem).unwrap()).unwrap();
+    let der = nhi_identity::pem_chain::pem_certificates(&String::from_utf8(pem).unwrap()).unwrap();
     let (_, cert) = X509Certificate::from_der(&der[0]).unwrap();
     hex::encode(cert.raw_serial())
 }

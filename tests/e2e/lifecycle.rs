@@ -132,6 +132,8 @@ async fn a_missing_workload_past_its_grace_period_is_revoked_and_deleted_and_one
         },
     )
     .await;
+    // Seen the Deployment and done with it: whatever it decided is written by now.
+    env.op.settle(Controller::Identities).await;
     let (_, crl) = trust_documents(client, ns).await.unwrap();
     assert!(!crl_serials(&crl).contains(&api_serial));
     assert_eq!(serial(&api, "api").await, api_serial);

@@ -170,7 +170,7 @@ async fn two_operators_bootstrapping_at_once_end_with_one_ca() {
     let stored = secrets.get("nhi-ca").await.unwrap();
     let pem = secret_text(&stored, "tls.crt");
     assert_eq!(
-        nhi_operator::ca::pem_util::pem_certificates(&pem).unwrap()[0],
+        nhi_identity::pem_chain::pem_certificates(&pem).unwrap()[0],
         a.cert_der()
     );
 }
@@ -247,11 +247,11 @@ async fn a_provided_intermediate_ca_is_used_as_is() {
         "the trust bundle is the provided root"
     );
     let dir = tempfile::tempdir().unwrap();
-    let chain = nhi_operator::ca::pem_util::pem_certificates(&secret_text(&s, "tls.crt")).unwrap();
+    let chain = nhi_identity::pem_chain::pem_certificates(&secret_text(&s, "tls.crt")).unwrap();
     assert_eq!(chain.len(), 3, "leaf, intermediate, root");
     std::fs::write(
         dir.path().join("leaf.pem"),
-        nhi_operator::ca::pem_util::certificate_pem(&chain[0]),
+        nhi_identity::pem_chain::certificate_pem(&chain[0]),
     )
     .unwrap();
     std::fs::write(dir.path().join("inter.pem"), inter_cert.pem()).unwrap();

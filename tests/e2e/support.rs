@@ -667,7 +667,7 @@ pub async fn wait_for_reissue(
     wait_for(timeout, what, || async {
         let s = secrets.get(name).await.ok()?;
         let fresh = serial_of(&s).is_some_and(|serial| serial != old);
-        let pem = nhi_operator::ca::pem_util::pem_certificates(&secret_text(&s, "tls.crt"));
+        let pem = nhi_identity::pem_chain::pem_certificates(&secret_text(&s, "tls.crt"));
         (fresh && pem.is_ok()).then_some(s)
     })
     .await

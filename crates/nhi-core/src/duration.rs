@@ -4,7 +4,7 @@ use time::Duration;
 
 /// Parses a Go duration string (`1h`, `90m`, `1h30m`), refusing negative values.
 pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let d: kube::core::Duration = s
+    let d: kube_core::Duration = s
         .parse()
         .map_err(|e| format!("invalid duration {s:?}: {e}"))?;
     if d.is_negative() {

@@ -18,7 +18,7 @@ use super::error::RotationError;
 use super::facts::{Facts, held_ca};
 use super::plan::{self, Next, Plan, Problem, Write};
 use crate::ca::{CertificateAuthority, rfc3339};
-use crate::labels::FIELD_MANAGER;
+use nhi_core::labels::FIELD_MANAGER;
 
 /// Carries out `plan`; returns when to look again.
 pub async fn apply(

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::api::MachineIdentity;
 use crate::ca::rotation::RotationPolicy;
 use crate::ca::store::CaLocation;
 use crate::controller::reissue_pacing::ReissuePacing;
 use crate::controller::report::Reporter;
 use crate::controller::secret_index::SecretIndex;
 use crate::controller::signing_ca::SigningCa;
+use nhi_api::MachineIdentity;
 
 /// What the CA rotation controller reads and writes through.
 pub struct RotationContext {

@@ -12,12 +12,12 @@ use kube::runtime::reflector::Store;
 use time::OffsetDateTime;
 
 use super::context::RotationContext;
-use crate::api::MachineIdentity;
 use crate::ca::CertificateAuthority;
 use crate::ca::rotation::Phase;
 use crate::ca::rotation_state::phase_of;
 use crate::ca::store::{CaLocation, load};
 use crate::revoke::trust::{CA_KEY, CRL_KEY, TrustDocuments, trust_field_selector, trust_selector};
+use nhi_api::MachineIdentity;
 
 /// What a look at the CA Secret decides from.
 pub struct Facts {

@@ -25,9 +25,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::report::report_failure;
-use crate::api::MachineIdentity;
 pub use context::{RotationContext, RotationSettings, Rotator};
 pub use error::RotationError;
+use nhi_api::MachineIdentity;
 
 /// How soon a look that failed is tried again.
 const RETRY: StdDuration = StdDuration::from_secs(5);

@@ -19,7 +19,7 @@ use crate::ca::rotation_state::{
 };
 use crate::ca::store::secret_text;
 use crate::ca::{CaMaterial, CertificateAuthority, rfc3339};
-use crate::labels::{CA_ROTATION_ANSWERED, MANAGED_BY, MANAGER, ROTATE_CA};
+use nhi_core::labels::{CA_ROTATION_ANSWERED, MANAGED_BY, MANAGER, ROTATE_CA};
 
 /// How soon to look again when the CA Secret is gone.
 const SECRET_MISSING_RECHECK: StdDuration = StdDuration::from_secs(30);

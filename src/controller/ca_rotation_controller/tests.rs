@@ -14,11 +14,11 @@ use crate::ca::rotation::{RotationPolicy, Trigger};
 use crate::ca::rotation_state::keys;
 use crate::ca::store::CaLocation;
 use crate::ca::{CaMaterial, CertificateAuthority, rfc3339};
-use crate::labels::{
+use crate::revoke::trust::TrustDocuments;
+use nhi_core::labels::{
     CA_ROTATION_DISTRIBUTED_AT, CA_ROTATION_PHASE, CA_ROTATION_RETIRE_AFTER,
     CA_ROTATION_STARTED_AT, CA_ROTATION_SWITCHED_AT, MANAGED_BY, MANAGER, ROTATE_CA,
 };
-use crate::revoke::trust::TrustDocuments;
 
 fn policy() -> RotationPolicy {
     RotationPolicy {

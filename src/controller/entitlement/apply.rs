@@ -12,8 +12,8 @@ use super::facts::Facts;
 use super::plan::{self, Plan, RbacDecision, Requeue};
 use super::rbac::write_rbac;
 use super::status::comparable_entitlement_status;
-use crate::api::Entitlement;
-use crate::labels::FIELD_MANAGER;
+use nhi_api::Entitlement;
+use nhi_core::labels::FIELD_MANAGER;
 
 /// Carries out `plan` for the Entitlement of `facts`.
 pub async fn apply(
@@ -55,7 +55,7 @@ pub async fn apply(
 async fn write_status(
     ctx: &EntitlementContext,
     facts: &Facts,
-    status: &crate::api::EntitlementStatus,
+    status: &nhi_api::EntitlementStatus,
 ) -> Result<(), EntitlementError> {
     let ent = facts.entitlement.as_ref();
     let api: Api<Entitlement> = Api::namespaced(ctx.client.clone(), &facts.namespace);

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use kube::Client;
 use kube::runtime::reflector::Store;
 
-use crate::api::MachineIdentity;
 use crate::controller::report::Reporter;
 use crate::controller::status_memory::RecentStatusWrites;
 use crate::health::Health;
+use nhi_api::MachineIdentity;
 
 /// The Entitlement controller's context.
 pub struct EntitlementContext {

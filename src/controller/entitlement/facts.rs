@@ -13,8 +13,8 @@ use time::OffsetDateTime;
 use super::context::EntitlementContext;
 use super::error::EntitlementError;
 use super::status::SubjectCertificate;
-use crate::api::{Entitlement, MachineIdentity};
-use crate::entitle::rbac::rbac_name;
+use nhi_api::{Entitlement, MachineIdentity};
+use nhi_core::entitle::rbac::rbac_name;
 
 /// What a reconcile of one Entitlement decides from.
 pub struct Facts {

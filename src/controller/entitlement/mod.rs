@@ -26,11 +26,11 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tracing::warn;
 
 use super::report::report_failure;
-use crate::api::{Entitlement, MachineIdentity};
 use crate::kube_api::scoped_api;
-use crate::labels;
 pub use context::EntitlementContext;
 pub use error::EntitlementError;
+use nhi_api::{Entitlement, MachineIdentity};
+use nhi_core::labels;
 
 /// Reconciles one Entitlement.
 pub async fn reconcile(

@@ -11,12 +11,12 @@ use super::status::{
     Assessment, KUBERNETES_RBAC, READY, RbacOutcome, comparable_entitlement_status,
     desired_entitlement_status, entitlement_status_changed,
 };
-use crate::api::condition::find_condition;
-use crate::api::{Condition, Entitlement, EntitlementStatus};
 use crate::controller::status_memory::fingerprint;
-use crate::entitle::rbac::{RbacPlan, is_ours, plan_rbac, rbac_name};
-use crate::entitle::resolve::{EntitlementFacts, Phase};
-use crate::issue::kube_client::{access_disabled, kube_user};
+use nhi_api::condition::find_condition;
+use nhi_api::{Condition, Entitlement, EntitlementStatus};
+use nhi_core::entitle::rbac::{RbacPlan, is_ours, plan_rbac, rbac_name};
+use nhi_core::entitle::resolve::{EntitlementFacts, Phase};
+use nhi_core::issue::kube_client::{access_disabled, kube_user};
 
 /// How soon an Entitlement is looked at again while the identity cache is incomplete.
 const IDENTITIES_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(1);

@@ -10,8 +10,8 @@ use kube::{Api, Client};
 use super::facts::existing_rbac;
 use super::plan::{RbacDecision, RbacWrites, rbac_writes};
 use super::status::RbacOutcome;
-use crate::entitle::rbac::{RbacPlan, rbac_name};
-use crate::labels::FIELD_MANAGER;
+use nhi_core::entitle::rbac::{RbacPlan, rbac_name};
+use nhi_core::labels::FIELD_MANAGER;
 
 /// Carries out `writes` for Entitlement `entitlement` in `namespace`.
 pub async fn write_rbac(

@@ -10,11 +10,11 @@ use time::{Duration, OffsetDateTime};
 use super::facts::{ExistingRbac, Facts, Identity};
 use super::plan::*;
 use super::status::{RbacOutcome, SubjectCertificate};
-use crate::api::{Condition, Entitlement, EntitlementStatus};
 use crate::ca::rfc3339;
 use crate::controller::status_memory::fingerprint;
-use crate::entitle::rbac::ENTITLEMENT_LABEL;
-use crate::labels::{MANAGED_BY, MANAGER};
+use nhi_api::{Condition, Entitlement, EntitlementStatus};
+use nhi_core::entitle::rbac::ENTITLEMENT_LABEL;
+use nhi_core::labels::{MANAGED_BY, MANAGER};
 
 fn entitlement(spec: serde_json::Value) -> Entitlement {
     let mut base = serde_json::json!({

@@ -11,9 +11,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::api::{Entitlement, MachineIdentity};
-use crate::entitle::resolve::EntitlementFacts;
 use crate::health::Health;
+use nhi_api::{Entitlement, MachineIdentity};
+use nhi_core::entitle::resolve::EntitlementFacts;
 
 /// An identity as the mapping sees it.
 pub struct IdentityView<'a> {

@@ -14,11 +14,11 @@ use super::context::IdentityContext;
 use super::facts::Facts;
 use super::issuance::issue;
 use super::plan::{self, Failure, OnRevokeFailure, Plan, Revoke, Step};
-use crate::api::{MachineIdentity, MachineIdentityStatus};
 use crate::controller::error::ReconcileError;
 use crate::controller::identity_secret::{keys, trust_bundle_patch};
 use crate::controller::status::comparable;
-use crate::labels::{FIELD_MANAGER, REVOKE_FINALIZER};
+use nhi_api::{MachineIdentity, MachineIdentityStatus};
+use nhi_core::labels::{FIELD_MANAGER, REVOKE_FINALIZER};
 
 /// What comes after a step.
 enum Next {
@@ -250,9 +250,9 @@ impl Run<'_> {
             "metadata": {
                 "resourceVersion": self.version(version),
                 "annotations": {
-                    crate::labels::SERIAL: null,
-                    crate::labels::CERT_INPUTS: null,
-                    crate::labels::KUBE_CLIENT_NOT_AFTER: null,
+                    nhi_core::labels::SERIAL: null,
+                    nhi_core::labels::CERT_INPUTS: null,
+                    nhi_core::labels::KUBE_CLIENT_NOT_AFTER: null,
                 },
             },
             "data": {

@@ -8,15 +8,15 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::memory::IdentityMemory;
 use super::settings::Settings;
-use crate::api::Entitlement;
 use crate::controller::reissue_pacing::ReissuePacing;
 use crate::controller::report::Reporter;
 use crate::controller::secret_index::SecretIndex;
 use crate::controller::signing_ca::SigningCa;
 use crate::controller::workload_watch::WorkloadWatches;
 use crate::health::Health;
-use crate::issue::kube_client::KubeEndpoint;
 use crate::revoke::Revoker;
+use nhi_api::Entitlement;
+use nhi_core::issue::kube_client::KubeEndpoint;
 
 /// The MachineIdentity controller's context.
 pub struct IdentityContext {

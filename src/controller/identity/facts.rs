@@ -10,14 +10,14 @@ use kube::{Api, ResourceExt};
 use time::OffsetDateTime;
 
 use super::context::IdentityContext;
-use crate::api::{MachineIdentity, RevocationStatus};
 use crate::ca::CertificateAuthority;
 use crate::controller::error::ReconcileError;
 use crate::controller::secret_index::SecretVersion;
-use crate::entitle::resolve::EntitlementFacts;
-use crate::issue::assess::KnownCertificate;
-use crate::labels::{REVOKE_FINALIZER, REVOKE_REQUESTED};
-use crate::lifecycle::workload::Presence;
+use nhi_api::{MachineIdentity, RevocationStatus};
+use nhi_core::entitle::resolve::EntitlementFacts;
+use nhi_core::issue::assess::KnownCertificate;
+use nhi_core::labels::{REVOKE_FINALIZER, REVOKE_REQUESTED};
+use nhi_core::lifecycle::workload::Presence;
 
 /// What a reconcile of one MachineIdentity decides from. (No `Debug`: the Secret's body may
 /// hold a private key.)

@@ -13,9 +13,9 @@ use super::plan::{CredentialFailure, CredentialPlan, Issuance, IssueReport};
 use crate::controller::error::ReconcileError;
 use crate::controller::identity_secret::{Ownership, build_identity_secret, ownership};
 use crate::controller::kube_access::{KubeCredential, obtain_kube_credential};
-use crate::issue::keys::generate_key;
-use crate::issue::leaf::{IssueError, IssuedCertificate, issue_leaf};
-use crate::labels::FIELD_MANAGER;
+use nhi_core::issue::keys::generate_key;
+use nhi_core::issue::leaf::{IssueError, IssuedCertificate, issue_leaf};
+use nhi_core::labels::FIELD_MANAGER;
 
 /// Where an issuance happens: the controller's context, the reconcile's facts, and the Secret
 /// version judged ours (as this reconcile may have moved it on), or None to create the Secret.

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 
-use crate::api::{MachineIdentity, RevocationStatus};
 use crate::controller::status_memory::RecentStatusWrites;
 use crate::controller::uid_key::{UidKey, uid_key};
-use crate::issue::assess::KnownCertificate;
-use crate::issue::leaf::CertificateInfo;
+use nhi_api::{MachineIdentity, RevocationStatus};
+use nhi_core::issue::assess::KnownCertificate;
+use nhi_core::issue::leaf::CertificateInfo;
 
 /// The identity controller's memory.
 #[derive(Default)]

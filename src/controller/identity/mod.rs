@@ -27,10 +27,10 @@ use std::sync::Arc;
 
 use kube::runtime::controller::Action;
 
-use crate::api::MachineIdentity;
 use crate::controller::error::ReconcileError;
 use crate::controller::report::{Reportable, report_failure};
 use context::IdentityContext;
+use nhi_api::MachineIdentity;
 
 /// Reconciles one MachineIdentity.
 pub async fn reconcile(

@@ -1,6 +1,6 @@
 //! The operator's settings the MachineIdentity controller plans with.
 
-use crate::issue::inputs::IssuancePolicy;
+use nhi_core::issue::inputs::IssuancePolicy;
 
 /// The operator's settings that plans are made with.
 #[derive(Clone, Debug)]

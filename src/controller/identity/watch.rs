@@ -16,14 +16,14 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use super::context::IdentityContext;
-use crate::api::MachineIdentity;
 use crate::controller::entitlement::watch as entitlement_watch;
 use crate::controller::secret_index::SecretIndex;
 use crate::health::Health;
 use crate::kube_api::scoped_api;
-use crate::labels::{self, REVOKE_FINALIZER};
-use crate::lifecycle::certificates::{revocations, unexpired};
 use crate::revoke::Reason;
+use nhi_api::MachineIdentity;
+use nhi_core::labels::{self, REVOKE_FINALIZER};
+use nhi_core::lifecycle::certificates::{revocations, unexpired};
 
 /// The annotation `kubectl apply` (client-side) keeps the last applied manifest in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";

@@ -12,7 +12,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::pem_util::{pem_certificates, to_pem_chain};
+use nhi_identity::pem_chain::{pem_certificates, to_pem_chain};
 
 /// Errors loading or creating a certificate authority.
 #[derive(Debug, thiserror::Error)]

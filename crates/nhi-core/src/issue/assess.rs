@@ -8,8 +8,8 @@ use x509_parser::x509::SubjectPublicKeyInfo;
 
 use super::leaf::CertificateInfo;
 use super::renewal::plan_renewal;
-use crate::ca::pem_util::pem_certificates;
 pub use nhi_identity::certificate::{info_of, leaf_info};
+use nhi_identity::pem_chain::pem_certificates;
 
 /// What the identity's Secret currently holds (all optional: the Secret may be partial).
 #[derive(Clone, Copy, Debug, Default)]

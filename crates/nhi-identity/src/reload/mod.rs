@@ -7,7 +7,7 @@
 //! that does not match the leaf, a leaf that does not chain to the bundle or is outside its
 //! validity) is refused: the previous identity stays, a warning is logged, and
 //! [`ReloadingIdentity::refused_reloads`] counts it (and the `identity_reloads_refused_total`
-//! metric, see [`ReloadingIdentity::register_metrics`]).
+//! metric, with the `metrics` feature: `ReloadingIdentity::register_metrics`).
 //!
 //! ```no_run
 //! use std::sync::Arc;

@@ -5,15 +5,15 @@
 use time::OffsetDateTime;
 
 use super::steps::{Conclusion, OnRevokeFailure, PlannedEvent, Requeue, Revoke, Step, requeue_at};
-use crate::api::{Condition, KubernetesAccessStatus, MachineIdentity, RevocationStatus};
 use crate::controller::identity::facts::Facts;
 use crate::controller::status::{
     Outcome, READY, comparable, desired_status, status_changed, with_lifecycle,
 };
 use crate::controller::status_memory::fingerprint;
-use crate::issue::kube_client::kube_user;
-use crate::lifecycle::certificates::{revocations, unexpired};
 use crate::revoke::Reason;
+use nhi_api::{Condition, KubernetesAccessStatus, MachineIdentity, RevocationStatus};
+use nhi_core::issue::kube_client::kube_user;
+use nhi_core::lifecycle::certificates::{revocations, unexpired};
 
 /// How long to wait before looking again at an identity whose Secret name is taken.
 const CONFLICT_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
@@ -216,7 +216,7 @@ pub(super) fn kubernetes_access(
 pub(super) fn is_blocked_on(mi: &MachineIdentity, reason: &str) -> bool {
     mi.status
         .as_ref()
-        .and_then(|s| crate::api::condition::find_condition(&s.conditions, READY))
+        .and_then(|s| nhi_api::condition::find_condition(&s.conditions, READY))
         .is_some_and(|c| !c.is_true() && c.reason == reason)
 }
 

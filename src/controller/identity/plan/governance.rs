@@ -6,18 +6,18 @@ use time::OffsetDateTime;
 
 use super::conclude::{identity_key, serial_list, status_write};
 use super::steps::{OnRevokeFailure, PlannedEvent, Requeue, Revoke, Step, requeue_at};
-use crate::api::{Condition, MachineIdentityStatus, RevocationStatus};
 use crate::ca::rfc3339;
 use crate::controller::identity::facts::{Facts, RevokeRequest, SecretRead, revoke_request};
 use crate::controller::identity::settings::Settings;
 use crate::controller::identity_secret::{Ownership, keys, ownership};
 use crate::controller::status::{Outcome, READY, status_changed};
-use crate::issue::assess::leaf_info;
-use crate::issue::leaf::CertificateInfo;
-use crate::lifecycle::certificates::{revocations, unexpired};
-use crate::lifecycle::verdict::{Lifecycle, REVIEW_OVERDUE, RetireCause};
-use crate::lifecycle::workload::WorkloadState;
 use crate::revoke::{Reason, Revocation, RevokeError};
+use nhi_api::{Condition, MachineIdentityStatus, RevocationStatus};
+use nhi_core::issue::assess::leaf_info;
+use nhi_core::issue::leaf::CertificateInfo;
+use nhi_core::lifecycle::certificates::{revocations, unexpired};
+use nhi_core::lifecycle::verdict::{Lifecycle, REVIEW_OVERDUE, RetireCause};
+use nhi_core::lifecycle::workload::WorkloadState;
 
 /// How soon a deletion whose revocation failed is tried again.
 const REVOCATION_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -75,7 +75,7 @@ pub(super) fn deletion(facts: &Facts) -> Vec<Step> {
     if !mi
         .finalizers()
         .iter()
-        .any(|f| f == crate::labels::REVOKE_FINALIZER)
+        .any(|f| f == nhi_core::labels::REVOKE_FINALIZER)
     {
         steps.extend([Step::ForgetIdentity, Step::Finish(Requeue::AwaitChange)]);
         return steps;
@@ -169,7 +169,7 @@ fn revocation_failure_status(facts: &Facts, message: &str) -> Option<MachineIden
         .filter(|c| c.type_ != READY)
         .cloned()
         .collect();
-    let mut conditions = crate::api::condition::merge_conditions(
+    let mut conditions = nhi_api::condition::merge_conditions(
         &status.conditions,
         vec![ready],
         mi.metadata.generation,
@@ -298,7 +298,7 @@ pub(super) fn suspend(
 }
 
 /// What a lapsed review shows as the identity's Ready condition.
-fn suspended_outcome(mi: &crate::api::MachineIdentity) -> Outcome {
+fn suspended_outcome(mi: &nhi_api::MachineIdentity) -> Outcome {
     Outcome::Blocked {
         reason: REVIEW_OVERDUE.into(),
         message: format!(
@@ -332,7 +332,7 @@ fn suspended_steps(
     let mut shown = revocation.clone();
     shown.request = mi
         .annotations()
-        .get(crate::labels::REVOKE_REQUESTED)
+        .get(nhi_core::labels::REVOKE_REQUESTED)
         .cloned();
     let mut steps = vec![
         Step::ForgetCertificate,

@@ -12,19 +12,19 @@ use super::steps::{
 use crate::controller::identity::settings::Settings;
 use kube::ResourceExt;
 
-use crate::api::{Condition, MachineIdentity};
 use crate::controller::identity::facts::{Facts, SecretRead};
 use crate::controller::identity_secret::{Ownership, existing_material, ownership};
 use crate::controller::reissue_pacing::slot_deferral;
 use crate::controller::status::Outcome;
-use crate::entitle::extension::{self, IdentityClaims};
-use crate::entitle::resolve::{EffectiveGrants, effective_grants};
-use crate::issue::assess::{
+use nhi_api::{Condition, MachineIdentity};
+use nhi_core::entitle::extension::{self, IdentityClaims};
+use nhi_core::entitle::resolve::{EffectiveGrants, effective_grants};
+use nhi_core::issue::assess::{
     Expectations, KnownCertificate, ReissueReason, Verdict, assess, assess_known,
 };
-use crate::issue::inputs::{ResolvedIdentity, SpecError, resolve_identity};
-use crate::issue::leaf::{CertificateInfo, CustomExtensions};
-use crate::lifecycle::verdict::Lifecycle;
+use nhi_core::issue::inputs::{ResolvedIdentity, SpecError, resolve_identity};
+use nhi_core::issue::leaf::{CertificateInfo, CustomExtensions};
+use nhi_core::lifecycle::verdict::Lifecycle;
 
 /// What the identity's Secret holds, as far as the plan needs to know.
 #[derive(Clone, Debug, PartialEq)]
@@ -168,7 +168,7 @@ fn invalid_spec(
     facts: &Facts,
     e: &SpecError,
     conditions: Vec<Condition>,
-    revocation: Option<crate::api::RevocationStatus>,
+    revocation: Option<nhi_api::RevocationStatus>,
 ) -> Vec<Step> {
     let outcome = Outcome::Blocked {
         reason: e.reason().into(),
@@ -258,7 +258,7 @@ fn judge_secret(
                 .metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(crate::labels::KUBE_CLIENT_NOT_AFTER))
+                .and_then(|a| a.get(nhi_core::labels::KUBE_CLIENT_NOT_AFTER))
                 .cloned();
             let memory = match &verdict {
                 Verdict::Current { info, .. } => Step::RememberCertificate {

@@ -21,15 +21,15 @@ use kube::ResourceExt;
 
 use super::facts::Facts;
 pub use super::settings::{LifecyclePolicy, Settings};
-use crate::api::Condition;
-use crate::labels::REVOKE_FINALIZER;
-use crate::lifecycle::review::{parse_review_date, review_state};
-use crate::lifecycle::verdict::{
+use crate::settings::parse_go_duration;
+use nhi_api::Condition;
+use nhi_core::labels::REVOKE_FINALIZER;
+use nhi_core::lifecycle::review::{parse_review_date, review_state};
+use nhi_core::lifecycle::verdict::{
     Lifecycle, LifecycleAction, WORKLOAD_FOUND, WORKLOAD_MISSING, carry_while_starting, decide,
     lifecycle_conditions, transition_events,
 };
-use crate::lifecycle::workload::workload_state;
-use crate::settings::parse_go_duration;
+use nhi_core::lifecycle::workload::workload_state;
 
 pub use governance::deletion_not_recorded;
 pub use settle::settle;

@@ -8,11 +8,11 @@ use super::steps::{
 use crate::ca::rfc3339;
 use crate::controller::identity::facts::Facts;
 use crate::controller::status::Outcome;
-use crate::issue::assess::{
+use nhi_core::issue::assess::{
     Expectations, KnownCertificate, ReissueReason, renew_before_client_expiry, renewal_time,
 };
-use crate::issue::kube_client::access_disabled;
-use crate::issue::leaf::CertificateInfo;
+use nhi_core::issue::kube_client::access_disabled;
+use nhi_core::issue::leaf::CertificateInfo;
 
 /// How long to wait before asking for a Kubernetes client certificate again after a failure.
 const KUBE_ACCESS_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -149,7 +149,7 @@ fn written(
     issuance: &Issuance,
     info: CertificateInfo,
     version: Option<String>,
-    credential: Option<crate::api::KubernetesAccessStatus>,
+    credential: Option<nhi_api::KubernetesAccessStatus>,
     credential_failure: Option<CredentialFailure>,
 ) -> Vec<Step> {
     let mut steps = credential_failed(credential_failure.as_ref());
@@ -224,7 +224,7 @@ fn renewal_expectations<'a>(facts: &'a Facts, issuance: &'a Issuance) -> Expecta
 fn issued_event(
     issuance: &Issuance,
     info: &CertificateInfo,
-    credential: Option<&crate::api::KubernetesAccessStatus>,
+    credential: Option<&nhi_api::KubernetesAccessStatus>,
 ) -> PlannedEvent {
     let reason = match issuance.reason {
         ReissueReason::Missing if issuance.first => "Issued",

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use kube::runtime::controller::Action;
 use time::OffsetDateTime;
 
-use crate::api::RevocationStatus;
-use crate::api::{Condition, KeyAlgorithm, KubernetesAccessStatus, MachineIdentityStatus};
-use crate::issue::assess::{KnownCertificate, ReissueReason};
-use crate::issue::leaf::{CertificateInfo, LeafRequest};
 use crate::revoke::{Revocation, RevokeError};
+use nhi_api::RevocationStatus;
+use nhi_api::{Condition, KeyAlgorithm, KubernetesAccessStatus, MachineIdentityStatus};
+use nhi_core::issue::assess::{KnownCertificate, ReissueReason};
+use nhi_core::issue::leaf::{CertificateInfo, LeafRequest};
 
 /// What a reconcile does, in order.
 #[derive(Clone, Debug)]

@@ -7,21 +7,21 @@ use k8s_openapi::ByteString;
 use time::{Duration, OffsetDateTime};
 
 use super::*;
-use crate::api::{CertificateRecord, MachineIdentity, MachineIdentityStatus, RevocationStatus};
 use crate::ca::{CertificateAuthority, rfc3339};
 use crate::controller::identity::facts::{Facts, SecretFacts, SecretRead};
 use crate::controller::identity_secret::{build_identity_secret, keys};
 use crate::controller::secret_index::SecretVersion;
 use crate::controller::status::{CERTIFICATE_VALID, ISSUING, READY};
 use crate::controller::status_memory::fingerprint;
-use crate::entitle::resolve::EntitlementFacts;
-use crate::issue::assess::{KnownCertificate, ReissueReason};
-use crate::issue::inputs::{IssuancePolicy, resolve_identity};
-use crate::issue::keys::generate_key;
-use crate::issue::leaf::{CertificateInfo, issue_leaf};
-use crate::labels::{REVOKE_FINALIZER, REVOKE_REQUESTED};
-use crate::lifecycle::workload::Presence;
 use crate::revoke::{Reason, RevokeError};
+use nhi_api::{CertificateRecord, MachineIdentity, MachineIdentityStatus, RevocationStatus};
+use nhi_core::entitle::resolve::EntitlementFacts;
+use nhi_core::issue::assess::{KnownCertificate, ReissueReason};
+use nhi_core::issue::inputs::{IssuancePolicy, resolve_identity};
+use nhi_core::issue::keys::generate_key;
+use nhi_core::issue::leaf::{CertificateInfo, issue_leaf};
+use nhi_core::labels::{REVOKE_FINALIZER, REVOKE_REQUESTED};
+use nhi_core::lifecycle::workload::Presence;
 
 const UID: &str = "e1bf1523-c16a-45de-b47b-0eb795b56dfa";
 
@@ -999,7 +999,7 @@ fn a_workload_missing_past_its_grace_period_retires_the_identity() {
         }))
         .unwrap();
         let mut status = status_with("0a", mi_not_after(), &[]);
-        let mut missing = crate::api::Condition::new(
+        let mut missing = nhi_api::Condition::new(
             "WorkloadFound",
             false,
             "WorkloadMissing",

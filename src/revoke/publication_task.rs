@@ -18,11 +18,11 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::handle::Shared;
-use super::publish::TrustPublisher;
 use super::trust::{trust_field_selector, trust_selector};
-use crate::api::MachineIdentity;
+use super::trust_configmaps::TrustPublisher;
 use crate::health::Health;
 use crate::metrics::Metrics;
+use nhi_api::MachineIdentity;
 
 /// What the publishing task needs from the operator.
 pub struct PublishingDeps {

@@ -12,7 +12,7 @@ use kube::{Api, Client};
 use tracing::{debug, warn};
 
 use super::trust::{TrustDocuments, trust_configmap, trust_field_selector, trust_selector};
-use crate::labels;
+use nhi_core::labels;
 
 /// What was last written to one namespace's ConfigMap.
 #[derive(Clone, Debug, PartialEq, Eq)]

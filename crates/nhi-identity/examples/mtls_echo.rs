@@ -1,5 +1,5 @@
 //! An mTLS echo server and client that keep their identities current with the reload library
-//! (`nhi_operator::reload`): each loads an identity directory (a mounted identity Secret, or one
+//! (`nhi_identity::reload`): each loads an identity directory (a mounted identity Secret, or one
 //! `nhi-operator agent` writes), and every new handshake uses the identity swapped in last.
 //!
 //! ```text
@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nhi_operator::reload::{ClientAuth, ReloadOptions, ReloadingIdentity};
+use nhi_identity::reload::{ClientAuth, ReloadOptions, ReloadingIdentity};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -52,13 +52,21 @@ fn usage() -> ! {
     std::process::exit(2)
 }
 
+/// A duration such as `240s`, `100ms`, `5m` or `1h`.
 fn duration(s: &str) -> Duration {
-    nhi_operator::settings::parse_go_duration(s)
-        .map(|d| d.unsigned_abs())
-        .unwrap_or_else(|e| {
-            eprintln!("{e}");
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().unwrap_or_else(|_| usage());
+    match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => {
+            eprintln!("invalid duration {s:?}: use a whole number of ms, s, m or h");
             usage()
-        })
+        }
+    }
 }
 
 fn args() -> Args {

@@ -24,7 +24,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use nhi_operator::verify::{
+use nhi_identity::verify::{
     Purpose, RevocationList, TrustBundle, VerifiedIdentity, certificates_from_pem, verify_identity,
 };
 use rustls::RootCertStore;
