@@ -31,21 +31,8 @@ failed=0
 skipped=0
 created_ns=false
 
-k() { kubectl --request-timeout=30s "$@"; }
-
-# check NAME COMMAND...: runs COMMAND, reports ok / not ok with its output.
-check() {
-  local name=$1
-  shift
-  if "$@" >"$work/out" 2>&1; then
-    echo "ok - $name"
-    passed=$((passed + 1))
-  else
-    echo "not ok - $name"
-    sed 's/^/# /' "$work/out" | tail -n 40
-    failed=$((failed + 1))
-  fi
-}
+# shellcheck source=e2e/tap.sh
+. e2e/tap.sh
 
 skip() {
   echo "ok - $1 # skip $2"

@@ -24,20 +24,8 @@ passed=0
 failed=0
 operator_pid=
 
-k() { kubectl --request-timeout=30s "$@"; }
-
-check() {
-  local name=$1
-  shift
-  if "$@" >"$work/out" 2>&1; then
-    echo "ok - $name"
-    passed=$((passed + 1))
-  else
-    echo "not ok - $name"
-    sed 's/^/# /' "$work/out" | tail -n 40
-    failed=$((failed + 1))
-  fi
-}
+# shellcheck source=e2e/tap.sh
+. e2e/tap.sh
 
 cleanup() {
   if [ -n "$operator_pid" ]; then
