@@ -66,7 +66,7 @@ test: ## Every test: set-up, lint, unit, then end-to-end on a control plane of i
 	$(MAKE) lint
 	$(MAKE) unit-test
 	$(MAKE) static-binary-test
-	@NHI_CLUSTER_DIR=$(TEST_CLUSTER_DIR) e2e/run-e2e.sh --own-cluster
+	@NHI_CLUSTER_DIR=$(TEST_CLUSTER_DIR) NHI_REQUIRE_TOOLS=1 e2e/run-e2e.sh --own-cluster
 
 demo: ## Start the control plane (unless KUBECONFIG is set), run the operator, apply the samples.
 	@e2e/prereqs.sh demo

@@ -242,7 +242,7 @@ async fn lead(
         reporter: reporter.clone(),
         kubernetes_access: identity_ctx.kube_endpoint.is_some(),
         health: health.clone(),
-        written: Default::default(),
+        recent_statuses: Default::default(),
     });
     let rotation_ctx = RotationContext {
         client,

@@ -71,7 +71,7 @@ async fn write_status(
     )
     .await?;
     let uid = ent.metadata.uid.clone().unwrap_or_default();
-    ctx.written
+    ctx.recent_statuses
         .remember(&uid, &comparable_entitlement_status(status));
     Ok(())
 }

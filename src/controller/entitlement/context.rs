@@ -21,5 +21,5 @@ pub struct EntitlementContext {
     /// Whether Kubernetes access is enabled (`--kubernetes-access`): Roles are only written then.
     pub kubernetes_access: bool,
     /// The statuses written moments ago.
-    pub written: RecentStatusWrites,
+    pub recent_statuses: RecentStatusWrites,
 }

@@ -79,7 +79,7 @@ pub async fn observe(
             .metadata
             .uid
             .as_deref()
-            .and_then(|uid| ctx.written.recent(uid)),
+            .and_then(|uid| ctx.recent_statuses.recent(uid)),
         entitlement: ent,
         namespace,
         identities,
