@@ -61,7 +61,7 @@ pub async fn apply(
                 CertificateAuthority::generate_root(&name, lifetime, OffsetDateTime::now_utc())
             })
             .await?
-            .map_err(|e| RotationError::RotationInvalid(e.to_string()))?;
+            .map_err(RotationError::NextRootNotGenerated)?;
             plan::start(facts, &trigger, &next).map_err(RotationError::RotationInvalid)?
         }
     };

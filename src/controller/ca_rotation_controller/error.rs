@@ -10,6 +10,8 @@ pub enum RotationError {
     KubeApiError(#[from] kube::Error),
     #[error("{0}")]
     RotationInvalid(String),
+    #[error("generating the next CA failed")]
+    NextRootNotGenerated(#[source] nhi_core::ca::CaError),
     #[error("generating the next CA failed: {0}")]
     GenerationInterrupted(#[from] tokio::task::JoinError),
 }
@@ -19,6 +21,7 @@ impl Reportable for RotationError {
         match self {
             RotationError::KubeApiError(_) => "KubeApiError",
             RotationError::RotationInvalid(_) => "RotationInvalid",
+            RotationError::NextRootNotGenerated(_) => "NextRootNotGenerated",
             RotationError::GenerationInterrupted(_) => "GenerationInterrupted",
         }
     }
@@ -26,5 +29,23 @@ impl Reportable for RotationError {
     /// Every failed look has always been counted under one name.
     fn counted_as(&self) -> &'static str {
         "CARotationFailed"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::report::cause_chain;
+    use nhi_core::ca::CaError;
+
+    #[test]
+    fn a_next_root_that_cannot_be_made_says_why_under_its_own_reason() {
+        let err = RotationError::NextRootNotGenerated(CaError::NotACa);
+        assert_eq!(err.reason(), "NextRootNotGenerated");
+        assert_eq!(err.counted_as(), "CARotationFailed");
+        assert_eq!(
+            cause_chain(&err),
+            "generating the next CA failed: the CA certificate is not a CA (basicConstraints cA is not true)"
+        );
     }
 }
