@@ -178,7 +178,7 @@ async fn lead(
             }
         }
     };
-    info!(not_after = %crate::ca::rfc3339(ca.not_after()), "CA loaded");
+    info!(not_after = %nhi_identity::timestamp::rfc3339(ca.not_after()), "CA loaded");
     health.ca_loaded.store(true, Ordering::Relaxed);
 
     let reporter = Reporter {
@@ -217,10 +217,7 @@ async fn lead(
     );
     let (entitlements, entitlement_cache) = kube::runtime::reflector::store();
     let (entitlement_trigger, entitlement_requests) = tokio::sync::mpsc::unbounded_channel();
-    let pacing = Arc::new(ReissuePacing::new(
-        settings.ca_rotation_spread.0,
-        settings.ca_rotation_reissue_rate,
-    ));
+    let pacing = Arc::new(ReissuePacing::new(settings.ca_rotation_reissue_rate));
     let identity_ctx = Arc::new(IdentityContext {
         client: client.clone(),
         ca: ca.clone(),

@@ -138,7 +138,7 @@ pub async fn obtain_kube_credential(
         kubeconfig,
         status: KubernetesAccessStatus {
             user,
-            client_certificate_not_after: crate::ca::rfc3339(not_after),
+            client_certificate_not_after: nhi_identity::timestamp::rfc3339(not_after),
         },
     })
 }

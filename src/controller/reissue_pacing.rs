@@ -10,22 +10,20 @@ use time::{Duration, OffsetDateTime};
 use crate::ca::rotation::{deferred_until, reissue_slot};
 use crate::token_bucket::TokenBucket;
 
-/// The spread and rate of re-issues under a new CA.
+/// When the new CA took over, and the rate of re-issues under it (their spread is a setting of
+/// the plan: `identity::settings::Settings::reissue_spread`).
 pub struct ReissuePacing {
     /// When the new CA started signing, while its predecessor is retiring.
     switched_at: ArcSwapOption<OffsetDateTime>,
-    spread: Duration,
     rate: TokenBucket,
 }
 
 impl ReissuePacing {
-    /// Re-issues spread over `spread` after a switch, at most `per_second` (after a burst of as
-    /// many).
-    pub fn new(spread: Duration, per_second: f64) -> Self {
+    /// Re-issues at most `per_second` (after a burst of as many).
+    pub fn new(per_second: f64) -> Self {
         let burst = per_second.ceil().clamp(1.0, 10_000.0) as u32;
         ReissuePacing {
             switched_at: ArcSwapOption::empty(),
-            spread,
             rate: TokenBucket::new(burst, per_second),
         }
     }
@@ -38,11 +36,6 @@ impl ReissuePacing {
     /// When the CA now signing took over from one still retiring, if one is.
     pub fn switched_at(&self) -> Option<OffsetDateTime> {
         self.switched_at.load_full().map(|at| *at)
-    }
-
-    /// How long after a switch re-issues are spread.
-    pub fn spread(&self) -> Duration {
-        self.spread
     }
 
     /// The re-issue rate, per second.
@@ -80,7 +73,7 @@ mod tests {
 
     #[test]
     fn reissues_go_at_the_rate() {
-        let pacing = ReissuePacing::new(Duration::minutes(10), 2.0);
+        let pacing = ReissuePacing::new(2.0);
         let now = OffsetDateTime::now_utc();
         assert_eq!(pacing.admit(now), None);
         assert_eq!(pacing.admit(now), None);
@@ -109,7 +102,7 @@ mod tests {
 
     #[test]
     fn remembers_the_switch() {
-        let pacing = ReissuePacing::new(Duration::minutes(10), 2.0);
+        let pacing = ReissuePacing::new(2.0);
         let now = OffsetDateTime::now_utc();
         assert_eq!(pacing.switched_at(), None);
         pacing.set_switched(Some(now));

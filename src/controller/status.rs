@@ -2,12 +2,12 @@
 
 use time::OffsetDateTime;
 
-use crate::ca::rfc3339;
 use nhi_api::RevocationStatus;
 use nhi_api::condition::{Condition, merge_conditions, without_transition_times};
 use nhi_api::{KubernetesAccessStatus, MachineIdentityStatus};
-use nhi_core::issue::leaf::CertificateInfo;
 use nhi_core::lifecycle::certificates::previous_after;
+use nhi_identity::certificate::CertificateInfo;
+use nhi_identity::timestamp::rfc3339;
 
 /// Condition type: the identity holds a valid certificate.
 pub const READY: &str = "Ready";

@@ -27,12 +27,6 @@ impl RecentStatusWrites {
             .map(|(f, _)| *f)
     }
 
-    /// Whether `status` is exactly what was written for `uid` within the last
-    /// [`CACHE_LAG_WINDOW`].
-    pub fn already_written(&self, uid: &str, status: &impl serde::Serialize) -> bool {
-        self.recent(uid) == Some(fingerprint(status))
-    }
-
     /// Records the status written for `uid`.
     pub fn remember(&self, uid: &str, status: &impl serde::Serialize) {
         let fp = fingerprint(status);
@@ -64,14 +58,13 @@ mod tests {
     fn remembers_exactly_what_was_written() {
         let w = RecentStatusWrites::default();
         let uid = "e1bf1523-c16a-45de-b47b-0eb795b56dfa";
-        assert!(!w.already_written(uid, &"a"));
         assert_eq!(w.recent(uid), None);
         w.remember(uid, &"a");
-        assert!(w.already_written(uid, &"a"));
-        assert!(!w.already_written(uid, &"b"));
+        assert_eq!(w.recent(uid), Some(fingerprint(&"a")));
+        assert_ne!(w.recent(uid), Some(fingerprint(&"b")));
         assert_eq!(w.recent(uid), Some(fingerprint(&"a")));
         assert_ne!(fingerprint(&"a"), fingerprint(&"b"));
         w.forget(uid);
-        assert!(!w.already_written(uid, &"a"));
+        assert_eq!(w.recent(uid), None);
     }
 }

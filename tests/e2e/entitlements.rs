@@ -200,7 +200,7 @@ async fn a_granted_identity_is_authorized_over_mtls_until_the_entitlement_goes()
 
     // The entitlement-to-thumbprint map names the certificate in the Secret.
     let leaf = certificates_from_pem(&secret_text(&checkout, "tls.crt")).unwrap()[0].clone();
-    let thumbprint = nhi_operator::issue::leaf::thumbprint(leaf.as_ref());
+    let thumbprint = nhi_identity::certificate::thumbprint(leaf.as_ref());
     let bound = wait_for(
         Duration::from_secs(10),
         "the Entitlement to be bound",

@@ -118,7 +118,7 @@ async fn identity_becomes_ready_within_5s_with_a_verifiable_certificate() {
     let chain = pem_certificates(&secret_text(&secret, "tls.crt")).unwrap();
     assert_eq!(
         status.thumbprint_sha256.unwrap(),
-        nhi_operator::issue::leaf::thumbprint(&chain[0])
+        nhi_identity::certificate::thumbprint(&chain[0])
     );
     assert!(status.renewal_time.is_some() && status.not_after.is_some());
     // The Secret belongs to the identity (garbage-collected with it) and carries our label.

@@ -447,8 +447,9 @@ async fn plugin_review_moves_the_review_date_and_records_who_and_when() {
     let reviewer = notes.get(REVIEWED_BY).expect("reviewed-by set");
     // The admin kubeconfig's client certificate says CN=admin; the apiserver says so too.
     assert_eq!(reviewer, "admin");
-    let at = nhi_operator::ca::parse_rfc3339(notes.get(REVIEWED_AT).expect("reviewed-at set"))
-        .expect("reviewed-at is RFC 3339");
+    let at =
+        nhi_identity::timestamp::parse_rfc3339(notes.get(REVIEWED_AT).expect("reviewed-at set"))
+            .expect("reviewed-at is RFC 3339");
     assert!(at >= before && at <= OffsetDateTime::now_utc() + time::Duration::seconds(2));
     // The plugin's patch is recorded under its own field manager.
     assert!(

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
-use nhi_core::ca::rfc3339;
-use nhi_core::entitle::extension::claims_of;
-use nhi_core::issue::leaf::thumbprint;
 use nhi_core::labels::TRUST_CONFIGMAP;
+use nhi_identity::certificate::thumbprint;
+use nhi_identity::extension::claims_of;
+use nhi_identity::timestamp::rfc3339;
 use nhi_identity::verify::parse_spiffe_id;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -288,11 +288,11 @@ fn crl_signature(crl: &CertificateRevocationList<'_>, ca_pem: &str) -> Signature
 /// The report as labelled lines.
 pub fn render_text(r: &CertificateReport, now: OffsetDateTime) -> String {
     let dash = || "-".to_string();
-    let when = |t: &str| match nhi_core::ca::parse_rfc3339(t) {
+    let when = |t: &str| match nhi_identity::timestamp::parse_rfc3339(t) {
         Some(at) => format!("{t} ({})", relative(at, now)),
         None => t.to_string(),
     };
-    let not_after = match nhi_core::ca::parse_rfc3339(&r.not_after) {
+    let not_after = match nhi_identity::timestamp::parse_rfc3339(&r.not_after) {
         Some(at) if r.expired => format!("{} (expired {})", r.not_after, relative(at, now)),
         Some(at) => format!("{} ({})", r.not_after, expires(at, now)),
         None => r.not_after.clone(),
@@ -458,9 +458,9 @@ mod tests {
     use super::*;
     use nhi_api::{KeyAlgorithm, Usage};
     use nhi_core::ca::CertificateAuthority;
-    use nhi_core::entitle::extension::{EXTENSION_OID, IdentityClaims, encode};
     use nhi_core::issue::keys::generate_key;
     use nhi_core::issue::leaf::{IssuedCertificate, LeafRequest, issue_leaf};
+    use nhi_identity::extension::{EXTENSION_OID, IdentityClaims, encode};
     use rcgen::{
         CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams,
         SerialNumber,

@@ -5,7 +5,7 @@ use kube::Api;
 use kube::api::ListParams;
 use nhi_api::MachineIdentity;
 use nhi_api::condition::find_condition;
-use nhi_core::ca::parse_rfc3339;
+use nhi_identity::timestamp::parse_rfc3339;
 use serde::Serialize;
 use time::OffsetDateTime;
 

@@ -4,8 +4,8 @@ use clap::Args;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use nhi_api::MachineIdentity;
-use nhi_core::ca::rfc3339;
 use nhi_core::labels::{REVIEWED_AT, REVIEWED_BY};
+use nhi_identity::timestamp::rfc3339;
 use time::{Date, OffsetDateTime};
 
 use crate::cluster::{GlobalArgs, connect, who_am_i};

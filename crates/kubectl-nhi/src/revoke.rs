@@ -8,8 +8,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use nhi_api::MachineIdentity;
 use nhi_api::condition::find_condition;
-use nhi_core::ca::rfc3339;
 use nhi_core::labels::REVOKE_REQUESTED;
+use nhi_identity::timestamp::rfc3339;
 use time::OffsetDateTime;
 
 use crate::cluster::{GlobalArgs, connect};

@@ -17,8 +17,9 @@ use super::context::Rotator;
 use super::error::RotationError;
 use super::facts::{Facts, held_ca};
 use super::plan::{self, Next, Plan, Problem, Write};
-use crate::ca::{CertificateAuthority, rfc3339};
+use crate::ca::CertificateAuthority;
 use nhi_core::labels::FIELD_MANAGER;
+use nhi_identity::timestamp::rfc3339;
 
 /// Carries out `plan`; returns when to look again.
 pub async fn apply(

@@ -18,8 +18,9 @@ use crate::ca::rotation_state::{
     distributed_patch, drop_patch, phase_of, start_patch, switch_patch,
 };
 use crate::ca::store::secret_text;
-use crate::ca::{CaMaterial, CertificateAuthority, rfc3339};
+use crate::ca::{CaMaterial, CertificateAuthority};
 use nhi_core::labels::{CA_ROTATION_ANSWERED, MANAGED_BY, MANAGER, ROTATE_CA};
+use nhi_identity::timestamp::rfc3339;
 
 /// How soon to look again when the CA Secret is gone.
 const SECRET_MISSING_RECHECK: StdDuration = StdDuration::from_secs(30);

@@ -13,12 +13,13 @@ use super::plan::*;
 use crate::ca::rotation::{RotationPolicy, Trigger};
 use crate::ca::rotation_state::keys;
 use crate::ca::store::CaLocation;
-use crate::ca::{CaMaterial, CertificateAuthority, rfc3339};
+use crate::ca::{CaMaterial, CertificateAuthority};
 use crate::revoke::trust::TrustDocuments;
 use nhi_core::labels::{
     CA_ROTATION_DISTRIBUTED_AT, CA_ROTATION_PHASE, CA_ROTATION_RETIRE_AFTER,
     CA_ROTATION_STARTED_AT, CA_ROTATION_SWITCHED_AT, MANAGED_BY, MANAGER, ROTATE_CA,
 };
+use nhi_identity::timestamp::rfc3339;
 
 fn policy() -> RotationPolicy {
     RotationPolicy {

@@ -295,7 +295,7 @@ fn binding_for_long(status: Option<&EntitlementStatus>, now: OffsetDateTime) -> 
     status
         .and_then(|s| find_condition(&s.conditions, READY))
         .filter(|c| c.reason == "Binding")
-        .and_then(|c| crate::ca::parse_rfc3339(&c.last_transition_time))
+        .and_then(|c| nhi_identity::timestamp::parse_rfc3339(&c.last_transition_time))
         .is_some_and(|since| now - since > time::Duration::MINUTE)
 }
 

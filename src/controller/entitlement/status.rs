@@ -4,10 +4,10 @@ use std::collections::BTreeSet;
 
 use time::OffsetDateTime;
 
-use crate::ca::rfc3339;
 use nhi_api::condition::{Condition, merge_conditions, without_transition_times};
 use nhi_api::entitlement::{Binding, EntitlementStatus, KubernetesRbacStatus, MAX_LISTED_BINDINGS};
 use nhi_core::entitle::resolve::Phase;
+use nhi_identity::timestamp::rfc3339;
 
 /// Condition type: every subject holds a certificate carrying the grants.
 pub const READY: &str = "Ready";

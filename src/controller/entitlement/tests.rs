@@ -10,11 +10,11 @@ use time::{Duration, OffsetDateTime};
 use super::facts::{ExistingRbac, Facts, Identity};
 use super::plan::*;
 use super::status::{RbacOutcome, SubjectCertificate};
-use crate::ca::rfc3339;
 use crate::controller::status_memory::fingerprint;
 use nhi_api::{Condition, Entitlement, EntitlementStatus};
 use nhi_core::entitle::rbac::ENTITLEMENT_LABEL;
 use nhi_core::labels::{MANAGED_BY, MANAGER};
+use nhi_identity::timestamp::rfc3339;
 
 fn entitlement(spec: serde_json::Value) -> Entitlement {
     let mut base = serde_json::json!({

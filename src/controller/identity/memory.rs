@@ -10,7 +10,7 @@ use crate::controller::status_memory::RecentStatusWrites;
 use crate::controller::uid_key::{UidKey, uid_key};
 use nhi_api::{MachineIdentity, RevocationStatus};
 use nhi_core::issue::assess::KnownCertificate;
-use nhi_core::issue::leaf::CertificateInfo;
+use nhi_identity::certificate::CertificateInfo;
 
 /// The identity controller's memory.
 #[derive(Default)]

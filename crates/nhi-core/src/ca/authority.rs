@@ -116,8 +116,8 @@ impl CertificateAuthority {
         let not_after = cert.validity().not_after.to_datetime();
         if now < not_before || now >= not_after {
             return Err(CaError::OutsideValidity {
-                not_before: super::rfc3339(not_before),
-                not_after: super::rfc3339(not_after),
+                not_before: nhi_identity::timestamp::rfc3339(not_before),
+                not_after: nhi_identity::timestamp::rfc3339(not_after),
             });
         }
         let self_signed_root = certs.len() == 1

@@ -6,5 +6,3 @@ pub mod rotation;
 pub mod rotation_state;
 
 pub use authority::{CaError, CaMaterial, CertificateAuthority};
-
-pub use nhi_identity::timestamp::{parse_rfc3339, rfc3339};

@@ -8,13 +8,14 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
+use super::CaMaterial;
 use super::rotation::{PUBLISHING, Phase, REISSUING, Trigger};
-use super::{CaMaterial, parse_rfc3339, rfc3339};
 use crate::labels::{
     CA_ROTATION_ANSWERED, CA_ROTATION_COMPLETED_AT, CA_ROTATION_DISTRIBUTED_AT, CA_ROTATION_PHASE,
     CA_ROTATION_RETIRE_AFTER, CA_ROTATION_STARTED_AT, CA_ROTATION_SWITCHED_AT,
 };
 use nhi_identity::pem_chain::{pem_certificates, to_pem_chain};
+use nhi_identity::timestamp::{parse_rfc3339, rfc3339};
 
 /// Keys of the CA Secret.
 pub mod keys {

@@ -4,5 +4,3 @@
 pub mod rbac;
 pub mod resolve;
 pub mod selector;
-
-pub use nhi_identity::{extension, grant};

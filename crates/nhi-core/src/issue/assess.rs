@@ -6,9 +6,8 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::x509::SubjectPublicKeyInfo;
 
-use super::leaf::CertificateInfo;
 use super::renewal::plan_renewal;
-pub use nhi_identity::certificate::{info_of, leaf_info};
+use nhi_identity::certificate::{CertificateInfo, info_of};
 use nhi_identity::pem_chain::pem_certificates;
 
 /// What the identity's Secret currently holds (all optional: the Secret may be partial).
@@ -501,14 +500,18 @@ mod tests {
         let i = issue(&ca, now);
         let planned = renewal_time(&i.info, &expect(&ca, now));
         // A client certificate outliving the planned renewal changes nothing.
-        let late = crate::ca::rfc3339(i.info.not_after + Duration::hours(1));
+        let late = nhi_identity::timestamp::rfc3339(i.info.not_after + Duration::hours(1));
         assert_eq!(
             renew_before_client_expiry(planned, &i.info, Some(&late)),
             planned
         );
         // One the signer cut to 30 minutes: renewed 20 minutes (a third of 1 h) before it ends.
         let early = now + Duration::minutes(30);
-        let moved = renew_before_client_expiry(planned, &i.info, Some(&crate::ca::rfc3339(early)));
+        let moved = renew_before_client_expiry(
+            planned,
+            &i.info,
+            Some(&nhi_identity::timestamp::rfc3339(early)),
+        );
         assert!(moved < planned);
         assert!(
             (moved - (early - Duration::seconds(1220))).abs() < Duration::seconds(2),

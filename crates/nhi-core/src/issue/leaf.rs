@@ -9,9 +9,9 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::ca::CertificateAuthority;
-pub use crate::serial::random_serial;
+use crate::serial::random_serial;
 use nhi_api::Usage;
-pub use nhi_identity::certificate::{CertificateInfo, thumbprint};
+use nhi_identity::certificate::{CertificateInfo, thumbprint};
 
 /// How far notBefore is backdated to tolerate clock skew between machines.
 pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::seconds(60);
@@ -104,14 +104,14 @@ pub fn validity(
     }
     if not_after <= now {
         return Err(IssueError::EmptyValidity {
-            not_before: crate::ca::rfc3339(not_before),
-            not_after: crate::ca::rfc3339(not_after),
+            not_before: nhi_identity::timestamp::rfc3339(not_before),
+            not_after: nhi_identity::timestamp::rfc3339(not_after),
         });
     }
     if not_after > ca_not_after {
         return Err(IssueError::CaExpiresTooSoon {
-            ca_not_after: crate::ca::rfc3339(ca_not_after),
-            not_after: crate::ca::rfc3339(not_after),
+            ca_not_after: nhi_identity::timestamp::rfc3339(ca_not_after),
+            not_after: nhi_identity::timestamp::rfc3339(not_after),
         });
     }
     Ok((not_before, not_after))

@@ -2,10 +2,10 @@
 
 use time::OffsetDateTime;
 
-use crate::ca::{parse_rfc3339, rfc3339};
-use crate::issue::leaf::CertificateInfo;
 use crate::revocation::{Reason, Revocation};
 use nhi_api::{CertificateRecord, MachineIdentityStatus};
+use nhi_identity::certificate::CertificateInfo;
+use nhi_identity::timestamp::{parse_rfc3339, rfc3339};
 
 /// At most this many earlier certificates are remembered in status (the newest ones).
 pub const MAX_PREVIOUS: usize = 64;

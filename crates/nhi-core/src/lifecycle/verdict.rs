@@ -5,8 +5,8 @@ use time::{Duration, OffsetDateTime};
 
 use super::review::ReviewState;
 use super::workload::{WATCH_STARTING, WorkloadState};
-use crate::ca::rfc3339;
 use nhi_api::{Condition, ReviewLapseAction, WorkloadRef};
+use nhi_identity::timestamp::rfc3339;
 
 /// Condition type: the object named by `spec.workloadRef` exists.
 pub const WORKLOAD_FOUND: &str = "WorkloadFound";

@@ -6,18 +6,18 @@ use time::OffsetDateTime;
 
 use super::conclude::{identity_key, serial_list, status_write};
 use super::steps::{OnRevokeFailure, PlannedEvent, Requeue, Revoke, Step, requeue_at};
-use crate::ca::rfc3339;
 use crate::controller::identity::facts::{Facts, RevokeRequest, SecretRead, revoke_request};
 use crate::controller::identity::settings::Settings;
 use crate::controller::identity_secret::{Ownership, keys, ownership};
 use crate::controller::status::{Outcome, READY, status_changed};
 use crate::revoke::{Reason, Revocation, RevokeError};
 use nhi_api::{Condition, MachineIdentityStatus, RevocationStatus};
-use nhi_core::issue::assess::leaf_info;
-use nhi_core::issue::leaf::CertificateInfo;
 use nhi_core::lifecycle::certificates::{revocations, unexpired};
 use nhi_core::lifecycle::verdict::{Lifecycle, REVIEW_OVERDUE, RetireCause};
 use nhi_core::lifecycle::workload::WorkloadState;
+use nhi_identity::certificate::CertificateInfo;
+use nhi_identity::certificate::leaf_info;
+use nhi_identity::timestamp::rfc3339;
 
 /// How soon a deletion whose revocation failed is tried again.
 const REVOCATION_RETRY: std::time::Duration = std::time::Duration::from_secs(5);

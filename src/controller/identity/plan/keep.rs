@@ -17,14 +17,15 @@ use crate::controller::identity_secret::{Ownership, existing_material, ownership
 use crate::controller::reissue_pacing::slot_deferral;
 use crate::controller::status::Outcome;
 use nhi_api::{Condition, MachineIdentity};
-use nhi_core::entitle::extension::{self, IdentityClaims};
 use nhi_core::entitle::resolve::{EffectiveGrants, effective_grants};
 use nhi_core::issue::assess::{
     Expectations, KnownCertificate, ReissueReason, Verdict, assess, assess_known,
 };
 use nhi_core::issue::inputs::{ResolvedIdentity, SpecError, resolve_identity};
-use nhi_core::issue::leaf::{CertificateInfo, CustomExtensions};
+use nhi_core::issue::leaf::CustomExtensions;
 use nhi_core::lifecycle::verdict::Lifecycle;
+use nhi_identity::certificate::CertificateInfo;
+use nhi_identity::extension::{self, IdentityClaims};
 
 /// What the identity's Secret holds, as far as the plan needs to know.
 #[derive(Clone, Debug, PartialEq)]

@@ -103,7 +103,7 @@ fn assess_lifecycle(facts: &Facts, settings: &Settings) -> Lifecycle {
         .iter()
         .find(|c| c.type_ == WORKLOAD_FOUND)
         .filter(|c| c.status == "False" && c.reason == WORKLOAD_MISSING)
-        .and_then(|c| crate::ca::parse_rfc3339(&c.last_transition_time));
+        .and_then(|c| nhi_identity::timestamp::parse_rfc3339(&c.last_transition_time));
     let grace = mi
         .spec
         .workload_ref

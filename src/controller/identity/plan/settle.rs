@@ -5,14 +5,14 @@ use super::steps::{
     Conclusion, CredentialFailure, Failure, Issuance, IssueReport, PlannedEvent, Requeue, Step,
     requeue_at,
 };
-use crate::ca::rfc3339;
 use crate::controller::identity::facts::Facts;
 use crate::controller::status::Outcome;
 use nhi_core::issue::assess::{
     Expectations, KnownCertificate, ReissueReason, renew_before_client_expiry, renewal_time,
 };
 use nhi_core::issue::kube_client::access_disabled;
-use nhi_core::issue::leaf::CertificateInfo;
+use nhi_identity::certificate::CertificateInfo;
+use nhi_identity::timestamp::rfc3339;
 
 /// How long to wait before asking for a Kubernetes client certificate again after a failure.
 const KUBE_ACCESS_RETRY: std::time::Duration = std::time::Duration::from_secs(30);

@@ -9,7 +9,8 @@ use crate::revoke::{Revocation, RevokeError};
 use nhi_api::RevocationStatus;
 use nhi_api::{Condition, KeyAlgorithm, KubernetesAccessStatus, MachineIdentityStatus};
 use nhi_core::issue::assess::{KnownCertificate, ReissueReason};
-use nhi_core::issue::leaf::{CertificateInfo, LeafRequest};
+use nhi_core::issue::leaf::LeafRequest;
+use nhi_identity::certificate::CertificateInfo;
 
 /// What a reconcile does, in order.
 #[derive(Clone, Debug)]

@@ -7,7 +7,7 @@ use k8s_openapi::ByteString;
 use time::{Duration, OffsetDateTime};
 
 use super::*;
-use crate::ca::{CertificateAuthority, rfc3339};
+use crate::ca::CertificateAuthority;
 use crate::controller::identity::facts::{Facts, SecretFacts, SecretRead};
 use crate::controller::identity_secret::{build_identity_secret, keys};
 use crate::controller::secret_index::SecretVersion;
@@ -19,9 +19,11 @@ use nhi_core::entitle::resolve::EntitlementFacts;
 use nhi_core::issue::assess::{KnownCertificate, ReissueReason};
 use nhi_core::issue::inputs::{IssuancePolicy, resolve_identity};
 use nhi_core::issue::keys::generate_key;
-use nhi_core::issue::leaf::{CertificateInfo, issue_leaf};
+use nhi_core::issue::leaf::issue_leaf;
 use nhi_core::labels::{REVOKE_FINALIZER, REVOKE_REQUESTED};
 use nhi_core::lifecycle::workload::Presence;
+use nhi_identity::certificate::CertificateInfo;
+use nhi_identity::timestamp::rfc3339;
 
 const UID: &str = "e1bf1523-c16a-45de-b47b-0eb795b56dfa";
 
