@@ -93,11 +93,12 @@ check "cluster is reachable (KUBECONFIG=${KUBECONFIG:-unset})" k get --raw /read
 # ---------------------------------------------------------------------------------------------
 # Copies that must not drift
 
-for crd in machineidentities entitlements; do
-  check "chart CRD $crd is a byte-identical copy of crds/" \
-    cmp "crds/$crd.nhi.dev.yaml" "$CHART/crds/$crd.nhi.dev.yaml"
-  check "config/crd CRD $crd is a byte-identical copy of crds/" \
-    cmp "crds/$crd.nhi.dev.yaml" "config/crd/$crd.nhi.dev.yaml"
+for file in crds/*.yaml; do
+  crd=$(basename "$file" .nhi.dev.yaml)
+  check "chart CRD $crd is a byte-identical copy of crds/" cmp "$file" "$CHART/crds/${file#crds/}"
+  check "config/crd CRD $crd is a byte-identical copy of crds/" cmp "$file" "config/crd/${file#crds/}"
+  check "config/crd/kustomization.yaml lists the $crd CRD" \
+    grep -qx "  - ${file#crds/}" config/crd/kustomization.yaml
 done
 
 argocd_patch_embeds_health_lua() {
@@ -139,7 +140,7 @@ if k get crd machineidentities.nhi.dev >/dev/null 2>&1; then
   :
 else
   check "CRDs applied (kubectl apply --server-side -f crds/)" k apply --server-side -f crds/
-  k wait --for=condition=Established crd/machineidentities.nhi.dev crd/entitlements.nhi.dev --timeout=30s >/dev/null 2>&1 || true
+  k wait --for=condition=Established crd/machineidentities.nhi.dev crd/entitlements.nhi.dev crd/identitypolicies.nhi.dev --timeout=30s >/dev/null 2>&1 || true
 fi
 # A namespace left terminating by a previous run refuses new objects: wait for it to go.
 fresh_namespace() {

@@ -2,12 +2,17 @@
 
 pub mod condition;
 pub mod entitlement;
+pub mod identity_policy;
 pub mod machine_identity;
 
 pub use condition::Condition;
 pub use entitlement::{
     Binding, Entitlement, EntitlementSpec, EntitlementStatus, KubernetesPermissions,
     KubernetesRbacStatus, KubernetesRule, Subjects,
+};
+pub use identity_policy::{
+    CUSTOM_POLICY_LABEL, ClaimRule, IdentityPolicy, IdentityPolicySpec, IdentityPolicyStatus,
+    SUBJECT_LABEL_PREFIX,
 };
 pub use machine_identity::{
     CertificateRecord, CertificateSpec, DnsName, KeyAlgorithm, KubernetesAccess,
@@ -23,7 +28,11 @@ pub const GROUP: &str = "nhi.dev";
 /// The YAML of every CustomResourceDefinition the operator defines, as checked in under `crds/`:
 /// one `(file name, YAML document)` pair per CRD.
 pub fn crd_documents() -> Result<Vec<(String, String)>, serde_yaml::Error> {
-    let crds = vec![MachineIdentity::crd(), Entitlement::crd()];
+    let crds = vec![
+        MachineIdentity::crd(),
+        Entitlement::crd(),
+        IdentityPolicy::crd(),
+    ];
     crds.into_iter()
         .map(|crd| {
             let name = format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default());

@@ -9,5 +9,6 @@ pub mod entitle;
 pub mod issue;
 pub mod labels;
 pub mod lifecycle;
+pub mod policy;
 pub mod revocation;
 pub mod serial;

@@ -40,7 +40,8 @@ const UNGRANTABLE_GROUPS: &[&str] = &[
     "apiextensions.k8s.io",
 ];
 /// Core resources an Entitlement may not grant: credentials (Secrets hold every identity's key
-/// and ServiceAccount tokens; the operator itself may read them), and ways into running pods.
+/// and ServiceAccount tokens; the operator itself may read them), ways into running pods, and
+/// the namespace itself (its Pod Security labels).
 const UNGRANTABLE_CORE: &[&str] = &[
     "secrets",
     "serviceaccounts",
@@ -48,16 +49,27 @@ const UNGRANTABLE_CORE: &[&str] = &[
     "pods/attach",
     "pods/portforward",
     "pods/proxy",
+    "pods/ephemeralcontainers",
     "services/proxy",
     "nodes",
     "nodes/proxy",
+    "namespaces",
 ];
 /// Verbs an Entitlement may not grant.
-const UNGRANTABLE_VERBS: &[&str] = &["escalate", "bind", "impersonate", "approve", "sign", "*"];
+const UNGRANTABLE_VERBS: &[&str] = &[
+    "escalate",
+    "bind",
+    "impersonate",
+    "approve",
+    "sign",
+    "use",
+    "*",
+];
 
-/// Why rule `index` cannot be granted through an Entitlement, if it cannot. The operator holds
-/// permissions of its own (Secrets, RBAC, CSRs) that Kubernetes' escalation check would let it
-/// pass on; these are refused here, whatever the operator holds.
+/// Why rule `index` cannot be granted through an Entitlement, if it cannot: the fixed floor no
+/// IdentityPolicy can lift. The operator holds permissions of its own (Secrets, RBAC, CSRs) that
+/// Kubernetes' escalation check would let it pass on; these are refused here, whatever the
+/// operator holds. What else may be granted is the policy's allowlist.
 pub fn not_grantable(index: usize, rule: &nhi_api::KubernetesRule) -> Option<String> {
     let refuse = |what: String| {
         Some(format!(
@@ -90,7 +102,7 @@ pub fn not_grantable(index: usize, rule: &nhi_api::KubernetesRule) -> Option<Str
         let base = |r: &str| r.split('/').next().unwrap_or(r).to_string();
         if let Some(r) = rule.resources.iter().find(|r| {
             UNGRANTABLE_CORE.contains(&r.as_str())
-                || ["secrets", "serviceaccounts", "nodes"].contains(&base(r).as_str())
+                || ["secrets", "serviceaccounts", "nodes", "namespaces"].contains(&base(r).as_str())
                 || r.ends_with("/*")
         }) {
             return refuse(format!("the core resource {r:?}"));
