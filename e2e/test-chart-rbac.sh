@@ -128,6 +128,10 @@ no  escalate roles.rbac.authorization.k8s.io $OTHER
 no  impersonate users *
 no  update customresourcedefinitions.apiextensions.k8s.io *
 no  delete namespaces *
+yes watch identitypolicies.nhi.dev *
+no  patch identitypolicies.nhi.dev *
+yes list namespaces *
+no  patch namespaces *
 EOF
 }
 

@@ -14,6 +14,8 @@ pub struct Health {
     pub secrets_synced: AtomicBool,
     /// The Entitlement cache has completed its first list.
     pub entitlements_synced: AtomicBool,
+    /// The IdentityPolicy and Namespace caches have completed their first list.
+    pub policies_synced: AtomicBool,
     /// A standby waiting for the leader Lease: ready, but not reconciling.
     pub standby: AtomicBool,
     /// The controller loop is running (false once it has stopped).
@@ -28,6 +30,7 @@ impl Health {
                 && self.identities_synced.load(Ordering::Relaxed)
                 && self.secrets_synced.load(Ordering::Relaxed)
                 && self.entitlements_synced.load(Ordering::Relaxed)
+                && self.policies_synced.load(Ordering::Relaxed)
     }
 }
 
@@ -36,12 +39,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ready_only_with_ca_and_both_caches() {
+    fn ready_only_with_ca_and_every_cache() {
         let h = Health::default();
         assert!(!h.ready());
         h.ca_loaded.store(true, Ordering::Relaxed);
         h.identities_synced.store(true, Ordering::Relaxed);
         h.entitlements_synced.store(true, Ordering::Relaxed);
+        h.policies_synced.store(true, Ordering::Relaxed);
         assert!(!h.ready(), "the Secret cache has not synced yet");
         h.secrets_synced.store(true, Ordering::Relaxed);
         assert!(h.ready());

@@ -216,6 +216,12 @@ async fn lead(
         health.clone(),
     );
     let (entitlements, entitlement_cache) = kube::runtime::reflector::store();
+    let (policies, policy_watch) = controller::policy_watch::policy_view(
+        client.clone(),
+        ns.clone(),
+        settings.cluster_domain.clone(),
+        health.clone(),
+    );
     let (entitlement_trigger, entitlement_requests) = tokio::sync::mpsc::unbounded_channel();
     let pacing = Arc::new(ReissuePacing::new(settings.ca_rotation_reissue_rate));
     let identity_ctx = Arc::new(IdentityContext {
@@ -225,6 +231,7 @@ async fn lead(
         kube_endpoint,
         secrets: secrets.clone(),
         entitlements,
+        policies: policies.clone(),
         health: health.clone(),
         memory: Default::default(),
         revoker: revoker.clone(),
@@ -236,6 +243,7 @@ async fn lead(
     let entitlement_ctx = Arc::new(EntitlementContext {
         client: client.clone(),
         identities,
+        policies,
         reporter: reporter.clone(),
         kubernetes_access: identity_ctx.kube_endpoint.is_some(),
         health: health.clone(),
@@ -265,6 +273,7 @@ async fn lead(
         identity_cache,
         entitlement_cache,
         entitlement_requests,
+        policy_watch,
         namespace: ns,
         concurrency: settings.concurrency,
     };

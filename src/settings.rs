@@ -32,6 +32,11 @@ pub struct Settings {
     #[arg(long, env = "NHI_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
 
+    /// The cluster's DNS domain: a namespace's own service names, which its identities may always
+    /// claim, are `<service>.<namespace>.svc` and `<service>.<namespace>.svc.<cluster domain>`.
+    #[arg(long, env = "NHI_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
     /// Certificate lifetime when an identity does not set one.
     #[arg(long, env = "NHI_DEFAULT_TTL", default_value = "1h")]
     pub default_ttl: GoDuration,

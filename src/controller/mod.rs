@@ -10,6 +10,7 @@ pub mod events;
 pub mod identity;
 pub mod identity_secret;
 pub mod kube_access;
+pub mod policy_watch;
 pub mod reissue_pacing;
 pub mod report;
 pub mod secret_index;
@@ -44,6 +45,8 @@ pub struct Wiring<S> {
     pub entitlement_cache: reflector::store::Writer<Entitlement>,
     /// The receiving end of the channel the identity context asks for Entitlement refreshes on.
     pub entitlement_requests: UnboundedReceiver<ObjectRef<Entitlement>>,
+    /// The watch filling the policy caches whose view the contexts hold.
+    pub policy_watch: policy_watch::PolicyWatch,
     /// The one namespace watched, or None for all.
     pub namespace: Option<String>,
     pub concurrency: u16,
@@ -60,6 +63,12 @@ pub async fn run_controllers<S>(
 {
     let store = wiring.identity_cache.as_reader();
     let (to_identities, mut identity_requests) = unbounded_channel();
+    tokio::spawn(wiring.policy_watch.run(policy_watch::Recheck {
+        identities: store.clone(),
+        entitlements: identity_ctx.entitlements.clone(),
+        to_identities: to_identities.clone(),
+        to_entitlements: identity_ctx.entitlement_trigger.clone(),
+    }));
     identity_ctx
         .workloads
         .wire(store.clone(), to_identities.clone());

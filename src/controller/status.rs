@@ -6,6 +6,7 @@ use nhi_api::RevocationStatus;
 use nhi_api::condition::{Condition, merge_conditions, without_transition_times};
 use nhi_api::{KubernetesAccessStatus, MachineIdentityStatus};
 use nhi_core::lifecycle::certificates::previous_after;
+use nhi_core::policy::POLICY_DENIED;
 use nhi_identity::certificate::CertificateInfo;
 use nhi_identity::timestamp::rfc3339;
 
@@ -132,6 +133,39 @@ fn outcome_conditions(outcome: &Outcome) -> Vec<Condition> {
             ]
         }
     }
+}
+
+/// Makes `Ready` false with reason `PolicyDenied`: the spec claims what its namespace's policy
+/// refuses (the certificate, if any, is valid without it; the message says both). The
+/// transition time is kept while the previous `Ready` was already this refusal.
+pub fn deny_ready(
+    status: &mut MachineIdentityStatus,
+    previous: Option<&MachineIdentityStatus>,
+    denial: &str,
+    now: OffsetDateTime,
+) {
+    let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == READY) else {
+        return;
+    };
+    let certificate = match ready.is_true() {
+        true => format!(" ({})", ready.message),
+        false => String::new(),
+    };
+    let was_denied = previous
+        .and_then(|p| nhi_api::condition::find_condition(&p.conditions, READY))
+        .filter(|c| c.reason == POLICY_DENIED && !c.is_true());
+    let mut denied = Condition::new(
+        READY,
+        false,
+        POLICY_DENIED,
+        format!("{denial}{certificate}"),
+    );
+    denied.observed_generation = ready.observed_generation;
+    denied.last_transition_time = match was_denied {
+        Some(c) => c.last_transition_time.clone(),
+        None => rfc3339(now),
+    };
+    *ready = denied;
 }
 
 /// Adds the lifecycle conditions (`WorkloadFound`, `ReviewDue`) and the last revocation, if one

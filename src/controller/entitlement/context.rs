@@ -5,6 +5,7 @@ use std::sync::Arc;
 use kube::Client;
 use kube::runtime::reflector::Store;
 
+use crate::controller::policy_watch::PolicyView;
 use crate::controller::report::Reporter;
 use crate::controller::status_memory::RecentStatusWrites;
 use crate::health::Health;
@@ -15,6 +16,8 @@ pub struct EntitlementContext {
     pub client: Client,
     /// The MachineIdentity cache of the identity controller (subjects and their certificates).
     pub identities: Store<MachineIdentity>,
+    /// The tenant policy: what each namespace's Entitlements may give.
+    pub policies: PolicyView,
     pub reporter: Reporter,
     /// Health flags: reconciles wait for the identity cache.
     pub health: Arc<Health>,

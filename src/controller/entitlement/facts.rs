@@ -15,14 +15,19 @@ use super::error::EntitlementError;
 use super::status::SubjectCertificate;
 use nhi_api::{Entitlement, MachineIdentity};
 use nhi_core::entitle::rbac::rbac_name;
+use nhi_core::policy::EffectivePolicy;
+use nhi_core::policy::identity::check_identity;
 
 /// What a reconcile of one Entitlement decides from.
 pub struct Facts {
     pub now: OffsetDateTime,
     pub entitlement: Arc<Entitlement>,
     pub namespace: String,
-    /// Whether the identity cache has completed its first list (subjects come from it).
+    /// Whether the identity and policy caches have completed their first list (subjects and
+    /// what may be given come from them).
     pub identities_synced: bool,
+    /// The policy of the Entitlement's namespace.
+    pub policy: EffectivePolicy,
     /// The identities of the namespace that are not being deleted.
     pub identities: Vec<Identity>,
     /// Whether Kubernetes access is enabled.
@@ -54,18 +59,20 @@ pub async fn observe(
     ctx: &EntitlementContext,
 ) -> Result<Facts, EntitlementError> {
     let namespace = ent.namespace().ok_or(EntitlementError::NotNamespaced)?;
+    let policy = ctx.policies.effective(&namespace);
     let identities: Vec<Identity> = ctx
         .identities
         .state()
         .iter()
         .filter(|mi| mi.metadata.namespace.as_deref() == Some(namespace.as_str()))
         .filter(|mi| mi.metadata.deletion_timestamp.is_none())
-        .map(|mi| identity(mi))
+        .map(|mi| identity(mi, &policy))
         .collect();
     let had = ent.status.as_ref().is_some_and(|s| s.kubernetes.is_some());
     let wanted = ent.spec.kubernetes.is_some();
     let deleting = ent.metadata.deletion_timestamp.is_some();
-    let identities_synced = ctx.health.identities_synced.load(Ordering::Relaxed);
+    let identities_synced =
+        ctx.health.identities_synced.load(Ordering::Relaxed) && ctx.policies.is_synced();
     let looked_at = (had || wanted) && ctx.kubernetes_access && !deleting && identities_synced;
     let rbac = match looked_at {
         true => Some(existing_rbac(&ctx.client, &namespace, &ent.name_any()).await?),
@@ -73,6 +80,7 @@ pub async fn observe(
     };
     Ok(Facts {
         now: OffsetDateTime::now_utc(),
+        policy,
         identities_synced,
         kubernetes_access: ctx.kubernetes_access,
         status_just_written: ent
@@ -87,12 +95,15 @@ pub async fn observe(
     })
 }
 
-fn identity(mi: &MachineIdentity) -> Identity {
+/// An identity as binding sees it; it has Kubernetes access (a user to bind) only when it asks
+/// for it and its namespace's `policy` allows it.
+fn identity(mi: &MachineIdentity, policy: &EffectivePolicy) -> Identity {
     let status = mi.status.clone().unwrap_or_default();
+    let access = mi.wants_kubernetes_access() && check_identity(&mi.spec, policy).kubernetes_access;
     Identity {
         labels: mi.labels().clone(),
         certificate: SubjectCertificate {
-            kubernetes_access: mi.wants_kubernetes_access(),
+            kubernetes_access: access,
             identity: mi.name_any(),
             grants: status.entitlements.into_iter().collect(),
             serial_number: status.serial_number,

@@ -17,6 +17,8 @@ use nhi_api::{Condition, Entitlement, EntitlementStatus};
 use nhi_core::entitle::rbac::{RbacPlan, is_ours, plan_rbac, rbac_name};
 use nhi_core::entitle::resolve::{EntitlementFacts, Phase};
 use nhi_core::issue::kube_client::{access_disabled, kube_user};
+use nhi_core::policy::entitlement::check_entitlement;
+use nhi_core::policy::{POLICY_DENIED, refusal_message};
 
 /// How soon an Entitlement is looked at again while the identity cache is incomplete.
 const IDENTITIES_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -125,6 +127,14 @@ fn assess(facts: &Facts) -> (Assessment, Option<OffsetDateTime>) {
             return (Assessment::Invalid { reason, message }, None);
         }
     };
+    // Nothing of an Entitlement the policy refuses is bound: its grants leave every certificate,
+    // its RBAC is removed.
+    let refusals = check_entitlement(&facts.entitlement.spec, &facts.policy);
+    if !refusals.is_empty() {
+        let reason = POLICY_DENIED.to_string();
+        let message = format!("refused: {}", refusal_message(&refusals));
+        return (Assessment::Invalid { reason, message }, None);
+    }
     let mut subjects = vec![];
     for identity in &facts.identities {
         match ent.selects(&identity.certificate.identity, &identity.labels) {

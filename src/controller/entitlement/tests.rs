@@ -58,6 +58,7 @@ fn facts(ent: Entitlement, identities: Vec<Identity>) -> Facts {
         entitlement: Arc::new(ent),
         namespace: "ns".into(),
         identities_synced: true,
+        policy: crate::controller::identity::plan::tests::open_policy("ns"),
         identities,
         kubernetes_access: true,
         rbac: Some(ExistingRbac::default()),
@@ -338,14 +339,25 @@ fn rbac_goes_when_inactive_and_is_refused_when_disabled_or_ungrantable() {
         rbac_of(&f),
         Some(RbacDecision::Known(RbacOutcome::Refused { .. }))
     ));
-    // Rules no Entitlement may grant.
+    // Rules no Entitlement may grant (the floor under every policy): refused by policy, so
+    // nothing is bound and no Role written.
     let spec = serde_json::json!({"kubernetes": {"rules": [
         {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "verbs": ["create"]}
     ]}});
-    let Some(RbacDecision::Write(w)) = rbac_of(&facts(entitlement(spec), vec![])) else {
+    let f = facts(entitlement(spec), vec![]);
+    let Plan::Bind(binding) = plan(&f) else {
+        panic!("a binding expected")
+    };
+    assert!(
+        matches!(&binding.assessment, super::status::Assessment::Invalid { reason, message }
+            if reason == "PolicyDenied" && message.contains("the API group \"rbac.authorization.k8s.io\"")),
+        "{:?}",
+        binding.assessment
+    );
+    let Some(RbacDecision::Write(w)) = binding.rbac else {
         panic!("writes expected")
     };
-    assert!(matches!(w.outcome, RbacOutcome::Refused { .. }));
+    assert_eq!(w.outcome, RbacOutcome::Removed);
     assert!(w.role.is_none());
     // Never had rules: nothing.
     assert_eq!(rbac_of(&bound()), None);

@@ -8,6 +8,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::memory::IdentityMemory;
 use super::settings::Settings;
+use crate::controller::policy_watch::PolicyView;
 use crate::controller::reissue_pacing::ReissuePacing;
 use crate::controller::report::Reporter;
 use crate::controller::secret_index::SecretIndex;
@@ -32,6 +33,8 @@ pub struct IdentityContext {
     pub secrets: Arc<SecretIndex>,
     /// The Entitlement cache: what the grants of each identity are resolved from.
     pub entitlements: Store<Entitlement>,
+    /// The tenant policy: what each namespace's identities may claim.
+    pub policies: PolicyView,
     /// Whether the caches have synced.
     pub health: Arc<Health>,
     pub memory: IdentityMemory,

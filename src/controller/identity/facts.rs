@@ -18,6 +18,8 @@ use nhi_core::entitle::resolve::EntitlementFacts;
 use nhi_core::issue::assess::KnownCertificate;
 use nhi_core::labels::{REVOKE_FINALIZER, REVOKE_REQUESTED};
 use nhi_core::lifecycle::workload::Presence;
+use nhi_core::policy::EffectivePolicy;
+use nhi_core::policy::entitlement::check_entitlement;
 
 /// What a reconcile of one MachineIdentity decides from. (No `Debug`: the Secret's body may
 /// hold a private key.)
@@ -27,8 +29,11 @@ pub struct Facts {
     pub identity: Arc<MachineIdentity>,
     pub namespace: String,
     pub uid: String,
-    /// Whether the Entitlement cache has completed its first list (grants are resolved from it).
+    /// Whether the Entitlement and policy caches have completed their first list (grants and
+    /// what the identity may claim are resolved from them).
     pub entitlements_synced: bool,
+    /// The policy of the identity's namespace.
+    pub policy: EffectivePolicy,
     /// Whether the object `spec.workloadRef` names exists (None: none named, or not looked at).
     pub workload: Option<Presence>,
     /// The Entitlements of the identity's namespace.
@@ -126,7 +131,8 @@ pub async fn observe(
     let namespace = mi.namespace().ok_or(ReconcileError::NotNamespaced)?;
     let uid = mi.metadata.uid.clone().unwrap_or_default();
     let deleting = mi.metadata.deletion_timestamp.is_some();
-    let entitlements_synced = ctx.health.entitlements_synced.load(Ordering::Relaxed);
+    let entitlements_synced =
+        ctx.health.entitlements_synced.load(Ordering::Relaxed) && ctx.policies.is_synced();
     // The lifecycle and the grants are looked at only for an identity that stays; its Secret
     // also when a deletion is to revoke what it holds.
     let governed = !deleting && entitlements_synced;
@@ -136,8 +142,9 @@ pub async fn observe(
         (true, Some(w)) => Some(ctx.workloads.presence(&namespace, w)),
         _ => None,
     };
+    let policy = ctx.policies.effective(&namespace);
     let entitlements = match governed {
-        true => namespace_entitlements(ctx, &namespace),
+        true => namespace_entitlements(ctx, &namespace, &policy),
         false => vec![],
     };
     let answering = matches!(
@@ -162,6 +169,7 @@ pub async fn observe(
         namespace,
         uid,
         entitlements_synced,
+        policy,
         workload,
         entitlements,
         secret,
@@ -202,13 +210,18 @@ async fn observe_secret(
     facts
 }
 
-/// The Entitlements of a namespace, as plain data (one whose timestamps do not parse is left out:
-/// its own status reports it).
-fn namespace_entitlements(ctx: &IdentityContext, namespace: &str) -> Vec<EntitlementFacts> {
+/// The Entitlements of a namespace, as plain data. One whose timestamps do not parse, or that
+/// the namespace's policy refuses, is left out (it grants nothing; its own status says why).
+fn namespace_entitlements(
+    ctx: &IdentityContext,
+    namespace: &str,
+    policy: &EffectivePolicy,
+) -> Vec<EntitlementFacts> {
     ctx.entitlements
         .state()
         .iter()
         .filter(|e| e.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|e| check_entitlement(&e.spec, policy).is_empty())
         .filter_map(|e| EntitlementFacts::from_resource(e).ok())
         .collect()
 }

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use super::steps::{Conclusion, OnRevokeFailure, PlannedEvent, Requeue, Revoke, Step, requeue_at};
 use crate::controller::identity::facts::Facts;
 use crate::controller::status::{
-    Outcome, READY, comparable, desired_status, status_changed, with_lifecycle,
+    Outcome, READY, comparable, deny_ready, desired_status, status_changed, with_lifecycle,
 };
 use crate::controller::status_memory::fingerprint;
 use crate::revoke::Reason;
@@ -60,12 +60,17 @@ pub(super) fn conclude(
             not_after_unix: info.not_after.unix_timestamp(),
         });
     }
+    let extras = StatusExtras {
+        policy_denial: conclusion.policy_denial.as_deref(),
+        kubernetes_access: conclusion.kubernetes_access,
+    };
     steps.extend(status_write(
         facts,
         &outcome,
         conclusion.spiffe_id.clone(),
         conclusion.lifecycle_conditions.clone(),
         conclusion.revocation.clone(),
+        extras,
     ));
     steps.push(Step::Finish(requeue));
     steps
@@ -138,6 +143,26 @@ fn withdrawn_grants(facts: &Facts, grants: &[String], current: &str) -> Option<S
     })))
 }
 
+/// What the status shows of the identity's policy.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct StatusExtras<'a> {
+    /// What the policy refuses: `Ready` is false with reason `PolicyDenied`, whatever the
+    /// certificate.
+    pub policy_denial: Option<&'a str>,
+    /// Whether the identity has Kubernetes access (the status shows its credential only then).
+    pub kubernetes_access: bool,
+}
+
+impl StatusExtras<'_> {
+    /// No refusal; Kubernetes access as the spec asks (for plans that issue nothing).
+    pub fn of(mi: &MachineIdentity) -> Self {
+        StatusExtras {
+            policy_denial: None,
+            kubernetes_access: mi.wants_kubernetes_access(),
+        }
+    }
+}
+
 /// The status after `outcome` with the lifecycle conditions and a revocation (this reconcile's,
 /// else the last one this operator made: the cache may lag our write of it); None when neither
 /// the cached status nor our write of moments ago differs from it.
@@ -147,6 +172,7 @@ pub(super) fn status_write(
     spiffe_id: Option<String>,
     conditions: Vec<Condition>,
     revocation: Option<RevocationStatus>,
+    extras: StatusExtras<'_>,
 ) -> Option<Step> {
     let mi = &facts.identity;
     let status = desired_status(
@@ -164,8 +190,11 @@ pub(super) fn status_write(
         revocation,
         facts.now,
     );
-    if !mi.wants_kubernetes_access() {
+    if !extras.kubernetes_access {
         status.kubernetes_access = None;
+    }
+    if let Some(denial) = extras.policy_denial {
+        deny_ready(&mut status, mi.status.as_ref(), denial, facts.now);
     }
     let unchanged = !status_changed(mi.status.as_ref(), &status)
         || facts.status_just_written == Some(fingerprint(&comparable(&status)));
@@ -196,13 +225,15 @@ fn renewal_of(outcome: &Outcome) -> Option<OffsetDateTime> {
     }
 }
 
-/// The Kubernetes access a kept certificate comes with, as the status shows it.
+/// The Kubernetes access a kept certificate comes with, as the status shows it (none unless the
+/// identity has Kubernetes access, `access`).
 pub(super) fn kubernetes_access(
     mi: &MachineIdentity,
+    access: bool,
     kube_client_not_after: Option<String>,
 ) -> Option<KubernetesAccessStatus> {
     kube_client_not_after
-        .filter(|_| mi.wants_kubernetes_access())
+        .filter(|_| access)
         .map(|not_after| KubernetesAccessStatus {
             user: kube_user(
                 mi.metadata.namespace.as_deref().unwrap_or_default(),

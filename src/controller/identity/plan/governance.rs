@@ -4,7 +4,7 @@
 use kube::ResourceExt;
 use time::OffsetDateTime;
 
-use super::conclude::{identity_key, serial_list, status_write};
+use super::conclude::{StatusExtras, identity_key, serial_list, status_write};
 use super::steps::{OnRevokeFailure, PlannedEvent, Requeue, Revoke, Step, requeue_at};
 use crate::controller::identity::facts::{Facts, RevokeRequest, SecretRead, revoke_request};
 use crate::controller::identity::settings::Settings;
@@ -280,6 +280,7 @@ pub(super) fn suspend(
                 None,
                 conditions,
                 answer.status,
+                StatusExtras::of(&facts.identity),
             ));
             vec![Step::Revoke(Box::new(Revoke {
                 revocations,
@@ -339,7 +340,15 @@ fn suspended_steps(
         Step::Publish(PlannedEvent::warning("Suspended", note)),
         Step::RememberRevocation(revocation),
     ];
-    steps.extend(status_write(facts, outcome, None, conditions, Some(shown)));
+    let extras = StatusExtras::of(&facts.identity);
+    steps.extend(status_write(
+        facts,
+        outcome,
+        None,
+        conditions,
+        Some(shown),
+        extras,
+    ));
     steps
 }
 

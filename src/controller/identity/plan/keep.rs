@@ -3,7 +3,7 @@
 
 use time::OffsetDateTime;
 
-use super::conclude::{conclude, kubernetes_access, secret_conflict, status_write};
+use super::conclude::{StatusExtras, conclude, kubernetes_access, secret_conflict, status_write};
 use super::governance::answer_revoke_request;
 use super::steps::{
     Conclusion, CredentialPlan, Failure, Issuance, PlannedEvent, RenewalInputs, Requeue, Step,
@@ -16,6 +16,8 @@ use crate::controller::identity::facts::{Facts, SecretRead};
 use crate::controller::identity_secret::{Ownership, existing_material, ownership};
 use crate::controller::reissue_pacing::slot_deferral;
 use crate::controller::status::Outcome;
+use crate::controller::status::READY;
+use nhi_api::condition::find_condition;
 use nhi_api::{Condition, MachineIdentity};
 use nhi_core::entitle::resolve::{EffectiveGrants, effective_grants};
 use nhi_core::issue::assess::{
@@ -24,6 +26,8 @@ use nhi_core::issue::assess::{
 use nhi_core::issue::inputs::{ResolvedIdentity, SpecError, resolve_identity};
 use nhi_core::issue::leaf::CustomExtensions;
 use nhi_core::lifecycle::verdict::Lifecycle;
+use nhi_core::policy::POLICY_DENIED;
+use nhi_core::policy::identity::{IdentityAllowance, as_allowed, check_identity};
 use nhi_identity::certificate::CertificateInfo;
 use nhi_identity::extension::{self, IdentityClaims};
 
@@ -52,9 +56,16 @@ pub(super) fn keep(
     let mi = &facts.identity;
     let answer = answer_revoke_request(facts);
     let mut steps = answer.steps;
+    // What is issued is the identity as its namespace's policy allows it.
+    let allowance = check_identity(&mi.spec, &facts.policy);
+    if !allowance.issuable {
+        steps.extend(policy_blocked(facts, &allowance, conditions, answer.status));
+        return steps;
+    }
+    let allowed = as_allowed(mi, &allowance, settings.issuance.default_ttl);
     let grants = effective_grants(&mi.name_any(), mi.labels(), &facts.entitlements, facts.now);
-    let resolved = match claims_extension(mi, &grants)
-        .and_then(|ext| resolve_identity(mi, &settings.issuance, ext, grants.not_after_cap))
+    let resolved = match claims_extension(&allowed, &grants)
+        .and_then(|ext| resolve_identity(&allowed, &settings.issuance, ext, grants.not_after_cap))
     {
         Ok(r) => r,
         Err(e) => {
@@ -69,8 +80,11 @@ pub(super) fn keep(
         spiffe_id: Some(resolved.request.spiffe_id.clone()),
         lifecycle_conditions: conditions,
         revocation: answer.status,
+        policy_denial: allowance.denial(),
+        kubernetes_access: allowed.wants_kubernetes_access(),
     };
-    let expect = expectations(facts, &resolved, &grants);
+    steps.extend(policy_denied_event(mi, conclusion.policy_denial.as_deref()));
+    let expect = expectations(facts, &resolved, &grants, conclusion.kubernetes_access);
     let (judgement, memory) = match judge_secret(facts, &expect, answer.revoked_now) {
         Ok(j) => j,
         Err(failure) => {
@@ -106,6 +120,7 @@ fn act_on(
     conclusion: Conclusion,
 ) -> Vec<Step> {
     let mi = &facts.identity;
+    let access = conclusion.kubernetes_access;
     match judgement {
         Judgement::Foreign => {
             let (mut steps, outcome, requeue) = secret_conflict(facts);
@@ -121,7 +136,7 @@ fn act_on(
                 info,
                 renew_at,
                 grants: conclusion.grants.clone(),
-                kubernetes_access: kubernetes_access(mi, kube_client_not_after),
+                kubernetes_access: kubernetes_access(mi, access, kube_client_not_after),
             };
             conclude(facts, &conclusion, outcome, requeue_at(renew_at, facts.now))
         }
@@ -148,7 +163,7 @@ fn act_on(
                 reason,
                 first,
                 still_valid,
-                credential: credential_plan(mi, settings),
+                credential: credential_plan(access, settings),
                 secret_version,
                 paced: issuing.paced,
                 kube_client_not_after,
@@ -179,13 +194,59 @@ fn invalid_spec(
         e.reason(),
         e.to_string(),
     ))];
-    steps.extend(status_write(facts, &outcome, None, conditions, revocation));
+    let extras = StatusExtras::of(&facts.identity);
+    steps.extend(status_write(
+        facts, &outcome, None, conditions, revocation, extras,
+    ));
     steps.push(Step::Finish(Requeue::AwaitChange));
     steps
 }
 
-fn credential_plan(mi: &MachineIdentity, settings: &Settings) -> CredentialPlan {
-    match (mi.wants_kubernetes_access(), settings.kubernetes_access) {
+/// An identity of which nothing may be issued (its key algorithm is refused, or its policy
+/// cannot be read): said once, blocked until the spec or the policy changes.
+fn policy_blocked(
+    facts: &Facts,
+    allowance: &IdentityAllowance,
+    conditions: Vec<Condition>,
+    revocation: Option<nhi_api::RevocationStatus>,
+) -> Vec<Step> {
+    let message = allowance.denial().unwrap_or_default();
+    let mut steps = policy_denied_event(&facts.identity, Some(&message));
+    let outcome = Outcome::Blocked {
+        reason: POLICY_DENIED.into(),
+        message,
+    };
+    let extras = StatusExtras::of(&facts.identity);
+    steps.extend(status_write(
+        facts, &outcome, None, conditions, revocation, extras,
+    ));
+    steps.push(Step::Finish(Requeue::AwaitChange));
+    steps
+}
+
+/// The Warning Event and failure count of a policy refusal, when the status does not show this
+/// very refusal yet.
+fn policy_denied_event(mi: &MachineIdentity, denial: Option<&str>) -> Vec<Step> {
+    let Some(message) = denial else {
+        return vec![];
+    };
+    let shown = mi
+        .status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, READY))
+        .is_some_and(|c| c.reason == POLICY_DENIED && c.message.starts_with(message));
+    match shown {
+        true => vec![],
+        false => vec![
+            Step::Publish(PlannedEvent::warning(POLICY_DENIED, message.to_string())),
+            Step::CountFailure(POLICY_DENIED.into()),
+        ],
+    }
+}
+
+/// The Kubernetes credential, for an identity that has Kubernetes access (`wanted`) or not.
+fn credential_plan(wanted: bool, settings: &Settings) -> CredentialPlan {
+    match (wanted, settings.kubernetes_access) {
         (false, _) => CredentialPlan::NotWanted,
         (true, false) => CredentialPlan::Disabled,
         (true, true) => CredentialPlan::Obtain,
@@ -197,6 +258,7 @@ pub(super) fn expectations<'a>(
     facts: &'a Facts,
     resolved: &'a ResolvedIdentity,
     grants: &EffectiveGrants,
+    kubernetes_access: bool,
 ) -> Expectations<'a> {
     Expectations {
         ca_public_key_der: facts.ca.public_key_der(),
@@ -205,7 +267,7 @@ pub(super) fn expectations<'a>(
         renewal_fraction: resolved.renewal_fraction,
         identity_key: &resolved.identity_key,
         not_after_cap: grants.not_after_cap,
-        needs_kubeconfig: facts.identity.wants_kubernetes_access(),
+        needs_kubeconfig: kubernetes_access,
         now: facts.now,
     }
 }

@@ -15,7 +15,7 @@ mod keep;
 mod settle;
 mod steps;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use kube::ResourceExt;
 

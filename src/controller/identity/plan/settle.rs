@@ -30,6 +30,7 @@ pub fn settle(facts: &Facts, issuance: &Issuance, report: IssueReport) -> Vec<St
                 grants: conclusion.grants.clone(),
                 kubernetes_access: kubernetes_access(
                     &facts.identity,
+                    conclusion.kubernetes_access,
                     issuance.kube_client_not_after.clone(),
                 ),
             };

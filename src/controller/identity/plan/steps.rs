@@ -227,6 +227,11 @@ pub struct Conclusion {
     pub lifecycle_conditions: Vec<Condition>,
     /// A revocation made by this reconcile, to show in status.
     pub revocation: Option<RevocationStatus>,
+    /// What the namespace's policy refuses of the spec (the certificate is issued without it;
+    /// `Ready` is false with reason `PolicyDenied` while it stays in the spec).
+    pub policy_denial: Option<String>,
+    /// Whether the identity has Kubernetes access as its policy allows it.
+    pub kubernetes_access: bool,
 }
 
 /// What became of an issuance.

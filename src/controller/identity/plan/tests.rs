@@ -76,6 +76,7 @@ fn facts_of(mi: MachineIdentity) -> Facts {
         namespace: "pay".into(),
         uid: UID.into(),
         entitlements_synced: true,
+        policy: open_policy("pay"),
         workload: None,
         entitlements: vec![],
         secret: SecretFacts {
@@ -90,6 +91,33 @@ fn facts_of(mi: MachineIdentity) -> Facts {
         last_revocation: None,
         status_just_written: None,
     }
+}
+
+/// A policy that allows every grant, Kubernetes access and every rule (above the floor).
+pub(crate) fn open_policy(namespace: &str) -> nhi_core::policy::EffectivePolicy {
+    let everything = vec!["*".to_string()];
+    let open = nhi_api::IdentityPolicy::new(
+        "open",
+        nhi_api::IdentityPolicySpec {
+            namespace_selector: Default::default(),
+            dns_names: None,
+            grants: Some(nhi_api::ClaimRule {
+                allowed: everything.clone(),
+                exclusive: false,
+            }),
+            max_ttl: None,
+            key_algorithms: vec![],
+            kubernetes_access: Some(true),
+            kubernetes_rules: vec![nhi_api::KubernetesRule {
+                api_groups: everything.clone(),
+                resources: everything.clone(),
+                verbs: everything,
+                resource_names: vec![],
+            }],
+            reserved_attributes: vec![],
+        },
+    );
+    nhi_core::policy::effective_policy(namespace, &Default::default(), &[open], "cluster.local")
 }
 
 fn fresh() -> Facts {
@@ -1153,4 +1181,74 @@ fn a_deletion_whose_revocation_is_not_recorded_waits_then_gives_up() {
     assert_eq!(events(&gone), vec![(true, "RevocationAbandoned")]);
     assert!(has(&gone, |s| matches!(s, Step::RemoveFinalizer)));
     assert_eq!(finish(&gone), Requeue::AwaitChange);
+}
+
+#[test]
+fn what_the_policy_refuses_is_left_out_of_the_certificate_and_keeps_it_not_ready() {
+    let mut f = facts_of(identity(serde_json::json!({
+        "certificate": {"dnsNames": ["api.pay.svc", "payments-api.payments.svc"], "ttl": "2h"},
+        "attributes": {"project": "p"},
+        "kubernetesAccess": {"enabled": true},
+    })));
+    f.policy = nhi_core::policy::effective_policy("pay", &Default::default(), &[], "cluster.local");
+    let steps = plan(&f, &settings()).steps;
+    // Said once, as a Warning naming the field and the policy.
+    assert_eq!(events(&steps), vec![(true, "PolicyDenied")]);
+    let note = event_note(&steps, "PolicyDenied");
+    assert!(
+        note.contains("spec.certificate.dnsNames[1]: \"payments-api.payments.svc\" is not allowed")
+            && note.contains("built-in default")
+            && note.contains("spec.kubernetesAccess.enabled"),
+        "{note}"
+    );
+    // Issued without the refused name and without Kubernetes access.
+    let i = issuance(&steps);
+    assert_eq!(i.request.dns_names, vec!["api.pay.svc"]);
+    assert_eq!(i.credential, CredentialPlan::NotWanted);
+    let rest = settle(&f, i, written(&f, "0c", None));
+    let status = written_status(&rest).unwrap();
+    assert_eq!(status.serial_number.as_deref(), Some("0c"));
+    let ready = nhi_api::condition::find_condition(&status.conditions, READY).unwrap();
+    assert!(!ready.is_true());
+    assert_eq!(ready.reason, "PolicyDenied");
+    assert!(
+        ready.message.contains("(certificate 0c valid until"),
+        "{}",
+        ready.message
+    );
+    // Once the status shows the refusal, it is not said again.
+    let mut again = facts_of(identity(serde_json::json!({
+        "certificate": {"dnsNames": ["api.pay.svc", "payments-api.payments.svc"], "ttl": "2h"},
+        "attributes": {"project": "p"},
+        "kubernetesAccess": {"enabled": true},
+    })));
+    again.policy = f.policy.clone();
+    with_identity(&mut again, |mi| mi.status = Some(status.clone()));
+    let steps = plan(&again, &settings()).steps;
+    assert!(
+        !events(&steps).contains(&(true, "PolicyDenied")),
+        "{:?}",
+        events(&steps)
+    );
+}
+
+#[test]
+fn a_refused_key_algorithm_issues_nothing() {
+    let mut f = facts_of(identity(serde_json::json!({
+        "certificate": {"keyAlgorithm": "Ed25519"},
+    })));
+    let strict = nhi_api::IdentityPolicy::new(
+        "strict",
+        nhi_api::IdentityPolicySpec {
+            key_algorithms: vec![nhi_api::KeyAlgorithm::EcdsaP256],
+            ..nhi_core::policy::effective::built_in_default()
+        },
+    );
+    f.policy = nhi_core::policy::effective_policy("pay", &Default::default(), &[strict], "c");
+    let steps = plan(&f, &settings()).steps;
+    assert_eq!(events(&steps), vec![(true, "PolicyDenied")]);
+    assert!(!has(&steps, |s| matches!(s, Step::Issue(_))));
+    assert_eq!(ready_reason(&steps), (false, "PolicyDenied".to_string()));
+    assert!(event_note(&steps, "PolicyDenied").contains("Ed25519 is not allowed"));
+    assert_eq!(finish(&steps), Requeue::AwaitChange);
 }
