@@ -101,6 +101,30 @@ for file in crds/*.yaml; do
     grep -qx "  - ${file#crds/}" config/crd/kustomization.yaml
 done
 
+# The chart's tenant policy (default values) and config/policy/ are the same objects.
+chart_policy_matches_config() {
+  local chart config
+  chart=$(helm template nhi "$CHART" --show-only templates/identitypolicy-default.yaml \
+    --show-only templates/admission-identity-policy.yaml \
+    --show-only templates/admission-tenant-floor.yaml | to_json)
+  config=$(for f in config/policy/identitypolicy-default.yaml config/policy/admission-*.yaml; do
+    cat "$f"
+    echo ---
+  done | to_json)
+  python3 - "$chart" "$config" <<'PY'
+import json, sys
+def specs(text):
+    return {(o["kind"], o["metadata"]["name"]): o["spec"] for o in json.loads(text)}
+chart, config = specs(sys.argv[1]), specs(sys.argv[2])
+if chart != config:
+    for key in sorted(set(chart) | set(config)):
+        if chart.get(key) != config.get(key):
+            print("differs:", key, file=sys.stderr)
+    sys.exit(1)
+PY
+}
+check "the chart's tenant policy (default values) is config/policy/" chart_policy_matches_config
+
 argocd_patch_embeds_health_lua() {
   to_json <config/argocd/argocd-cm-patch.yaml | python3 -c '
 import json, sys

@@ -317,7 +317,13 @@ async fn a_just_in_time_grant_caps_the_certificate_and_expires_by_itself() {
         "oncall-bot",
         json!({"owner": {"team": "sre"}, "secretName": "oncall-bot-identity"}),
     );
-    oncall.metadata.labels = Some([("role".to_string(), "oncall".to_string())].into());
+    oncall.metadata.labels = Some(
+        [(
+            "subject.nhi.dev/role".to_string(),
+            "oncall".to_string(),
+        )]
+        .into(),
+    );
     mis.create(&PostParams::default(), &oncall).await.unwrap();
     wait_ready(&mis, "oncall-bot", Duration::from_secs(10)).await;
 
@@ -326,7 +332,7 @@ async fn a_just_in_time_grant_caps_the_certificate_and_expires_by_itself() {
         OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::seconds(25);
     env.create_entitlement(
         "break-glass",
-        json!({"subjects": {"selector": {"matchLabels": {"role": "oncall"}}},
+        json!({"subjects": {"selector": {"matchLabels": {"subject.nhi.dev/role": "oncall"}}},
                "grants": ["db.admin"], "expiresAt": rfc3339(expires_at),
                "justification": "INC-99: database failover"}),
     )
@@ -437,7 +443,7 @@ async fn grants_follow_not_before_and_label_changes_within_seconds() {
     // A label change brings an identity under a selector: re-issued with both grants.
     env.create_entitlement(
         "frontend-catalog",
-        json!({"subjects": {"selector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["frontend"]}]}},
+        json!({"subjects": {"selector": {"matchExpressions": [{"key": "subject.nhi.dev/tier", "operator": "In", "values": ["frontend"]}]}},
                "grants": ["catalog.read"], "justification": "CAT-1: product pages"}),
     )
     .await;
@@ -447,7 +453,7 @@ async fn grants_follow_not_before_and_label_changes_within_seconds() {
     mis.patch(
         "batch",
         &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": {"tier": "frontend"}}})),
+        &Patch::Merge(json!({"metadata": {"labels": {"subject.nhi.dev/tier": "frontend"}}})),
     )
     .await
     .unwrap();
@@ -467,7 +473,7 @@ async fn grants_follow_not_before_and_label_changes_within_seconds() {
     mis.patch(
         "batch",
         &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": {"tier": null}}})),
+        &Patch::Merge(json!({"metadata": {"labels": {"subject.nhi.dev/tier": null}}})),
     )
     .await
     .unwrap();

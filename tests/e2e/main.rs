@@ -11,4 +11,5 @@ mod lifecycle;
 mod plugin;
 mod safety;
 mod support;
+mod tenant_setup;
 mod validation;

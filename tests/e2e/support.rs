@@ -13,6 +13,8 @@ use kube::{Api, Client, Config};
 use nhi_operator::api::{Entitlement, MachineIdentity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::tenant_setup::{E2E_POLICY, ensure_tenant_policy};
+
 /// `$KUBECONFIG`, else the admin kubeconfig of the local control plane in `$NHI_CLUSTER_DIR`
 /// (`make test` runs on e2e/.cluster-test), else of the default one, e2e/.cluster.
 pub fn kubeconfig_path() -> PathBuf {
@@ -57,12 +59,26 @@ pub struct TestNamespace {
 }
 
 impl TestNamespace {
+    /// A namespace governed by the IdentityPolicy `nhi-e2e` (what the tests ask for), under the
+    /// admission policies.
     pub async fn create(client: &Client, prefix: &str) -> Self {
+        let labels = [("nhi.dev/identity-policy", E2E_POLICY)];
+        Self::create_labelled(client, prefix, &labels).await
+    }
+
+    /// A namespace with `labels` (none: governed by the chart's default policy, `nhi-default`).
+    pub async fn create_labelled(client: &Client, prefix: &str, labels: &[(&str, &str)]) -> Self {
+        ensure_tenant_policy(client).await;
         let name = format!("e2e-{prefix}-{:06x}", rand::random::<u32>() & 0xffffff);
         let api: Api<Namespace> = Api::all(client.clone());
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let ns = Namespace {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
+                labels: Some(labels),
                 ..Default::default()
             },
             ..Default::default()
