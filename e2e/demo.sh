@@ -29,6 +29,8 @@ echo "== installing CRDs"
 kubectl apply --server-side --force-conflicts -f crds/
 kubectl wait --for=condition=Established --timeout=30s -f crds/ >/dev/null
 kubectl create namespace nhi-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+echo "== installing the tenant policy (config/policy: the default IdentityPolicy and the admission policies)"
+kubectl apply --server-side --force-conflicts -k config/policy/
 
 # The operator an earlier `make demo` left running (still that process: its command line).
 old=$(cat "$state/demo-operator.pid" 2>/dev/null || true)

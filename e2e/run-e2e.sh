@@ -53,6 +53,8 @@ e2e/test-cluster.sh
 echo "== installing CRDs"
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=30s -f crds/ >/dev/null
+echo "== installing the tenant policy (config/policy)"
+kubectl apply --server-side --force-conflicts -k config/policy/ >/dev/null
 
 # kube-controller-manager's garbage collector learns of new resource types on its periodic
 # discovery resync (every 30 s): until it has, objects owned by a MachineIdentity are not

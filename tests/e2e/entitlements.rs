@@ -317,13 +317,8 @@ async fn a_just_in_time_grant_caps_the_certificate_and_expires_by_itself() {
         "oncall-bot",
         json!({"owner": {"team": "sre"}, "secretName": "oncall-bot-identity"}),
     );
-    oncall.metadata.labels = Some(
-        [(
-            "subject.nhi.dev/role".to_string(),
-            "oncall".to_string(),
-        )]
-        .into(),
-    );
+    oncall.metadata.labels =
+        Some([("subject.nhi.dev/role".to_string(), "oncall".to_string())].into());
     mis.create(&PostParams::default(), &oncall).await.unwrap();
     wait_ready(&mis, "oncall-bot", Duration::from_secs(10)).await;
 

@@ -230,10 +230,7 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
         )
         .await
         .expect_err("admission refuses Secrets");
-    assert!(
-        refused.to_string().contains("get on secrets"),
-        "{refused}"
-    );
+    assert!(refused.to_string().contains("get on secrets"), "{refused}");
     assert!(forbidden(&kubectl_as(
         &kubeconfig,
         &["get", "secrets", "-n", ns]
@@ -565,6 +562,7 @@ async fn limited_operator_kubeconfig(client: &Client, ns: &str, dir: &Path) -> P
         )
         .await
         .expect("create the RoleBinding");
+    policy_reader(client, ns, name).await;
     let token = accounts
         .create_token_request(name, &PostParams::default(), &TokenRequest::default())
         .await
@@ -614,4 +612,41 @@ async fn a_role_the_operator_cannot_grant_is_refused_with_the_apiservers_message
     assert!(refused.contains("forbidden"), "{refused}");
     eprintln!("refused: {refused}");
     assert!(env.op.alive(), "the operator is still running");
+}
+
+/// Lets ServiceAccount `account` of `ns` read what every operator reads cluster-wide: the
+/// IdentityPolicies and the namespaces' labels (a ClusterRoleBinding owned by the namespace, so
+/// it goes with it).
+async fn policy_reader(client: &Client, ns: &str, account: &str) {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "nhi-e2e-policy-reader"},
+        "rules": [
+            {"apiGroups": ["nhi.dev"], "resources": ["identitypolicies"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+        ]
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(client.clone())
+        .patch(
+            "nhi-e2e-policy-reader",
+            &PatchParams::apply("nhi-e2e").force(),
+            &Patch::Apply(&role),
+        )
+        .await
+        .expect("the policy reader ClusterRole");
+    let namespace = Api::<Namespace>::all(client.clone()).get(ns).await.unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("{ns}-{account}"), "ownerReferences": [{
+            "apiVersion": "v1", "kind": "Namespace", "name": ns,
+            "uid": namespace.metadata.uid.unwrap()}]},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "nhi-e2e-policy-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}]
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("the policy reader ClusterRoleBinding");
 }

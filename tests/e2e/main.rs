@@ -11,5 +11,6 @@ mod lifecycle;
 mod plugin;
 mod safety;
 mod support;
+mod tenancy;
 mod tenant_setup;
 mod validation;
