@@ -507,3 +507,90 @@ async fn a_policy_that_drops_a_grant_revokes_the_certificates_carrying_it_within
     assert!(c.message.contains("is not allowed"), "{}", c.message);
     eprintln!("policy change -> old serial on the CRL: {elapsed:?}");
 }
+
+#[tokio::test]
+async fn an_identity_re_created_under_a_bound_name_inherits_nothing() {
+    let env = OperatorNamespace::start("repin", &[]).await;
+    let mis = env.identities();
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    env.create_identity(
+        "checkout",
+        json!({"owner": owner(), "secretName": "checkout-id"}),
+    )
+    .await;
+    env.create_entitlement(
+        "checkout-pays",
+        json!({"subjects": {"names": ["checkout"]}, "grants": ["payments.process"], "justification": "j"}),
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(10),
+        "checkout carrying the grant",
+        || async {
+            let s = secrets.get("checkout-id").await.ok()?;
+            grants(&s)
+                .contains(&"payments.process".to_string())
+                .then_some(())
+        },
+    )
+    .await;
+    let ents = env.entitlements();
+    let pinned = wait_for(Duration::from_secs(10), "the subject pinned", || async {
+        let status = ents.get("checkout-pays").await.ok()?.status?;
+        (!status.pinned_subjects.is_empty()).then_some(status.pinned_subjects)
+    })
+    .await;
+    let first_uid = mis.get("checkout").await.unwrap().metadata.uid.unwrap();
+    assert_eq!(pinned[0].uid, first_uid);
+
+    // Deleted, and re-created by someone under the same name.
+    mis.delete("checkout", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(20), "checkout gone", || async {
+        mis.get_opt("checkout").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    env.create_identity(
+        "checkout",
+        json!({"owner": owner(), "secretName": "checkout-id"}),
+    )
+    .await;
+    let mi = wait_ready(&mis, "checkout", Duration::from_secs(10)).await;
+    assert_ne!(mi.metadata.uid.as_deref(), Some(first_uid.as_str()));
+    let (c, _) = wait_for_entitlement_condition(
+        &ents,
+        "checkout-pays",
+        "Ready",
+        Duration::from_secs(10),
+        |c| c.message.contains("re-created"),
+    )
+    .await;
+    assert!(c.message.contains("not bound: checkout"), "{}", c.message);
+    let secret = secrets.get("checkout-id").await.unwrap();
+    assert!(
+        grants(&secret).is_empty(),
+        "the re-created identity carries no grant"
+    );
+    assert!(mi.status.unwrap().entitlements.is_empty());
+
+    // Changing the Entitlement's spec binds the new identity.
+    ents.patch(
+        "checkout-pays",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"justification": "PAY-8: the new checkout"}})),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the new checkout carrying the grant",
+        || async {
+            let s = secrets.get("checkout-id").await.ok()?;
+            grants(&s)
+                .contains(&"payments.process".to_string())
+                .then_some(())
+        },
+    )
+    .await;
+}

@@ -155,6 +155,24 @@ pub struct EntitlementStatus {
     /// The Role and RoleBinding materialising `spec.kubernetes`, when they exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesRbacStatus>,
+    /// The MachineIdentity each subject named in `spec.subjects.names` was first bound to (its
+    /// uid), for the spec generation `pinnedGeneration`. An identity deleted and re-created under
+    /// the same name is not bound until the Entitlement's spec changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pinned_subjects: Vec<PinnedSubject>,
+    /// The spec generation the pins were made for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_generation: Option<i64>,
+}
+
+/// A named subject and the uid of the MachineIdentity it was bound to.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PinnedSubject {
+    /// The MachineIdentity's name.
+    pub name: String,
+    /// Its uid when it was bound.
+    pub uid: String,
 }
 
 /// The RBAC objects of an Entitlement.

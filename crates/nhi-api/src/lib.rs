@@ -8,7 +8,7 @@ pub mod machine_identity;
 pub use condition::Condition;
 pub use entitlement::{
     Binding, Entitlement, EntitlementSpec, EntitlementStatus, KubernetesPermissions,
-    KubernetesRbacStatus, KubernetesRule, Subjects,
+    KubernetesRbacStatus, KubernetesRule, PinnedSubject, Subjects,
 };
 pub use identity_policy::{
     CUSTOM_POLICY_LABEL, ClaimRule, IdentityPolicy, IdentityPolicySpec, IdentityPolicyStatus,

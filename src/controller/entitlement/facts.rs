@@ -41,6 +41,7 @@ pub struct Facts {
 /// An identity as binding sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
+    pub uid: String,
     pub labels: BTreeMap<String, String>,
     /// Its name and what its current certificate carries.
     pub certificate: SubjectCertificate,
@@ -101,6 +102,7 @@ fn identity(mi: &MachineIdentity, policy: &EffectivePolicy) -> Identity {
     let status = mi.status.clone().unwrap_or_default();
     let access = mi.wants_kubernetes_access() && check_identity(&mi.spec, policy).kubernetes_access;
     Identity {
+        uid: mi.metadata.uid.clone().unwrap_or_default(),
         labels: mi.labels().clone(),
         certificate: SubjectCertificate {
             kubernetes_access: access,

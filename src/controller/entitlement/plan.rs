@@ -13,7 +13,7 @@ use super::status::{
 };
 use crate::controller::status_memory::fingerprint;
 use nhi_api::condition::find_condition;
-use nhi_api::{Condition, Entitlement, EntitlementStatus};
+use nhi_api::{Condition, Entitlement, EntitlementStatus, PinnedSubject};
 use nhi_core::entitle::rbac::{RbacPlan, is_ours, plan_rbac, rbac_name};
 use nhi_core::entitle::resolve::{EntitlementFacts, Phase};
 use nhi_core::issue::kube_client::{access_disabled, kube_user};
@@ -48,6 +48,17 @@ pub struct Binding {
     pub next_transition: Option<OffsetDateTime>,
     /// Its Role and RoleBinding; None when it has never had any.
     pub rbac: Option<RbacDecision>,
+    /// Which identity each named subject is bound to.
+    pub pins: Pins,
+}
+
+/// The identities the named subjects are pinned to, for the current spec generation: those
+/// pinned before, and the current identity of each name not pinned yet.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pins {
+    pub subjects: Vec<PinnedSubject>,
+    /// Named subjects whose identity was re-created since it was pinned (not bound).
+    pub replaced: Vec<String>,
 }
 
 /// What becomes of the Entitlement's Role and RoleBinding.
@@ -109,22 +120,28 @@ pub fn plan(facts: &Facts) -> Plan {
     if !facts.identities_synced {
         return Plan::WaitForIdentities(IDENTITIES_SYNC_WAIT);
     }
-    let (assessment, next_transition) = assess(facts);
+    let (assessment, next_transition, pins) = assess(facts);
     let rbac = rbac_decision(facts, &assessment);
     Plan::Bind(Box::new(Binding {
         assessment,
         next_transition,
         rbac,
+        pins,
     }))
 }
 
-/// The Entitlement and its subjects as plain data, and when its phase changes next.
-fn assess(facts: &Facts) -> (Assessment, Option<OffsetDateTime>) {
+/// The Entitlement and its subjects as plain data, when its phase changes next, and the pins of
+/// its named subjects.
+fn assess(facts: &Facts) -> (Assessment, Option<OffsetDateTime>, Pins) {
     let ent = match EntitlementFacts::from_resource(&facts.entitlement) {
         Ok(f) => f,
         Err(message) => {
             let reason = "InvalidSpec".to_string();
-            return (Assessment::Invalid { reason, message }, None);
+            return (
+                Assessment::Invalid { reason, message },
+                None,
+                Pins::default(),
+            );
         }
     };
     // Nothing of an Entitlement the policy refuses is bound: its grants leave every certificate,
@@ -133,25 +150,54 @@ fn assess(facts: &Facts) -> (Assessment, Option<OffsetDateTime>) {
     if !refusals.is_empty() {
         let reason = POLICY_DENIED.to_string();
         let message = format!("refused: {}", refusal_message(&refusals));
-        return (Assessment::Invalid { reason, message }, None);
+        return (
+            Assessment::Invalid { reason, message },
+            None,
+            Pins::default(),
+        );
     }
     let mut subjects = vec![];
+    let mut pins = Pins {
+        subjects: ent
+            .pins
+            .iter()
+            .map(|(name, uid)| PinnedSubject {
+                name: name.clone(),
+                uid: uid.clone(),
+            })
+            .collect(),
+        replaced: vec![],
+    };
     for identity in &facts.identities {
-        match ent.selects(&identity.certificate.identity, &identity.labels) {
+        let name = &identity.certificate.identity;
+        match ent.selects(name, Some(&identity.uid), &identity.labels) {
             Ok(true) => subjects.push(identity.certificate.clone()),
             Ok(false) => {}
             Err(message) => {
                 let reason = "InvalidSelector".to_string();
-                return (Assessment::Invalid { reason, message }, None);
+                return (
+                    Assessment::Invalid { reason, message },
+                    None,
+                    Pins::default(),
+                );
             }
         }
+        if ent.replaced(name, Some(&identity.uid)) {
+            pins.replaced.push(name.clone());
+        } else if ent.names.contains(name) && !ent.pins.contains_key(name) {
+            pins.subjects.push(PinnedSubject {
+                name: name.clone(),
+                uid: identity.uid.clone(),
+            });
+        }
     }
+    pins.subjects.sort_by(|a, b| a.name.cmp(&b.name));
     let assessment = Assessment::Usable {
         phase: ent.phase(facts.now),
         grants: ent.grants.clone(),
         subjects,
     };
-    (assessment, ent.next_transition(facts.now))
+    (assessment, ent.next_transition(facts.now), pins)
 }
 
 /// What becomes of the Role and RoleBinding; None when the Entitlement has never had any.
@@ -262,7 +308,7 @@ fn foreign(existing: &ExistingRbac, entitlement: &str, namespace: &str) -> Optio
 /// The status, Events and requeue after binding, given what became of the RBAC.
 pub fn conclude(facts: &Facts, binding: &Binding, rbac: Option<&RbacOutcome>) -> Conclusion {
     let ent = &facts.entitlement;
-    let (status, pending) = desired_entitlement_status(
+    let (mut status, pending) = desired_entitlement_status(
         ent.status.as_ref(),
         &binding.assessment,
         rbac,
@@ -270,6 +316,7 @@ pub fn conclude(facts: &Facts, binding: &Binding, rbac: Option<&RbacOutcome>) ->
         ent.metadata.generation,
         facts.now,
     );
+    with_pins(&mut status, &binding.pins, ent.metadata.generation);
     // The cache may not show our own last write yet: neither write it again nor report it twice.
     let written = comparable_entitlement_status(&status);
     let changed = entitlement_status_changed(ent.status.as_ref(), &status)
@@ -297,6 +344,26 @@ pub fn conclude(facts: &Facts, binding: &Binding, rbac: Option<&RbacOutcome>) ->
         events: events.into_iter().flatten().collect(),
         status: Some(Box::new(status)),
         requeue,
+    }
+}
+
+/// Records the pins of the named subjects, and says in `Ready` which named identities were
+/// re-created since they were bound (they are not bound until the spec changes).
+fn with_pins(status: &mut EntitlementStatus, pins: &Pins, generation: Option<i64>) {
+    if pins.subjects.is_empty() && pins.replaced.is_empty() {
+        return;
+    }
+    status.pinned_subjects = pins.subjects.clone();
+    status.pinned_generation = generation;
+    if pins.replaced.is_empty() {
+        return;
+    }
+    if let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == READY) {
+        ready.message.push_str(&format!(
+            "; not bound: {} re-created since it was bound (change the Entitlement's spec to bind \
+             the new identity)",
+            pins.replaced.join(", ")
+        ));
     }
 }
 

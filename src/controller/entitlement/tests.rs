@@ -40,6 +40,7 @@ fn rules() -> serde_json::Value {
 /// An identity `name` whose certificate carries `grants`, with Kubernetes access or not.
 fn identity(name: &str, grants: &[&str], kubernetes_access: bool) -> Identity {
     Identity {
+        uid: format!("{name}-uid"),
         labels: Default::default(),
         certificate: SubjectCertificate {
             identity: name.into(),

@@ -36,7 +36,7 @@ pub fn identities_to_recheck<'a>(
     let mut selected = BTreeSet::new();
     let mut recheck = previously_selected.clone();
     for mi in identities {
-        let selects = current.is_some_and(|e| e.selects(mi.name, mi.labels).unwrap_or(false));
+        let selects = current.is_some_and(|e| e.selects(mi.name, None, mi.labels).unwrap_or(false));
         if selects {
             selected.insert(mi.name.to_string());
         }
@@ -69,7 +69,7 @@ pub fn entitlements_to_refresh(
                 .as_ref()
                 .is_some_and(|s| s.bindings.iter().any(|b| b.identity == name));
             let selects = EntitlementFacts::from_resource(e)
-                .is_ok_and(|f| f.selects(name, mi.labels()).unwrap_or(false));
+                .is_ok_and(|f| f.selects(name, None, mi.labels()).unwrap_or(false));
             listed || selects
         })
         .map(|e| ObjectRef::from_obj(e.as_ref()))
@@ -264,6 +264,7 @@ mod tests {
         EntitlementFacts {
             name: "e".into(),
             names: names.iter().map(|s| s.to_string()).collect(),
+            pins: Default::default(),
             selector: label.map(|(k, v)| {
                 k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
                     match_labels: Some([(k.to_string(), v.to_string())].into()),

@@ -15,6 +15,9 @@ use nhi_api::Entitlement;
 pub struct EntitlementFacts {
     pub name: String,
     pub names: BTreeSet<String>,
+    /// The uid each named subject is pinned to (empty when the pins are of an older spec
+    /// generation: the current identities of those names are then bound, and pinned).
+    pub pins: BTreeMap<String, String>,
     pub selector: Option<LabelSelector>,
     pub grants: BTreeSet<String>,
     pub not_before: Option<OffsetDateTime>,
@@ -71,9 +74,22 @@ impl EntitlementFacts {
             .creation_timestamp
             .as_ref()
             .and_then(|t| OffsetDateTime::from_unix_timestamp(t.0.as_second()).ok());
+        let status = ent.status.as_ref();
+        let pins = status
+            .filter(|s| {
+                s.pinned_generation.is_some() && s.pinned_generation == ent.metadata.generation
+            })
+            .map(|s| {
+                s.pinned_subjects
+                    .iter()
+                    .map(|p| (p.name.clone(), p.uid.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(EntitlementFacts {
             name: ent.metadata.name.clone().unwrap_or_default(),
             names: ent.spec.subjects.names.iter().cloned().collect(),
+            pins,
             selector: ent.spec.subjects.selector.clone(),
             grants: ent.spec.grants.iter().cloned().collect(),
             not_before,
@@ -100,14 +116,30 @@ impl EntitlementFacts {
     }
 
     /// Whether it selects the identity `name` with `labels` (by name, or by its selector). A
-    /// selector that cannot be evaluated is an error for every identity, named ones included: an
-    /// Entitlement reported invalid grants nothing.
-    pub fn selects(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<bool, String> {
+    /// named subject is selected only when its `uid` is the one pinned for the name, if one is
+    /// (None: whatever the pin, for callers that only need who may be affected). A selector that
+    /// cannot be evaluated is an error for every identity, named ones included: an Entitlement
+    /// reported invalid grants nothing.
+    pub fn selects(
+        &self,
+        name: &str,
+        uid: Option<&str>,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<bool, String> {
         let by_selector = match &self.selector {
             Some(sel) => selector_matches(sel, labels)?,
             None => false,
         };
-        Ok(by_selector || self.names.contains(name))
+        Ok(by_selector || self.names.contains(name) && !self.replaced(name, uid))
+    }
+
+    /// Whether the identity `name` with `uid` is not the one the name is pinned to (it was
+    /// re-created since it was bound).
+    pub fn replaced(&self, name: &str, uid: Option<&str>) -> bool {
+        match (self.pins.get(name), uid) {
+            (Some(pinned), Some(uid)) => pinned != uid,
+            _ => false,
+        }
     }
 
     /// The next moment after `now` its phase changes, if any.
@@ -135,11 +167,12 @@ pub struct EffectiveGrants {
     pub selected_by: Vec<String>,
 }
 
-/// Resolves the effective grants of identity `name` with `labels` among the Entitlements of its
-/// namespace. An Entitlement whose selector cannot be evaluated selects nothing (its own status
-/// says why).
+/// Resolves the effective grants of identity `name` (with `uid` and `labels`) among the
+/// Entitlements of its namespace. An Entitlement whose selector cannot be evaluated selects
+/// nothing (its own status says why).
 pub fn effective_grants(
     name: &str,
+    uid: &str,
     labels: &BTreeMap<String, String>,
     entitlements: &[EntitlementFacts],
     now: OffsetDateTime,
@@ -148,7 +181,7 @@ pub fn effective_grants(
     // grant -> latest expiry among active givers (None: one of them never expires).
     let mut expiry: BTreeMap<&str, Option<OffsetDateTime>> = BTreeMap::new();
     for ent in entitlements {
-        if !ent.selects(name, labels).unwrap_or(false) {
+        if !ent.selects(name, Some(uid), labels).unwrap_or(false) {
             continue;
         }
         out.selected_by.push(ent.name.clone());
@@ -185,6 +218,7 @@ mod tests {
         EntitlementFacts {
             name: name.into(),
             names: names.iter().map(|s| s.to_string()).collect(),
+            pins: BTreeMap::new(),
             selector: None,
             grants: grants.iter().map(|s| s.to_string()).collect(),
             not_before: None,
@@ -201,6 +235,36 @@ mod tests {
         items.iter().map(|s| s.to_string()).collect()
     }
 
+    fn effective_grants_of(
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        entitlements: &[EntitlementFacts],
+        now: OffsetDateTime,
+    ) -> EffectiveGrants {
+        effective_grants(name, "uid-1", labels, entitlements, now)
+    }
+
+    #[test]
+    fn a_named_subject_re_created_under_its_name_is_not_selected() {
+        let mut e = ent("pinned", &["checkout"], &["payments.process"]);
+        e.pins = [("checkout".to_string(), "uid-1".to_string())].into();
+        let at = |e: &EntitlementFacts, uid| {
+            effective_grants("checkout", uid, &no_labels(), std::slice::from_ref(e), t0())
+        };
+        assert_eq!(at(&e, "uid-1").grants, set(&["payments.process"]));
+        assert!(
+            at(&e, "uid-2").grants.is_empty(),
+            "a re-created identity inherits nothing"
+        );
+        assert!(
+            e.selects("checkout", None, &no_labels()).unwrap(),
+            "who may be affected"
+        );
+        // Not pinned yet (a new name, or a new spec generation): selected, then pinned.
+        e.pins.clear();
+        assert_eq!(at(&e, "uid-2").grants, set(&["payments.process"]));
+    }
+
     #[test]
     fn union_of_the_active_entitlements_that_select_the_identity() {
         let ents = [
@@ -208,13 +272,13 @@ mod tests {
             ent("b", &["api", "web"], &["payments.read", "payments.process"]),
             ent("c", &["web"], &["admin"]),
         ];
-        let e = effective_grants("api", &no_labels(), &ents, t0());
+        let e = effective_grants_of("api", &no_labels(), &ents, t0());
         assert_eq!(e.grants, set(&["payments.process", "payments.read"]));
         assert_eq!(e.not_after_cap, None);
         assert_eq!(e.next_change, None);
         assert_eq!(e.selected_by, vec!["a", "b"]);
         assert!(
-            effective_grants("other", &no_labels(), &ents, t0())
+            effective_grants_of("other", &no_labels(), &ents, t0())
                 .grants
                 .is_empty()
         );
@@ -229,11 +293,11 @@ mod tests {
         });
         let pay = [("team".to_string(), "pay".to_string())].into();
         assert_eq!(
-            effective_grants("x", &pay, std::slice::from_ref(&e), t0()).grants,
+            effective_grants_of("x", &pay, std::slice::from_ref(&e), t0()).grants,
             set(&["reports.read"])
         );
         assert!(
-            effective_grants("x", &no_labels(), &[e], t0())
+            effective_grants_of("x", &no_labels(), &[e], t0())
                 .grants
                 .is_empty()
         );
@@ -246,17 +310,17 @@ mod tests {
         jit.expires_at = Some(t0() + Duration::minutes(40));
         let ents = [jit, ent("base", &["api"], &["db.read"])];
         // Before: not carried, and the start is the next change.
-        let before = effective_grants("api", &no_labels(), &ents, t0());
+        let before = effective_grants_of("api", &no_labels(), &ents, t0());
         assert_eq!(before.grants, set(&["db.read"]));
         assert_eq!(before.not_after_cap, None);
         assert_eq!(before.next_change, Some(t0() + Duration::minutes(10)));
         // During: carried, capping the certificate; the end is the next change.
-        let during = effective_grants("api", &no_labels(), &ents, t0() + Duration::minutes(10));
+        let during = effective_grants_of("api", &no_labels(), &ents, t0() + Duration::minutes(10));
         assert_eq!(during.grants, set(&["db.admin", "db.read"]));
         assert_eq!(during.not_after_cap, Some(t0() + Duration::minutes(40)));
         assert_eq!(during.next_change, Some(t0() + Duration::minutes(40)));
         // At expiresAt: gone.
-        let after = effective_grants("api", &no_labels(), &ents, t0() + Duration::minutes(40));
+        let after = effective_grants_of("api", &no_labels(), &ents, t0() + Duration::minutes(40));
         assert_eq!(after.grants, set(&["db.read"]));
         assert_eq!(after.not_after_cap, None);
         assert_eq!(after.next_change, None);
@@ -270,16 +334,16 @@ mod tests {
         long.expires_at = Some(t0() + Duration::minutes(50));
         let forever = ent("forever", &["api"], &["db.read"]);
         // db.write ends at 5 min (only `short` gives it), so that is the cap.
-        let e = effective_grants("api", &no_labels(), &[short.clone(), long.clone()], t0());
+        let e = effective_grants_of("api", &no_labels(), &[short.clone(), long.clone()], t0());
         assert_eq!(e.not_after_cap, Some(t0() + Duration::minutes(5)));
         // Without db.write, db.read lasts until the longest giver ends...
         let mut short_read = short.clone();
         short_read.grants = set(&["db.read"]);
-        let e = effective_grants("api", &no_labels(), &[short_read.clone(), long], t0());
+        let e = effective_grants_of("api", &no_labels(), &[short_read.clone(), long], t0());
         assert_eq!(e.not_after_cap, Some(t0() + Duration::minutes(50)));
         assert_eq!(e.next_change, Some(t0() + Duration::minutes(5)));
         // ...and is not capped at all when one giver never expires.
-        let e = effective_grants("api", &no_labels(), &[short_read, forever], t0());
+        let e = effective_grants_of("api", &no_labels(), &[short_read, forever], t0());
         assert_eq!(e.not_after_cap, None);
     }
 
@@ -298,7 +362,7 @@ mod tests {
         jit.expires_at = Some(t0() + Duration::minutes(40));
         jit.expiry_lead = Duration::seconds(30);
         let ents = [jit];
-        let at = |t| effective_grants("api", &no_labels(), &ents, t);
+        let at = |t| effective_grants_of("api", &no_labels(), &ents, t);
         let before = at(t0() + Duration::minutes(39));
         assert_eq!(before.grants, set(&["db.admin"]));
         // The certificate is still capped at expiresAt itself...
@@ -329,7 +393,7 @@ mod tests {
             ]),
         });
         assert!(
-            effective_grants("x", &no_labels(), &[e], t0())
+            effective_grants_of("x", &no_labels(), &[e], t0())
                 .grants
                 .is_empty()
         );

@@ -63,7 +63,13 @@ pub(super) fn keep(
         return steps;
     }
     let allowed = as_allowed(mi, &allowance, settings.issuance.default_ttl);
-    let grants = effective_grants(&mi.name_any(), mi.labels(), &facts.entitlements, facts.now);
+    let grants = effective_grants(
+        &mi.name_any(),
+        &facts.uid,
+        mi.labels(),
+        &facts.entitlements,
+        facts.now,
+    );
     let resolved = match claims_extension(&allowed, &grants)
         .and_then(|ext| resolve_identity(&allowed, &settings.issuance, ext, grants.not_after_cap))
     {

@@ -208,6 +208,7 @@ fn entitlement(name: &str, grants: &[&str]) -> EntitlementFacts {
     EntitlementFacts {
         name: name.into(),
         names: ["api".to_string()].into(),
+        pins: Default::default(),
         selector: None,
         grants: grants.iter().map(|g| g.to_string()).collect(),
         not_before: None,
