@@ -23,5 +23,6 @@ pub mod metrics;
 pub mod operator;
 pub mod revoke;
 pub mod settings;
+pub mod shutdown;
 pub mod telemetry;
 pub mod token_bucket;

@@ -25,6 +25,7 @@ use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::revoke::service::{RevocationConfig, RevocationDeps};
 use crate::settings::Settings;
+use crate::shutdown::Shutdown;
 use nhi_core::issue::inputs::IssuancePolicy;
 use nhi_core::issue::kube_client::KubeEndpoint;
 
@@ -41,6 +42,8 @@ pub enum StartError {
     Http(#[from] std::io::Error),
     #[error("lost the leader Lease; stopping so that only one replica writes")]
     LostLeadership,
+    #[error("the controllers did not stop within 15 s of the shutdown request; stopping anyway")]
+    ShutdownOverdue,
     #[error("cannot read the Kubernetes configuration: {0}")]
     KubeConfig(#[from] kube::config::InferConfigError),
     #[error("cannot read --kube-api-ca-file: {0}")]
@@ -69,9 +72,14 @@ fn kube_endpoint(settings: &Settings, config: &kube::Config) -> Result<KubeEndpo
     Ok(KubeEndpoint { server, ca_pem })
 }
 
+/// How long the controllers may take to finish their reconciles after SIGTERM before they are
+/// dropped (well inside Kubernetes' default 30 s grace period).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
 /// Runs the operator until it receives SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> Result<(), StartError> {
     settings.validate().map_err(StartError::Settings)?;
+    let shutdown = Shutdown::listen();
     let config = kube::Config::infer().await?;
     let kube_endpoint = match settings.kubernetes_access {
         true => Some(kube_endpoint(&settings, &config)?),
@@ -99,51 +107,31 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     // With leader election, a standby waits here (ready, as a standby) until it holds the Lease;
     // from then on the Lease is renewed alongside everything the leader does, the CA load
     // included, and the leader stops the moment it cannot renew.
+    let overdue = shutdown.clone().overdue(SHUTDOWN_GRACE);
     let Some(cfg) = settings.leader_elect.then(|| lease_config(&settings)) else {
-        return lead(
-            settings,
-            client,
-            kube_endpoint,
-            health,
-            metrics,
-            (revoker, revocations),
-        )
-        .await;
+        let running = (health, metrics, shutdown);
+        return tokio::select! {
+            result = lead(settings, client, kube_endpoint, running, (revoker, revocations)) => result,
+            _ = overdue => Err(StartError::ShutdownOverdue),
+        };
     };
     health.standby.store(true, Ordering::Relaxed);
     let claimed = tokio::select! {
         claimed = leader::acquire(client.clone(), &cfg) => claimed,
-        _ = shutdown_signal() => return Ok(()),
+        _ = shutdown.clone().requested() => return Ok(()),
     };
     health.standby.store(false, Ordering::Relaxed);
+    let running = (health, metrics, shutdown);
     tokio::select! {
-        result = lead(settings, client.clone(), kube_endpoint, health, metrics, (revoker, revocations)) => {
+        result = lead(settings, client.clone(), kube_endpoint, running, (revoker, revocations)) => {
             leader::release(client, &cfg).await;
             result
         }
-        _ = leader::hold(client.clone(), &cfg, claimed) => Err(StartError::LostLeadership),
-    }
-}
-
-/// SIGTERM (what Kubernetes sends; the operator may run as PID 1, which has no default handler)
-/// or SIGINT.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = term.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        _ = overdue => {
+            leader::release(client, &cfg).await;
+            Err(StartError::ShutdownOverdue)
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        _ = leader::hold(client.clone(), &cfg, claimed) => Err(StartError::LostLeadership),
     }
 }
 
@@ -152,8 +140,7 @@ async fn lead(
     settings: Settings,
     client: Client,
     kube_endpoint: Option<KubeEndpoint>,
-    health: Arc<Health>,
-    metrics: Arc<Metrics>,
+    (health, metrics, shutdown): (Arc<Health>, Arc<Metrics>, Shutdown),
     (revoker, revocations): (crate::revoke::Revoker, crate::revoke::handle::Inbox),
 ) -> Result<(), StartError> {
     let location = CaLocation {
@@ -172,7 +159,7 @@ async fn lead(
                 metrics.count_failure("CAUnavailable");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {},
-                    _ = shutdown_signal() => return Ok(()),
+                    _ = shutdown.clone().requested() => return Ok(()),
                 }
                 delay = (delay * 2).min(Duration::from_secs(60));
             }
@@ -274,6 +261,7 @@ async fn lead(
         entitlement_cache,
         entitlement_requests,
         policy_watch,
+        shutdown,
         namespace: ns,
         concurrency: settings.concurrency,
     };

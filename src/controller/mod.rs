@@ -29,6 +29,7 @@ use kube::runtime::watcher;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tracing::info;
 
+use crate::shutdown::Shutdown;
 use ca_rotation_controller::{RotationContext, RotationSettings};
 use entitlement::EntitlementContext;
 use identity::context::IdentityContext;
@@ -47,6 +48,8 @@ pub struct Wiring<S> {
     pub entitlement_requests: UnboundedReceiver<ObjectRef<Entitlement>>,
     /// The watch filling the policy caches whose view the contexts hold.
     pub policy_watch: policy_watch::PolicyWatch,
+    /// The controllers stop (gracefully) once it is requested.
+    pub shutdown: Shutdown,
     /// The one namespace watched, or None for all.
     pub namespace: Option<String>,
     pub concurrency: u16,
@@ -84,6 +87,7 @@ pub async fn run_controllers<S>(
         wiring.entitlement_requests,
         to_identities,
         (wiring.namespace.clone(), wiring.concurrency),
+        wiring.shutdown.clone(),
     );
     let identity_controller = identity::watch::run(
         identity_ctx,
@@ -93,6 +97,7 @@ pub async fn run_controllers<S>(
             requests: futures::stream::poll_fn(move |cx| identity_requests.poll_recv(cx)),
             namespace: wiring.namespace,
             concurrency: wiring.concurrency,
+            shutdown: wiring.shutdown,
         },
     );
     tokio::join!(identity_controller, entitlement_controller);

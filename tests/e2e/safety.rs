@@ -277,3 +277,29 @@ async fn a_provided_intermediate_ca_is_used_as_is() {
     let stored = secrets.get("nhi-ca").await.unwrap();
     assert_eq!(secret_text(&stored, "tls.key"), inter_key.serialize_pem());
 }
+
+#[tokio::test]
+async fn a_sigterm_at_any_moment_of_start_up_exits_cleanly() {
+    // Once the HTTP endpoint answers, the operator listens for SIGTERM: a signal that arrives
+    // while the CA loads, the caches fill or the controllers start is not lost (it once was,
+    // and the process hung), and the exit is clean (status 0).
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "sigterm").await;
+    for step in 0..8u64 {
+        let flags = ["--leader-elect", "--lease-duration", "15s"];
+        let mut op = Operator::start_named(&ns.name, &flags, Some(&format!("op-{step}")));
+        wait_for(Duration::from_secs(20), "the HTTP endpoint", || async {
+            op.get("/livez").await.map(|_| ())
+        })
+        .await;
+        // Spread over start-up: before the Lease, during the CA load, as the controllers start.
+        tokio::time::sleep(Duration::from_millis(step * 40)).await;
+        let status = op.terminate(Duration::from_secs(10));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "SIGTERM {} ms after the endpoint answered: {status:?}\n{}",
+            step * 40,
+            op.log_tail()
+        );
+    }
+}

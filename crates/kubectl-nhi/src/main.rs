@@ -6,6 +6,7 @@ mod error;
 mod inspect;
 mod list;
 mod output;
+mod policy;
 mod review;
 mod revoke;
 
@@ -42,6 +43,8 @@ enum Command {
     Revoke(revoke::RevokeArgs),
     /// Decode an identity certificate from a Secret or a PEM file, and check its revocation.
     Inspect(inspect::InspectArgs),
+    /// Show the namespace's tenant policy, and what it refuses of an identity and of Entitlements.
+    Policy(policy::PolicyArgs),
 }
 
 async fn run(cli: Cli) -> Result<String, PluginError> {
@@ -50,6 +53,7 @@ async fn run(cli: Cli) -> Result<String, PluginError> {
         Command::Review(args) => review::run(&cli.global, args).await,
         Command::Revoke(args) => revoke::run(&cli.global, args).await,
         Command::Inspect(args) => inspect::run(&cli.global, args).await,
+        Command::Policy(args) => policy::run(&cli.global, args).await,
     }
 }
 

@@ -27,6 +27,7 @@ use tracing::warn;
 
 use super::report::report_failure;
 use crate::kube_api::scoped_api;
+use crate::shutdown::Shutdown;
 pub use context::EntitlementContext;
 pub use error::EntitlementError;
 use nhi_api::{Entitlement, MachineIdentity};
@@ -57,13 +58,14 @@ pub fn error_policy(
 /// Runs the Entitlement controller until shutdown: Entitlements from `cache`'s watch (their
 /// changes also sent to `to_identities` as the identities they may affect), their Roles and
 /// RoleBindings (a change by someone else is put right), and `requests` from the identity
-/// controller.
+/// controller; until `shutdown` is requested.
 pub async fn run(
     ctx: Arc<EntitlementContext>,
     cache: reflector::store::Writer<Entitlement>,
     mut requests: UnboundedReceiver<ObjectRef<Entitlement>>,
     to_identities: UnboundedSender<ObjectRef<MachineIdentity>>,
     (namespace, concurrency): (Option<String>, u16),
+    shutdown: Shutdown,
 ) {
     let store = cache.as_reader();
     let changes = watch::entitlement_stream(
@@ -78,7 +80,7 @@ pub async fn run(
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
     let roles: Api<Role> = scoped_api(ctx.client.clone(), namespace.as_deref());
     let role_bindings: Api<RoleBinding> = scoped_api(ctx.client.clone(), namespace.as_deref());
-    let mut controller = Controller::for_stream(changes, store);
+    let mut controller = Controller::for_stream(changes, store.clone());
     if ctx.kubernetes_access {
         controller = controller
             .owns(roles, ours.clone())
@@ -87,7 +89,7 @@ pub async fn run(
     controller
         .reconcile_on(futures::stream::poll_fn(move |cx| requests.poll_recv(cx)))
         .with_config(Config::default().concurrency(concurrency.clamp(1, 4)))
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown.requested_once_ready(store.clone()))
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {

@@ -21,6 +21,7 @@ use crate::controller::secret_index::SecretIndex;
 use crate::health::Health;
 use crate::kube_api::scoped_api;
 use crate::revoke::Reason;
+use crate::shutdown::Shutdown;
 use nhi_api::MachineIdentity;
 use nhi_core::labels::{self, REVOKE_FINALIZER};
 use nhi_core::lifecycle::certificates::{revocations, unexpired};
@@ -70,6 +71,8 @@ pub struct IdentitySources<S, R> {
     /// The one namespace watched, or None for all.
     pub namespace: Option<String>,
     pub concurrency: u16,
+    /// The controller stops (gracefully) once it is requested.
+    pub shutdown: Shutdown,
 }
 
 /// Runs the MachineIdentity controller until shutdown.
@@ -82,11 +85,11 @@ where
     let identities = identity_stream(ctx.clone(), sources.namespace.as_deref(), sources.cache);
     let health = ctx.health.clone();
     health.controller_alive.store(true, Ordering::Relaxed);
-    Controller::for_stream(identities, store)
+    Controller::for_stream(identities, store.clone())
         .owns_stream(sources.secrets)
         .reconcile_on(sources.requests)
         .with_config(Config::default().concurrency(sources.concurrency))
-        .shutdown_on_signal()
+        .graceful_shutdown_on(sources.shutdown.requested_once_ready(store.clone()))
         .run(super::reconcile, super::error_policy, ctx)
         .for_each(|res| async move {
             match res {
