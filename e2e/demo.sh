@@ -45,8 +45,10 @@ nohup target/debug/nhi-operator run --operator-namespace nhi-system --http-addr 
   >"$state/demo-operator.log" 2>&1 &
 echo $! >"$state/demo-operator.pid"
 
-echo "== applying config/samples/"
-kubectl apply -k config/samples/
+sample_ns=$(kubectl config view --minify -o jsonpath='{..namespace}')
+sample_ns=${sample_ns:-default}
+echo "== applying config/samples/ to namespace $sample_ns"
+e2e/samples-for.sh "$sample_ns" | kubectl apply -n "$sample_ns" -f -
 # The identities and entitlements (the samples also hold the workloads they name).
 names=$(kubectl get -k config/samples/ -o name | grep '\.nhi\.dev/')
 if ! kubectl wait --for=condition=Ready --timeout=60s $names; then
@@ -87,7 +89,15 @@ echo
 echo "== the published trust: ConfigMap nhi-trust (CA bundle and CRL), ready for relying services"
 for _ in $(seq 20); do kubectl get configmap nhi-trust >/dev/null 2>&1 && break; sleep 0.5; done
 kubectl get configmap nhi-trust -o jsonpath='{.data.crl\.pem}' | openssl crl -noout -lastupdate -nextupdate -crlnumber
+echo
+echo "== the tenant policy: IdentityPolicies, and what applies to namespace $sample_ns"
+for _ in $(seq 50); do
+  [ "$(kubectl get identitypolicy nhi-default -o jsonpath='{.status.conditions[?(@.type=="Ready")].reason}')" = InForce ] && break
+  sleep 0.2
+done
+kubectl get identitypolicies
 if [ -x target/debug/kubectl-nhi ]; then
+  target/debug/kubectl-nhi policy -n "$sample_ns"
   echo
   echo "== kubectl nhi list"
   target/debug/kubectl-nhi list

@@ -5,9 +5,11 @@
 //! writes the same Secrets (certificates made beforehand) and status patches as fast as it can,
 //! at the same concurrency. Revocation: the bare client deletes identities, removes each one's
 //! finalizer and writes its serial into a ConfigMap (one writer, batching), as the operator does.
-//! Operator: the operator binary runs scoped to a fresh namespace; N identities are created at
-//! once and the time until every one is Ready is measured, with per-identity apply-to-Ready
-//! latency, the operator's peak RSS and CPU seconds.
+//! Operator: the operator binary runs scoped to a fresh namespace; N identities (each with a
+//! service name and an attribute) are created at once and the time until every one is Ready is
+//! measured, with per-identity apply-to-Ready latency, the operator's peak RSS and CPU seconds.
+//! It runs twice: with one IdentityPolicy selecting the namespace, then with none, and reports
+//! the ratio of the two rates.
 //!
 //! Usage: bench [N] [--operator PATH] [--concurrency C]
 
@@ -20,7 +22,9 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use nhi_operator::api::{MachineIdentity, MachineIdentitySpec, Owner};
+use nhi_operator::api::{
+    CUSTOM_POLICY_LABEL, DnsName, IdentityPolicy, MachineIdentity, MachineIdentitySpec, Owner,
+};
 use nhi_operator::ca::CertificateAuthority;
 use nhi_operator::controller::status::{Outcome, desired_status};
 use nhi_operator::issue::leaf::{LeafRequest, issue_leaf, spiffe_id};
@@ -44,11 +48,16 @@ fn identity(name: &str) -> MachineIdentity {
     )
 }
 
-async fn namespace(client: &Client, prefix: &str) -> String {
+async fn namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -> String {
     let name = format!("{prefix}-{:06x}", rand::random::<u32>() & 0xffffff);
+    let labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let ns = Namespace {
         metadata: ObjectMeta {
             name: Some(name.clone()),
+            labels: Some(labels),
             ..Default::default()
         },
         ..Default::default()
@@ -70,7 +79,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// The bare-client baseline: returns identities/s and the namespace it wrote to (its identities
 /// are the baseline of the revocation phase).
 async fn baseline(client: &Client, n: usize, concurrency: usize) -> (f64, String) {
-    let ns = namespace(client, "bench-base").await;
+    let ns = namespace(client, "bench-base", &[]).await;
     let now = time::OffsetDateTime::now_utc();
     let material =
         CertificateAuthority::generate_root("bench", time::Duration::days(2), now).unwrap();
@@ -366,49 +375,78 @@ fn proc_stats(pid: u32) -> (u64, f64) {
     (hwm_kib, cpu)
 }
 
-#[tokio::main]
-async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let n: usize = args
-        .iter()
-        .find(|a| a.parse::<usize>().is_ok())
-        .map(|a| a.parse().unwrap())
-        .unwrap_or(1000);
-    let flag = |f: &str| {
-        args.iter()
-            .position(|a| a == f)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let operator = flag("--operator").unwrap_or_else(|| "target/release/nhi-operator".into());
-    let concurrency: usize = flag("--concurrency")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(32);
-    let client = Client::try_default()
+/// The namespace label of the run under a policy, and of the run under none.
+const POLICED: &str = "bench";
+const UNPOLICED: &str = "bench-none";
+
+/// An identity as the operator runs create it: its service names and an attribute, so that a
+/// policy has something to check (and what the built-in default allows too).
+fn served_identity(name: &str, ns: &str) -> MachineIdentity {
+    let mut mi = identity(name);
+    mi.spec.certificate.dns_names = vec![
+        DnsName(format!("{name}.{ns}.svc")),
+        DnsName(format!("{name}.{ns}.svc.cluster.local")),
+    ];
+    mi.spec.attributes = [("project".to_string(), "bench".to_string())].into();
+    mi
+}
+
+/// Creates the IdentityPolicy of the policed run (selecting namespaces labelled for it);
+/// returns its name.
+async fn bench_policy(client: &Client) -> String {
+    let name = format!("bench-{:06x}", rand::random::<u32>() & 0xffffff);
+    let policy: IdentityPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "nhi.dev/v1alpha1", "kind": "IdentityPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {CUSTOM_POLICY_LABEL: POLICED}},
+            "dnsNames": {"allowed": ["*.bench.example", "*.other.example"]},
+            "grants": {"allowed": ["bench.*", "reports.*"], "exclusive": true},
+            "maxTTL": "2h",
+            "keyAlgorithms": ["ECDSA-P256", "ECDSA-P384"],
+            "kubernetesRules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}],
+            "reservedAttributes": ["compliance.*", "security-level"]
+        }
+    }))
+    .expect("the bench policy");
+    Api::<IdentityPolicy>::all(client.clone())
+        .create(&PostParams::default(), &policy)
         .await
-        .expect("a kubeconfig (KUBECONFIG) for the bench cluster");
+        .expect("create the bench IdentityPolicy");
+    name
+}
 
-    // Warm the control plane up (caches, connections, etcd) before measuring anything: whichever
-    // run went first on a freshly started apiserver would otherwise pay for it alone.
-    let warm_up = (n / 5).clamp(50, 200);
-    eprintln!("== warm-up: {warm_up} identities written by the bare client, not measured");
-    let (_, warm_ns) = baseline(&client, warm_up, concurrency).await;
-    delete_namespace(&client, &warm_ns).await;
+/// One operator run: the operator scoped to a fresh namespace labelled `nhi.dev/identity-policy=
+/// <label>`, N identities applied at once, timed until every one is Ready.
+struct OperatorRun {
+    ns: String,
+    child: std::process::Child,
+    pid: u32,
+    rate: f64,
+    latencies: Vec<f64>,
+    peak_rss: u64,
+    cpu: f64,
+    ready: HashMap<String, (Instant, String)>,
+}
 
-    eprintln!("== baseline: bare client, {n} identities, concurrency {concurrency}");
-    let cp0 = control_plane_cpu();
-    // --no-baseline: for investigating the operator alone; reported figures use the full run.
-    let (base_rate, base_ns) = if args.iter().any(|a| a == "--no-baseline") {
-        (f64::NAN, None)
-    } else {
-        let (rate, ns) = baseline(&client, n, concurrency).await;
-        (rate, Some(ns))
-    };
-    let cp_base = control_plane_cpu().zip(cp0).map(|(b, a)| b - a);
-    eprintln!("baseline: {base_rate:.1} identities/s");
+impl OperatorRun {
+    /// Stops the operator (its namespace stays until the end).
+    fn stop(&self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .status();
+    }
+}
 
-    let ns = namespace(&client, "bench-op").await;
-    let mut child = std::process::Command::new(&operator)
+async fn operator_run(
+    client: &Client,
+    operator: &str,
+    n: usize,
+    concurrency: usize,
+    label: &str,
+) -> OperatorRun {
+    let ns = namespace(client, "bench-op", &[(CUSTOM_POLICY_LABEL, label)]).await;
+    let child = std::process::Command::new(operator)
         .args([
             "run",
             "--watch-namespace",
@@ -462,16 +500,14 @@ async fn main() {
                 }
             }),
     );
-    let cp1 = control_plane_cpu();
     let start = Instant::now();
-    eprintln!("== operator: applying {n} identities at once");
     stream::iter(0..n)
         .for_each_concurrent(concurrency, |i| {
-            let (mis, applied) = (mis.clone(), applied.clone());
+            let (mis, applied, ns) = (mis.clone(), applied.clone(), ns.clone());
             async move {
                 let name = format!("o{i}");
                 applied.lock().unwrap().insert(name.clone(), Instant::now());
-                mis.create(&PostParams::default(), &identity(&name))
+                mis.create(&PostParams::default(), &served_identity(&name, &ns))
                     .await
                     .expect("create mi");
             }
@@ -488,7 +524,6 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cp_op = control_plane_cpu().zip(cp1).map(|(b, a)| b - a);
     let (rss, cpu) = proc_stats(pid);
     peak_rss = peak_rss.max(rss);
     watch.abort();
@@ -499,7 +534,80 @@ async fn main() {
         .filter_map(|(k, (r, _))| applied.get(k).map(|a| r.duration_since(*a).as_secs_f64()))
         .collect();
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let rate = ready.len() as f64 / elapsed;
+    OperatorRun {
+        ns,
+        child,
+        pid,
+        rate: ready.len() as f64 / elapsed,
+        latencies,
+        peak_rss,
+        cpu,
+        ready,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args
+        .iter()
+        .find(|a| a.parse::<usize>().is_ok())
+        .map(|a| a.parse().unwrap())
+        .unwrap_or(1000);
+    let flag = |f: &str| {
+        args.iter()
+            .position(|a| a == f)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let operator = flag("--operator").unwrap_or_else(|| "target/release/nhi-operator".into());
+    let concurrency: usize = flag("--concurrency")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(32);
+    let client = Client::try_default()
+        .await
+        .expect("a kubeconfig (KUBECONFIG) for the bench cluster");
+
+    // Warm the control plane up (caches, connections, etcd) before measuring anything: whichever
+    // run went first on a freshly started apiserver would otherwise pay for it alone.
+    let warm_up = (n / 5).clamp(50, 200);
+    eprintln!("== warm-up: {warm_up} identities written by the bare client, not measured");
+    let (_, warm_ns) = baseline(&client, warm_up, concurrency).await;
+    delete_namespace(&client, &warm_ns).await;
+
+    eprintln!("== baseline: bare client, {n} identities, concurrency {concurrency}");
+    let cp0 = control_plane_cpu();
+    // --no-baseline: for investigating the operator alone; reported figures use the full run.
+    let (base_rate, base_ns) = if args.iter().any(|a| a == "--no-baseline") {
+        (f64::NAN, None)
+    } else {
+        let (rate, ns) = baseline(&client, n, concurrency).await;
+        (rate, Some(ns))
+    };
+    let cp_base = control_plane_cpu().zip(cp0).map(|(b, a)| b - a);
+    eprintln!("baseline: {base_rate:.1} identities/s");
+
+    // With one IdentityPolicy in place (it selects the namespace and checks every DNS name,
+    // attribute, TTL and key), then without any (the built-in default): the same identities.
+    // The policy run goes first, so a control plane warming up favours the run without it.
+    let policy = bench_policy(&client).await;
+    eprintln!("== operator with IdentityPolicy {policy}: applying {n} identities at once");
+    let policed = operator_run(&client, &operator, n, concurrency, POLICED).await;
+    policed.stop();
+    eprintln!("== operator without policy: applying {n} identities at once");
+    let cp1 = control_plane_cpu();
+    let run = operator_run(&client, &operator, n, concurrency, UNPOLICED).await;
+    let cp_op = control_plane_cpu().zip(cp1).map(|(b, a)| b - a);
+    let OperatorRun {
+        ns,
+        mut child,
+        pid,
+        rate,
+        latencies,
+        mut peak_rss,
+        cpu,
+        ready,
+    } = run;
 
     // Revocation propagation: R identities deleted at once; each one's serial must reach the
     // published CRL (the nhi-trust ConfigMap). Baseline: the bare client deletes the same number
@@ -545,6 +653,10 @@ async fn main() {
     let _ = child.kill();
     let _ = child.wait();
     delete_namespace(&client, &ns).await;
+    delete_namespace(&client, &policed.ns).await;
+    let _ = Api::<IdentityPolicy>::all(client.clone())
+        .delete(&policy, &DeleteParams::default())
+        .await;
     if let Some(bns) = &base_ns {
         delete_namespace(&client, bns).await;
     }
@@ -553,6 +665,11 @@ async fn main() {
     println!("operator rate:              {rate:.1} identities/s to Ready");
     println!("baseline rate (bare client): {base_rate:.1} identities/s");
     println!("ratio operator/baseline:    {:.2}", rate / base_rate);
+    println!(
+        "with one IdentityPolicy:    {:.1} identities/s (ratio to the run without: {:.2})",
+        policed.rate,
+        policed.rate / rate
+    );
     println!(
         "apply-to-Ready p50:         {:.3} s",
         percentile(&latencies, 0.50)

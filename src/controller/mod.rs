@@ -10,6 +10,7 @@ pub mod events;
 pub mod identity;
 pub mod identity_secret;
 pub mod kube_access;
+pub mod policy_status;
 pub mod policy_watch;
 pub mod reissue_pacing;
 pub mod report;
@@ -66,6 +67,11 @@ pub async fn run_controllers<S>(
 {
     let store = wiring.identity_cache.as_reader();
     let (to_identities, mut identity_requests) = unbounded_channel();
+    if wiring.namespace.is_none() {
+        let changes = wiring.policy_watch.changes();
+        let (client, view) = (identity_ctx.client.clone(), identity_ctx.policies.clone());
+        tokio::spawn(policy_status::run(client, view, changes));
+    }
     tokio::spawn(wiring.policy_watch.run(policy_watch::Recheck {
         identities: store.clone(),
         entitlements: identity_ctx.entitlements.clone(),

@@ -13,6 +13,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
+use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::info;
 
@@ -105,6 +106,7 @@ pub fn policy_view(
         policy_writer,
         namespace_writer,
         health,
+        changed: Arc::new(Notify::new()),
     };
     (view, watch)
 }
@@ -116,9 +118,16 @@ pub struct PolicyWatch {
     policy_writer: reflector::store::Writer<IdentityPolicy>,
     namespace_writer: reflector::store::Writer<PartialObjectMeta<Namespace>>,
     health: Arc<Health>,
+    /// Notified when what the policies' statuses say may have changed.
+    changed: Arc<Notify>,
 }
 
 impl PolicyWatch {
+    /// What is notified when the policies' statuses may need writing.
+    pub fn changes(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+
     /// Watches until shutdown; once both caches are complete, each later change is sent to
     /// `recheck`.
     pub async fn run(self, recheck: Recheck) {
@@ -134,18 +143,35 @@ impl PolicyWatch {
             }
         };
         let policy_api: Api<IdentityPolicy> = Api::all(self.client.clone());
+        // The generation each policy was last seen at: a status write is no change.
+        let mut seen_generations: HashMap<String, Option<i64>> = HashMap::new();
+        let changed = &self.changed;
         let policy_events = watcher(policy_api, watcher::Config::default())
             .default_backoff()
             .modify(|p: &mut IdentityPolicy| p.metadata.managed_fields = None)
             .reflect(self.policy_writer)
             .for_each(|ev| {
                 match ev {
-                    Ok(watcher::Event::InitDone) => mark(&policies_synced),
+                    Ok(watcher::Event::InitDone) => {
+                        mark(&policies_synced);
+                        changed.notify_one();
+                    }
+                    Ok(watcher::Event::InitApply(p)) => {
+                        seen_generations.insert(p.name_any(), p.metadata.generation);
+                    }
                     // A policy's spec changed (or it went): everything may be affected.
-                    Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))
-                        if synced.load(Ordering::Relaxed) =>
-                    {
-                        recheck.send(None)
+                    Ok(watcher::Event::Apply(p)) => {
+                        let before = seen_generations.insert(p.name_any(), p.metadata.generation);
+                        if before != Some(p.metadata.generation) && synced.load(Ordering::Relaxed) {
+                            recheck.send(None);
+                            changed.notify_one();
+                        }
+                    }
+                    Ok(watcher::Event::Delete(p)) => {
+                        seen_generations.remove(&p.name_any());
+                        if synced.load(Ordering::Relaxed) {
+                            recheck.send(None);
+                        }
                     }
                     _ => {}
                 }
@@ -165,14 +191,16 @@ impl PolicyWatch {
                 match ev {
                     Ok(watcher::Event::InitDone) => mark(&namespaces_synced),
                     Ok(watcher::Event::InitApply(ns) | watcher::Event::Apply(ns)) => {
-                        let changed = seen_labels.insert(ns.name_any(), ns.labels().clone())
+                        let relabelled = seen_labels.insert(ns.name_any(), ns.labels().clone())
                             != Some(ns.labels().clone());
-                        if changed && synced.load(Ordering::Relaxed) {
+                        if relabelled && synced.load(Ordering::Relaxed) {
                             recheck.send(Some(&ns.name_any()));
+                            changed.notify_one();
                         }
                     }
                     Ok(watcher::Event::Delete(ns)) => {
                         seen_labels.remove(&ns.name_any());
+                        changed.notify_one();
                     }
                     _ => {}
                 }

@@ -7,6 +7,7 @@ pub mod entitlement;
 pub mod identity;
 pub mod pattern;
 pub mod rules;
+pub mod status;
 
 pub use effective::{EffectivePolicy, effective_policy};
 
