@@ -623,3 +623,48 @@ async fn plugin_revoke_puts_the_serial_on_the_published_crl_and_a_new_certificat
     let current = nhi_ok(&["inspect", "checkout-identity", "-n", ns]);
     assert!(current.contains("not revoked"), "{current}");
 }
+
+#[tokio::test]
+async fn plugin_policy_shows_what_applies_and_why_something_is_refused() {
+    // A namespace out of admission (so a refused spec reaches the cluster), under the default
+    // policy: the plugin names the policy, the namespace's own service names, and each refusal.
+    let client = client().await;
+    let ns = TestNamespace::create_labelled(
+        &client,
+        "ppol",
+        &[(crate::tenant_setup::ADMISSION_OFF_LABEL, "off")],
+    )
+    .await;
+    let mis: Api<MachineIdentity> = ns.api();
+    let spec = serde_json::json!({"owner": {"team": "t"}, "secretName": "api-id",
+        "certificate": {"dnsNames": [format!("api.{}.svc", ns.name), "api.payments.svc"]}});
+    mis.create(&Default::default(), &identity("api", spec))
+        .await
+        .unwrap();
+    let ents: Api<nhi_operator::api::Entitlement> = ns.api();
+    let by_label = serde_json::json!({"subjects": {"selector": {"matchLabels": {"tier": "web"}}},
+                                      "grants": ["web.read"], "justification": "j"});
+    ents.create(&Default::default(), &entitlement("web", by_label))
+        .await
+        .unwrap();
+    let out = nhi_ok(&["policy", "-n", &ns.name, "api"]);
+    assert!(out.contains("IdentityPolicy nhi-default"), "{out}");
+    assert!(out.contains(&format!("<service>.{}.svc", ns.name)), "{out}");
+    assert!(
+        out.contains("machineidentity api: issued without what is refused")
+            && out.contains(
+                "refused by IdentityPolicy nhi-default: \"api.payments.svc\" is not allowed"
+            ),
+        "{out}"
+    );
+    assert!(
+        out.contains("entitlement web: refused") && out.contains("\"tier\" is not protected"),
+        "{out}"
+    );
+    let missing = nhi(&["policy", "-n", &ns.name, "nope"]);
+    assert!(
+        !missing.ok && missing.stderr.contains("not found"),
+        "{}",
+        missing.stderr
+    );
+}

@@ -288,7 +288,7 @@ mod tests {
         let text = entitlement_verdicts(&[ent], &shop());
         assert!(text.contains("entitlement steal: refused"), "{text}");
         assert!(
-            text.contains("reserved for other namespaces by IdentityPolicy payments"),
+            text.contains("refused by IdentityPolicy payments: \"payments.process\" is reserved"),
             "{text}"
         );
     }

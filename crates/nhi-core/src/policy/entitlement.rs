@@ -182,7 +182,7 @@ mod tests {
         assert_eq!(refusals.len(), 1);
         assert_eq!(
             refusals[0].to_string(),
-            "spec.grants[1]: \"payments.process\" is reserved for other namespaces by IdentityPolicy payments"
+            "spec.grants[1]: refused by IdentityPolicy payments: \"payments.process\" is reserved for other namespaces"
         );
         let pay = effective_policy("payments", &labels_of("payments"), &policies, "c");
         assert_eq!(check_entitlement(&ent(&["payments.process"]), &pay), vec![]);

@@ -291,7 +291,8 @@ mod tests {
         assert!(a.issuable);
         let message = a.denial().unwrap();
         assert!(
-            message.contains("\"payments-api.payments.svc\" is not allowed"),
+            message.contains("refused by the built-in default")
+                && message.contains("\"payments-api.payments.svc\" is not allowed"),
             "{message}"
         );
         assert!(message.contains("built-in default"), "{message}");

@@ -27,7 +27,11 @@ pub struct Refusal {
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {} by {}", self.field, self.what, self.policy)
+        write!(
+            f,
+            "{}: refused by {}: {}",
+            self.field, self.policy, self.what
+        )
     }
 }
 

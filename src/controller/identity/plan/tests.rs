@@ -1197,7 +1197,8 @@ fn what_the_policy_refuses_is_left_out_of_the_certificate_and_keeps_it_not_ready
     assert_eq!(events(&steps), vec![(true, "PolicyDenied")]);
     let note = event_note(&steps, "PolicyDenied");
     assert!(
-        note.contains("spec.certificate.dnsNames[1]: \"payments-api.payments.svc\" is not allowed")
+        note.contains("spec.certificate.dnsNames[1]: refused by the built-in default")
+            && note.contains("\"payments-api.payments.svc\" is not allowed")
             && note.contains("built-in default")
             && note.contains("spec.kubernetesAccess.enabled"),
         "{note}"
