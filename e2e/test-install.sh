@@ -260,6 +260,11 @@ all_gone() {
     sleep 2
   done
 }
+# The chart owns the cluster-wide tenant policy (the default IdentityPolicy and the admission
+# policies): the copy `kubectl apply -k config/policy` made for the tests goes first, or Helm
+# refuses to adopt it. (The tests that run later apply it again.)
+release_tenant_policy() { k delete -k config/policy --ignore-not-found; }
+check "the tenant policy applied with kubectl is removed before the chart installs its own" release_tenant_policy
 install_prints_notes() {
   helm install "$RELEASE" "$CHART" --namespace "$NS" --wait=false >"$work/install.out" 2>&1 ||
     { cat "$work/install.out"; return 1; }
