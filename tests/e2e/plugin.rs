@@ -37,9 +37,14 @@ fn plugin_binary() -> std::path::PathBuf {
 
 /// Runs `kubectl-nhi` with the tests' kubeconfig.
 fn nhi(args: &[&str]) -> Run {
+    nhi_with(&kubeconfig_path(), args)
+}
+
+/// Runs `kubectl-nhi` with `kubeconfig`.
+fn nhi_with(kubeconfig: &std::path::Path, args: &[&str]) -> Run {
     let out = Command::new(plugin_binary())
         .args(args)
-        .env("KUBECONFIG", kubeconfig_path())
+        .env("KUBECONFIG", kubeconfig)
         .output()
         .expect("kubectl-nhi runs");
     let run = Run {
@@ -666,5 +671,29 @@ async fn plugin_policy_shows_what_applies_and_why_something_is_refused() {
         !missing.ok && missing.stderr.contains("not found"),
         "{}",
         missing.stderr
+    );
+
+    // A tenant (edit in the namespace, the nhi.dev kinds there) sees the same: IdentityPolicies
+    // are readable by every authenticated user.
+    let kinds = ["machineidentities", "entitlements"];
+    crate::tenancy::grant_tenant(&client, &ns.name, "tina", true, &kinds).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path()).unwrap();
+    for user in &mut kubeconfig.auth_infos {
+        if let Some(auth) = user.auth_info.as_mut() {
+            auth.impersonate = Some("tina".into());
+            auth.impersonate_groups = Some(vec!["system:authenticated".into()]);
+        }
+    }
+    let path = dir.path().join("tina.kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    let as_tina = nhi_with(&path, &["policy", "-n", &ns.name, "api"]);
+    assert!(as_tina.ok, "{}", as_tina.stderr);
+    assert!(
+        as_tina
+            .stdout
+            .contains("refused by IdentityPolicy nhi-default"),
+        "{}",
+        as_tina.stdout
     );
 }

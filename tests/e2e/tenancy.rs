@@ -33,7 +33,7 @@ async fn acting_as(user: &str) -> Client {
 
 /// Lets `user` do in `ns` what the role `edit` allows, plus the nhi.dev `verbs` on
 /// `resources` (MachineIdentities and/or Entitlements).
-async fn grant_tenant(client: &Client, ns: &str, user: &str, edit: bool, resources: &[&str]) {
+pub async fn grant_tenant(client: &Client, ns: &str, user: &str, edit: bool, resources: &[&str]) {
     let roles: Api<Role> = Api::namespaced(client.clone(), ns);
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
     let role = format!("nhi-author-{user}");

@@ -37,6 +37,7 @@ async fn apply_tenant_policy(client: &Client) {
         "identitypolicy-default.yaml",
         "admission-identity-policy.yaml",
         "admission-tenant-floor.yaml",
+        "policy-reader.yaml",
     ];
     for file in files {
         let text = std::fs::read_to_string(dir.join(file)).expect("config/policy file");
