@@ -306,12 +306,14 @@ check "schema refuses logFormat: yaml" refused logFormat 'logFormat: yaml'
 check "schema refuses an unknown key (replicas: 2)" refused replicas 'replicas: 2'
 
 # ---------------------------------------------------------------------------------------------
-# e. The chart (release nhi-operator in nhi-system, default values) and config/default agree
+# e. The chart (release nhi-operator in nhi-system, default values) and config/default (with
+# config/policy, the cluster-scoped tenant policy kept apart) agree
 
 render_both() {
-  render_chart | to_json >"$work/chart.json" && k kustomize config/default | to_json >"$work/kustomize.json"
+  render_chart | to_json >"$work/chart.json" &&
+    { k kustomize config/default; echo ---; k kustomize config/policy; } | to_json >"$work/kustomize.json"
 }
-check "chart (release nhi-operator in nhi-system) and config/default render" render_both
+check "chart (release nhi-operator in nhi-system) and config/default + config/policy render" render_both
 
 # compare WHAT: python over both renders; prints the differences.
 compare() {
