@@ -128,7 +128,9 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
             result
         }
         _ = overdue => {
-            leader::release(client, &cfg).await;
+            // The Lease expires by itself if this cannot be done quickly.
+            let release = leader::release(client, &cfg);
+            let _ = tokio::time::timeout(Duration::from_secs(2), release).await;
             Err(StartError::ShutdownOverdue)
         }
         _ = leader::hold(client.clone(), &cfg, claimed) => Err(StartError::LostLeadership),

@@ -35,12 +35,13 @@ pub struct PolicyView {
 }
 
 impl PolicyView {
-    /// The policy of `namespace` now. A namespace not cached yet is taken with only its name
-    /// label: policies selecting it by other labels apply once its labels are seen (and what it
-    /// holds is re-checked then).
-    pub fn effective(&self, namespace: &str) -> EffectivePolicy {
+    /// The policy of `namespace` now, and whether its labels are known. A namespace not cached
+    /// yet (just created) is taken with only its name label, and the caller waits for it: what
+    /// it holds is decided once its labels are seen.
+    pub fn effective(&self, namespace: &str) -> (EffectivePolicy, bool) {
         let key = ObjectRef::<PartialObjectMeta<Namespace>>::new(namespace);
-        let labels = match self.namespaces.get(&key) {
+        let cached = self.namespaces.get(&key);
+        let labels = match &cached {
             Some(ns) => ns.labels().clone(),
             None => BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), namespace.to_string())]),
         };
@@ -50,13 +51,22 @@ impl PolicyView {
             .iter()
             .map(|p| (**p).clone())
             .collect();
-        effective_policy(namespace, &labels, &policies, &self.cluster_domain)
+        let policy = effective_policy(namespace, &labels, &policies, &self.cluster_domain);
+        (policy, cached.is_some())
     }
 
     /// Whether both caches have completed their first list.
     pub fn is_synced(&self) -> bool {
         self.health.policies_synced.load(Ordering::Relaxed)
     }
+}
+
+/// What a re-list of the policies has shown so far.
+#[derive(Default)]
+struct Relist {
+    seen: std::collections::HashSet<String>,
+    /// Some policy is new or at another generation than when last seen.
+    changed: bool,
 }
 
 /// Where the watch sends what a change affects.
@@ -143,8 +153,11 @@ impl PolicyWatch {
             }
         };
         let policy_api: Api<IdentityPolicy> = Api::all(self.client.clone());
-        // The generation each policy was last seen at: a status write is no change.
+        // The generation each policy was last seen at: a status write is no change. A re-list
+        // (after the watch was cut) is compared with it: what changed or went meanwhile is
+        // re-checked once it is complete.
         let mut seen_generations: HashMap<String, Option<i64>> = HashMap::new();
+        let mut relist = Relist::default();
         let changed = &self.changed;
         let policy_events = watcher(policy_api, watcher::Config::default())
             .default_backoff()
@@ -152,12 +165,26 @@ impl PolicyWatch {
             .reflect(self.policy_writer)
             .for_each(|ev| {
                 match ev {
+                    Ok(watcher::Event::Init) => relist = Relist::default(),
                     Ok(watcher::Event::InitDone) => {
+                        let gone: Vec<String> = seen_generations
+                            .keys()
+                            .filter(|name| !relist.seen.contains(*name))
+                            .cloned()
+                            .collect();
+                        for name in &gone {
+                            seen_generations.remove(name);
+                        }
+                        if (relist.changed || !gone.is_empty()) && synced.load(Ordering::Relaxed) {
+                            recheck.send(None);
+                        }
                         mark(&policies_synced);
                         changed.notify_one();
                     }
                     Ok(watcher::Event::InitApply(p)) => {
-                        seen_generations.insert(p.name_any(), p.metadata.generation);
+                        relist.seen.insert(p.name_any());
+                        let before = seen_generations.insert(p.name_any(), p.metadata.generation);
+                        relist.changed |= before != Some(p.metadata.generation);
                     }
                     // A policy's spec changed (or it went): everything may be affected.
                     Ok(watcher::Event::Apply(p)) => {

@@ -103,11 +103,28 @@ impl Drop for ClusterPolicy {
     }
 }
 
-/// The message of a creation admission refuses (403); panics when it is admitted.
+/// The message of a creation admission refuses (403). Admission learns of new IdentityPolicies
+/// through a cache: dry runs are tried until one is refused (10 s at most), then the creation
+/// itself must be refused too.
 async fn refused<K>(api: &Api<K>, obj: &K) -> String
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "a refusal at admission",
+        || async {
+            match api.create(&dry, obj).await {
+                Err(kube::Error::Api(s)) if s.code == 403 => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
     match api.create(&PostParams::default(), obj).await {
         Err(kube::Error::Api(s)) if s.code == 403 => s.message,
         other => panic!("expected a refusal at admission, got {other:?}"),
@@ -249,6 +266,14 @@ async fn a_tenant_cannot_claim_another_namespaces_names_grants_or_rights_at_admi
                           "grants": ["shop.read"], "justification": "j"});
     let message = refused(&shop_ents, &entitlement("frontend", by_label)).await;
     assert!(message.contains("tier not protected"), "{message}");
+    let by_absence = json!({"subjects": {"selector": {"matchExpressions": [
+                                {"key": "subject.nhi.dev/tier", "operator": "DoesNotExist"}]}},
+                            "grants": ["shop.read"], "justification": "j"});
+    let message = refused(&shop_ents, &entitlement("not-frontend", by_absence)).await;
+    assert!(
+        message.contains("DoesNotExist on subject.nhi.dev/tier"),
+        "{message}"
+    );
     let mut labelled = identity(
         "sneaky",
         json!({"owner": owner(), "secretName": "sneaky-id"}),
@@ -279,6 +304,42 @@ async fn a_tenant_cannot_claim_another_namespaces_names_grants_or_rights_at_admi
         matches!(denied, Err(kube::Error::Api(ref s)) if s.code == 403),
         "{denied:?}"
     );
+}
+
+#[tokio::test]
+async fn a_wildcard_name_cannot_cover_a_name_another_namespace_claims() {
+    // edge claims api.<x>.example alone; shop may use *.<x>.example otherwise: the wildcard
+    // would be valid for edge's name, so it is refused (a plain name under it is not).
+    let admin = client().await;
+    let shop = governed_namespace(&admin, "wshop", true).await;
+    let domain = format!("{}.example", shop.name);
+    let _open = ClusterPolicy::create(
+        &admin,
+        &shop.name,
+        json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": shop.name}},
+               "dnsNames": {"allowed": [format!("*.{domain}")]}}),
+    )
+    .await;
+    let _edge = ClusterPolicy::create(
+        &admin,
+        &format!("{}-edge", shop.name),
+        json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "edge"}},
+               "dnsNames": {"allowed": [format!("api.{domain}")], "exclusive": true}}),
+    )
+    .await;
+    let mis: Api<MachineIdentity> = shop.api();
+    let wild = json!({"owner": owner(), "secretName": "wild-id",
+                      "certificate": {"dnsNames": [format!("*.{domain}")]}});
+    let message = refused(&mis, &identity("wild", wild)).await;
+    assert!(
+        message.contains("reserved for other namespaces"),
+        "{message}"
+    );
+    let web = json!({"owner": owner(), "secretName": "web-id",
+                     "certificate": {"dnsNames": [format!("web.{domain}")]}});
+    mis.create(&PostParams::default(), &identity("web", web))
+        .await
+        .expect("a name the claim does not cover is admitted");
 }
 
 /// The DNS names of a PEM certificate.

@@ -72,13 +72,36 @@ async fn apply_tenant_policy(client: &Client) {
         .await
         .unwrap_or_else(|e| panic!("apply {} {}: {e}", types.kind, obj.name_any()));
     }
-    // The apiserver compiles admission policies asynchronously: wait until one refuses.
+    // The apiserver picks admission policies and bindings up asynchronously: wait until one
+    // refuses where admission is on, and admits where the harness turned it off.
+    let off = admission_off_probe_namespace(client).await;
     crate::support::wait_for(
-        std::time::Duration::from_secs(20),
-        "the admission policies to be in force",
-        || async { admission_in_force(client).await.then_some(()) },
+        std::time::Duration::from_secs(30),
+        "the admission policies to be in force (and off where the harness turns them off)",
+        || async {
+            let on = !admitted(client, "default").await;
+            (on && admitted(client, &off).await).then_some(())
+        },
     )
     .await;
+}
+
+/// A namespace out of admission, kept for probing (created once per cluster).
+async fn admission_off_probe_namespace(client: &Client) -> String {
+    let name = "nhi-e2e-admission-off-probe";
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {ADMISSION_OFF_LABEL: "off"}}
+    }))
+    .expect("a namespace");
+    api.patch(
+        name,
+        &PatchParams::apply("nhi-e2e").force(),
+        &Patch::Apply(&ns),
+    )
+    .await
+    .expect("the admission probe namespace");
+    name.to_string()
 }
 
 /// What the test namespaces may claim.
@@ -99,10 +122,10 @@ fn e2e_policy() -> serde_json::Value {
     })
 }
 
-/// Whether admission refuses an Entitlement that selects by an unprotected label (a dry run in
-/// the default namespace).
-async fn admission_in_force(client: &Client) -> bool {
-    let api: Api<nhi_operator::api::Entitlement> = Api::namespaced(client.clone(), "default");
+/// Whether admission lets an Entitlement that selects by an unprotected label through (a dry
+/// run in `namespace`).
+async fn admitted(client: &Client, namespace: &str) -> bool {
+    let api: Api<nhi_operator::api::Entitlement> = Api::namespaced(client.clone(), namespace);
     let probe: nhi_operator::api::Entitlement = serde_json::from_value(json!({
         "apiVersion": "nhi.dev/v1alpha1", "kind": "Entitlement",
         "metadata": {"name": "admission-probe"},
@@ -113,5 +136,5 @@ async fn admission_in_force(client: &Client) -> bool {
         dry_run: true,
         ..Default::default()
     };
-    matches!(api.create(&dry, &probe).await, Err(kube::Error::Api(e)) if e.code == 403)
+    api.create(&dry, &probe).await.is_ok()
 }

@@ -134,6 +134,13 @@ fn namespace_selector_schema(generator: &mut SchemaGenerator) -> Schema {
             "description".into(),
             "The namespaces this policy applies to (`{}` selects every namespace).".into(),
         );
+        obj.insert(
+            "x-kubernetes-validations".into(),
+            serde_json::json!([{
+                "rule": "!has(self.matchExpressions) || self.matchExpressions.all(e, (e.operator in ['In', 'NotIn'] && has(e.values) && size(e.values) > 0) || (e.operator in ['Exists', 'DoesNotExist'] && (!has(e.values) || size(e.values) == 0)))",
+                "message": "matchExpressions: operator must be In or NotIn (with values) or Exists or DoesNotExist (without)"
+            }]),
+        );
     }
     schema
 }

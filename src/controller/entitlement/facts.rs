@@ -60,7 +60,7 @@ pub async fn observe(
     ctx: &EntitlementContext,
 ) -> Result<Facts, EntitlementError> {
     let namespace = ent.namespace().ok_or(EntitlementError::NotNamespaced)?;
-    let policy = ctx.policies.effective(&namespace);
+    let (policy, namespace_known) = ctx.policies.effective(&namespace);
     let identities: Vec<Identity> = ctx
         .identities
         .state()
@@ -72,8 +72,9 @@ pub async fn observe(
     let had = ent.status.as_ref().is_some_and(|s| s.kubernetes.is_some());
     let wanted = ent.spec.kubernetes.is_some();
     let deleting = ent.metadata.deletion_timestamp.is_some();
-    let identities_synced =
-        ctx.health.identities_synced.load(Ordering::Relaxed) && ctx.policies.is_synced();
+    let identities_synced = ctx.health.identities_synced.load(Ordering::Relaxed)
+        && ctx.policies.is_synced()
+        && namespace_known;
     let looked_at = (had || wanted) && ctx.kubernetes_access && !deleting && identities_synced;
     let rbac = match looked_at {
         true => Some(existing_rbac(&ctx.client, &namespace, &ent.name_any()).await?),

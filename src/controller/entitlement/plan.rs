@@ -57,8 +57,25 @@ pub struct Binding {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Pins {
     pub subjects: Vec<PinnedSubject>,
+    /// The spec generation they are for.
+    pub generation: Option<i64>,
     /// Named subjects whose identity was re-created since it was pinned (not bound).
     pub replaced: Vec<String>,
+}
+
+impl Pins {
+    /// The pins the status shows, kept as they are (an Entitlement that binds nothing now must
+    /// not forget whom its names were bound to).
+    fn kept(ent: &Entitlement) -> Pins {
+        let status = ent.status.as_ref();
+        Pins {
+            subjects: status
+                .map(|s| s.pinned_subjects.clone())
+                .unwrap_or_default(),
+            generation: status.and_then(|s| s.pinned_generation),
+            replaced: vec![],
+        }
+    }
 }
 
 /// What becomes of the Entitlement's Role and RoleBinding.
@@ -140,7 +157,7 @@ fn assess(facts: &Facts) -> (Assessment, Option<OffsetDateTime>, Pins) {
             return (
                 Assessment::Invalid { reason, message },
                 None,
-                Pins::default(),
+                Pins::kept(&facts.entitlement),
             );
         }
     };
@@ -153,7 +170,7 @@ fn assess(facts: &Facts) -> (Assessment, Option<OffsetDateTime>, Pins) {
         return (
             Assessment::Invalid { reason, message },
             None,
-            Pins::default(),
+            Pins::kept(&facts.entitlement),
         );
     }
     let mut subjects = vec![];
@@ -166,6 +183,7 @@ fn assess(facts: &Facts) -> (Assessment, Option<OffsetDateTime>, Pins) {
                 uid: uid.clone(),
             })
             .collect(),
+        generation: facts.entitlement.metadata.generation,
         replaced: vec![],
     };
     for identity in &facts.identities {
@@ -178,7 +196,7 @@ fn assess(facts: &Facts) -> (Assessment, Option<OffsetDateTime>, Pins) {
                 return (
                     Assessment::Invalid { reason, message },
                     None,
-                    Pins::default(),
+                    Pins::kept(&facts.entitlement),
                 );
             }
         }
@@ -316,7 +334,7 @@ pub fn conclude(facts: &Facts, binding: &Binding, rbac: Option<&RbacOutcome>) ->
         ent.metadata.generation,
         facts.now,
     );
-    with_pins(&mut status, &binding.pins, ent.metadata.generation);
+    with_pins(&mut status, &binding.pins);
     // The cache may not show our own last write yet: neither write it again nor report it twice.
     let written = comparable_entitlement_status(&status);
     let changed = entitlement_status_changed(ent.status.as_ref(), &status)
@@ -349,12 +367,12 @@ pub fn conclude(facts: &Facts, binding: &Binding, rbac: Option<&RbacOutcome>) ->
 
 /// Records the pins of the named subjects, and says in `Ready` which named identities were
 /// re-created since they were bound (they are not bound until the spec changes).
-fn with_pins(status: &mut EntitlementStatus, pins: &Pins, generation: Option<i64>) {
+fn with_pins(status: &mut EntitlementStatus, pins: &Pins) {
     if pins.subjects.is_empty() && pins.replaced.is_empty() {
         return;
     }
     status.pinned_subjects = pins.subjects.clone();
-    status.pinned_generation = generation;
+    status.pinned_generation = pins.generation;
     if pins.replaced.is_empty() {
         return;
     }

@@ -394,3 +394,48 @@ fn kubernetes_permissions_granted_and_removed_are_said() {
     let c3 = conclude(&later, binding(&plan), Some(&RbacOutcome::Removed));
     assert_eq!(events(&c3), vec![(false, "KubernetesAccessRemoved")]);
 }
+
+#[test]
+fn named_subjects_are_pinned_and_the_pins_outlive_a_refusal() {
+    // Bound: the named subject is pinned to its uid, for the spec's generation.
+    let f = facts(
+        entitlement(serde_json::json!({})),
+        vec![identity("api", &["payments.process"], false)],
+    );
+    let Plan::Bind(binding) = plan(&f) else {
+        panic!("a binding expected")
+    };
+    let pinned = vec![nhi_api::PinnedSubject {
+        name: "api".into(),
+        uid: "api-uid".into(),
+    }];
+    assert_eq!(binding.pins.subjects, pinned);
+    assert_eq!(binding.pins.generation, f.entitlement.metadata.generation);
+    // Re-created under the name: not a subject, and said.
+    let mut ent = entitlement(serde_json::json!({}));
+    ent.status = Some(nhi_api::EntitlementStatus {
+        pinned_subjects: pinned.clone(),
+        pinned_generation: ent.metadata.generation,
+        ..Default::default()
+    });
+    let mut recreated = identity("api", &[], false);
+    recreated.uid = "new-uid".into();
+    let f = facts(ent.clone(), vec![recreated]);
+    let Plan::Bind(binding) = plan(&f) else {
+        panic!("a binding expected")
+    };
+    assert_eq!(binding.pins.replaced, vec!["api".to_string()]);
+    assert!(
+        matches!(&binding.assessment, super::status::Assessment::Usable { subjects, .. } if subjects.is_empty())
+    );
+    // Refused by the policy (no grant allowed where no policy applies): the pins are kept.
+    let mut f = facts(ent, vec![identity("api", &[], false)]);
+    f.policy = nhi_core::policy::effective_policy("ns", &Default::default(), &[], "c");
+    let Plan::Bind(binding) = plan(&f) else {
+        panic!("a binding expected")
+    };
+    assert!(
+        matches!(&binding.assessment, super::status::Assessment::Invalid { reason, .. } if reason == "PolicyDenied")
+    );
+    assert_eq!(binding.pins.subjects, pinned);
+}

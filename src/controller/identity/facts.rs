@@ -131,8 +131,10 @@ pub async fn observe(
     let namespace = mi.namespace().ok_or(ReconcileError::NotNamespaced)?;
     let uid = mi.metadata.uid.clone().unwrap_or_default();
     let deleting = mi.metadata.deletion_timestamp.is_some();
-    let entitlements_synced =
-        ctx.health.entitlements_synced.load(Ordering::Relaxed) && ctx.policies.is_synced();
+    let (policy, namespace_known) = ctx.policies.effective(&namespace);
+    let entitlements_synced = ctx.health.entitlements_synced.load(Ordering::Relaxed)
+        && ctx.policies.is_synced()
+        && namespace_known;
     // The lifecycle and the grants are looked at only for an identity that stays; its Secret
     // also when a deletion is to revoke what it holds.
     let governed = !deleting && entitlements_synced;
@@ -142,7 +144,6 @@ pub async fn observe(
         (true, Some(w)) => Some(ctx.workloads.presence(&namespace, w)),
         _ => None,
     };
-    let policy = ctx.policies.effective(&namespace);
     let entitlements = match governed {
         true => namespace_entitlements(ctx, &namespace, &policy),
         false => vec![],

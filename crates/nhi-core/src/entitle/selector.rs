@@ -5,6 +5,29 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+/// Why `selector` cannot be evaluated, if it cannot: an unknown operator, In/NotIn without
+/// values, Exists/DoesNotExist with values. Checks every requirement (matching stops at the first
+/// one that fails, so it would miss a broken one after it).
+pub fn selector_problem(selector: &LabelSelector) -> Option<String> {
+    selector.match_expressions.iter().flatten().find_map(|req| {
+        let has_values = req.values.as_ref().is_some_and(|v| !v.is_empty());
+        match (req.operator.as_str(), has_values) {
+            ("In" | "NotIn", true) | ("Exists" | "DoesNotExist", false) => None,
+            ("In" | "NotIn", false) => Some(format!(
+                "selector operator {} on {:?} needs values",
+                req.operator, req.key
+            )),
+            ("Exists" | "DoesNotExist", true) => Some(format!(
+                "selector operator {} on {:?} takes no values",
+                req.operator, req.key
+            )),
+            (other, _) => Some(format!(
+                "selector operator {other:?} is not one of In, NotIn, Exists, DoesNotExist"
+            )),
+        }
+    })
+}
+
 /// Whether `labels` match `selector`. Every `matchLabels` entry and every `matchExpressions`
 /// requirement must hold. An unknown operator is an error (the Entitlement reports it) and
 /// selects nothing.

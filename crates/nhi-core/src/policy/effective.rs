@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::entitle::selector::selector_matches;
+use crate::entitle::selector::{selector_matches, selector_problem};
 use nhi_api::{ClaimRule, IdentityPolicy, IdentityPolicySpec};
 
 /// How the built-in default is named in messages: what applies where no IdentityPolicy does.
@@ -44,7 +44,8 @@ pub struct EffectivePolicy {
 /// Whether `policy` selects the namespace with `labels`. A selector that cannot be evaluated
 /// selects every namespace: a broken policy restricts more, never less.
 pub fn selects(policy: &IdentityPolicySpec, labels: &BTreeMap<String, String>) -> bool {
-    selector_matches(&policy.namespace_selector, labels).unwrap_or(true)
+    selector_problem(&policy.namespace_selector).is_some()
+        || selector_matches(&policy.namespace_selector, labels).unwrap_or(true)
 }
 
 /// The policy of namespace `namespace` with `labels`, among `policies` (all IdentityPolicies).
@@ -66,12 +67,17 @@ pub fn effective_policy(
     let mut reserved_dns_names = vec![];
     let mut reserved_grants = vec![];
     for p in sorted {
+        // A policy whose selector cannot be read applies everywhere, and what it claims
+        // exclusively is claimed everywhere too: nothing of it is given anywhere.
+        let broken = selector_problem(&p.spec.namespace_selector).is_some();
         if selects(&p.spec, labels) {
             applied.push(AppliedPolicy {
                 source: source(p),
                 spec: p.spec.clone(),
             });
-            continue;
+            if !broken {
+                continue;
+            }
         }
         let exclusive = |rule: &Option<ClaimRule>| {
             rule.as_ref()
@@ -220,5 +226,38 @@ pub(crate) mod tests {
         );
         let eff = effective_policy("x", &labels_of("x"), &[broken], "cluster.local");
         assert_eq!(eff.sources(), vec!["IdentityPolicy broken"]);
+    }
+
+    #[test]
+    fn a_broken_selector_keeps_what_its_policy_claims_exclusively_claimed() {
+        // A typo in the payments policy's selector must not hand payments.* to every namespace.
+        let mut selector = ns_named("payments");
+        selector.match_expressions = Some(vec![LabelSelectorRequirement {
+            key: "team".into(),
+            operator: "in".into(),
+            values: Some(vec!["pay".into()]),
+        }]);
+        let payments = policy(
+            "payments",
+            selector,
+            IdentityPolicySpec {
+                grants: grants(&["payments.*"], true),
+                ..built_in_default()
+            },
+        );
+        let open = policy(
+            "open",
+            LabelSelector::default(),
+            IdentityPolicySpec {
+                grants: grants(&["*"], false),
+                ..built_in_default()
+            },
+        );
+        let shop = effective_policy("shop", &labels_of("shop"), &[payments, open], "c");
+        assert_eq!(
+            shop.sources(),
+            vec!["IdentityPolicy open", "IdentityPolicy payments"]
+        );
+        assert_eq!(shop.reserved_grants[0].patterns, vec!["payments.*"]);
     }
 }

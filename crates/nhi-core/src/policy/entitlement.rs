@@ -98,6 +98,20 @@ fn unprotected_subject_labels(spec: &EntitlementSpec) -> Vec<Refusal> {
                 .flatten()
                 .map(|e| ("matchExpressions", &e.key)),
         );
+    let negative = selector
+        .match_expressions
+        .iter()
+        .flatten()
+        .filter(|e| matches!(e.operator.as_str(), "NotIn" | "DoesNotExist"))
+        .map(|e| Refusal {
+            field: "spec.subjects.selector.matchExpressions".into(),
+            policy: SUBJECT_LABEL_RULE.into(),
+            what: format!(
+                "{} on {:?} selects identities by a label they lack, which anyone can arrange: \
+                 only In and Exists may select subjects",
+                e.operator, e.key
+            ),
+        });
     keys.filter(|(_, k)| !k.starts_with(SUBJECT_LABEL_PREFIX))
         .map(|(part, key)| Refusal {
             field: format!("spec.subjects.selector.{part}"),
@@ -107,6 +121,7 @@ fn unprotected_subject_labels(spec: &EntitlementSpec) -> Vec<Refusal> {
                  under {SUBJECT_LABEL_PREFIX}, which only users who may create Entitlements can set"
             ),
         })
+        .chain(negative)
         .collect()
 }
 
@@ -254,5 +269,19 @@ mod tests {
             match_expressions: None,
         });
         assert_eq!(check_entitlement(&e, &shop), vec![]);
+        // Selecting by the absence of a protected label: anyone can lack it.
+        e.subjects.selector = Some(LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                    key: "subject.nhi.dev/tier".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
+            ]),
+        });
+        let refusals = check_entitlement(&e, &shop);
+        assert_eq!(refusals.len(), 1);
+        assert!(refusals[0].what.contains("DoesNotExist"), "{}", refusals[0]);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use time::Duration;
 
 use super::effective::EffectivePolicy;
-use super::pattern::{attribute_reserved, dns_matches, own_service_name};
+use super::pattern::{attribute_reserved, dns_matches, dns_overlaps, own_service_name};
 use super::{Refusal, refusal_message};
 use crate::duration::parse_go_duration;
 use nhi_api::{DnsName, KubernetesAccess, MachineIdentity, MachineIdentitySpec};
@@ -101,7 +101,7 @@ fn allowed_dns_names(
         if let Some(r) = policy
             .reserved_dns_names
             .iter()
-            .find(|r| r.patterns.iter().any(|pat| dns_matches(pat, name)))
+            .find(|r| r.patterns.iter().any(|pat| dns_overlaps(pat, name)))
         {
             refusals.push(Refusal {
                 field,
@@ -341,6 +341,40 @@ mod tests {
             a.refusals
         );
         assert_eq!(a.refusals[0].policy, "IdentityPolicy ingress");
+    }
+
+    #[test]
+    fn a_wildcard_over_a_reserved_name_is_refused() {
+        let edge = policy(
+            "edge",
+            ns_named("edge"),
+            IdentityPolicySpec {
+                dns_names: Some(ClaimRule {
+                    allowed: vec!["api.example.com".into()],
+                    exclusive: true,
+                }),
+                ..built_in_default()
+            },
+        );
+        let open = policy(
+            "open",
+            LabelSelector::default(),
+            IdentityPolicySpec {
+                dns_names: Some(ClaimRule {
+                    allowed: vec!["*.example.com".into()],
+                    exclusive: false,
+                }),
+                ..built_in_default()
+            },
+        );
+        let shop = effective_policy("shop", &labels_of("shop"), &[edge, open], "cluster.local");
+        let a = check_identity(&spec(&["*.example.com", "web.example.com"]), &shop);
+        assert_eq!(a.dns_names, vec!["web.example.com"]);
+        assert!(
+            a.refusals[0].to_string().contains("reserved"),
+            "{:?}",
+            a.refusals
+        );
     }
 
     #[test]

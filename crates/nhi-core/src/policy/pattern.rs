@@ -30,6 +30,14 @@ pub fn dns_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// Whether a certificate for `name` would be valid for some name DNS pattern `pattern` covers:
+/// `pattern` matches it, or `name` is a wildcard over a name `pattern` covers (`*.example.com`
+/// is valid for `api.example.com`). Reservations are checked with this.
+pub fn dns_overlaps(pattern: &str, name: &str) -> bool {
+    let below = |domain: &str| pattern.ends_with(domain) && pattern.len() > domain.len();
+    dns_matches(pattern, name) || name.strip_prefix('*').is_some_and(below)
+}
+
 /// Whether `name` is one of namespace `namespace`'s own service names: `<service>.<ns>.svc` or
 /// `<service>.<ns>.svc.<cluster_domain>`, with `<service>` a single label (no wildcard).
 pub fn own_service_name(name: &str, namespace: &str, cluster_domain: &str) -> bool {
@@ -82,6 +90,17 @@ mod tests {
         assert!(!dns_matches("*.example.com", "example.com"));
         assert!(!dns_matches("*.example.com", "badexample.com"));
         assert!(!dns_matches("api.example.com", "*.example.com"));
+    }
+
+    #[test]
+    fn a_wildcard_name_overlaps_what_is_below_it() {
+        assert!(dns_overlaps("api.example.com", "*.example.com"));
+        assert!(dns_overlaps("*.a.example.com", "*.example.com"));
+        assert!(dns_overlaps("*.example.com", "*.a.example.com"));
+        assert!(dns_overlaps("api.example.com", "api.example.com"));
+        assert!(!dns_overlaps("api.example.com", "*.other.com"));
+        assert!(!dns_overlaps("example.com", "*.example.com"));
+        assert!(!dns_overlaps("api.example.com", "web.example.com"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::duration::parse_go_duration;
-use crate::entitle::selector::selector_matches;
+use crate::entitle::selector::selector_problem;
 use nhi_api::{Condition, IdentityPolicySpec};
 
 /// The `Ready` condition type of an IdentityPolicy.
@@ -16,17 +16,19 @@ pub fn policy_status(
     spec: &IdentityPolicySpec,
     namespaces: &[&BTreeMap<String, String>],
 ) -> (i64, Condition) {
-    let selector = selector_matches(&spec.namespace_selector, &BTreeMap::new());
     let selected = namespaces
         .iter()
-        .filter(|labels| selector_matches(&spec.namespace_selector, labels).unwrap_or(true))
+        .filter(|labels| super::effective::selects(spec, labels))
         .count() as i64;
-    let ready = if let Err(e) = selector {
+    let ready = if let Some(e) = selector_problem(&spec.namespace_selector) {
         Condition::new(
             READY,
             false,
             "InvalidSelector",
-            format!("spec.namespaceSelector: {e}; the policy applies to every namespace"),
+            format!(
+                "spec.namespaceSelector: {e}; the policy applies to every namespace and what it \
+                 claims exclusively is given nowhere"
+            ),
         )
     } else if let Some(Err(e)) = spec.max_ttl.as_deref().map(parse_go_duration) {
         Condition::new(
