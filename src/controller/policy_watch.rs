@@ -61,12 +61,45 @@ impl PolicyView {
     }
 }
 
-/// What a re-list of the policies has shown so far.
+/// The generation each policy was last seen at: a status write is no change. A re-list (after
+/// the watch was cut) is compared with it, and what changed or went meanwhile counts once the
+/// re-list is complete.
 #[derive(Default)]
-struct Relist {
-    seen: std::collections::HashSet<String>,
-    /// Some policy is new or at another generation than when last seen.
-    changed: bool,
+struct PolicyGenerations {
+    seen: HashMap<String, Option<i64>>,
+    /// The policies the current re-list has shown, and whether one is new or changed.
+    relisted: std::collections::HashSet<String>,
+    relist_changed: bool,
+}
+
+impl PolicyGenerations {
+    /// Takes in one watch event; whether what every namespace may claim may have changed.
+    fn observe(&mut self, ev: &watcher::Event<IdentityPolicy>) -> bool {
+        match ev {
+            watcher::Event::Init => {
+                self.relisted.clear();
+                self.relist_changed = false;
+                false
+            }
+            watcher::Event::InitApply(p) => {
+                self.relisted.insert(p.name_any());
+                let before = self.seen.insert(p.name_any(), p.metadata.generation);
+                self.relist_changed |= before != Some(p.metadata.generation);
+                false
+            }
+            watcher::Event::InitDone => {
+                let before = self.seen.len();
+                let relisted = &self.relisted;
+                self.seen.retain(|name, _| relisted.contains(name));
+                self.relist_changed || self.seen.len() != before
+            }
+            watcher::Event::Apply(p) => {
+                let before = self.seen.insert(p.name_any(), p.metadata.generation);
+                before != Some(p.metadata.generation)
+            }
+            watcher::Event::Delete(p) => self.seen.remove(&p.name_any()).is_some(),
+        }
+    }
 }
 
 /// Where the watch sends what a change affects.
@@ -153,54 +186,24 @@ impl PolicyWatch {
             }
         };
         let policy_api: Api<IdentityPolicy> = Api::all(self.client.clone());
-        // The generation each policy was last seen at: a status write is no change. A re-list
-        // (after the watch was cut) is compared with it: what changed or went meanwhile is
-        // re-checked once it is complete.
-        let mut seen_generations: HashMap<String, Option<i64>> = HashMap::new();
-        let mut relist = Relist::default();
+        let mut generations = PolicyGenerations::default();
         let changed = &self.changed;
         let policy_events = watcher(policy_api, watcher::Config::default())
             .default_backoff()
             .modify(|p: &mut IdentityPolicy| p.metadata.managed_fields = None)
             .reflect(self.policy_writer)
             .for_each(|ev| {
-                match ev {
-                    Ok(watcher::Event::Init) => relist = Relist::default(),
-                    Ok(watcher::Event::InitDone) => {
-                        let gone: Vec<String> = seen_generations
-                            .keys()
-                            .filter(|name| !relist.seen.contains(*name))
-                            .cloned()
-                            .collect();
-                        for name in &gone {
-                            seen_generations.remove(name);
-                        }
-                        if (relist.changed || !gone.is_empty()) && synced.load(Ordering::Relaxed) {
-                            recheck.send(None);
-                        }
+                if let Ok(ev) = ev {
+                    let recheck_all = generations.observe(&ev);
+                    if recheck_all && synced.load(Ordering::Relaxed) {
+                        recheck.send(None);
+                    }
+                    if matches!(ev, watcher::Event::InitDone) {
                         mark(&policies_synced);
+                    }
+                    if recheck_all || matches!(ev, watcher::Event::InitDone) {
                         changed.notify_one();
                     }
-                    Ok(watcher::Event::InitApply(p)) => {
-                        relist.seen.insert(p.name_any());
-                        let before = seen_generations.insert(p.name_any(), p.metadata.generation);
-                        relist.changed |= before != Some(p.metadata.generation);
-                    }
-                    // A policy's spec changed (or it went): everything may be affected.
-                    Ok(watcher::Event::Apply(p)) => {
-                        let before = seen_generations.insert(p.name_any(), p.metadata.generation);
-                        if before != Some(p.metadata.generation) && synced.load(Ordering::Relaxed) {
-                            recheck.send(None);
-                            changed.notify_one();
-                        }
-                    }
-                    Ok(watcher::Event::Delete(p)) => {
-                        seen_generations.remove(&p.name_any());
-                        if synced.load(Ordering::Relaxed) {
-                            recheck.send(None);
-                        }
-                    }
-                    _ => {}
                 }
                 futures::future::ready(())
             });
@@ -234,5 +237,39 @@ impl PolicyWatch {
                 futures::future::ready(())
             });
         tokio::join!(policy_events, namespace_events);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(name: &str, generation: i64) -> IdentityPolicy {
+        let mut p = IdentityPolicy::new(name, nhi_core::policy::effective::built_in_default());
+        p.metadata.generation = Some(generation);
+        p
+    }
+
+    #[test]
+    fn a_status_write_is_no_change_and_a_relist_counts_what_changed_or_went() {
+        use watcher::Event::*;
+        let mut g = PolicyGenerations::default();
+        for ev in [Init, InitApply(policy("a", 1)), InitApply(policy("b", 1))] {
+            assert!(!g.observe(&ev));
+        }
+        assert!(g.observe(&InitDone), "the first list is new");
+        assert!(!g.observe(&Apply(policy("a", 1))), "a status write");
+        assert!(g.observe(&Apply(policy("a", 2))), "a spec change");
+        // The watch is cut; meanwhile b went away: the re-list says so.
+        for ev in [Init, InitApply(policy("a", 2))] {
+            assert!(!g.observe(&ev));
+        }
+        assert!(g.observe(&InitDone));
+        // A re-list showing nothing new is no change.
+        for ev in [Init, InitApply(policy("a", 2))] {
+            g.observe(&ev);
+        }
+        assert!(!g.observe(&InitDone));
+        assert!(g.observe(&Delete(policy("a", 2))));
     }
 }
