@@ -91,7 +91,7 @@ async fn baseline(client: &Client, n: usize, concurrency: usize) -> (f64, String
             let key = nhi_operator::issue::keys::generate_key(Default::default()).unwrap();
             let req = LeafRequest {
                 spiffe_id: spiffe_id("cluster.local", &ns, &name),
-                common_name: name.clone(),
+                common_name: None,
                 namespace: ns.clone(),
                 dns_names: vec![],
                 usages: vec![

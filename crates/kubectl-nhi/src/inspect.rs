@@ -521,7 +521,7 @@ mod tests {
         };
         let req = LeafRequest {
             spiffe_id: "spiffe://cluster.local/ns/shop/mi/checkout".into(),
-            common_name: "checkout".into(),
+            common_name: Some("checkout".into()),
             namespace: "shop".into(),
             dns_names: vec![],
             usages: vec![Usage::Client],

@@ -23,7 +23,7 @@ fn ca() -> CertificateAuthority {
 fn request(extensions: Vec<(Vec<u64>, Vec<u8>)>, usages: Vec<Usage>) -> LeafRequest {
     LeafRequest {
         spiffe_id: "spiffe://cluster.local/ns/payments/mi/checkout".into(),
-        common_name: "checkout".into(),
+        common_name: None,
         namespace: "payments".into(),
         dns_names: vec![],
         usages,
@@ -73,8 +73,11 @@ fn returns_the_identity_with_its_grants_and_attributes() {
     assert_eq!(v.identity.name, "checkout");
     assert!(v.has_grant("payments.process"));
     assert!(!v.has_grant("payments.refund"));
-    assert!(v.has_grant_from("payments.process", &["shop", "payments"]));
-    assert!(!v.has_grant_from("payments.process", &["sandbox"]));
+    assert!(v.has_grant_from("payments.process", "cluster.local", &["shop", "payments"]));
+    assert!(!v.has_grant_from("payments.process", "cluster.local", &["sandbox"]));
+    // The same namespace of another trust domain (another cluster's root in the bundle) is not
+    // trusted.
+    assert!(!v.has_grant_from("payments.process", "other.example", &["payments"]));
     assert_eq!(v.attributes["project"], "shop");
     assert_eq!(v.serial_hex, issued.info.serial_hex);
     // Without the extension: the identity, with no grants.
@@ -251,4 +254,56 @@ fn refuses_a_revoked_certificate_and_accepts_an_unrevoked_one() {
         RevocationList::from_pem("not a crl"),
         Err(VerifyError::BadCrl(_))
     ));
+}
+
+/// Runs `openssl verify` on `leaf_pem` against `ca_pem`; None when openssl is not installed (and
+/// the run does not require it: `NHI_REQUIRE_TOOLS`).
+fn openssl_verify(ca_pem: &str, leaf_pem: &str) -> Option<std::process::Output> {
+    let dir = std::env::temp_dir().join(format!("nhi-openssl-{}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+    std::fs::write(dir.join("leaf.pem"), leaf_pem).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"])
+        .arg(dir.join("ca.pem"))
+        .arg(dir.join("leaf.pem"))
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    match out {
+        Ok(out) => Some(out),
+        Err(_) if std::env::var_os("NHI_REQUIRE_TOOLS").is_none() => None,
+        Err(e) => panic!("openssl is required (NHI_REQUIRE_TOOLS) but cannot run: {e}"),
+    }
+}
+
+#[test]
+fn a_leaf_without_a_common_name_verifies_here_and_with_openssl() {
+    // SPIFFE IDs longer than a CN may be leave the CN out: the URI SAN is the identity.
+    let ca = ca();
+    let mut req = request(with_grants(&["orders.read"]), vec![Usage::Client]);
+    req.spiffe_id = format!(
+        "spiffe://cluster.local/ns/{}/mi/{}",
+        "n".repeat(40),
+        "i".repeat(40)
+    );
+    req.common_name = None;
+    let issued = issue(&ca, &req);
+    let verified = verify_identity(
+        &chain(&issued),
+        &trust(&ca),
+        None,
+        Purpose::Client,
+        OffsetDateTime::now_utc(),
+    )
+    .expect("a leaf without CN verifies");
+    assert!(verified.has_grant("orders.read"));
+    let leaf_pem = pem::encode(&pem::Pem::new("CERTIFICATE", issued.leaf_der.clone()));
+    if let Some(out) = openssl_verify(ca.trust_bundle_pem(), &leaf_pem) {
+        assert!(
+            out.status.success(),
+            "openssl verify: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

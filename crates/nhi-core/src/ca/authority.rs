@@ -220,7 +220,8 @@ impl CertificateAuthority {
         );
         dn.push(DnType::OrganizationalUnitName, generation);
         params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+        // pathLen 0: the root signs identities itself, never an intermediate.
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,
@@ -294,6 +295,12 @@ mod tests {
         assert!(ca.not_after() > now() + Duration::days(364));
         assert!(ca.trust_bundle_pem().contains("BEGIN CERTIFICATE"));
         assert_eq!(ca.chain_pem(), ca.trust_bundle_pem());
+        // pathLen 0: it signs identities, never an intermediate.
+        use x509_parser::prelude::FromDer;
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(ca.cert_der()).unwrap();
+        let bc = cert.basic_constraints().unwrap().unwrap().value;
+        assert!(bc.ca);
+        assert_eq!(bc.path_len_constraint, Some(0));
     }
 
     #[test]

@@ -317,7 +317,7 @@ mod tests {
     fn issue(ca: &CertificateAuthority, now: OffsetDateTime) -> IssuedCertificate {
         let req = LeafRequest {
             spiffe_id: "spiffe://cluster.local/ns/a/mi/b".into(),
-            common_name: "b".into(),
+            common_name: None,
             namespace: "a".into(),
             dns_names: vec![],
             usages: vec![Usage::Client],

@@ -4,7 +4,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::Duration;
 
-use super::leaf::{CustomExtensions, LeafRequest, spiffe_id};
+use super::leaf::{CustomExtensions, LeafRequest, leaf_common_name, spiffe_id};
 use crate::duration::parse_go_duration;
 use nhi_api::{KeyAlgorithm, MachineIdentity};
 
@@ -106,7 +106,7 @@ pub fn resolve_identity(
     dns_names.dedup();
     let request = LeafRequest {
         spiffe_id: spiffe_id(&policy.trust_domain, &namespace, &name),
-        common_name: name.clone(),
+        common_name: leaf_common_name(&spiffe_id(&policy.trust_domain, &namespace, &name)),
         namespace: namespace.clone(),
         dns_names,
         usages: mi.usages(),
@@ -118,7 +118,12 @@ pub fn resolve_identity(
         .renewal_percent
         .map(|p| f64::from(p) / 100.0)
         .unwrap_or(policy.renewal_fraction);
-    let inputs_hash = hash_inputs(&request, cert.key_algorithm, mi.wants_kubernetes_access());
+    let inputs_hash = hash_inputs(
+        &request,
+        &name,
+        cert.key_algorithm,
+        mi.wants_kubernetes_access(),
+    );
     Ok(ResolvedIdentity {
         request,
         key_algorithm: cert.key_algorithm,
@@ -128,10 +133,18 @@ pub fn resolve_identity(
     })
 }
 
-fn hash_inputs(req: &LeafRequest, key_algorithm: KeyAlgorithm, kubernetes_access: bool) -> String {
+/// The hash of what shapes the certificate. `name` is the identity's name, hashed where the
+/// common name once was: the CN became the SPIFFE ID (which is hashed anyway), and keeping the
+/// hash lets certificates take the new subject at their next renewal rather than all at once.
+fn hash_inputs(
+    req: &LeafRequest,
+    name: &str,
+    key_algorithm: KeyAlgorithm,
+    kubernetes_access: bool,
+) -> String {
     let inputs = HashedInputs {
         spiffe_id: &req.spiffe_id,
-        common_name: &req.common_name,
+        common_name: name,
         namespace: &req.namespace,
         dns_names: &req.dns_names,
         usages: req

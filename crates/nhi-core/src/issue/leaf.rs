@@ -3,7 +3,7 @@
 use std::fmt;
 
 use rcgen::{
-    CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
@@ -24,8 +24,8 @@ pub type CustomExtensions = Vec<(Vec<u64>, Vec<u8>)>;
 pub struct LeafRequest {
     /// The SPIFFE ID (the only URI SAN).
     pub spiffe_id: String,
-    /// Subject common name (the identity's name).
-    pub common_name: String,
+    /// Subject common name: the SPIFFE ID when it fits (see [`leaf_common_name`]), else none.
+    pub common_name: Option<String>,
     /// Subject organizational unit (the identity's namespace).
     pub namespace: String,
     /// DNS SANs.
@@ -84,6 +84,18 @@ impl fmt::Debug for IssuedCertificate {
     }
 }
 
+/// The longest common name X.509 allows (RFC 5280's ub-common-name).
+pub const MAX_COMMON_NAME: usize = 64;
+
+/// The subject common name of an identity's leaf: its SPIFFE ID, or none when that is longer
+/// than a common name may be. Never the bare identity name: PostgreSQL's `cert` authentication
+/// and many proxies map the CN to a user, and an identity named `postgres` in any namespace
+/// would then be `postgres`. A SPIFFE ID names the namespace and the trust domain; relying
+/// parties should use the URI SAN anyway (the CN carries nothing the SAN does not).
+pub fn leaf_common_name(spiffe_id: &str) -> Option<String> {
+    (spiffe_id.len() <= MAX_COMMON_NAME).then(|| spiffe_id.to_string())
+}
+
 /// The SPIFFE ID of an identity: `spiffe://<trust-domain>/ns/<namespace>/mi/<name>`.
 pub fn spiffe_id(trust_domain: &str, namespace: &str, name: &str) -> String {
     format!("spiffe://{trust_domain}/ns/{namespace}/mi/{name}")
@@ -127,9 +139,14 @@ pub fn issue_leaf(
     let (not_before, not_after) = validity(req, ca.not_after(), now)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, req.common_name.as_str());
+    if let Some(cn) = &req.common_name {
+        dn.push(DnType::CommonName, cn.as_str());
+    }
     dn.push(DnType::OrganizationalUnitName, req.namespace.as_str());
     params.distinguished_name = dn;
+    // An end entity, said explicitly (basicConstraints cA:FALSE): no verifier may take it for a
+    // CA, whatever its other extensions.
+    params.is_ca = IsCa::ExplicitNoCa;
     params.not_before = not_before;
     params.not_after = not_after;
     params.serial_number = Some(random_serial());
@@ -199,7 +216,7 @@ mod tests {
     fn request() -> LeafRequest {
         LeafRequest {
             spiffe_id: spiffe_id("cluster.local", "payments", "api"),
-            common_name: "api".into(),
+            common_name: leaf_common_name(&spiffe_id("cluster.local", "payments", "api")),
             namespace: "payments".into(),
             dns_names: vec!["api.payments.svc".into()],
             usages: vec![Usage::Client, Usage::Server],
@@ -240,6 +257,21 @@ mod tests {
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && eku.server_auth);
         assert!(!cert.is_ca());
+        // cA:FALSE said explicitly, and the CN is the SPIFFE ID, never the bare name.
+        let bc = cert.basic_constraints().unwrap().unwrap().value;
+        assert!(!bc.ca);
+        let cns: Vec<_> = cert
+            .subject()
+            .iter_common_name()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(cns, vec!["spiffe://cluster.local/ns/payments/mi/api"]);
+        let ous: Vec<_> = cert
+            .subject()
+            .iter_organizational_unit()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(ous, vec!["payments"]);
         assert_eq!(cert.raw_serial().len(), 16);
         assert_eq!(hex::encode(cert.raw_serial()), issued.info.serial_hex);
         assert!(
@@ -256,6 +288,21 @@ mod tests {
         assert!(nb <= now - Duration::seconds(59));
         assert_eq!(issued.info.thumbprint_sha256, thumbprint(&issued.leaf_der));
         assert!(issued.chain_pem.matches("BEGIN CERTIFICATE").count() == 2);
+    }
+
+    #[test]
+    fn a_spiffe_id_too_long_for_a_common_name_leaves_the_cn_out() {
+        let long = spiffe_id("cluster.local", &"n".repeat(40), &"i".repeat(40));
+        assert_eq!(leaf_common_name(&long), None);
+        let ca = ca();
+        let key = generate_key(nhi_api::KeyAlgorithm::EcdsaP256).unwrap();
+        let mut req = request();
+        req.spiffe_id = long;
+        req.common_name = None;
+        let issued = issue_leaf(&ca, &req, &key, OffsetDateTime::now_utc()).unwrap();
+        let (_, cert) = X509Certificate::from_der(&issued.leaf_der).unwrap();
+        assert_eq!(cert.subject().iter_common_name().count(), 0);
+        assert_eq!(cert.subject().iter_organizational_unit().count(), 1);
     }
 
     #[test]

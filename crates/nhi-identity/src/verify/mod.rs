@@ -134,10 +134,18 @@ impl VerifiedIdentity {
     }
 
     /// Whether the certificate carries `grant` and the identity belongs to one of
-    /// `trusted_namespaces`. This is the namespaces whose Entitlement authors the service trusts
-    /// to grant it.
-    pub fn has_grant_from(&self, grant: &str, trusted_namespaces: &[&str]) -> bool {
-        self.has_grant(grant) && trusted_namespaces.contains(&self.identity.namespace.as_str())
+    /// `trusted_namespaces` of trust domain `trust_domain`: the namespaces whose Entitlement
+    /// authors the service trusts to grant it. The trust domain is part of the answer: a trust
+    /// bundle may hold the roots of several clusters, each with a `payments` namespace.
+    pub fn has_grant_from(
+        &self,
+        grant: &str,
+        trust_domain: &str,
+        trusted_namespaces: &[&str],
+    ) -> bool {
+        self.has_grant(grant)
+            && self.identity.trust_domain == trust_domain
+            && trusted_namespaces.contains(&self.identity.namespace.as_str())
     }
 }
 
