@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::support::*;
 use nhi_operator::verify::{
-    Purpose, TrustBundle, VerifiedIdentity, certificates_from_pem, verify_identity,
+    Purpose, Revocation, TrustBundle, VerifiedIdentity, certificates_from_pem, verify_identity,
 };
 
 /// Verifies the Secret's certificate offline with the verification library and returns what it
@@ -26,7 +26,7 @@ fn verified(secret: &Secret) -> VerifiedIdentity {
     verify_identity(
         &chain,
         &trust,
-        None,
+        Revocation::NotChecked,
         Purpose::Client,
         OffsetDateTime::now_utc(),
     )
@@ -48,7 +48,7 @@ async fn wait_for_grants(
         let v = verify_identity(
             &chain,
             &trust,
-            None,
+            Revocation::NotChecked,
             Purpose::Client,
             OffsetDateTime::now_utc(),
         )
@@ -74,6 +74,16 @@ struct RelyingService {
 
 impl RelyingService {
     fn start(identity_dir: &Path, routes: &[&str], trusted_namespaces: &[&str]) -> RelyingService {
+        Self::start_with_crl(identity_dir, routes, trusted_namespaces, None)
+    }
+
+    /// Like [`RelyingService::start`], checking revocation against the CRL file `crl`.
+    fn start_with_crl(
+        identity_dir: &Path,
+        routes: &[&str],
+        trusted_namespaces: &[&str],
+        crl: Option<&Path>,
+    ) -> RelyingService {
         let mut cmd = Command::new(example_binary("relying_service", "NHI_E2E_RELYING_SERVICE"));
         cmd.args(["--listen", "127.0.0.1:0", "--identity-dir"])
             .arg(identity_dir);
@@ -82,6 +92,9 @@ impl RelyingService {
         }
         for ns in trusted_namespaces {
             cmd.args(["--trusted-namespace", ns]);
+        }
+        if let Some(crl) = crl {
+            cmd.arg("--crl").arg(crl);
         }
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -546,4 +559,106 @@ async fn invalid_entitlements_are_rejected_with_a_message() {
         );
         eprintln!("{name}: {message}");
     }
+}
+
+#[tokio::test]
+async fn a_revoked_caller_is_refused_once_the_crl_file_changes() {
+    // The relying service reads its CRL file again when it changes (as kubelet swaps the mounted
+    // nhi-trust ConfigMap): a certificate revoked after it started is refused at the next request.
+    let env = OperatorNamespace::start("crlfile", &[]).await;
+    let ns = env.ns.as_str();
+    let mis = env.identities();
+    let secrets = env.secrets();
+    let server_name = format!("payments-api.{ns}.svc");
+    env.create_identity(
+        "payments-api",
+        json!({"owner": {"team": "payments"}, "secretName": "payments-api-identity",
+               "certificate": {"dnsNames": [server_name], "usages": ["server"]}}),
+    )
+    .await;
+    env.create_identity(
+        "checkout",
+        json!({"owner": {"team": "shop"}, "secretName": "checkout-identity",
+               "certificate": {"usages": ["client"]}}),
+    )
+    .await;
+    env.create_entitlement(
+        "checkout-pays",
+        json!({"subjects": {"names": ["checkout"]}, "grants": ["payments.process"],
+               "justification": "PAY-7"}),
+    )
+    .await;
+    wait_ready(&mis, "payments-api", Duration::from_secs(10)).await;
+    let (checkout, _) = wait_for_grants(
+        &secrets,
+        "checkout-identity",
+        Duration::from_secs(10),
+        "checkout carrying payments.process",
+        |v| v.has_grant("payments.process"),
+    )
+    .await;
+    let old_serial = serial_of(&checkout).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    project(
+        &secrets.get("payments-api-identity").await.unwrap(),
+        &dir.path().join("server"),
+    );
+    project(&checkout, &dir.path().join("client"));
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(env.client.clone(), ns);
+    let published_crl = || async {
+        let cm = configmaps.get("nhi-trust").await.ok()?;
+        cm.data?.get("crl.pem").cloned()
+    };
+    let crl_path = dir.path().join("crl.pem");
+    let first = wait_for(Duration::from_secs(10), "a published CRL", published_crl).await;
+    std::fs::write(&crl_path, &first).unwrap();
+    let service = RelyingService::start_with_crl(
+        &dir.path().join("server"),
+        &["/payments=payments.process"],
+        &[],
+        Some(&crl_path),
+    );
+    let client = dir.path().join("client");
+    assert_eq!(service.status_for(&server_name, &client, "/payments"), 200);
+
+    // Revoked on request; the CRL file is replaced with the published one naming the serial.
+    mis.patch(
+        "checkout",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"nhi.dev/revoke-requested": "crl-file-test"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let revoked = wait_for(
+        Duration::from_secs(10),
+        "the serial on the published CRL",
+        || async {
+            let crl = published_crl().await?;
+            crl_serials(&crl)
+                .iter()
+                .any(|s| s.trim_start_matches('0') == old_serial.trim_start_matches('0'))
+                .then_some(crl)
+        },
+    )
+    .await;
+    std::fs::write(&crl_path, &revoked).unwrap();
+    // The same connection-less client, its certificate now revoked: refused, without a restart.
+    assert_eq!(service.status_for(&server_name, &client, "/payments"), 401);
+    // A CRL that cannot be read refuses every caller.
+    std::fs::write(&crl_path, "not a CRL").unwrap();
+    project(
+        &wait_for_reissue(
+            &secrets,
+            "checkout-identity",
+            &old_serial,
+            Duration::from_secs(10),
+            "checkout re-issued",
+        )
+        .await,
+        &client,
+    );
+    assert_eq!(service.status_for(&server_name, &client, "/payments"), 401);
 }

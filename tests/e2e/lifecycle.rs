@@ -11,7 +11,9 @@ use serde_json::json;
 
 use crate::support::*;
 use nhi_operator::api::MachineIdentity;
-use nhi_operator::verify::{Purpose, RevocationList, TrustBundle, VerifyError, verify_identity};
+use nhi_operator::verify::{
+    Purpose, Revocation, RevocationList, TrustBundle, VerifyError, verify_identity,
+};
 
 async fn gone<K>(api: &Api<K>, name: &str, timeout: Duration, what: &str)
 where
@@ -247,11 +249,18 @@ async fn an_overdue_review_suspends_the_identity_until_it_is_reviewed_again() {
     let list = RevocationList::from_pem(&crl).unwrap();
     let now = time::OffsetDateTime::now_utc();
     assert_eq!(
-        verify_identity(&chain, &trust, Some(&list), Purpose::Client, now).unwrap_err(),
+        verify_identity(
+            &chain,
+            &trust,
+            Revocation::Check(&list),
+            Purpose::Client,
+            now
+        )
+        .unwrap_err(),
         VerifyError::Revoked
     );
     assert!(
-        verify_identity(&chain, &trust, None, Purpose::Client, now).is_ok(),
+        verify_identity(&chain, &trust, Revocation::NotChecked, Purpose::Client, now).is_ok(),
         "valid but for the CRL"
     );
     // The same CRL is served over HTTP.

@@ -12,7 +12,9 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use nhi_operator::api::{Entitlement, IdentityPolicy, MachineIdentity};
-use nhi_operator::verify::{Purpose, TrustBundle, certificates_from_pem, verify_identity};
+use nhi_operator::verify::{
+    Purpose, Revocation, TrustBundle, certificates_from_pem, verify_identity,
+};
 use serde_json::json;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
@@ -366,7 +368,7 @@ fn grants(secret: &Secret) -> Vec<String> {
     let v = verify_identity(
         &chain,
         &trust,
-        None,
+        Revocation::NotChecked,
         Purpose::Client,
         OffsetDateTime::now_utc(),
     )

@@ -64,7 +64,7 @@ fn returns_the_identity_with_its_grants_and_attributes() {
     let v = verify_identity(
         &chain(&issued),
         &trust(&ca),
-        None,
+        Revocation::NotChecked,
         Purpose::Client,
         OffsetDateTime::now_utc(),
     )
@@ -85,7 +85,7 @@ fn returns_the_identity_with_its_grants_and_attributes() {
     let v = verify_identity(
         &chain(&plain),
         &trust(&ca),
-        None,
+        Revocation::NotChecked,
         Purpose::Client,
         OffsetDateTime::now_utc(),
     )
@@ -100,7 +100,7 @@ fn refuses_untrusted_expired_not_yet_valid_and_wrong_usage() {
     let issued = issue(&ca, &request(with_grants(&["a.b"]), vec![Usage::Client]));
     let now = OffsetDateTime::now_utc();
     let check = |t: &TrustBundle, at: OffsetDateTime, p: Purpose| {
-        verify_identity(&chain(&issued), t, None, p, at)
+        verify_identity(&chain(&issued), t, Revocation::NotChecked, p, at)
     };
     assert!(matches!(
         check(&trust(&other), now, Purpose::Client),
@@ -119,14 +119,20 @@ fn refuses_untrusted_expired_not_yet_valid_and_wrong_usage() {
         Err(VerifyError::WrongUsage(Purpose::Server))
     );
     assert_eq!(
-        verify_identity(&[], &trust(&ca), None, Purpose::Client, now),
+        verify_identity(
+            &[],
+            &trust(&ca),
+            Revocation::NotChecked,
+            Purpose::Client,
+            now
+        ),
         Err(VerifyError::NoCertificate)
     );
     assert!(matches!(
         verify_identity(
             &[CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])],
             &trust(&ca),
-            None,
+            Revocation::NotChecked,
             Purpose::Client,
             now
         ),
@@ -142,7 +148,7 @@ fn refuses_a_malformed_extension_with_a_clear_error() {
     let err = verify_identity(
         &chain(&issued),
         &trust(&ca),
-        None,
+        Revocation::NotChecked,
         Purpose::Client,
         OffsetDateTime::now_utc(),
     )
@@ -200,7 +206,13 @@ fn during_a_ca_rotation_each_certificate_is_checked_against_its_issuers_crl() {
     .unwrap();
     let now = OffsetDateTime::now_utc();
     let check = |i: &IssuedCertificate| {
-        verify_identity(&chain(i), &both, Some(&list), Purpose::Client, now)
+        verify_identity(
+            &chain(i),
+            &both,
+            Revocation::Check(&list),
+            Purpose::Client,
+            now,
+        )
     };
     assert_eq!(check(&old_revoked), Err(VerifyError::Revoked));
     assert!(check(&old_fine).is_ok(), "{:?}", check(&old_fine));
@@ -234,7 +246,7 @@ fn refuses_a_revoked_certificate_and_accepts_an_unrevoked_one() {
         verify_identity(
             &chain(&revoked),
             &trust(&ca),
-            Some(&list),
+            Revocation::Check(&list),
             Purpose::Client,
             now
         ),
@@ -244,7 +256,7 @@ fn refuses_a_revoked_certificate_and_accepts_an_unrevoked_one() {
         verify_identity(
             &chain(&fine),
             &trust(&ca),
-            Some(&list),
+            Revocation::Check(&list),
             Purpose::Client,
             now
         )
@@ -291,7 +303,7 @@ fn a_leaf_without_a_common_name_verifies_here_and_with_openssl() {
     let verified = verify_identity(
         &chain(&issued),
         &trust(&ca),
-        None,
+        Revocation::NotChecked,
         Purpose::Client,
         OffsetDateTime::now_utc(),
     )

@@ -10,6 +10,10 @@
 //! A grant is asserted by whoever may create Entitlements in the caller's namespace: with
 //! `--trusted-namespace` only callers from those namespaces are authorized.
 //!
+//! `--crl` names the CRL file (the `crl.pem` of the namespace's `nhi-trust` ConfigMap, mounted):
+//! it is read again whenever it changes, and one that cannot be read refuses every caller.
+//! Without it, revocation is not checked.
+//!
 //! The identity directory holds the service's own `tls.crt`, `tls.key` and `ca.crt`, as the
 //! operator writes them into the identity Secret. The server prints `listening on <address>`
 //! once it accepts connections.
@@ -25,7 +29,8 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use nhi_identity::verify::{
-    Purpose, RevocationList, TrustBundle, VerifiedIdentity, certificates_from_pem, verify_identity,
+    Purpose, Revocation, RevocationList, TrustBundle, VerifiedIdentity, VerifyError,
+    certificates_from_pem, verify_identity,
 };
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
@@ -102,6 +107,44 @@ fn tls_config(dir: &std::path::Path) -> Result<rustls::ServerConfig, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The CRL file (`--crl`), read again whenever it changes (its modification time or size), as
+/// the operator's `nhi-trust` ConfigMap is updated and kubelet swaps the mounted file.
+struct CrlFile {
+    path: PathBuf,
+    seen: Option<(std::time::SystemTime, u64)>,
+    list: Result<Arc<RevocationList>, String>,
+}
+
+impl CrlFile {
+    fn new(path: PathBuf) -> Self {
+        CrlFile {
+            path,
+            seen: None,
+            list: Err("not read yet".into()),
+        }
+    }
+
+    /// The CRL as the file holds it now, or why it cannot be used.
+    fn current(&mut self) -> Result<Arc<RevocationList>, String> {
+        let stamp = std::fs::metadata(&self.path)
+            .and_then(|m| Ok((m.modified()?, m.len())))
+            .map_err(|e| format!("{}: {e}", self.path.display()));
+        match stamp {
+            Err(e) => self.list = Err(e),
+            Ok(stamp) if self.seen != Some(stamp) => {
+                self.seen = Some(stamp);
+                self.list = std::fs::read_to_string(&self.path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| RevocationList::from_pem(&text).map_err(|e| e.to_string()))
+                    .map(Arc::new);
+                eprintln!("CRL read from {}", self.path.display());
+            }
+            Ok(_) => {}
+        }
+        self.list.clone()
+    }
+}
+
 /// Decides one request: the route's grant must be in the caller's certificate.
 fn authorize(
     opts: &Options,
@@ -148,13 +191,11 @@ async fn main() -> Result<(), String> {
     let trust = Arc::new(
         TrustBundle::from_pem(&read(&opts.identity_dir, "ca.crt")?).map_err(|e| e.to_string())?,
     );
-    let crl = match &opts.crl {
-        Some(p) => Some(Arc::new(
-            RevocationList::from_pem(&std::fs::read_to_string(p).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?,
-        )),
-        None => None,
-    };
+    let mut crl_file = opts.crl.clone().map(CrlFile::new);
+    if let Some(file) = crl_file.as_mut() {
+        // Refuse to start on a CRL that cannot be read; later failures refuse callers instead.
+        file.current()?;
+    }
     let acceptor = TlsAcceptor::from(Arc::new(tls_config(&opts.identity_dir)?));
     let listener = TcpListener::bind(opts.listen)
         .await
@@ -166,8 +207,9 @@ async fn main() -> Result<(), String> {
     let opts = Arc::new(opts);
     loop {
         let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
-        let (acceptor, opts, trust, crl) =
-            (acceptor.clone(), opts.clone(), trust.clone(), crl.clone());
+        // The CRL as the file holds it now (read again whenever the file changed).
+        let crl = crl_file.as_mut().map(CrlFile::current);
+        let (acceptor, opts, trust) = (acceptor.clone(), opts.clone(), trust.clone());
         tokio::spawn(async move {
             let tls = match acceptor.accept(tcp).await {
                 Ok(tls) => tls,
@@ -183,13 +225,18 @@ async fn main() -> Result<(), String> {
                 .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
                 .unwrap_or_default();
             // Verified once per connection, offline: chain, validity, CRL, SPIFFE ID, grants.
-            let caller = verify_identity(
-                &peer,
-                &trust,
-                crl.as_deref(),
-                Purpose::Client,
-                time::OffsetDateTime::now_utc(),
-            )
+            let now = time::OffsetDateTime::now_utc();
+            let caller = match &crl {
+                // Without --crl, revocation is not checked: said, not assumed.
+                None => {
+                    verify_identity(&peer, &trust, Revocation::NotChecked, Purpose::Client, now)
+                }
+                Some(Ok(list)) => {
+                    verify_identity(&peer, &trust, Revocation::Check(list), Purpose::Client, now)
+                }
+                // A CRL that cannot be read refuses every caller (fail closed).
+                Some(Err(e)) => Err(VerifyError::BadCrl(e.clone())),
+            }
             .map_err(|e| e.to_string());
             let service = service_fn(move |req: Request<Incoming>| {
                 let (status, body) = authorize(&opts, req.uri().path(), &caller);

@@ -3,13 +3,14 @@
 //! SPIFFE ID form, and returns who the caller is and what it is granted. No call to the cluster.
 //!
 //! ```no_run
-//! use nhi_identity::verify::{Purpose, RevocationList, TrustBundle, verify_identity};
+//! use nhi_identity::verify::{Purpose, Revocation, RevocationList, TrustBundle, verify_identity};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // `ca.crt` and `crl.pem` as the operator publishes them; the chain as the TLS peer sent it.
 //! let trust = TrustBundle::from_pem(&std::fs::read_to_string("ca.crt")?)?;
 //! let crl = RevocationList::from_pem(&std::fs::read_to_string("crl.pem")?)?;
 //! let chain = nhi_identity::verify::certificates_from_pem(&std::fs::read_to_string("tls.crt")?)?;
-//! let caller = verify_identity(&chain, &trust, Some(&crl), Purpose::Client, time::OffsetDateTime::now_utc())?;
+//! let now = time::OffsetDateTime::now_utc();
+//! let caller = verify_identity(&chain, &trust, Revocation::Check(&crl), Purpose::Client, now)?;
 //! if caller.has_grant("payments.process") {
 //!     println!("{} may process payments", caller.identity.spiffe_id);
 //! }
@@ -182,16 +183,30 @@ pub fn certificates_from_pem(pem_text: &str) -> Result<Vec<CertificateDer<'stati
     Ok(ders.into_iter().map(CertificateDer::from).collect())
 }
 
+/// Whether a verification checks revocation. There is no default: a caller that does not check
+/// says so, in the code that a reviewer reads.
+#[derive(Clone, Copy)]
+pub enum Revocation<'a> {
+    /// Check against this CRL: a certificate it lists is refused, and a CRL that is not the
+    /// issuer's, or is past its nextUpdate, refuses everything (fails closed).
+    Check(&'a RevocationList),
+    /// Do not check: a revoked certificate is accepted until it expires.
+    NotChecked,
+}
+
 /// Verifies a certificate chain (leaf first, as a TLS peer sends it) against `trust` at `now`,
-/// and against `crl` when given (a CRL that is not the issuer's, or is past its nextUpdate, fails
-/// closed). Returns the identity with its grants and attributes.
+/// and its revocation as `revocation` says. Returns the identity with its grants and attributes.
 pub fn verify_identity(
     chain: &[CertificateDer<'_>],
     trust: &TrustBundle,
-    crl: Option<&RevocationList>,
+    revocation: Revocation<'_>,
     purpose: Purpose,
     now: OffsetDateTime,
 ) -> Result<VerifiedIdentity, VerifyError> {
+    let crl = match revocation {
+        Revocation::Check(list) => Some(list),
+        Revocation::NotChecked => None,
+    };
     let (leaf, intermediates) = chain.split_first().ok_or(VerifyError::NoCertificate)?;
     let end_entity =
         EndEntityCert::try_from(leaf).map_err(|e| VerifyError::Malformed(format!("{e:?}")))?;
