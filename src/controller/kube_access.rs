@@ -21,7 +21,7 @@ use nhi_api::{KeyAlgorithm, KubernetesAccessStatus, MachineIdentity};
 use nhi_core::issue::keys::generate_key;
 use nhi_core::issue::kube_client::{
     CLIENT_AUTH, KubeEndpoint, SIGNER, approvable, client_csr_pem, expiration_seconds, kube_user,
-    kubeconfig_yaml,
+    kubeconfig_yaml, overlong_client_certificate,
 };
 use nhi_core::labels;
 
@@ -57,6 +57,8 @@ pub enum KubeAccessError {
     Timeout { name: String },
     #[error("the signed client certificate cannot be used: {0}")]
     BadCertificate(String),
+    #[error("{0}")]
+    Overlong(String),
     #[error("the client key could not be generated: {0}")]
     Key(String),
     #[error("reading the CertificateSigningRequest failed: {0}")]
@@ -73,6 +75,7 @@ impl KubeAccessError {
             KubeAccessError::Refused { .. } => "CSRRefused",
             KubeAccessError::Timeout { .. } => "CSRNotSigned",
             KubeAccessError::BadCertificate(_) | KubeAccessError::Key(_) => "CSRFailed",
+            KubeAccessError::Overlong(_) => "ClientCertificateTooLong",
         }
     }
 }
@@ -97,6 +100,7 @@ pub async fn obtain_kube_credential(
     .map_err(KubeAccessError::Key)?;
 
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let requested_at = OffsetDateTime::now_utc();
     let mut suffix = [0u8; 4];
     rand::rng().fill_bytes(&mut suffix);
     let csr = CertificateSigningRequest {
@@ -132,6 +136,10 @@ pub async fn obtain_kube_credential(
     }
     let cert_pem = result?;
     let not_after = client_certificate_not_after(&cert_pem, &key)?;
+    if let Some(why) = overlong_client_certificate(not_after, requested_at, expiration_seconds(ttl))
+    {
+        return Err(KubeAccessError::Overlong(why));
+    }
     let kubeconfig = kubeconfig_yaml(endpoint, &user, &namespace, &cert_pem, &key.serialize_pem())
         .map_err(|e| KubeAccessError::BadCertificate(e.to_string()))?;
     Ok(KubeCredential {

@@ -13,8 +13,10 @@ use time::OffsetDateTime;
 use super::context::EntitlementContext;
 use super::error::EntitlementError;
 use super::status::SubjectCertificate;
+use nhi_api::condition::find_condition;
 use nhi_api::{Entitlement, MachineIdentity};
 use nhi_core::entitle::rbac::rbac_name;
+use nhi_core::lifecycle::verdict::REVIEW_OVERDUE;
 use nhi_core::policy::EffectivePolicy;
 use nhi_core::policy::identity::check_identity;
 
@@ -98,10 +100,15 @@ pub async fn observe(
 }
 
 /// An identity as binding sees it; it has Kubernetes access (a user to bind) only when it asks
-/// for it and its namespace's `policy` allows it.
+/// for it, its namespace's `policy` allows it, and it is not suspended (a lapsed review takes
+/// its user out of every RoleBinding at once, not when its client certificate expires).
 fn identity(mi: &MachineIdentity, policy: &EffectivePolicy) -> Identity {
     let status = mi.status.clone().unwrap_or_default();
-    let access = mi.wants_kubernetes_access() && check_identity(&mi.spec, policy).kubernetes_access;
+    let suspended = find_condition(&status.conditions, "Ready")
+        .is_some_and(|c| !c.is_true() && c.reason == REVIEW_OVERDUE);
+    let access = mi.wants_kubernetes_access()
+        && check_identity(&mi.spec, policy).kubernetes_access
+        && !suspended;
     Identity {
         uid: mi.metadata.uid.clone().unwrap_or_default(),
         labels: mi.labels().clone(),
@@ -129,4 +136,31 @@ pub async fn existing_rbac(
         role: roles.get_opt(&rbac_name).await?,
         binding: bindings.get_opt(&rbac_name).await?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suspended_identity_is_no_user_to_bind() {
+        let mut mi: MachineIdentity = serde_json::from_value(serde_json::json!({
+            "apiVersion": "nhi.dev/v1alpha1", "kind": "MachineIdentity",
+            "metadata": {"name": "tf", "namespace": "ops", "uid": "u"},
+            "spec": {"owner": {"team": "t"}, "secretName": "tf-id", "kubernetesAccess": {"enabled": true}}
+        }))
+        .unwrap();
+        let policy = crate::controller::identity::plan::tests::open_policy("ops");
+        assert!(identity(&mi, &policy).certificate.kubernetes_access);
+        mi.status = Some(nhi_api::MachineIdentityStatus {
+            conditions: vec![nhi_api::Condition::new(
+                "Ready",
+                false,
+                REVIEW_OVERDUE,
+                "suspended",
+            )],
+            ..Default::default()
+        });
+        assert!(!identity(&mi, &policy).certificate.kubernetes_access);
+    }
 }

@@ -33,6 +33,31 @@ pub fn expiration_seconds(ttl: Duration) -> i32 {
         .max(MIN_EXPIRATION_SECONDS)
 }
 
+/// How much later than asked for a signed client certificate may end: the signer's clock and
+/// its rounding, nothing more.
+pub const CLIENT_VALIDITY_SLACK: Duration = Duration::minutes(5);
+
+/// Why a client certificate signed for a request made at `requested_at` with
+/// `expiration_seconds`, and ending at `not_after`, is refused, if it is: a signer that ignores
+/// `expirationSeconds` (the field is advisory) can issue a certificate for up to a year, which
+/// no revocation of the identity could cut short.
+pub fn overlong_client_certificate(
+    not_after: time::OffsetDateTime,
+    requested_at: time::OffsetDateTime,
+    expiration_seconds: i32,
+) -> Option<String> {
+    let asked = requested_at + Duration::seconds(i64::from(expiration_seconds));
+    (not_after > asked + CLIENT_VALIDITY_SLACK).then(|| {
+        format!(
+            "the signer issued a client certificate valid until {}, later than the {}s asked for \
+             (until {}); it is not used",
+            nhi_identity::timestamp::rfc3339(not_after),
+            expiration_seconds,
+            nhi_identity::timestamp::rfc3339(asked)
+        )
+    })
+}
+
 /// A PEM PKCS#10 request for `user` signed by `key`: subject CN only, no organisation (so no
 /// groups), no extensions.
 pub fn client_csr_pem(user: &str, key: &KeyPair) -> Result<String, rcgen::Error> {
@@ -133,6 +158,21 @@ pub fn kubeconfig_yaml(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_client_certificate_longer_than_asked_for_is_refused() {
+        let at = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        // As asked, or within the slack: used.
+        assert_eq!(
+            overlong_client_certificate(at + Duration::hours(1), at, 3600),
+            None
+        );
+        let slack = at + Duration::hours(1) + CLIENT_VALIDITY_SLACK;
+        assert_eq!(overlong_client_certificate(slack, at, 3600), None);
+        // A signer that ignored expirationSeconds (a year): refused, and said why.
+        let why = overlong_client_certificate(at + Duration::days(365), at, 3600).unwrap();
+        assert!(why.contains("later than the 3600s asked for"), "{why}");
+    }
+
     use super::*;
     use k8s_openapi::ByteString;
     use k8s_openapi::api::certificates::v1::CertificateSigningRequestSpec;
