@@ -431,10 +431,9 @@ struct OperatorRun {
 
 impl OperatorRun {
     /// Stops the operator (its namespace stays until the end).
-    fn stop(&self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &self.pid.to_string()])
-            .status();
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -598,7 +597,7 @@ async fn main() {
     let mut stopped = vec![];
     for label in [UNPOLICED, POLICED, POLICED] {
         eprintln!("== operator under namespace label {label}: applying {n} identities at once");
-        let earlier = operator_run(&client, &operator, n, concurrency, label).await;
+        let mut earlier = operator_run(&client, &operator, n, concurrency, label).await;
         earlier.stop();
         match label {
             POLICED => policed_rates.push(earlier.rate),

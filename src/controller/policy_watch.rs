@@ -45,13 +45,10 @@ impl PolicyView {
             Some(ns) => ns.labels().clone(),
             None => BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), namespace.to_string())]),
         };
-        let policies: Vec<IdentityPolicy> = self
-            .policies
-            .state()
-            .iter()
-            .map(|p| (**p).clone())
-            .collect();
-        let policy = effective_policy(namespace, &labels, &policies, &self.cluster_domain);
+        // The cached policies, by reference: nothing is copied but the specs that apply.
+        let policies = self.policies.state();
+        let policies = policies.iter().map(|p| p.as_ref());
+        let policy = effective_policy(namespace, &labels, policies, &self.cluster_domain);
         (policy, cached.is_some())
     }
 

@@ -125,22 +125,28 @@ async fn delete_namespace(client: &Client, name: &str) {
     let _ = api.delete(name, &DeleteParams::default()).await;
 }
 
+/// Runs a clean-up from a `Drop`: Drop cannot await, and a failing test unwinds through its
+/// runtime, so `cleanup` runs on a thread with a runtime and a client of its own, and is waited
+/// for.
+pub fn clean_up_from_drop<F, Fut>(cleanup: F)
+where
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for a test's clean-up");
+        runtime.block_on(async { cleanup(client().await).await });
+    })
+    .join();
+}
+
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        // Drop cannot await, and a failing test unwinds through its runtime: the deletion runs on
-        // a thread with a runtime and a client of its own.
         let name = std::mem::take(&mut self.name);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for the namespace's deletion");
-            runtime.block_on(async {
-                let client = client().await;
-                delete_namespace(&client, &name).await;
-            });
-        })
-        .join();
+        clean_up_from_drop(move |client| async move { delete_namespace(&client, &name).await });
     }
 }
 

@@ -91,17 +91,10 @@ impl ClusterPolicy {
 impl Drop for ClusterPolicy {
     fn drop(&mut self) {
         let name = std::mem::take(&mut self.name);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                let api: Api<IdentityPolicy> = Api::all(client().await);
-                let _ = api.delete(&name, &DeleteParams::default()).await;
-            });
-        })
-        .join();
+        clean_up_from_drop(move |client| async move {
+            let api: Api<IdentityPolicy> = Api::all(client);
+            let _ = api.delete(&name, &DeleteParams::default()).await;
+        });
     }
 }
 
@@ -143,6 +136,33 @@ async fn governed_namespace(client: &Client, prefix: &str, admission: bool) -> T
     TestNamespace::create_labelled(client, prefix, &labels).await
 }
 
+/// A namespace governed by a policy of its own that claims the grants `<prefix>.*` for it alone
+/// (`prefix`: the namespace's name without dashes, unique to the test), with `more` added to the
+/// policy's spec.
+struct ClaimingNamespace {
+    ns: TestNamespace,
+    prefix: String,
+    policy: ClusterPolicy,
+}
+
+async fn claiming_namespace(
+    client: &Client,
+    tag: &str,
+    more: serde_json::Value,
+) -> ClaimingNamespace {
+    let ns = governed_namespace(client, tag, true).await;
+    let prefix = ns.name.replace('-', "");
+    let mut spec = json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}},
+        "grants": {"allowed": [format!("{prefix}.*")], "exclusive": true}
+    });
+    if let (Some(spec), Some(more)) = (spec.as_object_mut(), more.as_object()) {
+        spec.extend(more.clone());
+    }
+    let policy = ClusterPolicy::create(client, &ns.name, spec).await;
+    ClaimingNamespace { ns, prefix, policy }
+}
+
 fn owner() -> serde_json::Value {
     json!({"team": "t"})
 }
@@ -150,22 +170,17 @@ fn owner() -> serde_json::Value {
 #[tokio::test]
 async fn a_tenant_cannot_claim_another_namespaces_names_grants_or_rights_at_admission() {
     let admin = client().await;
-    let pay = governed_namespace(&admin, "tpay", true).await;
-    let shop = TestNamespace::create_labelled(&admin, "tshop", &[]).await;
     // The platform reserves <prefix>.* for the payments namespace, and allows Kubernetes rules
     // there (pods create, configmaps get).
-    let prefix = pay.name.replace('-', "");
-    let _policy = ClusterPolicy::create(
+    let claiming = claiming_namespace(
         &admin,
-        &pay.name,
-        json!({
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pay.name}},
-            "grants": {"allowed": [format!("{prefix}.*")], "exclusive": true},
-            "kubernetesAccess": true,
-            "kubernetesRules": [{"apiGroups": [""], "resources": ["pods", "configmaps"], "verbs": ["create", "get"]}]
-        }),
+        "tpay",
+        json!({"kubernetesAccess": true,
+               "kubernetesRules": [{"apiGroups": [""], "resources": ["pods", "configmaps"], "verbs": ["create", "get"]}]}),
     )
     .await;
+    let (pay, prefix) = (&claiming.ns, claiming.prefix.clone());
+    let shop = TestNamespace::create_labelled(&admin, "tshop", &[]).await;
     grant_tenant(
         &admin,
         &shop.name,
@@ -399,17 +414,8 @@ async fn without_admission_the_operator_signs_and_binds_nothing_outside_the_poli
     // A namespace out of admission, under the default policy (no label of its own).
     let shop =
         TestNamespace::create_labelled(&admin, "ishop", &[(ADMISSION_OFF_LABEL, "off")]).await;
-    let pay = governed_namespace(&admin, "ipay", true).await;
-    let prefix = pay.name.replace('-', "");
-    let _policy = ClusterPolicy::create(
-        &admin,
-        &pay.name,
-        json!({
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pay.name}},
-            "grants": {"allowed": [format!("{prefix}.*")], "exclusive": true}
-        }),
-    )
-    .await;
+    let claiming = claiming_namespace(&admin, "ipay", json!({})).await;
+    let (pay, prefix) = (&claiming.ns, claiming.prefix.clone());
     let env = OperatorNamespace::start_in(shop, &["--kubernetes-access"]).await;
     let ns = env.ns.clone();
     let mis = env.identities();
@@ -442,8 +448,16 @@ async fn without_admission_the_operator_signs_and_binds_nothing_outside_the_poli
         "no Kubernetes credential where access is refused"
     );
 
-    // A reserved grant, forgeable label selection, the floor: each Entitlement refused, nothing
-    // bound, no grant in any certificate.
+    // A reserved grant, forgeable label selection (mitm labels itself as the selector asks),
+    // the floor: each Entitlement refused, nothing bound, no grant in any certificate.
+    mis.patch(
+        "mitm",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"tier": "frontend"}}})),
+    )
+    .await
+    .unwrap();
+    let before = env.op.settle(Controller::Identities).await;
     for (name, spec, field) in [
         (
             "steal",
@@ -475,6 +489,11 @@ async fn without_admission_the_operator_signs_and_binds_nothing_outside_the_poli
             "{name}"
         );
     }
+    // The identity controller has looked at mitm since (the Entitlements naming or selecting it
+    // re-queue it): only now does "no grant" mean something.
+    env.op
+        .wait_reconciled_since(Controller::Identities, before)
+        .await;
     let roles: Api<Role> = Api::namespaced(env.client.clone(), &ns);
     assert!(
         roles
@@ -493,17 +512,11 @@ async fn without_admission_the_operator_signs_and_binds_nothing_outside_the_poli
 #[tokio::test]
 async fn a_policy_that_drops_a_grant_revokes_the_certificates_carrying_it_within_seconds() {
     let admin = client().await;
-    let pay = governed_namespace(&admin, "rpay", true).await;
-    let prefix = pay.name.replace('-', "");
-    let policy = ClusterPolicy::create(
-        &admin,
-        &pay.name,
-        json!({
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pay.name}},
-            "grants": {"allowed": [format!("{prefix}.*")], "exclusive": true}
-        }),
-    )
-    .await;
+    let ClaimingNamespace {
+        ns: pay,
+        prefix,
+        policy,
+    } = claiming_namespace(&admin, "rpay", json!({})).await;
     let env = OperatorNamespace::start_in(pay, &[]).await;
     let ns = env.ns.clone();
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &ns);

@@ -18,7 +18,7 @@ use nhi_api::{Entitlement, MachineIdentity};
 use nhi_core::entitle::rbac::rbac_name;
 use nhi_core::lifecycle::verdict::REVIEW_OVERDUE;
 use nhi_core::policy::EffectivePolicy;
-use nhi_core::policy::identity::check_identity;
+use nhi_core::policy::identity::kubernetes_access_allowed_by;
 
 /// What a reconcile of one Entitlement decides from.
 pub struct Facts {
@@ -106,9 +106,7 @@ fn identity(mi: &MachineIdentity, policy: &EffectivePolicy) -> Identity {
     let status = mi.status.clone().unwrap_or_default();
     let suspended = find_condition(&status.conditions, "Ready")
         .is_some_and(|c| !c.is_true() && c.reason == REVIEW_OVERDUE);
-    let access = mi.wants_kubernetes_access()
-        && check_identity(&mi.spec, policy).kubernetes_access
-        && !suspended;
+    let access = mi.wants_kubernetes_access() && kubernetes_access_allowed_by(policy) && !suspended;
     Identity {
         uid: mi.metadata.uid.clone().unwrap_or_default(),
         labels: mi.labels().clone(),

@@ -49,13 +49,13 @@ pub fn selects(policy: &IdentityPolicySpec, labels: &BTreeMap<String, String>) -
 }
 
 /// The policy of namespace `namespace` with `labels`, among `policies` (all IdentityPolicies).
-pub fn effective_policy(
+pub fn effective_policy<'a>(
     namespace: &str,
     labels: &BTreeMap<String, String>,
-    policies: &[IdentityPolicy],
+    policies: impl IntoIterator<Item = &'a IdentityPolicy>,
     cluster_domain: &str,
 ) -> EffectivePolicy {
-    let mut sorted: Vec<&IdentityPolicy> = policies.iter().collect();
+    let mut sorted: Vec<&IdentityPolicy> = policies.into_iter().collect();
     sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let source = |p: &IdentityPolicy| {
         format!(

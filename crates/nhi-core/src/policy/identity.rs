@@ -196,6 +196,14 @@ fn key_algorithm_allowed(
     refusing.is_none()
 }
 
+/// Whether every policy that applies allows Kubernetes API access.
+pub fn kubernetes_access_allowed_by(policy: &EffectivePolicy) -> bool {
+    policy
+        .applied
+        .iter()
+        .all(|p| p.spec.kubernetes_access == Some(true))
+}
+
 fn kubernetes_access_allowed(policy: &EffectivePolicy, refusals: &mut Vec<Refusal>) -> bool {
     let refusing = policy
         .applied
