@@ -41,7 +41,7 @@ pub struct Metrics {
     pub expiry: Family<IdentityLabels, Gauge<i64>>,
     /// Reconcile duration in seconds.
     pub reconcile_duration: Histogram,
-    /// Normal Events dropped by the Event budget.
+    /// Events dropped: Normal ones past the Event budget, Warnings past their per-object limit.
     pub events_dropped: Counter,
     /// notAfter of the signing CA (Unix seconds).
     pub ca_expiry: Gauge<i64>,
@@ -51,6 +51,12 @@ pub struct Metrics {
     pub reconciles_started: Family<ControllerLabels, Counter>,
     /// Reconciles finished (however they ended), by controller.
     pub reconciles: Family<ControllerLabels, Counter>,
+    /// Revoked certificates on the record (not expired yet).
+    pub revocation_entries: Gauge<i64>,
+    /// How full the CRLs are, in percent of what a trust ConfigMap can hold.
+    pub revocation_capacity_used: Gauge<i64>,
+    /// Revocation requests refused, by reason (quota, capacity).
+    pub revocations_refused: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -85,7 +91,7 @@ impl Default for Metrics {
         let events_dropped = Counter::default();
         registry.register(
             "events_dropped",
-            "Normal Events not published because the Event budget was spent",
+            "Events not published: Normal ones past the Event budget, repeated Warnings past their per-object limit",
             events_dropped.clone(),
         );
         let ca_expiry = Gauge::<i64>::default();
@@ -112,7 +118,28 @@ impl Default for Metrics {
             "Reconciles finished, however they ended, by controller",
             reconciles.clone(),
         );
+        let revocation_entries = Gauge::<i64>::default();
+        registry.register(
+            "revocation_record_entries",
+            "Revoked certificates on the revocation record, not expired yet",
+            revocation_entries.clone(),
+        );
+        let revocation_capacity_used = Gauge::<i64>::default();
+        registry.register(
+            "revocation_capacity_used_percent",
+            "How full the CRLs are, in percent of what a trust ConfigMap can hold (revocations are refused past 100)",
+            revocation_capacity_used.clone(),
+        );
+        let revocations_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "revocations_refused",
+            "Revocation requests refused, by reason",
+            revocations_refused.clone(),
+        );
         Metrics {
+            revocation_entries,
+            revocation_capacity_used,
+            revocations_refused,
             reconciles_started,
             reconciles,
             ca_expiry,
@@ -140,6 +167,15 @@ impl Metrics {
     /// Counts a failure.
     pub fn count_failure(&self, reason: &str) {
         self.failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a refused revocation request.
+    pub fn count_revocation_refused(&self, reason: &str) {
+        self.revocations_refused
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
             })

@@ -28,6 +28,8 @@ use crate::settings::Settings;
 use crate::shutdown::Shutdown;
 use nhi_core::issue::inputs::IssuancePolicy;
 use nhi_core::issue::kube_client::KubeEndpoint;
+use nhi_core::revocation::crl_size::CRL_BUDGET;
+use nhi_core::revocation::quota::Limits;
 
 /// Errors that stop the operator at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +192,7 @@ async fn lead(
             identities: identities.clone(),
             health: health.clone(),
             metrics: reporter.metrics.clone(),
+            recorder: Recorder::new(client.clone(), event_source()),
         },
         RevocationConfig {
             namespace: settings.operator_namespace.clone(),
@@ -197,6 +200,11 @@ async fn lead(
             scope: ns.clone(),
             crl_validity: settings.crl_validity.0,
             publish_delay: settings.debug_publish_delay.0.unsigned_abs(),
+            limits: Limits {
+                per_identity: settings.revocation_quota_per_identity,
+                per_namespace: settings.revocation_quota_per_namespace,
+                crl_bytes: CRL_BUDGET,
+            },
         },
     ));
     let (secrets, secret_stream) = controller::identity::watch::identity_secret_watch(
@@ -298,7 +306,8 @@ fn plan_settings(settings: &Settings, kubernetes_access: bool) -> PlanSettings {
         lifecycle: LifecyclePolicy {
             workload_grace: settings.workload_grace_period.0,
             review_warning: settings.review_warning.0,
-            finalizer_timeout: settings.finalizer_timeout.0,
+            finalizer_timeout: (settings.finalizer_timeout.0 > time::Duration::ZERO)
+                .then_some(settings.finalizer_timeout.0),
         },
         kubernetes_access,
         reissue_spread: settings.ca_rotation_spread.0,

@@ -170,9 +170,25 @@ pub struct Settings {
     pub crl_validity: GoDuration,
 
     /// How long a deleted identity waits for the revocation of its certificates to be recorded
-    /// before it is let go anyway (with a Warning Event): deletion never blocks forever.
-    #[arg(long, env = "NHI_FINALIZER_TIMEOUT", default_value = "5m")]
+    /// before it is let go anyway, its certificates still valid (with a Warning Event). `0s`, the
+    /// default: never; the deletion waits, showing why, until the revocation is recorded or its
+    /// certificates have expired (at most their TTL), and no revocation is silently given up.
+    #[arg(long, env = "NHI_FINALIZER_TIMEOUT", default_value = "0s")]
     pub finalizer_timeout: GoDuration,
+
+    /// How many revoked, unexpired certificates one identity may have on the revocation record.
+    /// A revocation past it is refused (a condition and an Event say so) until one expires.
+    #[arg(long, env = "NHI_REVOCATION_QUOTA_PER_IDENTITY", default_value_t = 32)]
+    pub revocation_quota_per_identity: usize,
+
+    /// How many revoked, unexpired certificates one namespace's identities may have on the
+    /// revocation record together (a deletion past it waits until some expire).
+    #[arg(
+        long,
+        env = "NHI_REVOCATION_QUOTA_PER_NAMESPACE",
+        default_value_t = 5000
+    )]
+    pub revocation_quota_per_namespace: usize,
 
     /// Pause between persisting revocations and publishing the CRL. Only for testing that a
     /// restart in between loses nothing.
@@ -226,8 +242,16 @@ impl Settings {
         if self.crl_validity.0 < Duration::minutes(10) {
             return Err("--crl-validity must be at least 10m".into());
         }
-        if self.finalizer_timeout.0 < Duration::seconds(10) {
-            return Err("--finalizer-timeout must be at least 10s".into());
+        if self.finalizer_timeout.0 != Duration::ZERO
+            && self.finalizer_timeout.0 < Duration::seconds(10)
+        {
+            return Err("--finalizer-timeout must be 0s (never) or at least 10s".into());
+        }
+        if self.revocation_quota_per_identity < 2 || self.revocation_quota_per_namespace < 2 {
+            return Err(
+                "--revocation-quota-per-identity and --revocation-quota-per-namespace must be at least 2"
+                    .into(),
+            );
         }
         if self.ca_renew_before.0 < self.max_ttl.0 || self.ca_renew_before.0 >= self.ca_lifetime.0 {
             return Err(

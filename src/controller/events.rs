@@ -1,23 +1,30 @@
-//! Publishing Events (about identities, Entitlements and the CA Secret): in the background, and with a token bucket for routine
-//! (Normal) Events so that a burst of thousands of issuances does not make the Events API compete
-//! with the writes that matter. Warnings are never limited.
+//! Publishing Events (about identities, Entitlements and the CA Secret): in the background, with
+//! a token bucket for routine (Normal) Events so that a burst of thousands of issuances does not
+//! make the Events API compete with the writes that matter, and with per-object limits on
+//! repeated Warnings ([`WarningLimits`]).
 
 use std::time::Instant;
 
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
 
+use super::warning_limits::WarningLimits;
 use crate::metrics::Metrics;
 
-/// Publishes Events through a [`Recorder`], within an [`EventBudget`].
+/// Publishes Events through a [`Recorder`], within an [`EventBudget`] and [`WarningLimits`].
 pub struct EventPublisher {
     recorder: Recorder,
     budget: EventBudget,
+    warnings: WarningLimits,
 }
 
 impl EventPublisher {
     pub fn new(recorder: Recorder, budget: EventBudget) -> Self {
-        EventPublisher { recorder, budget }
+        EventPublisher {
+            recorder,
+            budget,
+            warnings: WarningLimits::default(),
+        }
     }
 
     /// Publishes an Event about an object (an identity, an Entitlement) in the background: Events are reports, and a slow
@@ -31,12 +38,23 @@ impl EventPublisher {
         reason: &str,
         note: String,
     ) {
-        if type_ == EventType::Normal && !self.budget.try_take(Instant::now()) {
+        let reference = obj.object_ref(&());
+        let allowed = match type_ {
+            EventType::Normal => self.budget.try_take(Instant::now()),
+            EventType::Warning => {
+                let object = reference
+                    .uid
+                    .clone()
+                    .or_else(|| reference.name.clone())
+                    .unwrap_or_default();
+                self.warnings.allow(&object, reason, Instant::now())
+            }
+        };
+        if !allowed {
             metrics.count_event_dropped();
             return;
         }
         let recorder = self.recorder.clone();
-        let reference = obj.object_ref(&());
         let ev = Event {
             type_,
             reason: reason.to_string(),

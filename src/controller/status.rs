@@ -12,6 +12,9 @@ use nhi_identity::timestamp::rfc3339;
 
 /// Condition type: the identity holds a valid certificate.
 pub const READY: &str = "Ready";
+
+/// The condition shown while the last revoke request stands refused (`status.refusedRevocation`).
+pub const REVOCATION_REFUSED: &str = "RevocationRefused";
 /// Condition type: an issuance is in progress (being retried after a failure).
 pub const ISSUING: &str = "Issuing";
 /// Ready reason when the Secret holds a valid, current certificate.
@@ -181,6 +184,17 @@ pub fn with_lifecycle(
         .map(|p| p.conditions.as_slice())
         .unwrap_or_default();
     let generation = status.observed_generation;
+    // A revoke request accepted since supersedes the refused one.
+    if let (Some(refused), Some(r)) = (&status.refused_revocation, &revocation)
+        && r.request.is_some()
+        && r.request.as_ref() != Some(&refused.request)
+    {
+        status.refused_revocation = None;
+    }
+    let mut conditions = conditions;
+    if let Some(refused) = &status.refused_revocation {
+        conditions.push(refused_condition(refused));
+    }
     status.conditions.extend(merge_conditions(
         prev,
         conditions,
@@ -191,6 +205,19 @@ pub fn with_lifecycle(
         status.last_revocation = revocation;
     }
     status
+}
+
+/// The condition saying a revoke request stands refused.
+pub fn refused_condition(refused: &nhi_api::RefusedRevocation) -> Condition {
+    Condition::new(
+        REVOCATION_REFUSED,
+        true,
+        &refused.reason,
+        format!(
+            "revoke request {} refused: {}",
+            refused.request, refused.message
+        ),
+    )
 }
 
 fn valid_message(info: &CertificateInfo, renew_at: OffsetDateTime) -> String {

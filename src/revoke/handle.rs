@@ -9,6 +9,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::trust::TrustDocuments;
 use nhi_core::revocation::Revocation;
+use nhi_core::revocation::quota::Refusal;
 
 /// How long a revocation may wait for the service's answer.
 pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -18,6 +19,8 @@ pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 pub enum RevokeError {
     #[error("the revocation could not be recorded: {0}")]
     NotRecorded(String),
+    #[error("the revocation was refused: {0}")]
+    Refused(Refusal),
     #[error("the revocation service has stopped (the operator is shutting down)")]
     Stopped,
 }
@@ -65,6 +68,16 @@ pub fn channel() -> (Revoker, Inbox) {
         },
         Inbox { rx, shared },
     )
+}
+
+impl RevokeError {
+    /// A stable CamelCase word for conditions, Events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RevokeError::Refused(r) => r.reason(),
+            RevokeError::NotRecorded(_) | RevokeError::Stopped => "RevocationFailed",
+        }
+    }
 }
 
 impl Revoker {

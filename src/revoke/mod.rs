@@ -2,6 +2,7 @@
 //! the record and its CRL are `nhi_core::revocation`) and publishes the trust documents (the
 //! `nhi-trust` ConfigMaps and HTTP).
 
+pub mod capacity_warning;
 pub mod handle;
 pub mod persist;
 pub mod publication_task;

@@ -1,7 +1,10 @@
 //! Reads and writes the revocation record: a ConfigMap in the operator's namespace, updated with
-//! optimistic concurrency so two writers never lose each other's entries.
+//! optimistic concurrency so two writers never lose each other's entries. The record's text is
+//! stored gzipped (random serials compress to about half, repeated names and times to little),
+//! so the ConfigMap holds about three times what the plain text could.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PostParams};
@@ -10,11 +13,36 @@ use kube::{Api, Client};
 use nhi_core::labels;
 use nhi_core::revocation::{RecordError, RevocationRecord};
 
-/// Key of the record in its ConfigMap.
-pub const RECORD_KEY: &str = "revoked";
+/// Key of the gzipped record in its ConfigMap's `binaryData`.
+pub const RECORD_KEY: &str = "revoked.gz";
 
-/// A ConfigMap holds at most 1 MiB; the record refuses to grow past this (about 10,000 entries).
+/// Key of the record as plain text in `data`, as versions before the gzipped form wrote it (read,
+/// never written).
+pub const PLAIN_RECORD_KEY: &str = "revoked";
+
+/// A ConfigMap holds at most 1 MiB; the record refuses to grow past this, gzipped.
 pub const MAX_RECORD_BYTES: usize = 900 * 1024;
+
+/// The most a gzipped record may expand to when read (far above what a full record holds).
+const MAX_RECORD_TEXT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The record's text, gzipped.
+pub fn compress(text: &str) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing into a Vec cannot fail.
+    let _ = gz.write_all(text.as_bytes());
+    gz.finish().unwrap_or_default()
+}
+
+/// The text of a gzipped record, or why it cannot be read.
+pub fn decompress(bytes: &[u8]) -> Result<String, String> {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(MAX_RECORD_TEXT_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("not a gzipped text record: {e}"))?;
+    Ok(text)
+}
 
 /// Errors reading or writing the record.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +60,14 @@ pub enum PersistError {
         #[source]
         source: RecordError,
     },
+    #[error("the revocation record {namespace}/{name} cannot be read: {what}")]
+    Undecodable {
+        namespace: String,
+        name: String,
+        what: String,
+    },
     #[error(
-        "the revocation record would grow to {bytes} bytes, past the {MAX_RECORD_BYTES}-byte limit of a ConfigMap"
+        "the revocation record would grow to {bytes} bytes gzipped, past the {MAX_RECORD_BYTES} bytes it may take in a ConfigMap"
     )]
     Full { bytes: usize },
     #[error(
@@ -95,12 +129,20 @@ impl RecordStore {
                 resource_version: None,
             });
         };
-        let text = cm
-            .data
-            .as_ref()
-            .and_then(|d| d.get(RECORD_KEY))
-            .cloned()
-            .unwrap_or_default();
+        let gzipped = cm.binary_data.as_ref().and_then(|d| d.get(RECORD_KEY));
+        let text = match gzipped {
+            Some(bytes) => decompress(&bytes.0).map_err(|what| PersistError::Undecodable {
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
+                what,
+            })?,
+            None => cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get(PLAIN_RECORD_KEY))
+                .cloned()
+                .unwrap_or_default(),
+        };
         let record =
             RevocationRecord::from_text(&text).map_err(|source| PersistError::Unreadable {
                 namespace: self.namespace.clone(),
@@ -121,9 +163,11 @@ impl RecordStore {
         record: &RevocationRecord,
         resource_version: Option<&str>,
     ) -> Result<Option<String>, PersistError> {
-        let text = record.to_text();
-        if text.len() > MAX_RECORD_BYTES {
-            return Err(PersistError::Full { bytes: text.len() });
+        let gzipped = compress(&record.to_text());
+        if gzipped.len() > MAX_RECORD_BYTES {
+            return Err(PersistError::Full {
+                bytes: gzipped.len(),
+            });
         }
         let cm = ConfigMap {
             metadata: ObjectMeta {
@@ -136,7 +180,10 @@ impl RecordStore {
                 resource_version: resource_version.map(str::to_string),
                 ..Default::default()
             },
-            data: Some(BTreeMap::from([(RECORD_KEY.to_string(), text)])),
+            binary_data: Some(BTreeMap::from([(
+                RECORD_KEY.to_string(),
+                k8s_openapi::ByteString(gzipped),
+            )])),
             ..Default::default()
         };
         let pp = PostParams {
@@ -162,5 +209,49 @@ impl RecordStore {
             name: self.name.clone(),
             attempts,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nhi_core::revocation::crl_size::CRL_BUDGET;
+    use nhi_core::revocation::{Reason, Revocation};
+    use nhi_core::serial::random_serial;
+    use time::{Duration, OffsetDateTime};
+
+    #[test]
+    fn a_record_as_full_as_the_crl_allows_fits_its_configmap_gzipped() {
+        let now = OffsetDateTime::now_utc();
+        let mut record = RevocationRecord::default();
+        let n = 21_000;
+        let revocations: Vec<Revocation> = (0..n)
+            .map(|i| Revocation {
+                serial_hex: hex::encode(random_serial().as_ref()),
+                not_after: now + Duration::seconds(3600 + i as i64 % 600),
+                reason: Reason::CessationOfOperation,
+                identity: format!("bench-{:02}/identity-{i:05}", i % 16),
+            })
+            .collect();
+        record.add(&revocations, now);
+        assert!(record.crl_bytes() <= CRL_BUDGET, "{}", record.crl_bytes());
+        let text = record.to_text();
+        let gzipped = compress(&text);
+        assert!(
+            text.len() > MAX_RECORD_BYTES,
+            "the plain text fits: the test proves nothing"
+        );
+        assert!(
+            gzipped.len() < MAX_RECORD_BYTES,
+            "{n} entries take {} bytes gzipped",
+            gzipped.len()
+        );
+        assert_eq!(decompress(&gzipped).unwrap(), text);
+    }
+
+    #[test]
+    fn a_record_that_is_not_gzip_is_an_error_not_an_empty_record() {
+        assert!(decompress(b"crlNumber 3\n").is_err());
+        assert!(decompress(&compress("")).unwrap().is_empty());
     }
 }

@@ -24,6 +24,10 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use nhi_api::MachineIdentity;
 
+/// The shortest time between two publications of new documents: a burst of revocations is
+/// published once per interval in each namespace, not once per CRL signed.
+pub const PUBLICATION_INTERVAL: StdDuration = StdDuration::from_secs(1);
+
 /// What the publishing task needs from the operator.
 pub struct PublishingDeps {
     pub client: Client,
@@ -56,12 +60,17 @@ pub(super) async fn run(
     // After a failed publication, the next attempt.
     let mut retry: Option<tokio::time::Instant> = None;
     let mut backoff = StdDuration::from_secs(1);
+    // When the last publication started, and the earliest the next may.
+    let mut next_allowed = tokio::time::Instant::now();
     loop {
-        let retry_now = retry.is_none_or(|at| tokio::time::Instant::now() >= at);
+        let now = tokio::time::Instant::now();
+        let retry_now = retry.is_none_or(|at| now >= at);
         if sync_due
             && retry_now
+            && now >= next_allowed
             && let Some(docs) = shared.documents.load_full()
         {
+            next_allowed = now + PUBLICATION_INTERVAL;
             let synced = deps.health.identities_synced.load(Ordering::Relaxed);
             let from_record = record_namespaces.borrow_and_update().clone();
             let wanted = wanted_namespaces(&deps.identities, from_record, &mut publisher);
@@ -80,7 +89,9 @@ pub(super) async fn run(
             }
         }
         let never = tokio::time::Instant::now() + StdDuration::from_secs(3600);
+        let held_back = sync_due && tokio::time::Instant::now() < next_allowed;
         tokio::select! {
+            _ = tokio::time::sleep_until(next_allowed), if held_back => {}
             changed = record_namespaces.changed() => match changed {
                 Ok(()) => {
                     sync_due = true;

@@ -11,13 +11,16 @@ use kube::runtime::reflector::Store;
 use time::{Duration, OffsetDateTime};
 use tracing::{error, info, warn};
 
+use super::capacity_warning::CapacityWarning;
 use super::handle::{Inbox, Request, RevokeError};
 use super::persist::{PersistError, RecordStore};
 use super::trust::TrustDocuments;
 use crate::ca::CertificateAuthority;
 use crate::health::Health;
 use crate::metrics::Metrics;
+use kube::runtime::events::Recorder;
 use nhi_api::MachineIdentity;
+use nhi_core::revocation::quota::{Limits, Usage};
 use nhi_core::revocation::{Revocation, RevocationRecord};
 
 /// How the service is set up.
@@ -33,6 +36,8 @@ pub struct RevocationConfig {
     pub crl_validity: Duration,
     /// A pause between persisting and publishing: only for the restart test.
     pub publish_delay: StdDuration,
+    /// The revocation quotas and the CRLs' budget.
+    pub limits: Limits,
 }
 
 /// What the service needs from the operator.
@@ -42,10 +47,15 @@ pub struct RevocationDeps {
     pub identities: Store<MachineIdentity>,
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
+    /// For the Warning Events about the record filling up.
+    pub recorder: Recorder,
 }
 
 /// Attempts at writing the record before a batch is reported failed.
 const WRITE_ATTEMPTS: u32 = 5;
+
+/// The shortest time between two CRL signatures (and so publications) in a burst.
+const SIGNING_INTERVAL: StdDuration = StdDuration::from_millis(500);
 
 /// Runs the service until every handle is dropped.
 pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfig) {
@@ -94,31 +104,23 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
         config.scope.clone(),
     ));
     let mut pending: Vec<Request> = vec![];
+    // A new CRL number is due (the CRL's half-life, an expiry, a new CA).
     let mut sign_due = true;
     let mut next_sign = tokio::time::Instant::now();
+    // The record changed since the last CRL was signed, and when the last one was.
+    let mut unsigned = false;
+    let mut last_signed: Option<tokio::time::Instant> = None;
+    // Whether the unsigned changes add revocations (only those are held back by publish_delay).
+    let mut grew = false;
     // Documents signed but held back by `publish_delay`, and when they are published.
     let mut delayed: Option<(tokio::time::Instant, TrustDocuments)> = None;
+    let mut capacity = CapacityWarning::new(deps.recorder.clone(), &config);
     loop {
         if sign_due || !pending.is_empty() {
-            let batch = std::mem::take(&mut pending);
+            let now = OffsetDateTime::now_utc();
+            let (batch, fresh) = admit(std::mem::take(&mut pending), &record, &deps, &config, now);
             let revocations: Vec<Revocation> =
                 batch.iter().flat_map(|r| r.revocations.clone()).collect();
-            let now = OffsetDateTime::now_utc();
-            // What each request adds, in order: a serial two requests name counts for the first.
-            let mut counted = std::collections::HashSet::new();
-            let fresh: Vec<usize> = batch
-                .iter()
-                .map(|r| {
-                    r.revocations
-                        .iter()
-                        .filter(|x| x.not_after > now && !record.contains(&x.serial_hex))
-                        .filter(|x| {
-                            counted.insert(nhi_core::revocation::normalise_serial(&x.serial_hex))
-                        })
-                        .count()
-                })
-                .collect();
-            let added: usize = fresh.iter().sum();
             match commit(
                 &store,
                 &mut record,
@@ -130,34 +132,13 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
             .await
             {
                 Ok(changed) => {
+                    grew |= changed && fresh.iter().sum::<usize>() > 0;
                     for (r, fresh) in batch.into_iter().zip(fresh) {
                         let _ = r.done.send(Ok(fresh));
                     }
                     if changed {
-                        match sign(&deps.ca, &record, now, config.crl_validity).await {
-                            Ok(docs) => {
-                                if !config.publish_delay.is_zero() && added > 0 {
-                                    // Held back (the restart test), while requests are answered.
-                                    delayed = Some((
-                                        tokio::time::Instant::now() + config.publish_delay,
-                                        docs,
-                                    ));
-                                } else {
-                                    delayed = None;
-                                    inbox.shared.documents.store(Some(Arc::new(docs)));
-                                    namespaces_tx.send_replace(record.namespaces());
-                                }
-                                sign_due = false;
-                                next_sign = tokio::time::Instant::now()
-                                    + next_signing_in(&record, now, config.crl_validity);
-                            }
-                            Err(e) => {
-                                error!(error = %e, "cannot sign the CRL; retrying");
-                                deps.metrics.count_failure("CRLSigningFailed");
-                                sign_due = false;
-                                next_sign = tokio::time::Instant::now() + StdDuration::from_secs(5);
-                            }
-                        }
+                        unsigned = true;
+                        sign_due = false;
                     }
                 }
                 Err(e) => {
@@ -172,8 +153,48 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
                     }
                 }
             }
+            let usage = Usage::of(&record, deps.ca.load().listing_crls());
+            deps.metrics.revocation_entries.set(record.len() as i64);
+            let fill = usage.fill(&config.limits);
+            deps.metrics
+                .revocation_capacity_used
+                .set((fill * 100.0).round() as i64);
+            capacity.observe(fill, record.len());
+        }
+        // Signed at most every SIGNING_INTERVAL: a burst of batches costs one signature (and one
+        // publication) per interval, however many writes of the record it made.
+        let signable =
+            last_signed.is_none_or(|t| tokio::time::Instant::now() >= t + SIGNING_INTERVAL);
+        if unsigned && signable {
+            let now = OffsetDateTime::now_utc();
+            match sign(&deps.ca, &record, now, config.crl_validity).await {
+                Ok(docs) => {
+                    if !config.publish_delay.is_zero() && grew {
+                        // Held back (the restart test), while requests are answered.
+                        delayed = Some((tokio::time::Instant::now() + config.publish_delay, docs));
+                    } else {
+                        delayed = None;
+                        inbox.shared.documents.store(Some(Arc::new(docs)));
+                        namespaces_tx.send_replace(record.namespaces());
+                    }
+                    next_sign = tokio::time::Instant::now()
+                        + next_signing_in(&record, now, config.crl_validity);
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot sign the CRL; retrying");
+                    deps.metrics.count_failure("CRLSigningFailed");
+                    next_sign = tokio::time::Instant::now() + StdDuration::from_secs(5);
+                }
+            }
+            unsigned = false;
+            grew = false;
+            last_signed = Some(tokio::time::Instant::now());
         }
         let never = tokio::time::Instant::now() + StdDuration::from_secs(3600);
+        let sign_at = match (unsigned, last_signed) {
+            (true, Some(t)) => t + SIGNING_INTERVAL,
+            _ => never,
+        };
         tokio::select! {
             req = inbox.rx.recv() => match req {
                 Some(req) => {
@@ -185,6 +206,7 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
                 None => break,
             },
             _ = tokio::time::sleep_until(next_sign) => sign_due = true,
+            _ = tokio::time::sleep_until(sign_at), if unsigned => {}
             // A new CA (or bundle) signs and publishes a new CRL at once.
             _ = inbox.shared.ca_changed.notified() => sign_due = true,
             _ = tokio::time::sleep_until(delayed.as_ref().map_or(never, |(at, _)| *at)), if delayed.is_some() => {
@@ -196,6 +218,34 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
         }
     }
     info!("revocation service stopped");
+}
+
+/// Admits the requests of a batch within the quotas: those refused are answered at once (and
+/// counted); the rest are returned with how many certificates each newly revokes (a serial two
+/// requests name counts for the first).
+fn admit(
+    batch: Vec<Request>,
+    record: &RevocationRecord,
+    deps: &RevocationDeps,
+    config: &RevocationConfig,
+    now: OffsetDateTime,
+) -> (Vec<Request>, Vec<usize>) {
+    let mut usage = Usage::of(record, deps.ca.load().listing_crls());
+    let mut admitted = vec![];
+    let mut fresh = vec![];
+    for r in batch {
+        match usage.admit(record, &r.revocations, &config.limits, now) {
+            Ok(n) => {
+                admitted.push(r);
+                fresh.push(n);
+            }
+            Err(refusal) => {
+                deps.metrics.count_revocation_refused(refusal.reason());
+                let _ = r.done.send(Err(RevokeError::Refused(refusal)));
+            }
+        }
+    }
+    (admitted, fresh)
 }
 
 /// Adds `revocations` and drops expired entries, takes the next CRL number, and persists the
@@ -249,10 +299,15 @@ async fn sign(
     let params = record.crl_params(now, validity);
     let number = record.crl_number;
     tokio::task::spawn_blocking(move || {
-        // During a CA rotation the retiring (or next) CA signs a CRL too: a relying party
-        // matches each certificate to the CRL of its own issuer. Each lists every revoked serial.
+        // During a CA rotation the retiring (and next) CA signs a CRL too: a relying party
+        // matches each certificate to the CRL of its own issuer. The retiring and current CAs'
+        // list every revoked serial; the next CA's lists none, as it has issued nothing yet.
         let mut crl_pem = String::new();
         for signer in ca.crl_signers() {
+            let mut params = params.clone();
+            if !ca.lists_revocations(signer) {
+                params.revoked_certs.clear();
+            }
             let crl = params
                 .signed_by(signer.issuer())
                 .map_err(|e| format!("signing the CRL failed: {e}"))?;

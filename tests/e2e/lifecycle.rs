@@ -339,7 +339,11 @@ async fn a_restart_between_recording_and_publishing_loses_no_revocation() {
         "the serial in the revocation record",
         || async {
             let cm = record.get("nhi-revocations").await.ok()?;
-            cm.data?.get("revoked")?.contains(&dropped).then_some(())
+            let gz = cm.binary_data?.get("revoked.gz")?.0.clone();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text)
+                .ok()?;
+            text.contains(&dropped).then_some(())
         },
     )
     .await;
@@ -475,11 +479,9 @@ async fn certificates_carrying_a_withdrawn_grant_are_revoked() {
     .await;
 }
 
-#[tokio::test]
-async fn a_revocation_that_cannot_be_recorded_never_blocks_deletion_forever() {
-    let namespace = TestNamespace::create(&client().await, "abandon").await;
-    // The record cannot be written: an immutable ConfigMap of its name (what a broken
-    // apiserver, a quota or a policy would do to the operator).
+/// An immutable ConfigMap named like the revocation record: what a broken apiserver, a quota or
+/// a policy would do to the operator's writes.
+async fn unwritable_record(namespace: &TestNamespace) {
     let cms: Api<ConfigMap> = namespace.api();
     cms.create(
         &PostParams::default(),
@@ -491,6 +493,84 @@ async fn a_revocation_that_cannot_be_recorded_never_blocks_deletion_forever() {
     )
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_deletion_whose_revocation_cannot_be_recorded_waits_showing_why_and_completes_once_it_can()
+ {
+    let namespace = TestNamespace::create(&client().await, "unrecorded").await;
+    unwritable_record(&namespace).await;
+    let env = OperatorNamespace::start_in(namespace, &[]).await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let api = env.identities();
+    env.create_identity(
+        "held",
+        json!({"owner": {"team": "t"}, "secretName": "held-identity"}),
+    )
+    .await;
+    let serial = serial(&api, "held").await;
+    api.delete("held", &DeleteParams::default()).await.unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "Ready=False RevocationFailed",
+        || async {
+            let mi = api.get_opt("held").await.ok()??;
+            condition(&mi, "Ready")
+                .filter(|c| c.reason == "RevocationFailed")
+                .cloned()
+        },
+    )
+    .await;
+    // The operator has tried again (a positive sign), and still holds the deletion.
+    wait_for(
+        Duration::from_secs(30),
+        "three failed attempts at the revocation",
+        || async {
+            let metrics = env.op.get("/metrics").await?.1;
+            let failures = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("nhi_failures_total{reason=\"RevocationFailed\"} "))?
+                .trim()
+                .parse::<u64>()
+                .ok()?;
+            (failures >= 3).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        api.get_opt("held").await.unwrap().is_some(),
+        "let go without a revocation"
+    );
+    let warnings = events_for(client, ns, "held")
+        .await
+        .into_iter()
+        .filter(|(r, _)| r == "RevocationFailed")
+        .count();
+    assert_eq!(warnings, 1, "one Warning, not one per attempt");
+    // Once the record can be written, the deletion completes with the serial on the CRL.
+    let cms: Api<ConfigMap> = env.api();
+    cms.delete("nhi-revocations", &DeleteParams::default())
+        .await
+        .unwrap();
+    gone(
+        &api,
+        "held",
+        Duration::from_secs(45),
+        "identity deleted once its revocation is recorded",
+    )
+    .await;
+    wait_for(Duration::from_secs(10), "the serial on the CRL", || async {
+        let (_, crl) = trust_documents(client, ns).await?;
+        crl_serials(&crl).contains(&serial).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_revocation_that_cannot_be_recorded_is_given_up_only_past_a_finalizer_timeout_set_on_purpose()
+ {
+    let namespace = TestNamespace::create(&client().await, "abandon").await;
+    unwritable_record(&namespace).await;
     let env = OperatorNamespace::start_in(namespace, &["--finalizer-timeout", "10s"]).await;
     let (client, ns) = (&env.client, env.ns.as_str());
     let api = env.identities();

@@ -697,3 +697,72 @@ async fn plugin_policy_shows_what_applies_and_why_something_is_refused() {
         as_tina.stdout
     );
 }
+
+/// Needs the revocation service's quotas: a revoke loop on one identity is refused past its
+/// quota (the CLI says so, a condition and one Event), the certificate stays as it was, and
+/// another identity of the namespace is still revoked.
+#[tokio::test]
+async fn plugin_revoke_in_a_loop_is_cut_off_by_the_identity_quota() {
+    let env = OperatorNamespace::start(
+        "plugin-revoke-quota",
+        &["--revocation-quota-per-identity", "3"],
+    )
+    .await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let mis = env.identities();
+    for name in ["looped", "other"] {
+        env.create_identity(
+            name,
+            json!({"owner": {"team": "payments"}, "secretName": format!("{name}-identity")}),
+        )
+        .await;
+        wait_ready(&mis, name, Duration::from_secs(10)).await;
+    }
+    for _ in 0..3 {
+        nhi_ok(&["revoke", "looped", "-n", ns, "--timeout", "20s"]);
+        // The next request must find the re-issued certificate to revoke.
+        wait_ready(&mis, "looped", Duration::from_secs(10)).await;
+    }
+    let before = mis.get("looped").await.unwrap().status.unwrap();
+    let serial = before.serial_number.clone().unwrap();
+    for attempt in 0..3 {
+        let run = nhi(&["revoke", "looped", "-n", ns, "--timeout", "20s"]);
+        assert!(!run.ok, "attempt {attempt} past the quota was accepted");
+        assert!(
+            run.stderr.contains("refused") && run.stderr.contains("RevocationQuotaExceeded"),
+            "{}",
+            run.stderr
+        );
+    }
+    let mi = mis.get("looped").await.unwrap();
+    let refused = condition(&mi, "RevocationRefused")
+        .expect("a RevocationRefused condition")
+        .clone();
+    let status = mi.status.unwrap();
+    assert_eq!(status.serial_number.as_deref(), Some(serial.as_str()));
+    assert!(
+        refused.reason == "RevocationQuotaExceeded" && refused.message.contains("quota 3"),
+        "{refused:?}"
+    );
+    let crl = published_crl_serials(client, ns).await.unwrap_or_default();
+    assert!(!crl.contains(&serial), "a refused revocation was published");
+    let warnings: Vec<_> = events_for(client, ns, "looped")
+        .await
+        .into_iter()
+        .filter(|(r, _)| r == "RevocationQuotaExceeded")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    // The quota is per identity: another one in the namespace is still revoked.
+    let out = nhi_ok(&["revoke", "other", "-n", ns, "--timeout", "20s"]);
+    assert!(out.contains("revoked serials:"), "{out}");
+    let metrics = env.op.get("/metrics").await.unwrap().1;
+    assert!(
+        metrics.contains("nhi_revocations_refused_total{reason=\"RevocationQuotaExceeded\"} 3"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("revocation"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -33,6 +33,15 @@ pub enum PluginError {
     Certificate(String),
     #[error("the operator has not answered within {0}: is it running?")]
     NoAnswer(String),
+    #[error(
+        "the operator refused to revoke machineidentity {namespace}/{name} ({reason}): {message}; its certificates stay valid"
+    )]
+    RevocationRefused {
+        namespace: String,
+        name: String,
+        reason: String,
+        message: String,
+    },
     #[error("machineidentity {namespace}/{name} was deleted while waiting for the operator")]
     DeletedWhileWaiting { namespace: String, name: String },
 }

@@ -70,6 +70,18 @@ pub fn answer_to(mi: &MachineIdentity, request: &str) -> Option<Answer> {
     })
 }
 
+/// The operator's refusal of `request` (over a revocation quota), once the status shows it.
+pub fn refusal_of<'a>(
+    mi: &'a MachineIdentity,
+    request: &str,
+) -> Option<&'a nhi_api::RefusedRevocation> {
+    mi.status
+        .as_ref()?
+        .refused_revocation
+        .as_ref()
+        .filter(|r| r.request == request)
+}
+
 /// Whether the operator will issue a new certificate after a revocation: not while the identity
 /// is suspended for an overdue review, nor while it is being deleted.
 pub fn expects_new_certificate(mi: &MachineIdentity) -> bool {
@@ -136,6 +148,14 @@ pub async fn run(global: &GlobalArgs, args: &RevokeArgs) -> Result<String, Plugi
         if let Some(answer) = answer_to(&mi, &request) {
             break (answer, mi);
         }
+        if let Some(refused) = refusal_of(&mi, &request) {
+            return Err(PluginError::RevocationRefused {
+                namespace: ns.clone(),
+                name: args.name.clone(),
+                reason: refused.reason.clone(),
+                message: refused.message.clone(),
+            });
+        }
         if Instant::now() >= deadline {
             return Err(PluginError::NoAnswer(args.timeout.clone()));
         }
@@ -186,6 +206,20 @@ mod tests {
             "status": status,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_refusal_answers_only_its_own_request() {
+        let mi = identity(serde_json::json!({"refusedRevocation": {
+            "request": "r2", "reason": "RevocationQuotaExceeded",
+            "message": "identity shop/checkout already has 32 revoked certificates",
+            "refusedAt": "2026-03-01T12:00:00Z"}}));
+        assert_eq!(
+            refusal_of(&mi, "r2").map(|r| r.reason.as_str()),
+            Some("RevocationQuotaExceeded")
+        );
+        assert!(refusal_of(&mi, "r1").is_none());
+        assert!(answer_to(&mi, "r2").is_none());
     }
 
     #[test]

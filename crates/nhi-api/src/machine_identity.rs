@@ -266,6 +266,24 @@ pub struct MachineIdentityStatus {
     /// The last revocation of this identity's certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_revocation: Option<RevocationStatus>,
+    /// The last `kubectl nhi revoke` request refused (over a revocation quota), until a later
+    /// one is accepted. The certificates it named stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_revocation: Option<RefusedRevocation>,
+}
+
+/// A revoke request the operator refused.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedRevocation {
+    /// The value of the `nhi.dev/revoke-requested` annotation refused.
+    pub request: String,
+    /// Why (`RevocationQuotaExceeded`, `RevocationCapacityReached`).
+    pub reason: String,
+    /// What was exceeded, and when revocations are accepted again.
+    pub message: String,
+    /// When it was refused (RFC 3339).
+    pub refused_at: String,
 }
 
 /// A certificate issued to an identity, as far as revoking it needs.

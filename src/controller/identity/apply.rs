@@ -17,6 +17,7 @@ use super::plan::{self, Failure, OnRevokeFailure, Plan, Revoke, Step};
 use crate::controller::error::ReconcileError;
 use crate::controller::identity_secret::{keys, trust_bundle_patch};
 use crate::controller::status::comparable;
+use crate::revoke::RevokeError;
 use nhi_api::{MachineIdentity, MachineIdentityStatus};
 use nhi_core::labels::{FIELD_MANAGER, REVOKE_FINALIZER};
 
@@ -145,7 +146,12 @@ impl Run<'_> {
         match (answer, r.on_failure) {
             (Ok(0), _) => Ok(Next::Then(r.if_none_fresh)),
             (Ok(_), _) => Ok(Next::Then(r.if_fresh)),
-            (Err(e), OnRevokeFailure::FailReconcile) => Err(ReconcileError::RevocationFailed(e)),
+            (Err(RevokeError::Refused(refusal)), OnRevokeFailure::RefuseRequest) => Ok(
+                Next::Instead(plan::revoke_request_refused(self.facts, &refusal)),
+            ),
+            (Err(e), OnRevokeFailure::FailReconcile | OnRevokeFailure::RefuseRequest) => {
+                Err(ReconcileError::RevocationFailed(e))
+            }
             (Err(e), OnRevokeFailure::HoldDeletion) => Ok(Next::Instead(
                 plan::deletion_not_recorded(self.facts, &self.ctx.settings, &e),
             )),

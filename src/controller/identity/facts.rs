@@ -114,7 +114,12 @@ pub fn revoke_request<'a>(
         .as_ref()
         .and_then(|s| s.last_revocation.as_ref())
         .and_then(|r| r.request.as_ref());
-    if shown == Some(request) {
+    let refused = mi
+        .status
+        .as_ref()
+        .and_then(|s| s.refused_revocation.as_ref())
+        .map(|r| &r.request);
+    if shown == Some(request) || refused == Some(request) {
         return RevokeRequest::None;
     }
     match last_revocation.filter(|r| r.request.as_ref() == Some(request)) {

@@ -22,6 +22,7 @@ pub struct LifecyclePolicy {
     pub workload_grace: time::Duration,
     /// How long before the review lapses `ReviewDue` is shown.
     pub review_warning: time::Duration,
-    /// How long a deletion waits for its revocation to be recorded.
-    pub finalizer_timeout: time::Duration,
+    /// How long a deletion waits for its revocation to be recorded before it is let go (None:
+    /// it waits until the revocation is recorded or its certificates expire).
+    pub finalizer_timeout: Option<time::Duration>,
 }

@@ -168,6 +168,21 @@ impl CertificateAuthority {
             .collect()
     }
 
+    /// Whether `signer`'s CRL lists the revoked certificates: every CRL signer's but the next
+    /// CA's, which has issued nothing yet (it lists them once it is the current CA).
+    pub fn lists_revocations(&self, signer: &CertificateAuthority) -> bool {
+        !self
+            .next
+            .as_deref()
+            .is_some_and(|next| std::ptr::eq(next, signer))
+    }
+
+    /// How many CRLs list every revoked certificate: two while a retiring CA's certificates may
+    /// still be in use, else one.
+    pub fn listing_crls(&self) -> usize {
+        1 + usize::from(self.retiring.is_some())
+    }
+
     /// The previous CA of a rotation under way, if any.
     pub fn retiring(&self) -> Option<&CertificateAuthority> {
         self.retiring.as_deref()
@@ -342,6 +357,16 @@ mod tests {
             ]
         );
         assert_eq!(root.crl_signers().len(), 1);
+        // The next CA's CRL lists nothing: it has issued nothing.
+        let listing: Vec<bool> = rotating
+            .crl_signers()
+            .iter()
+            .map(|c| rotating.lists_revocations(c))
+            .collect();
+        assert_eq!(listing, vec![true, true, false]);
+        assert_eq!(rotating.listing_crls(), 2);
+        assert_eq!(root.listing_crls(), 1);
+        assert!(root.lists_revocations(root.crl_signers()[0]));
     }
 
     fn m_der(m: &CaMaterial) -> Vec<u8> {

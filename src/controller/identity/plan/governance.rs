@@ -9,12 +9,15 @@ use super::steps::{OnRevokeFailure, PlannedEvent, Requeue, Revoke, Step, requeue
 use crate::controller::identity::facts::{Facts, RevokeRequest, SecretRead, revoke_request};
 use crate::controller::identity::settings::Settings;
 use crate::controller::identity_secret::{Ownership, keys, ownership};
-use crate::controller::status::{Outcome, READY, status_changed};
+use crate::controller::status::{
+    Outcome, READY, REVOCATION_REFUSED, refused_condition, status_changed,
+};
 use crate::revoke::{Reason, Revocation, RevokeError};
-use nhi_api::{Condition, MachineIdentityStatus, RevocationStatus};
+use nhi_api::{Condition, MachineIdentityStatus, RefusedRevocation, RevocationStatus};
 use nhi_core::lifecycle::certificates::{revocations, unexpired};
 use nhi_core::lifecycle::verdict::{Lifecycle, REVIEW_OVERDUE, RetireCause};
 use nhi_core::lifecycle::workload::WorkloadState;
+use nhi_core::revocation::quota::Refusal;
 use nhi_identity::certificate::CertificateInfo;
 use nhi_identity::certificate::leaf_info;
 use nhi_identity::timestamp::rfc3339;
@@ -110,37 +113,45 @@ pub(super) fn deletion(facts: &Facts) -> Vec<Step> {
     steps
 }
 
-/// The rest of a deletion whose revocation could not be recorded (`error`): retried, and past
-/// the finalizer timeout let go anyway, saying why.
+/// The rest of a deletion whose revocation could not be recorded or was refused (`error`): it
+/// waits, showing why, and is tried again until the revocation is recorded or the certificates
+/// have expired (then nothing is left to revoke). Only an operator started with a finalizer
+/// timeout lets it go earlier, its certificates still valid, saying so.
 pub fn deletion_not_recorded(facts: &Facts, settings: &Settings, error: &RevokeError) -> Vec<Step> {
     let mi = &facts.identity;
     let now = facts.now;
-    let timeout = settings.lifecycle.finalizer_timeout;
     let deleted_at = mi
         .metadata
         .deletion_timestamp
         .as_ref()
         .and_then(|t| OffsetDateTime::from_unix_timestamp(t.0.as_second()).ok())
         .unwrap_or(now);
-    if now - deleted_at < timeout {
-        let mut steps = vec![
-            Step::Publish(PlannedEvent::warning(
-                "RevocationFailed",
-                format!("{error}; retrying before the identity is deleted"),
-            )),
-            Step::CountFailure("RevocationFailed".into()),
-        ];
-        if let Some(status) = revocation_failure_status(facts, &error.to_string()) {
+    let waited = now - deleted_at;
+    let timeout = settings
+        .lifecycle
+        .finalizer_timeout
+        .filter(|timeout| waited >= *timeout);
+    let Some(timeout) = timeout else {
+        let reason = error.reason();
+        let mut steps = vec![Step::CountFailure(reason.into())];
+        // Said when the status starts saying it, not on every retry.
+        if let Some(status) = revocation_failure_status(facts, reason, &error.to_string()) {
+            steps.push(Step::Publish(PlannedEvent::warning(
+                reason,
+                format!(
+                    "{error}; the identity is deleted once its certificates are revoked, or have expired"
+                ),
+            )));
             steps.push(Step::RecordRevocationFailure(Box::new(status)));
         }
-        steps.push(Step::Finish(Requeue::After(REVOCATION_RETRY)));
+        steps.push(Step::Finish(Requeue::After(revocation_retry(waited))));
         return steps;
-    }
+    };
     vec![
         Step::Publish(PlannedEvent::warning(
             "RevocationAbandoned",
             format!(
-                "deletion has waited {}s for the revocation to be recorded, so the identity is let go: its certificates stay valid until they expire. Last error: {error}",
+                "deletion has waited {}s (--finalizer-timeout) for the revocation to be recorded, so the identity is let go: its certificates stay valid until they expire. Last error: {error}",
                 timeout.whole_seconds()
             ),
         )),
@@ -151,18 +162,27 @@ pub fn deletion_not_recorded(facts: &Facts, settings: &Settings, error: &RevokeE
     ]
 }
 
+/// How soon a deletion waiting for its revocation tries again: soon at first (an apiserver
+/// hiccup), then every half minute (a full quota frees up only as certificates expire).
+fn revocation_retry(waited: time::Duration) -> std::time::Duration {
+    if waited < time::Duration::minutes(1) {
+        REVOCATION_RETRY
+    } else {
+        std::time::Duration::from_secs(30)
+    }
+}
+
 /// The status showing a failed revocation while the deletion waits: the whole status with Ready
 /// replaced (an apply of less would drop the fields that say which certificates are still to be
 /// revoked); None when it says so already (every retry says the same).
-fn revocation_failure_status(facts: &Facts, message: &str) -> Option<MachineIdentityStatus> {
+fn revocation_failure_status(
+    facts: &Facts,
+    reason: &str,
+    message: &str,
+) -> Option<MachineIdentityStatus> {
     let mi = &facts.identity;
     let mut status = mi.status.clone().unwrap_or_default();
-    let ready = Condition::new(
-        READY,
-        false,
-        "RevocationFailed",
-        format!("deleting: {message}"),
-    );
+    let ready = Condition::new(READY, false, reason, format!("deleting: {message}"));
     let others: Vec<Condition> = status
         .conditions
         .iter()
@@ -392,7 +412,12 @@ pub(super) fn answer_revoke_request(facts: &Facts) -> Answer {
     };
     Answer {
         steps: vec![
-            Revoke::plain(revocations),
+            Step::Revoke(Box::new(Revoke {
+                revocations,
+                on_failure: OnRevokeFailure::RefuseRequest,
+                if_fresh: vec![],
+                if_none_fresh: vec![],
+            })),
             Step::ForgetCertificate,
             Step::Publish(PlannedEvent::warning("RevokeRequested", note)),
             Step::RememberRevocation(status.clone()),
@@ -400,4 +425,60 @@ pub(super) fn answer_revoke_request(facts: &Facts) -> Answer {
         status: Some(status),
         revoked_now: true,
     }
+}
+
+/// A revoke request refused over a quota: answered as refused (the status says so, with a
+/// condition, and the request is not tried again), one Warning Event when the refusals start,
+/// and the identity otherwise left as it is: its certificates stay valid.
+pub fn revoke_request_refused(facts: &Facts, refusal: &Refusal) -> Vec<Step> {
+    let mi = &facts.identity;
+    let request = mi
+        .annotations()
+        .get(nhi_core::labels::REVOKE_REQUESTED)
+        .cloned()
+        .unwrap_or_default();
+    let refused = RefusedRevocation {
+        request: request.clone(),
+        reason: refusal.reason().into(),
+        message: refusal.to_string(),
+        refused_at: rfc3339(facts.now),
+    };
+    let mut status = mi.status.clone().unwrap_or_default();
+    let already = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == REVOCATION_REFUSED && c.is_true() && c.reason == refusal.reason());
+    let condition = refused_condition(&refused);
+    let others: Vec<Condition> = status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != REVOCATION_REFUSED)
+        .cloned()
+        .collect();
+    status.conditions = others;
+    status
+        .conditions
+        .extend(nhi_api::condition::merge_conditions(
+            &mi.status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default(),
+            vec![condition],
+            status.observed_generation,
+            &rfc3339(facts.now),
+        ));
+    status.refused_revocation = Some(refused);
+    let mut steps = vec![];
+    if !already {
+        steps.push(Step::Publish(PlannedEvent::warning(
+            refusal.reason(),
+            format!("revoke request {request} refused: {refusal}"),
+        )));
+    }
+    steps.extend([
+        Step::WriteStatus(Box::new(status)),
+        // The normal plan runs again once the status shows the request answered.
+        Step::Finish(Requeue::After(REVOCATION_RETRY)),
+    ]);
+    steps
 }

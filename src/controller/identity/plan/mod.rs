@@ -31,7 +31,7 @@ use nhi_core::lifecycle::verdict::{
 };
 use nhi_core::lifecycle::workload::workload_state;
 
-pub use governance::deletion_not_recorded;
+pub use governance::{deletion_not_recorded, revoke_request_refused};
 pub use settle::settle;
 pub use steps::*;
 

@@ -110,9 +110,11 @@ impl Revoke {
 pub enum OnRevokeFailure {
     /// The reconcile fails and is retried.
     FailReconcile,
-    /// A deletion waits for it, up to the finalizer timeout (see
-    /// [`super::deletion_not_recorded`]).
+    /// A deletion waits for it (see [`super::deletion_not_recorded`]).
     HoldDeletion,
+    /// A revoke request refused over a quota is answered as refused (see
+    /// [`super::revoke_request_refused`]); other failures fail the reconcile.
+    RefuseRequest,
 }
 
 /// Why a plan fails the reconcile.

@@ -207,7 +207,7 @@ fn a_deletion_revokes_then_lets_go() {
 }
 
 #[test]
-fn a_deletion_whose_revocation_is_not_recorded_waits_then_gives_up() {
+fn a_deletion_whose_revocation_is_not_recorded_waits_and_gives_up_only_with_a_timeout() {
     let mut f = fresh();
     deleting(&mut f);
     // The Secret cannot be read: the revocation cannot know what to revoke.
@@ -219,26 +219,48 @@ fn a_deletion_whose_revocation_is_not_recorded_waits_then_gives_up() {
     let retry = deletion_not_recorded(&f, &settings(), &error);
     assert_eq!(events(&retry), vec![(true, "RevocationFailed")]);
     assert!(
-        event_note(&retry, "RevocationFailed")
-            .ends_with("; retrying before the identity is deleted")
+        event_note(&retry, "RevocationFailed").ends_with(
+            "; the identity is deleted once its certificates are revoked, or have expired"
+        )
     );
     let status = retry.iter().find_map(|s| match s {
-        Step::RecordRevocationFailure(st) => Some(st),
+        Step::RecordRevocationFailure(st) => Some(st.clone()),
         _ => None,
     });
-    let ready = status
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY)
-        .unwrap();
+    let status = *status.unwrap();
+    let ready = status.conditions.iter().find(|c| c.type_ == READY).unwrap();
     assert_eq!(ready.reason, "RevocationFailed");
     assert_eq!(
         finish(&retry),
         Requeue::After(std::time::Duration::from_secs(5))
     );
     assert!(!has(&retry, |s| matches!(s, Step::RemoveFinalizer)));
-    // Past the finalizer timeout: let go, and said why.
+    // Said once: a retry whose status already says it publishes no Event.
+    let original = f.identity.status.clone();
+    with_identity(&mut f, |mi| mi.status = Some(status.clone()));
+    let again = deletion_not_recorded(&f, &settings(), &error);
+    assert!(events(&again).is_empty(), "{:?}", events(&again));
+    with_identity(&mut f, |mi| mi.status = original);
+    // A refusal over a quota says which.
+    let refusal = RevokeError::Refused(nhi_core::revocation::quota::Refusal::NamespaceQuota {
+        namespace: "ns".into(),
+        live: 5000,
+        quota: 5000,
+    });
+    let refused = deletion_not_recorded(&f, &settings(), &refusal);
+    assert_eq!(events(&refused), vec![(true, "RevocationQuotaExceeded")]);
+    // With no finalizer timeout (the default), it waits on, every half minute.
+    let mut waiting = settings();
+    waiting.lifecycle.finalizer_timeout = None;
+    f.now += Duration::hours(2);
+    let still = deletion_not_recorded(&f, &waiting, &error);
+    f.now -= Duration::hours(2);
+    assert!(!has(&still, |s| matches!(s, Step::RemoveFinalizer)));
+    assert_eq!(
+        finish(&still),
+        Requeue::After(std::time::Duration::from_secs(30))
+    );
+    // Past a finalizer timeout set on purpose: let go, and said why.
     f.now += Duration::minutes(2);
     let gone = deletion_not_recorded(&f, &settings(), &error);
     assert_eq!(events(&gone), vec![(true, "RevocationAbandoned")]);

@@ -292,6 +292,88 @@ fn a_revoke_request_revokes_and_reissues() {
 }
 
 #[test]
+fn a_revoke_request_over_quota_is_answered_refused_once_and_kept_until_one_is_accepted() {
+    use crate::controller::identity::plan::revoke_request_refused;
+    use crate::controller::status::REVOCATION_REFUSED;
+    use nhi_core::revocation::quota::Refusal;
+    let mut f = holding_current();
+    with_identity(&mut f, |mi| {
+        mi.metadata.annotations = Some([(REVOKE_REQUESTED.to_string(), "r9".to_string())].into());
+        mi.status = Some(status_with("0a", mi_not_after(), &[]));
+    });
+    f.secret.read = SecretRead::Read(Some(Box::new(real_secret(&f))));
+    // The request's revocation is refused by the service when over quota: not a reconcile error.
+    let steps = plan(&f, &settings()).steps;
+    assert_eq!(
+        revokes(&steps)[0].on_failure,
+        OnRevokeFailure::RefuseRequest
+    );
+    let refusal = Refusal::IdentityQuota {
+        identity: "ns/web".into(),
+        live: 32,
+        quota: 32,
+    };
+    let refused = revoke_request_refused(&f, &refusal);
+    assert_eq!(events(&refused), vec![(true, "RevocationQuotaExceeded")]);
+    assert!(
+        event_note(&refused, "RevocationQuotaExceeded")
+            .starts_with("revoke request r9 refused: identity ns/web already has 32")
+    );
+    let status = written_status(&refused).unwrap().clone();
+    assert_eq!(status.refused_revocation.as_ref().unwrap().request, "r9");
+    assert_eq!(
+        status.serial_number.as_deref(),
+        Some("0a"),
+        "the certificate stays"
+    );
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == REVOCATION_REFUSED)
+        .unwrap();
+    assert!(condition.is_true() && condition.reason == "RevocationQuotaExceeded");
+    // Answered: the next reconcile revokes nothing and keeps the condition in what it writes.
+    with_identity(&mut f, |mi| mi.status = Some(status.clone()));
+    let steps = plan(&f, &settings()).steps;
+    assert!(revokes(&steps).is_empty());
+    assert!(events(&steps).is_empty(), "{:?}", events(&steps));
+    if let Some(written) = written_status(&steps) {
+        assert!(
+            written
+                .conditions
+                .iter()
+                .any(|c| c.type_ == REVOCATION_REFUSED)
+        );
+    }
+    // A second refusal while refused says nothing new.
+    with_identity(&mut f, |mi| {
+        mi.metadata.annotations = Some([(REVOKE_REQUESTED.to_string(), "r10".to_string())].into());
+    });
+    assert!(events(&revoke_request_refused(&f, &refusal)).is_empty());
+    // A later request accepted clears it.
+    let steps = plan(&f, &settings()).steps;
+    let issuance = issuance(&steps);
+    // (What desired_status hands on: the previous status without its conditions.)
+    let cleared = crate::controller::status::with_lifecycle(
+        MachineIdentityStatus {
+            conditions: vec![],
+            ..status.clone()
+        },
+        Some(&status),
+        vec![],
+        issuance.conclusion.revocation.clone(),
+        f.now,
+    );
+    assert!(cleared.refused_revocation.is_none());
+    assert!(
+        !cleared
+            .conditions
+            .iter()
+            .any(|c| c.type_ == REVOCATION_REFUSED)
+    );
+}
+
+#[test]
 fn certificates_carrying_a_withdrawn_grant_are_revoked_once_a_new_one_is_held() {
     let mut f = holding_current();
     let now = f.now;

@@ -50,7 +50,7 @@ fn settings() -> Settings {
         lifecycle: LifecyclePolicy {
             workload_grace: Duration::minutes(5),
             review_warning: Duration::days(14),
-            finalizer_timeout: Duration::minutes(1),
+            finalizer_timeout: Some(Duration::minutes(1)),
         },
         kubernetes_access: true,
         reissue_spread: Duration::minutes(10),

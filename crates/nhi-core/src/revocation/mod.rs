@@ -1,6 +1,9 @@
 //! The revocation record: every revoked certificate until it would have expired anyway, and the
 //! CRL number (pure). It is what the CRL is signed from, and it is persisted before any
-//! revocation is reported done.
+//! revocation is reported done. Its quotas and the CRL's size are in the submodules.
+
+pub mod crl_size;
+pub mod quota;
 
 use std::collections::BTreeMap;
 
@@ -39,12 +42,20 @@ impl Reason {
         .find(|r| r.word() == w)
     }
 
-    fn crl_reason(self) -> RevocationReason {
+    /// The reason code the CRL entry carries. A deleted identity's certificates (the bulk of
+    /// any mass revocation) carry none, which keeps their entries about a third smaller; the
+    /// record keeps the reason.
+    fn crl_reason(self) -> Option<RevocationReason> {
         match self {
-            Reason::CessationOfOperation => RevocationReason::CessationOfOperation,
-            Reason::PrivilegeWithdrawn => RevocationReason::PrivilegeWithdrawn,
-            Reason::KeyCompromise => RevocationReason::KeyCompromise,
+            Reason::CessationOfOperation => None,
+            Reason::PrivilegeWithdrawn => Some(RevocationReason::PrivilegeWithdrawn),
+            Reason::KeyCompromise => Some(RevocationReason::KeyCompromise),
         }
+    }
+
+    /// Whether the CRL entry carries a reason code.
+    pub(crate) fn in_crl(self) -> bool {
+        self.crl_reason().is_some()
     }
 }
 
@@ -150,6 +161,20 @@ impl RevocationRecord {
         self.entries.is_empty()
     }
 
+    /// Every entry: its serial, the identity (`namespace/name`) and the reason.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&str, &str, Reason)> {
+        self.entries
+            .iter()
+            .map(|(serial, e)| (serial.as_str(), e.identity.as_str(), e.reason))
+    }
+
+    /// Bytes of PEM the entries add to one CRL, at most.
+    pub fn crl_bytes(&self) -> usize {
+        self.entries()
+            .map(|(serial, _, reason)| crl_size::entry_pem_bytes(serial, reason))
+            .sum()
+    }
+
     /// When the first revoked certificate expires (and the record can shrink).
     pub fn next_expiry(&self) -> Option<OffsetDateTime> {
         let t = self.entries.values().map(|e| e.not_after).min()?;
@@ -170,7 +195,7 @@ impl RevocationRecord {
                 Some(RevokedCertParams {
                     serial_number: SerialNumber::from_slice(&hex::decode(serial).ok()?),
                     revocation_time: OffsetDateTime::from_unix_timestamp(e.revoked_at).ok()?,
-                    reason_code: Some(e.reason.crl_reason()),
+                    reason_code: e.reason.crl_reason(),
                     invalidity_date: None,
                 })
             })
