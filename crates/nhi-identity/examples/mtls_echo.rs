@@ -10,8 +10,12 @@
 //!     --server-name echo.shop.svc
 //! ```
 //!
-//! The server requires a client certificate chaining to its `ca.crt` and logs one line per
-//! handshake with the serials on both sides. `call` sends a request every `--interval`, each on a
+//! Every mode checks the peer's revocation against `crl.pem` (the `nhi-trust` ConfigMap's) and
+//! refuses every peer while it has no usable one: from the identity directory by default, from
+//! `--crl-dir DIR` (a mounted `nhi-trust`) when given; `--no-revocation-check` turns that off.
+//!
+//! The server requires an unrevoked client certificate chaining to its `ca.crt` and logs one
+//! line per handshake with the serials on both sides. `call` sends a request every `--interval`, each on a
 //! new connection (a new handshake) and on one long-lived connection, until `--duration` passes
 //! or `--stop-file` exists; it prints one line per failure and a summary, and exits non-zero if
 //! anything failed. `stats` prints the server's reload counters.
@@ -25,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nhi_identity::reload::{ClientAuth, ReloadOptions, ReloadingIdentity};
+use nhi_identity::reload::{ClientAuth, ReloadOptions, ReloadingIdentity, RevocationCheck};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -42,12 +46,14 @@ struct Args {
     duration: Duration,
     interval: Duration,
     stop_file: Option<PathBuf>,
+    revocation: RevocationCheck,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: mtls_echo serve|call|stats --identity-dir DIR --addr ADDR [--server-name NAME] \
-         [--duration 60s] [--interval 100ms] [--stop-file PATH]"
+         [--duration 60s] [--interval 100ms] [--stop-file PATH] \
+         [--crl-dir DIR | --no-revocation-check]"
     );
     std::process::exit(2)
 }
@@ -80,8 +86,13 @@ fn args() -> Args {
         duration: Duration::from_secs(60),
         interval: Duration::from_millis(100),
         stop_file: None,
+        revocation: RevocationCheck::CrlInIdentityDir,
     };
     while let Some(flag) = it.next() {
+        if flag == "--no-revocation-check" {
+            a.revocation = RevocationCheck::Disabled;
+            continue;
+        }
         let value = it.next().unwrap_or_else(|| usage());
         match flag.as_str() {
             "--identity-dir" => a.identity_dir = value.into(),
@@ -90,6 +101,7 @@ fn args() -> Args {
             "--duration" => a.duration = duration(&value),
             "--interval" => a.interval = duration(&value),
             "--stop-file" => a.stop_file = Some(value.into()),
+            "--crl-dir" => a.revocation = RevocationCheck::CrlInDir(value.into()),
             _ => usage(),
         }
     }
@@ -109,7 +121,11 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args = args();
-    let identity = match ReloadingIdentity::load(&args.identity_dir, ReloadOptions::default()) {
+    let options = ReloadOptions {
+        revocation: args.revocation.clone(),
+        ..ReloadOptions::default()
+    };
+    let identity = match ReloadingIdentity::load(&args.identity_dir, options) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("cannot load {}: {e}", args.identity_dir.display());

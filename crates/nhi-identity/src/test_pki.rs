@@ -1,9 +1,11 @@
 //! A test CA whose leaves have the operator's shape (a SPIFFE URI SAN, `localhost`, client and
-//! server usages, one hour, notBefore backdated 60 s), built on rcgen for this crate's tests.
+//! server usages, one hour, notBefore backdated 60 s), and its CRLs, built on rcgen for this
+//! crate's tests.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, RevocationReason, RevokedCertParams, SanType,
     SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
@@ -11,6 +13,7 @@ use time::{Duration, OffsetDateTime};
 use crate::certificate::{CertificateInfo, thumbprint};
 
 /// A leaf as a workload gets it: the chain and key PEM, and its public facts.
+#[derive(Clone)]
 pub struct TestLeaf {
     pub chain_pem: String,
     pub key_pem: String,
@@ -21,6 +24,7 @@ pub struct TestLeaf {
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
+    name: DistinguishedName,
 }
 
 fn serial() -> SerialNumber {
@@ -31,16 +35,25 @@ fn serial() -> SerialNumber {
 
 impl TestCa {
     pub fn new() -> Self {
-        let now = OffsetDateTime::now_utc();
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
-        let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "reload test");
         dn.push(
             DnType::OrganizationalUnitName,
             format!("{:08x}", rand::random::<u32>()),
         );
-        params.distinguished_name = dn;
+        Self::named(dn)
+    }
+
+    /// Another root with the same name and a key of its own.
+    pub fn impostor(&self) -> Self {
+        Self::named(self.name.clone())
+    }
+
+    fn named(dn: DistinguishedName) -> Self {
+        let now = OffsetDateTime::now_utc();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn.clone();
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.not_before = now - Duration::hours(3);
@@ -49,7 +62,11 @@ impl TestCa {
         let cert = params.self_signed(&key).unwrap();
         let cert_pem = cert.pem();
         let issuer = Issuer::new(params, key);
-        TestCa { issuer, cert_pem }
+        TestCa {
+            issuer,
+            cert_pem,
+            name: dn,
+        }
     }
 
     /// A one-hour leaf for `localhost` issued at `at`.
@@ -85,6 +102,32 @@ impl TestCa {
                 not_after: params.not_after,
             },
         }
+    }
+
+    /// A PEM CRL of this CA listing `revoked`, valid until `next_update` (in the past for a
+    /// stale one).
+    pub fn crl(&self, revoked: &[&TestLeaf], next_update: OffsetDateTime) -> String {
+        let now = OffsetDateTime::now_utc();
+        let this_update = (now - Duration::minutes(1)).min(next_update - Duration::minutes(1));
+        let params = CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: serial(),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|leaf| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(
+                        &hex::decode(&leaf.info.serial_hex).unwrap(),
+                    ),
+                    revocation_time: this_update,
+                    reason_code: Some(RevocationReason::CessationOfOperation),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).unwrap().pem().unwrap()
     }
 
     /// The trust bundle: the root alone.

@@ -1,5 +1,5 @@
-//! The reloading identity: an identity directory loaded, validated and served to rustls through
-//! configs whose certificate and trust roots swap in place.
+//! The reloading identity: an identity directory (and `crl.pem`) loaded, validated and served to
+//! rustls through configs whose certificate, trust roots and CRLs swap in place.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -12,14 +12,16 @@ use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, ServerConfig};
 use time::OffsetDateTime;
 
-use super::counters::{Counter, Gauge};
+use super::counters::Counters;
+use super::crl::InvalidCrl;
 use super::options::{ClientAuth, ReloadOptions};
 use super::resolver::{
     CurrentIdentity, IdentityResolver, ReloadingClientVerifier, ReloadingServerVerifier,
     ServingIdentity,
 };
+use super::revocation::{CrlState, RevocationStatus};
 use super::snapshot::{self, SnapshotError};
-use super::validate::{self, IdentityInfo, InvalidIdentity};
+use super::validate::{self, IdentityInfo, InvalidIdentity, ValidatedIdentity};
 use super::watch::{self, WatchHandle};
 
 /// Why loading or reloading failed.
@@ -29,6 +31,8 @@ pub enum ReloadError {
     Read(#[from] SnapshotError),
     #[error(transparent)]
     Invalid(#[from] InvalidIdentity),
+    #[error("crl.pem refused: {0}")]
+    Crl(#[from] InvalidCrl),
     #[error("building the TLS configuration failed: {0}")]
     Tls(String),
 }
@@ -38,8 +42,10 @@ pub enum ReloadError {
 pub enum ReloadOutcome {
     /// The files are the ones already loaded.
     Unchanged,
-    /// A new identity is now served.
+    /// A new identity is now served (and the CRLs, if they changed too).
     Swapped(IdentityInfo),
+    /// The identity is the same; peers are now checked against the CRLs of a new `crl.pem`.
+    CrlSwapped(RevocationStatus),
 }
 
 type ChangeCallback = dyn Fn(&IdentityInfo) + Send + Sync;
@@ -58,18 +64,18 @@ struct Shared {
     current: CurrentIdentity,
     /// Held while reloading: one reload at a time.
     state: Mutex<ReloadState>,
-    reloads: Counter,
-    refused: Counter,
-    /// notAfter of the identity being served (Unix seconds).
-    expiry: Gauge,
+    counters: Counters,
     callbacks: Mutex<Vec<Arc<ChangeCallback>>>,
 }
 
 struct ReloadState {
     /// Digest of the snapshot being served.
     digest: [u8; 32],
+    /// The trust bundle of the identity being served: CRLs are checked against it.
+    bundle_pem: Vec<u8>,
     /// What was refused last, so a bad update is counted once, not at every poll.
     last_refused: Option<String>,
+    crl: CrlState,
 }
 
 impl fmt::Debug for ReloadingIdentity {
@@ -77,22 +83,35 @@ impl fmt::Debug for ReloadingIdentity {
         f.debug_struct("ReloadingIdentity")
             .field("dir", &self.shared.dir)
             .field("current", &self.current())
+            .field("revocation", &self.revocation())
             .finish_non_exhaustive()
     }
 }
 
 impl ReloadingIdentity {
     /// Loads and validates the identity in `dir`. Fails when there is no valid identity to serve.
+    ///
+    /// Revocation is checked as `options.revocation` says. A `crl.pem` that is missing or
+    /// unusable does not fail the load: the identity is served, every peer is refused until a
+    /// usable `crl.pem` arrives (the watch picks it up), and the refusal is logged and counted
+    /// ([`ReloadingIdentity::refused_crl_reloads`]).
     pub fn load(dir: impl AsRef<Path>, options: ReloadOptions) -> Result<Self, ReloadError> {
         let dir = dir.as_ref().to_owned();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let snapshot = snapshot::read_snapshot(&dir)?;
-        let serving = serving_identity(&snapshot, &provider)?;
+        let now = OffsetDateTime::now_utc();
+        let validated = validate_snapshot(&snapshot, now, &provider)?;
+        let mut crl = CrlState::new(&options.revocation, &dir);
+        let refresh = crl.refresh(&snapshot.bundle_pem, true, now);
+        let serving = ServingIdentity::build(validated, crl.revocation(), &provider)
+            .map_err(|e| ReloadError::Tls(e.to_string()))?;
         tracing::info!(dir = %dir.display(), serial = %serving.info.serial_hex,
-            not_after = %crate::timestamp::rfc3339(serving.info.not_after), "identity loaded");
-        let expiry = Gauge::default();
-        expiry.set(serving.info.not_after.unix_timestamp());
-        Ok(ReloadingIdentity {
+            not_after = %crate::timestamp::rfc3339(serving.info.not_after),
+            revocation = ?serving.revocation, "identity loaded");
+        let counters = Counters::default();
+        counters.expiry.set(serving.info.not_after.unix_timestamp());
+        set_crl_gauge(&counters, &serving.revocation);
+        let identity = ReloadingIdentity {
             shared: Arc::new(Shared {
                 dir,
                 options,
@@ -100,18 +119,22 @@ impl ReloadingIdentity {
                 current: Arc::new(ArcSwap::from_pointee(serving)),
                 state: Mutex::new(ReloadState {
                     digest: snapshot.digest,
+                    bundle_pem: snapshot.bundle_pem,
                     last_refused: None,
+                    crl,
                 }),
-                reloads: Counter::default(),
-                refused: Counter::default(),
-                expiry,
+                counters,
                 callbacks: Mutex::new(Vec::new()),
             }),
-        })
+        };
+        if let Some((error, _)) = refresh.refused {
+            identity.refused_crl(&error);
+        }
+        Ok(identity)
     }
 
     /// A server config presenting the current identity and requiring client certificates that
-    /// chain to the current trust bundle (mutual TLS).
+    /// chain to the current trust bundle and pass the revocation check (mutual TLS).
     pub fn server_config(&self) -> Result<ServerConfig, ReloadError> {
         self.server_config_with(ClientAuth::Required)
     }
@@ -136,14 +159,15 @@ impl ReloadingIdentity {
         let mut config = builder.with_cert_resolver(Arc::new(IdentityResolver { current }));
         // No session resumption: a resumed session carries the client identity of its first
         // handshake past that identity's rotation (or revocation). Every connection is a full
-        // handshake, verified against the identity and bundle current then.
+        // handshake, verified against the identity, bundle and CRLs current then.
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         config.send_tls13_tickets = 0;
         Ok(config)
     }
 
     /// A client config presenting the current identity and verifying servers against the
-    /// current trust bundle, with the usual host name check against the server's DNS names.
+    /// current trust bundle and revocation check, with the usual host name check against the
+    /// server's DNS names.
     /// Session resumption is off, as in [`ReloadingIdentity::server_config_with`]: every
     /// connection verifies the server's current certificate.
     pub fn client_config(&self) -> Result<ClientConfig, ReloadError> {
@@ -176,37 +200,43 @@ impl ReloadingIdentity {
         lock(&self.shared.callbacks).push(Arc::new(callback));
     }
 
+    /// How peers' revocation is checked now. Health checks can report a service that refuses
+    /// every peer ([`RevocationStatus::refuses_every_peer_at`]).
+    pub fn revocation(&self) -> RevocationStatus {
+        self.shared.current.load().revocation.clone()
+    }
+
     /// How many times a new identity was swapped in.
     pub fn reloads(&self) -> u64 {
-        self.shared.reloads.get()
+        self.shared.counters.reloads.get()
     }
 
     /// How many distinct updates were refused (unreadable or invalid) while the previous
-    /// identity was kept.
+    /// identity was kept. Refused `crl.pem` files are counted apart:
+    /// [`ReloadingIdentity::refused_crl_reloads`].
     pub fn refused_reloads(&self) -> u64 {
-        self.shared.refused.get()
+        self.shared.counters.refused.get()
+    }
+
+    /// How many times a new `crl.pem` was accepted after the load.
+    pub fn crl_reloads(&self) -> u64 {
+        self.shared.counters.crl_reloads.get()
+    }
+
+    /// How many distinct `crl.pem` contents were refused (missing, unreadable, unparsable, not
+    /// issued by a CA of the bundle, stale), the one found at load included.
+    pub fn refused_crl_reloads(&self) -> u64 {
+        self.shared.counters.crl_refused.get()
     }
 
     #[cfg(feature = "metrics")]
-    /// Registers this identity's metrics in a Prometheus registry (prometheus-client):
-    /// `identity_reloads_total`, `identity_reloads_refused_total` and
-    /// `identity_expiry_timestamp_seconds`, under the registry's prefix.
+    /// Registers this identity's metrics in a Prometheus registry (prometheus-client), under
+    /// the registry's prefix: `identity_reloads_total`, `identity_reloads_refused_total`,
+    /// `identity_expiry_timestamp_seconds`, `identity_crl_reloads_total`,
+    /// `identity_crl_reloads_refused_total` and `identity_crl_next_update_timestamp_seconds`
+    /// (alert when it is near, or 0 while revocation is checked).
     pub fn register_metrics(&self, registry: &mut Registry) {
-        registry.register(
-            "identity_reloads",
-            "New identities swapped in from the identity directory",
-            self.shared.reloads.clone(),
-        );
-        registry.register(
-            "identity_reloads_refused",
-            "Identity updates refused (unreadable, key not matching, not chaining, expired); the previous identity was kept",
-            self.shared.refused.clone(),
-        );
-        registry.register(
-            "identity_expiry_timestamp_seconds",
-            "notAfter of the identity being served",
-            self.shared.expiry.clone(),
-        );
+        self.shared.counters.register(registry);
     }
 
     /// The directory being served from.
@@ -219,60 +249,154 @@ impl ReloadingIdentity {
         &self.shared.options
     }
 
-    /// Starts watching the directory on the current tokio runtime (events and polling). The
-    /// watch stops when the handle is dropped. Panics outside a tokio runtime.
+    /// Starts watching the identity directory, and the directory of `crl.pem` when it is
+    /// another one, on the current tokio runtime (events and polling); a change in either
+    /// reloads both. The watch stops when the handle is dropped. Panics outside a tokio runtime.
     pub fn spawn_watch(&self) -> WatchHandle {
+        let mut dirs = vec![self.shared.dir.clone()];
+        if let Some(crl_dir) = self.options().revocation.crl_dir(self.dir())
+            && crl_dir != self.dir()
+        {
+            dirs.push(crl_dir.to_owned());
+        }
         let identity = self.clone();
         // Outcomes and refusals are logged and counted by `reload_now`.
         let reload = move || {
             let _ = identity.reload_now();
         };
-        watch::spawn(self.dir(), self.options(), Arc::new(reload))
+        watch::spawn(&dirs, self.options(), Arc::new(reload))
     }
 
-    /// Reads the directory now and swaps to its identity if it changed and is valid. Blocking
-    /// (file reads): call it from `spawn_blocking` in async code.
+    /// Reads the directory (and `crl.pem`) now, and swaps to what changed and is valid.
+    /// Blocking (file reads): call it from `spawn_blocking` in async code.
+    ///
+    /// Identity and CRLs are taken or refused apart: a valid new identity is swapped in even if
+    /// `crl.pem` is refused, and the other way round. The result is an error when anything was
+    /// refused (the identity's refusal first).
     pub fn reload_now(&self) -> Result<ReloadOutcome, ReloadError> {
-        let mut state = lock(&self.shared.state);
-        let snapshot = match snapshot::read_snapshot(&self.shared.dir) {
-            Ok(snapshot) => snapshot,
-            Err(error) => {
-                let key = error.to_string();
-                return Err(self.refuse(&mut state, key, error.into()));
-            }
+        let mut guard = lock(&self.shared.state);
+        let state = &mut *guard;
+        let now = OffsetDateTime::now_utc();
+        let (validated, mut error) = match self.new_identity(state, now) {
+            Ok(found) => (found, None),
+            Err(error) => (None, Some(error)),
         };
-        if snapshot.digest == state.digest {
-            state.last_refused = None;
-            return Ok(ReloadOutcome::Unchanged);
-        }
-        let serving = match serving_identity(&snapshot, &self.shared.provider) {
-            Ok(serving) => serving,
-            Err(error) => {
-                let key = hex::encode(snapshot.digest);
-                return Err(self.refuse(&mut state, key, error));
+        let bundle_pem = validated
+            .as_ref()
+            .map_or(&state.bundle_pem, |(_, snapshot)| &snapshot.bundle_pem);
+        let crl = state.crl.refresh(bundle_pem, validated.is_some(), now);
+        if let Some((crl_error, new)) = crl.refused {
+            if new {
+                self.refused_crl(&crl_error);
             }
+            error.get_or_insert(crl_error.into());
+        }
+        let Some((serving, snapshot)) =
+            self.next_serving(state, validated, crl.changed, &mut error)
+        else {
+            return error.map_or(Ok(ReloadOutcome::Unchanged), Err);
         };
         let info = serving.info.clone();
+        let revocation = serving.revocation.clone();
         self.shared.current.store(Arc::new(serving));
+        set_crl_gauge(&self.shared.counters, &revocation);
+        if crl.accepted {
+            self.shared.counters.crl_reloads.inc();
+            tracing::info!(dir = ?state.crl.dir(), ?revocation, "crl.pem reloaded");
+        }
+        let Some(snapshot) = snapshot else {
+            drop(guard);
+            return match error {
+                Some(error) => Err(error),
+                None => Ok(ReloadOutcome::CrlSwapped(revocation)),
+            };
+        };
         state.digest = snapshot.digest;
+        state.bundle_pem = snapshot.bundle_pem;
         state.last_refused = None;
-        drop(state);
-        self.shared.reloads.inc();
-        self.shared.expiry.set(info.not_after.unix_timestamp());
+        drop(guard);
+        self.shared.counters.reloads.inc();
+        self.shared
+            .counters
+            .expiry
+            .set(info.not_after.unix_timestamp());
         tracing::info!(dir = %self.shared.dir.display(), serial = %info.serial_hex,
             not_after = %crate::timestamp::rfc3339(info.not_after), "identity reloaded");
         let callbacks = lock(&self.shared.callbacks).clone();
         for callback in callbacks {
             callback(&info);
         }
-        Ok(ReloadOutcome::Swapped(info))
+        match error {
+            Some(error) => Err(error),
+            None => Ok(ReloadOutcome::Swapped(info)),
+        }
+    }
+
+    /// What to serve next: the new identity (with its snapshot), else the current one with
+    /// verifiers rebuilt when the CRLs changed; `None` when nothing is to change. A failure is
+    /// put in `error` (an identity's refusal before anything else).
+    fn next_serving(
+        &self,
+        state: &mut ReloadState,
+        validated: Option<(ValidatedIdentity, snapshot::Snapshot)>,
+        crl_changed: bool,
+        error: &mut Option<ReloadError>,
+    ) -> Option<(ServingIdentity, Option<snapshot::Snapshot>)> {
+        let provider = &self.shared.provider;
+        if let Some((validated, snapshot)) = validated {
+            match ServingIdentity::build(validated, state.crl.revocation(), provider) {
+                Ok(serving) => return Some((serving, Some(snapshot))),
+                Err(e) => {
+                    let key = hex::encode(snapshot.digest);
+                    *error = Some(self.refuse(state, key, ReloadError::Tls(e.to_string())));
+                }
+            }
+        }
+        if !crl_changed {
+            return None;
+        }
+        let current = self.shared.current.load();
+        match current.with_revocation(state.crl.revocation(), provider) {
+            Ok(serving) => Some((serving, None)),
+            Err(e) => {
+                error.get_or_insert(ReloadError::Tls(e.to_string()));
+                None
+            }
+        }
+    }
+
+    /// Reads the identity directory: `Some` when it holds a new valid identity, `None` when it
+    /// is the one served. Refusals are logged and counted.
+    fn new_identity(
+        &self,
+        state: &mut ReloadState,
+        now: OffsetDateTime,
+    ) -> Result<Option<(ValidatedIdentity, snapshot::Snapshot)>, ReloadError> {
+        let snapshot = match snapshot::read_snapshot(&self.shared.dir) {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                let key = error.to_string();
+                return Err(self.refuse(state, key, error.into()));
+            }
+        };
+        if snapshot.digest == state.digest {
+            state.last_refused = None;
+            return Ok(None);
+        }
+        match validate_snapshot(&snapshot, now, &self.shared.provider) {
+            Ok(validated) => Ok(Some((validated, snapshot))),
+            Err(error) => {
+                let key = hex::encode(snapshot.digest);
+                Err(self.refuse(state, key, error))
+            }
+        }
     }
 
     /// Keeps the current identity, and logs and counts the refusal unless it is the same one as
     /// last time.
     fn refuse(&self, state: &mut ReloadState, key: String, error: ReloadError) -> ReloadError {
         if state.last_refused.as_ref() != Some(&key) {
-            self.shared.refused.inc();
+            self.shared.counters.refused.inc();
             tracing::warn!(dir = %self.shared.dir.display(), %error,
                 serial = %self.shared.current.load().info.serial_hex,
                 "identity update refused, keeping the current identity");
@@ -280,21 +404,47 @@ impl ReloadingIdentity {
         }
         error
     }
+
+    /// Logs and counts a refused `crl.pem` (once per distinct refusal).
+    fn refused_crl(&self, error: &InvalidCrl) {
+        self.shared.counters.crl_refused.inc();
+        let revocation = self.revocation();
+        match revocation {
+            RevocationStatus::Checking { next_update, .. } => {
+                tracing::warn!(dir = %self.shared.dir.display(), %error,
+                    next_update = %crate::timestamp::rfc3339(next_update),
+                    "crl.pem refused, keeping the current CRLs until their nextUpdate");
+            }
+            _ => {
+                tracing::warn!(dir = %self.shared.dir.display(), %error,
+                    "crl.pem refused: no usable CRL, every peer certificate is refused");
+            }
+        }
+    }
 }
 
-/// Validates a snapshot now and builds what handshakes need from it.
-fn serving_identity(
+/// Validates a snapshot at `now`.
+fn validate_snapshot(
     snapshot: &snapshot::Snapshot,
+    now: OffsetDateTime,
     provider: &Arc<CryptoProvider>,
-) -> Result<ServingIdentity, ReloadError> {
-    let validated = validate::validate_identity(
+) -> Result<ValidatedIdentity, ReloadError> {
+    Ok(validate::validate_identity(
         &snapshot.cert_pem,
         &snapshot.key_pem,
         &snapshot.bundle_pem,
-        OffsetDateTime::now_utc(),
+        now,
         provider,
-    )?;
-    ServingIdentity::build(validated, provider).map_err(|e| ReloadError::Tls(e.to_string()))
+    )?)
+}
+
+/// Sets the CRL gauge to the nextUpdate of the CRLs in use, 0 when none is.
+fn set_crl_gauge(counters: &Counters, revocation: &RevocationStatus) {
+    let next_update = match revocation {
+        RevocationStatus::Checking { next_update, .. } => next_update.unix_timestamp(),
+        _ => 0,
+    };
+    counters.crl_next_update.set(next_update);
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,6 +1,6 @@
 //! The rustls side of a reloading identity: a certificate resolver and trust verifiers that read
 //! the current identity from an `ArcSwap` at every handshake, so configs built once keep working
-//! and new handshakes use whatever was swapped in last.
+//! and new handshakes use whatever was swapped in last (certificate, trust roots and CRLs).
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,46 +14,104 @@ use rustls::crypto::{
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore,
+    SignatureScheme,
+};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
+use super::revocation::{PeerRevocation, RevocationStatus};
 use super::validate::{IdentityInfo, ValidatedIdentity};
 
-/// Everything a handshake needs from the current identity: swapped as one unit.
+/// Everything a handshake needs from the current identity and CRLs: swapped as one unit.
 pub struct ServingIdentity {
     pub certified_key: Arc<CertifiedKey>,
-    server_verifier: Arc<WebPkiServerVerifier>,
-    client_verifier: Arc<dyn ClientCertVerifier>,
     pub info: IdentityInfo,
+    /// How the verifiers below check peers' revocation.
+    pub revocation: RevocationStatus,
+    roots: Arc<RootCertStore>,
+    peers: PeerVerifiers,
+}
+
+/// How peers are verified: WebPKI against the bundle (and CRLs), or not at all because
+/// revocation must be checked and cannot be.
+enum PeerVerifiers {
+    WebPki {
+        server: Arc<WebPkiServerVerifier>,
+        client: Arc<dyn ClientCertVerifier>,
+    },
+    RefuseAll,
 }
 
 impl fmt::Debug for ServingIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServingIdentity")
             .field("info", &self.info)
+            .field("revocation", &self.revocation)
             .finish_non_exhaustive()
     }
 }
 
 impl ServingIdentity {
-    /// Builds the verifiers for a validated identity's trust bundle.
+    /// Builds the verifiers for a validated identity's trust bundle, checking peers' revocation
+    /// as `revocation` says: with CRLs, only the end entity is checked (chains are leaf to
+    /// root), a peer whose issuer has no CRL is refused, and so is every peer once a CRL is past
+    /// its nextUpdate.
     pub fn build(
         identity: ValidatedIdentity,
+        revocation: &PeerRevocation,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Self, rustls::server::VerifierBuilderError> {
-        let server_verifier =
-            WebPkiServerVerifier::builder_with_provider(identity.roots.clone(), provider.clone())
-                .build()?;
-        let client_verifier =
-            WebPkiClientVerifier::builder_with_provider(identity.roots, provider.clone())
-                .build()?;
+        let roots = identity.roots;
+        let server = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone());
+        let client = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
+        let peers = match revocation {
+            PeerRevocation::NotChecked => PeerVerifiers::WebPki {
+                server: server.build()?,
+                client: client.build()?,
+            },
+            // `Crls` always holds at least one CRL: rustls checks nothing with none.
+            PeerRevocation::Crls(crls) if !crls.ders.is_empty() => PeerVerifiers::WebPki {
+                server: server
+                    .with_crls(crls.ders.iter().cloned())
+                    .only_check_end_entity_revocation()
+                    .enforce_revocation_expiration()
+                    .build()?,
+                client: client
+                    .with_crls(crls.ders.iter().cloned())
+                    .only_check_end_entity_revocation()
+                    .enforce_revocation_expiration()
+                    .build()?,
+            },
+            PeerRevocation::Crls(_) | PeerRevocation::Unavailable(_) => PeerVerifiers::RefuseAll,
+        };
         Ok(ServingIdentity {
             certified_key: identity.certified_key,
-            server_verifier,
-            client_verifier,
             info: identity.info,
+            revocation: revocation.status(),
+            roots,
+            peers,
         })
     }
+
+    /// The same identity with verifiers checking revocation as `revocation` says.
+    pub fn with_revocation(
+        &self,
+        revocation: &PeerRevocation,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Self, rustls::server::VerifierBuilderError> {
+        let identity = ValidatedIdentity {
+            certified_key: self.certified_key.clone(),
+            roots: self.roots.clone(),
+            info: self.info.clone(),
+        };
+        Self::build(identity, revocation, provider)
+    }
+}
+
+/// What a peer gets when revocation must be checked and cannot be.
+fn revocation_unavailable() -> Error {
+    Error::InvalidCertificate(CertificateError::UnknownRevocationStatus)
 }
 
 /// The identity currently served, shared by every config built from it.
@@ -85,7 +143,7 @@ impl ResolvesClientCert for IdentityResolver {
     }
 }
 
-/// Verifies servers against the current trust bundle (WebPKI, with host name checks).
+/// Verifies servers against the current trust bundle and CRLs (WebPKI, with host name checks).
 #[derive(Debug)]
 pub struct ReloadingServerVerifier {
     pub current: CurrentIdentity,
@@ -102,13 +160,16 @@ impl ServerCertVerifier for ReloadingServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        self.current.load().server_verifier.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        )
+        match &self.current.load().peers {
+            PeerVerifiers::WebPki { server, .. } => server.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ),
+            PeerVerifiers::RefuseAll => Err(revocation_unavailable()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -134,8 +195,8 @@ impl ServerCertVerifier for ReloadingServerVerifier {
     }
 }
 
-/// Verifies clients against the current trust bundle (WebPKI). Sends no CA hints: the bundle
-/// can change under a live config.
+/// Verifies clients against the current trust bundle and CRLs (WebPKI). Sends no CA hints: the
+/// bundle can change under a live config.
 #[derive(Debug)]
 pub struct ReloadingClientVerifier {
     pub current: CurrentIdentity,
@@ -164,10 +225,12 @@ impl ClientCertVerifier for ReloadingClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        self.current
-            .load()
-            .client_verifier
-            .verify_client_cert(end_entity, intermediates, now)
+        match &self.current.load().peers {
+            PeerVerifiers::WebPki { client, .. } => {
+                client.verify_client_cert(end_entity, intermediates, now)
+            }
+            PeerVerifiers::RefuseAll => Err(revocation_unavailable()),
+        }
     }
 
     fn verify_tls12_signature(

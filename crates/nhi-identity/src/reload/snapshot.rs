@@ -1,5 +1,6 @@
 //! Reads an identity directory as one consistent snapshot: key, chain and bundle from the same
-//! kubelet generation (through the resolved `..data` link), retried once if the link moved.
+//! kubelet generation (through the resolved `..data` link), retried once if the link moved; and
+//! a trust directory's `crl.pem` the same way.
 
 use std::fmt;
 use std::io;
@@ -44,17 +45,68 @@ pub enum SnapshotError {
     Unsettled(PathBuf),
 }
 
+/// `crl.pem` of a trust directory, as read at one moment.
+pub struct CrlFile {
+    /// The path read (through `..data` when there is one).
+    pub path: PathBuf,
+    /// Its contents; `None` when there is no such file.
+    pub pem: Option<Vec<u8>>,
+    /// SHA-256 over the contents (or their absence), to tell whether anything changed.
+    pub digest: [u8; 32],
+}
+
+impl fmt::Debug for CrlFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CrlFile")
+            .field("path", &self.path)
+            .field("present", &self.pem.is_some())
+            .field("digest", &hex::encode(self.digest))
+            .finish()
+    }
+}
+
 /// Reads `dir` as one snapshot. When `dir/..data` is a symlink (a Secret volume), the files are
 /// read from its target, and the read is retried once if the link changed meanwhile.
 pub fn read_snapshot(dir: &Path) -> Result<Snapshot, SnapshotError> {
+    read_generation(dir, read_files)
+}
+
+/// Reads `dir/crl.pem` (a missing file is not an error: `pem` is `None`), through `..data` like
+/// [`read_snapshot`].
+pub fn read_crl_file(dir: &Path) -> Result<CrlFile, SnapshotError> {
+    read_generation(dir, |source| {
+        let path = source.join(crate::reload::crl::CRL_FILE);
+        let pem = read_optional(&path)?;
+        let mut hasher = Sha256::new();
+        match &pem {
+            Some(bytes) => {
+                hasher.update([1]);
+                hasher.update(bytes);
+            }
+            None => hasher.update([0]),
+        }
+        Ok(CrlFile {
+            path,
+            pem,
+            digest: hasher.finalize().into(),
+        })
+    })
+}
+
+/// Reads the generation `dir/..data` points to (or `dir` itself) with `read`, again if the link
+/// moved meanwhile.
+fn read_generation<T>(
+    dir: &Path,
+    read: impl Fn(&Path) -> Result<T, SnapshotError>,
+) -> Result<T, SnapshotError> {
     for _ in 0..2 {
         let before = data_target(dir)?;
         let source = before
             .as_ref()
             .map_or_else(|| dir.to_owned(), |t| dir.join(t));
-        let read = read_files(&source);
+        let result = read(&source);
         if data_target(dir)? == before {
-            return read;
+            return result;
         }
     }
     Err(SnapshotError::Unsettled(dir.to_owned()))
@@ -122,7 +174,7 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, SnapshotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reload::test_layout::{write_generation, write_plain};
+    use crate::reload::test_layout::{write_generation, write_generation_files, write_plain};
 
     #[test]
     fn reads_through_the_data_link_of_a_secret_volume() {
@@ -154,6 +206,22 @@ mod tests {
         let snap = read_snapshot(other.path()).unwrap();
         assert_eq!(snap.cert_pem, b"KEYCHAIN");
         assert_eq!(snap.key_pem, b"KEYCHAIN");
+    }
+
+    #[test]
+    fn reads_crl_pem_through_the_data_link_and_tells_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = read_crl_file(dir.path()).unwrap();
+        assert!(missing.pem.is_none());
+        write_generation_files(dir.path(), 1, &[("crl.pem", "CRL1")]);
+        let first = read_crl_file(dir.path()).unwrap();
+        assert_eq!(first.pem.as_deref(), Some(&b"CRL1"[..]));
+        assert!(first.path.ends_with("..2026_01_01_00_00_01.0001/crl.pem"));
+        assert_ne!(first.digest, missing.digest);
+        write_generation_files(dir.path(), 2, &[("crl.pem", "")]);
+        let empty = read_crl_file(dir.path()).unwrap();
+        assert_eq!(empty.pem.as_deref(), Some(&b""[..]));
+        assert_ne!(empty.digest, missing.digest);
     }
 
     #[test]

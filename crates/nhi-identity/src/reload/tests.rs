@@ -1,41 +1,30 @@
 //! Tests of the reloading identity against real directory layouts: a kubelet Secret volume
 //! (`..data` swap), a `subPath`-style in-place rewrite, refused updates, and live TLS handshakes.
+//! Every identity directory carries a current `crl.pem`, as the default options require.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rustls_pki_types::ServerName;
 use time::OffsetDateTime;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::test_layout::{TestCa, TestLeaf, write_generation, write_plain};
+use super::test_layout::{TestCa, TestLeaf, fresh_crl, publish_identity, write_plain};
+use super::test_tls::{Connection, WAIT, served, start_pair, wait_until};
 use super::*;
 
-fn publish(dir: &Path, n: u32, leaf: &TestLeaf, ca: &TestCa) -> Instant {
-    write_generation(dir, n, &leaf.chain_pem, &leaf.key_pem, &ca.bundle())
+/// Publishes `leaf` with `ca`'s bundle and a current CRL of `ca`.
+pub(super) fn publish(dir: &Path, n: u32, leaf: &TestLeaf, ca: &TestCa) -> Instant {
+    publish_identity(dir, n, leaf, &ca.bundle(), Some(&fresh_crl(ca)))
 }
 
-/// Polls `condition` every 10 ms, failing after `timeout`.
-async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-const WAIT: Duration = Duration::from_secs(10);
-
-fn events_only() -> ReloadOptions {
+pub(super) fn events_only() -> ReloadOptions {
     ReloadOptions {
         // Long enough that only the directory watch can see the updates in these tests.
         poll_interval: Duration::from_secs(3600),
         watch_events: true,
         debounce: Duration::from_millis(20),
+        ..ReloadOptions::default()
     }
 }
 
@@ -76,10 +65,12 @@ async fn subpath_in_place_rewrite_is_caught_by_the_poller() {
     let now = OffsetDateTime::now_utc();
     let first = ca.leaf(now);
     write_plain(dir.path(), &first.chain_pem, &first.key_pem, &ca.bundle());
+    std::fs::write(dir.path().join("crl.pem"), fresh_crl(&ca)).unwrap();
     let options = ReloadOptions {
         poll_interval: Duration::from_millis(100),
         watch_events: false,
         debounce: Duration::from_millis(20),
+        ..ReloadOptions::default()
     };
     let identity = ReloadingIdentity::load(dir.path(), options).unwrap();
     let watch = identity.spawn_watch();
@@ -118,13 +109,11 @@ async fn a_key_that_does_not_match_is_refused_and_the_previous_identity_kept() {
     let _watch = identity.spawn_watch();
 
     let (second, stranger) = (ca.leaf(now), ca.leaf(now));
-    write_generation(
-        dir.path(),
-        2,
-        &second.chain_pem,
-        &stranger.key_pem,
-        &ca.bundle(),
-    );
+    let mismatched = TestLeaf {
+        key_pem: stranger.key_pem.clone(),
+        ..second.clone()
+    };
+    publish(dir.path(), 2, &mismatched, &ca);
     wait_until("the refusal", WAIT, || identity.refused_reloads() == 1).await;
     assert_eq!(identity.current().serial_hex, first.info.serial_hex);
     // Looking again at the same bad files refuses them without counting them twice.
@@ -195,87 +184,6 @@ fn expired_and_foreign_leaves_are_refused() {
     ));
 }
 
-/// Serves mutual TLS: answers every line with the serial of the client's certificate.
-async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor) {
-    loop {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let client_serial = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|leaf| serial_of(leaf.as_ref()))
-                .unwrap_or_default();
-            let (read, mut write) = tokio::io::split(tls);
-            let mut lines = BufReader::new(read).lines();
-            while let Ok(Some(_)) = lines.next_line().await {
-                let reply = format!("{client_serial}\n");
-                if write.write_all(reply.as_bytes()).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-}
-
-fn serial_of(der: &[u8]) -> String {
-    let (_, cert) = X509Certificate::from_der(der).unwrap();
-    hex::encode(cert.raw_serial())
-}
-
-/// A connection from the client to the server: the server's serial as seen at the handshake.
-struct Connection {
-    server_serial: String,
-    lines: tokio::io::Lines<
-        BufReader<tokio::io::ReadHalf<tokio_rustls::client::TlsStream<TcpStream>>>,
-    >,
-    write: tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>,
-}
-
-impl Connection {
-    async fn open(connector: &tokio_rustls::TlsConnector, addr: std::net::SocketAddr) -> Self {
-        Self::try_open(connector, addr).await.unwrap()
-    }
-
-    async fn try_open(
-        connector: &tokio_rustls::TlsConnector,
-        addr: std::net::SocketAddr,
-    ) -> std::io::Result<Self> {
-        let tcp = TcpStream::connect(addr).await?;
-        let name = ServerName::try_from("localhost").unwrap();
-        let tls = connector.connect(name, tcp).await?;
-        let server_serial = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map(|leaf| serial_of(leaf.as_ref()))
-            .unwrap();
-        let (read, write) = tokio::io::split(tls);
-        Ok(Connection {
-            server_serial,
-            lines: BufReader::new(read).lines(),
-            write,
-        })
-    }
-
-    /// Sends a request and returns the client serial the server saw.
-    async fn request(&mut self) -> String {
-        self.try_request().await.unwrap().unwrap()
-    }
-
-    /// Sends a request; `None` when the server closed the connection.
-    async fn try_request(&mut self) -> std::io::Result<Option<String>> {
-        self.write.write_all(b"ping\n").await?;
-        self.lines.next_line().await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_handshakes_use_the_swapped_identity_while_live_connections_continue() {
     let ca = TestCa::new();
@@ -288,11 +196,7 @@ async fn new_handshakes_use_the_swapped_identity_while_live_connections_continue
     let client = ReloadingIdentity::load(client_dir.path(), events_only()).unwrap();
     let _watches = (server.spawn_watch(), client.spawn_watch());
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server.server_config().unwrap()));
-    let server_task = tokio::spawn(serve(listener, acceptor));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client.client_config().unwrap()));
+    let (addr, connector, server_task) = start_pair(&server, &client).await;
 
     let mut live = Connection::open(&connector, addr).await;
     assert_eq!(live.server_serial, server_first.info.serial_hex);
@@ -342,47 +246,33 @@ async fn trust_roots_swap_in_place_under_a_live_server_config() {
     let both = format!("{}{}", old_ca.bundle(), new_ca.bundle());
     let now = OffsetDateTime::now_utc();
     let (server_dir, client_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // `crl.pem` of a CA rotation: one CRL per CA (a server trusting only the old root sets
+    // the new one's aside).
+    let crls = format!("{}{}", fresh_crl(&old_ca), fresh_crl(&new_ca));
     let server_leaf = old_ca.leaf(now);
-    let server_write = |n, bundle: &str| {
-        write_generation(
-            server_dir.path(),
-            n,
-            &server_leaf.chain_pem,
-            &server_leaf.key_pem,
-            bundle,
-        )
-    };
+    let server_write =
+        |n, bundle: &str| publish_identity(server_dir.path(), n, &server_leaf, bundle, Some(&crls));
     server_write(1, &old_ca.bundle());
     // A client already signed by the new CA, trusting both.
     let client_leaf = new_ca.leaf(now);
-    write_generation(
-        client_dir.path(),
-        1,
-        &client_leaf.chain_pem,
-        &client_leaf.key_pem,
-        &both,
-    );
+    publish_identity(client_dir.path(), 1, &client_leaf, &both, Some(&crls));
     let server = ReloadingIdentity::load(server_dir.path(), events_only()).unwrap();
     let client = ReloadingIdentity::load(client_dir.path(), events_only()).unwrap();
     let _watch = server.spawn_watch();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server.server_config().unwrap()));
-    let server_task = tokio::spawn(serve(listener, acceptor));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client.client_config().unwrap()));
+    let (addr, connector, server_task) = start_pair(&server, &client).await;
 
     // The server does not trust the new CA yet: the client is refused.
-    let refused = match Connection::try_open(&connector, addr).await {
-        Ok(mut connection) => !matches!(connection.try_request().await, Ok(Some(_))),
-        Err(_) => true,
-    };
-    assert!(refused, "a client of an untrusted CA was served");
+    assert!(
+        !served(&connector, addr).await,
+        "a client of an untrusted CA was served"
+    );
 
     // The bundle gains the new root: the same config now accepts the client.
     server_write(2, &both);
     wait_until("the new bundle", WAIT, || server.reloads() == 1).await;
     let mut connection = Connection::open(&connector, addr).await;
     assert_eq!(connection.request().await, client_leaf.info.serial_hex);
+    assert_eq!(server.refused_crl_reloads(), 0);
     server_task.abort();
 }
 

@@ -1,8 +1,8 @@
-//! Change detection for an identity directory: an inotify watch on the directory itself (which
-//! sees kubelet's `..data` swap and survives it), debounced, plus a polling fallback that catches
-//! what events miss (`subPath` mounts, network filesystems).
+//! Change detection for an identity directory (and the directory of its `crl.pem`): an inotify
+//! watch on each directory itself (which sees kubelet's `..data` swap and survives it), debounced,
+//! plus a polling fallback that catches what events miss (`subPath` mounts, network filesystems).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +29,8 @@ pub struct WatchHandle {
 }
 
 impl WatchHandle {
-    /// Whether filesystem events are watched (otherwise only the poller runs).
+    /// Whether filesystem events are watched in every directory (otherwise the poller alone
+    /// sees changes in some or all of them).
     pub fn watching_events(&self) -> bool {
         self.watching_events
     }
@@ -44,23 +45,15 @@ impl Drop for WatchHandle {
     }
 }
 
-/// Starts watching `dir` on the current tokio runtime, calling `reload` after each change.
-pub(super) fn spawn(dir: &Path, options: &ReloadOptions, reload: Reload) -> WatchHandle {
+/// Starts watching `dirs` on the current tokio runtime, calling `reload` after a change in any.
+pub(super) fn spawn(dirs: &[PathBuf], options: &ReloadOptions, reload: Reload) -> WatchHandle {
     let options = options.clone();
     let (tx, rx) = unbounded_channel();
-    let watcher = if options.watch_events {
-        match directory_watcher(dir, tx) {
-            Ok(watcher) => Some(watcher),
-            Err(error) => {
-                tracing::warn!(dir = %dir.display(), %error,
-                    "cannot watch the identity directory, polling only");
-                None
-            }
-        }
+    let (watcher, watching_events) = if options.watch_events {
+        directories_watcher(dirs, tx)
     } else {
-        None
+        (None, false)
     };
-    let watching_events = watcher.is_some();
     let task = tokio::spawn(run(options, reload, rx, watcher));
     WatchHandle {
         task,
@@ -68,10 +61,35 @@ pub(super) fn spawn(dir: &Path, options: &ReloadOptions, reload: Reload) -> Watc
     }
 }
 
-/// Watches `dir` itself, not its files: a watch on a file kubelet replaces would be lost at the
-/// first swap.
-fn directory_watcher(dir: &Path, tx: UnboundedSender<()>) -> notify::Result<RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
+/// A watcher of the directories of `dirs` that can be watched (the poller covers the others),
+/// and whether that is all of them.
+fn directories_watcher(
+    dirs: &[PathBuf],
+    tx: UnboundedSender<()>,
+) -> (Option<RecommendedWatcher>, bool) {
+    let mut watcher = match event_watcher(tx) {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch for filesystem events, polling only");
+            return (None, false);
+        }
+    };
+    let mut watched = 0;
+    for dir in dirs {
+        match watch_directory(&mut watcher, dir) {
+            Ok(()) => watched += 1,
+            Err(error) => tracing::warn!(dir = %dir.display(), %error,
+                "cannot watch the directory, polling it only"),
+        }
+    }
+    match watched {
+        0 => (None, false),
+        n => (Some(watcher), n == dirs.len()),
+    }
+}
+
+fn event_watcher(tx: UnboundedSender<()>) -> notify::Result<RecommendedWatcher> {
+    notify::recommended_watcher(move |event: notify::Result<Event>| {
         let relevant = match event {
             Ok(event) => is_change(&event.kind),
             // An error (for example a queue overflow) may hide a change: look.
@@ -80,9 +98,13 @@ fn directory_watcher(dir: &Path, tx: UnboundedSender<()>) -> notify::Result<Reco
         if relevant {
             let _ = tx.send(());
         }
-    })?;
-    watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    Ok(watcher)
+    })
+}
+
+/// Watches `dir` itself, not its files: a watch on a file kubelet replaces would be lost at the
+/// first swap.
+fn watch_directory(watcher: &mut RecommendedWatcher, dir: &Path) -> notify::Result<()> {
+    watcher.watch(dir, RecursiveMode::NonRecursive)
 }
 
 /// Whether an event can mean new content. Opening and reading (our own reads included) cannot.
