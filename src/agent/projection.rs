@@ -18,9 +18,10 @@ const DATA_TMP: &str = "..data_tmp";
 /// How the files are written.
 #[derive(Clone, Copy, Debug)]
 pub struct Modes {
-    /// Mode of files holding private keys (`tls.key`, `identity.pem`, `kubeconfig`).
+    /// Mode of files that may hold secrets: private keys (`tls.key`, `identity.pem`,
+    /// `kubeconfig`) and any file not known to be public.
     pub key: u32,
-    /// Mode of the other files.
+    /// Mode of the files known to hold only public material (`tls.crt`, `ca.crt`, `crl.pem`).
     pub other: u32,
 }
 
@@ -36,10 +37,11 @@ impl Default for Modes {
 }
 
 impl Modes {
+    /// A file is public only when known to be: a key added to the Secret later is private.
     fn of(&self, name: &str) -> u32 {
         match name {
-            "tls.key" | "identity.pem" | "kubeconfig" => self.key,
-            _ => self.other,
+            "tls.crt" | "ca.crt" | "crl.pem" => self.other,
+            _ => self.key,
         }
     }
 }
@@ -205,6 +207,23 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
             .collect()
+    }
+
+    #[test]
+    fn only_files_known_to_be_public_are_readable_by_everyone() {
+        let modes = Modes::default();
+        for public in ["tls.crt", "ca.crt", "crl.pem"] {
+            assert_eq!(modes.of(public), 0o644, "{public}");
+        }
+        for private in [
+            "tls.key",
+            "identity.pem",
+            "kubeconfig",
+            "token",
+            "password.txt",
+        ] {
+            assert_eq!(modes.of(private), 0o640, "{private}");
+        }
     }
 
     #[test]

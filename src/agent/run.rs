@@ -1,11 +1,12 @@
-//! The agent's loop: watch one Secret, project its identity files, run a hook after each change.
+//! The agent's loop: watch one Secret and the namespace's trust ConfigMap, project the identity
+//! files with the CRL beside them, run a hook after each change.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use time::OffsetDateTime;
@@ -25,6 +26,10 @@ pub struct AgentSettings {
     /// The directory to keep current (a shared emptyDir, for instance).
     #[arg(long, env = "NHI_AGENT_DIR")]
     pub dir: PathBuf,
+    /// The trust ConfigMap whose `crl.pem` is written beside the identity files, for programs
+    /// (the reload library's default) that check peers against it; empty for none.
+    #[arg(long, env = "NHI_AGENT_TRUST_CONFIGMAP", default_value = "nhi-trust")]
+    pub trust_configmap: String,
     /// A command run (with `sh -c`) after each change, e.g. to tell a process to reload.
     #[arg(long, env = "NHI_AGENT_EXEC")]
     pub exec: Option<String>,
@@ -98,11 +103,42 @@ pub fn identity_files(secret: &Secret) -> Option<BTreeMap<String, Vec<u8>>> {
     Some(data.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect())
 }
 
+/// How long the first projection waits for the trust ConfigMap.
+const TRUST_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The CRL file written beside the identity files.
+pub const CRL_FILE: &str = "crl.pem";
+
+/// The identity files with the CRL beside them, when there is one.
+pub fn with_crl(
+    mut files: BTreeMap<String, Vec<u8>>,
+    crl: Option<&Vec<u8>>,
+) -> BTreeMap<String, Vec<u8>> {
+    if let Some(crl) = crl {
+        files.insert(CRL_FILE.to_string(), crl.clone());
+    }
+    files
+}
+
+/// The CRL a trust ConfigMap holds.
+fn crl_of(cm: &ConfigMap) -> Option<Vec<u8>> {
+    let crl = cm.data.as_ref()?.get(CRL_FILE)?;
+    (!crl.trim().is_empty()).then(|| crl.clone().into_bytes())
+}
+
+/// A change the agent reacts to.
+enum Change {
+    Secret(Result<Secret, watcher::Error>),
+    Trust(Result<ConfigMap, watcher::Error>),
+}
+
 /// Runs the agent until the watch ends (SIGTERM ends the process).
 pub async fn run(settings: AgentSettings) -> Result<(), AgentError> {
     let config = kube::Config::infer().await?;
     let client = Client::try_from(config)?;
-    let api: Api<Secret> = Api::namespaced(client, &settings.namespace);
+    let api: Api<Secret> = Api::namespaced(client.clone(), &settings.namespace);
+    let trust: Api<ConfigMap> = Api::namespaced(client, &settings.namespace);
+    let trust_name = settings.trust_configmap.clone();
     let name = format!("{}/{}", settings.namespace, settings.secret);
     if let Some(pid) = settings.signal_pid {
         if signal_number(&settings.signal).is_none() {
@@ -117,33 +153,89 @@ pub async fn run(settings: AgentSettings) -> Result<(), AgentError> {
     if settings.once {
         let secret = api.get(&settings.secret).await?;
         let files = identity_files(&secret).ok_or_else(|| AgentError::NotIssued(name.clone()))?;
-        write(&settings, &files, true).await?;
+        let crl = match trust_name.is_empty() {
+            true => None,
+            false => match trust.get_opt(&trust_name).await {
+                Ok(cm) => cm.as_ref().and_then(crl_of),
+                Err(e) => {
+                    warn!(error = %e, configmap = %trust_name, "cannot read the trust ConfigMap; writing no crl.pem");
+                    None
+                }
+            },
+        };
+        write(&settings, &with_crl(files, crl.as_ref()), true).await?;
         return Ok(());
     }
-    // Only this Secret: the agent's RBAC can be get/list/watch on that one name.
-    let cfg = watcher::Config::default().fields(&format!("metadata.name={}", settings.secret));
-    let mut events = watcher(api, cfg)
+    // Only this Secret and this ConfigMap: the agent's RBAC can be get/list/watch on those names.
+    let by_name = |n: &str| watcher::Config::default().fields(&format!("metadata.name={n}"));
+    let secrets = watcher(api, by_name(&settings.secret))
         .default_backoff()
         .applied_objects()
+        .map(Change::Secret)
         .boxed();
+    let trust_changes = match trust_name.is_empty() {
+        true => futures::stream::pending().boxed(),
+        false => watcher(trust, by_name(&trust_name))
+            .default_backoff()
+            .applied_objects()
+            .map(Change::Trust)
+            .boxed(),
+    };
+    let mut events = futures::stream::select(secrets, trust_changes);
     info!(secret = %name, dir = %settings.dir.display(), "keeping the identity directory current");
     // The hook runs after the first projection too: a restart may follow a write whose hook
     // never ran.
     let mut first = true;
-    while let Some(ev) = events.next().await {
-        match ev {
-            Ok(secret) => match identity_files(&secret) {
-                Some(files) => {
-                    let always = std::mem::take(&mut first);
-                    if let Err(e) = write(&settings, &files, always).await {
-                        warn!(error = %e, "cannot update the identity directory; keeping the current one");
-                    }
-                }
+    let mut identity: Option<BTreeMap<String, Vec<u8>>> = None;
+    let mut crl: Option<Vec<u8>> = None;
+    // The first projection waits a moment for the trust ConfigMap, so that a program never
+    // starts on an identity without its CRL (the reload library would refuse every peer).
+    let mut trust_seen = trust_name.is_empty();
+    let trust_deadline = tokio::time::Instant::now() + TRUST_WAIT;
+    loop {
+        let waiting = !trust_seen && identity.is_some();
+        let change = tokio::select! {
+            change = events.next() => match change {
+                Some(change) => Some(change),
+                None => break,
+            },
+            _ = tokio::time::sleep_until(trust_deadline), if waiting => {
+                warn!(configmap = %trust_name, "no trust ConfigMap seen yet; writing the identity without crl.pem");
+                trust_seen = true;
+                None
+            }
+        };
+        match change {
+            None => {}
+            Some(Change::Secret(Ok(secret))) => match identity_files(&secret) {
+                Some(files) => identity = Some(files),
                 None => {
-                    warn!(secret = %name, "the Secret holds no certificate and key; keeping the current files")
+                    warn!(secret = %name, "the Secret holds no certificate and key; keeping the current files");
+                    continue;
                 }
             },
-            Err(e) => warn!(error = %e, "watching the identity Secret failed; retrying"),
+            Some(Change::Secret(Err(e))) => {
+                warn!(error = %e, "watching the identity Secret failed; retrying");
+                continue;
+            }
+            Some(Change::Trust(Ok(cm))) => {
+                trust_seen = true;
+                crl = crl_of(&cm);
+            }
+            Some(Change::Trust(Err(e))) => {
+                warn!(error = %e, configmap = %trust_name, "watching the trust ConfigMap failed (may the agent get, list and watch it?); retrying");
+                continue;
+            }
+        }
+        let Some(files) = identity.clone() else {
+            continue;
+        };
+        if !trust_seen {
+            continue;
+        }
+        let always = std::mem::take(&mut first);
+        if let Err(e) = write(&settings, &with_crl(files, crl.as_ref()), always).await {
+            warn!(error = %e, "cannot update the identity directory; keeping the current one");
         }
     }
     Ok(())

@@ -42,6 +42,21 @@ async fn the_agent_keeps_the_directory_current_and_the_reload_library_follows() 
     )
     .await;
     assert_eq!(loaded.current().serial_hex, first);
+    // The namespace's CRL is written beside the identity (the reload library checks peers
+    // against it); only public files are readable by everyone.
+    assert_eq!(loaded.refused_crl_reloads(), 0, "no usable crl.pem");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |f: &str| {
+        std::fs::metadata(identity_dir.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(
+        (mode("crl.pem"), mode("tls.crt"), mode("tls.key")),
+        (0o644, 0o644, 0o640)
+    );
     assert!(
         std::fs::symlink_metadata(identity_dir.join("..data"))
             .unwrap()

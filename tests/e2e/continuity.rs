@@ -123,8 +123,11 @@ async fn no_rotation_breaks_a_handshake_or_a_request() {
     for dir in [&server_dir, &client_dir] {
         wait_for(
             Duration::from_secs(10),
-            "the agent's first projection",
-            || async { ReloadingIdentity::load(dir, ReloadOptions::default()).ok() },
+            "the agent's first projection, with crl.pem",
+            || async {
+                let identity = ReloadingIdentity::load(dir, ReloadOptions::default()).ok()?;
+                (identity.refused_crl_reloads() == 0).then_some(identity)
+            },
         )
         .await;
     }
@@ -407,11 +410,128 @@ fn server_stats(client_dir: &Path, addr: &str) -> Option<Stats> {
 fn corrupt_key(dir: &Path, key_file: &Path) {
     let version = dir.join("..corrupted");
     std::fs::create_dir(&version).unwrap();
-    for name in ["tls.crt", "ca.crt"] {
+    for name in ["tls.crt", "ca.crt", "crl.pem"] {
         std::fs::copy(dir.join(name), version.join(name)).unwrap();
     }
     std::fs::copy(key_file, version.join("tls.key")).unwrap();
     let staged = dir.join("..data_tmp");
     std::os::unix::fs::symlink("..corrupted", &staged).unwrap();
     std::fs::rename(&staged, dir.join("..data")).unwrap();
+}
+
+/// Runs the example's client once against `addr` for a moment: whether every handshake and
+/// request succeeded, and its output.
+fn call_once(client_dir: &Path, addr: &str) -> (bool, String) {
+    let out = Command::new(echo_binary())
+        .args(["call", "--identity-dir"])
+        .arg(client_dir)
+        .args(["--addr", addr, "--server-name", SERVER_NAME])
+        .args(["--duration", "300ms", "--interval", "100ms"])
+        .output()
+        .expect("mtls_echo runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The reload library fails closed on revocation: the agent writes the namespace's CRL beside
+/// the identity, and a server built on the library refuses a client certificate at its first
+/// handshake after the CRL listing it arrives.
+#[tokio::test]
+async fn a_client_revoked_after_the_server_started_is_refused_at_its_next_handshake() {
+    let env = OperatorNamespace::start("revoked-peer", &[]).await;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let api = env.identities();
+    env.create_identity(
+        "echo-server",
+        json!({"owner": {"team": "t"}, "secretName": "echo-server-identity",
+               "certificate": {"dnsNames": [SERVER_NAME]}}),
+    )
+    .await;
+    env.create_identity(
+        "echo-client",
+        json!({"owner": {"team": "t"}, "secretName": "echo-client-identity"}),
+    )
+    .await;
+    wait_ready(&api, "echo-server", Duration::from_secs(10)).await;
+    let revoked = wait_ready(&api, "echo-client", Duration::from_secs(10))
+        .await
+        .status
+        .and_then(|s| s.serial_number)
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the first CRL", || {
+        trust_documents(client, ns)
+    })
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let server_dir = work.path().join("server");
+    let _server_agent = start_agent(ns, "echo-server-identity", &server_dir, &[]);
+    wait_for(
+        Duration::from_secs(10),
+        "the agent's projection with crl.pem",
+        || async { server_dir.join("crl.pem").exists().then_some(()) },
+    )
+    .await;
+    // The client keeps the certificate about to be revoked (a stolen copy, say).
+    let client_dir = work.path().join("client");
+    std::fs::create_dir(&client_dir).unwrap();
+    let secret = env.secrets().get("echo-client-identity").await.unwrap();
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        std::fs::write(client_dir.join(key), secret_text(&secret, key)).unwrap();
+    }
+    std::fs::copy(server_dir.join("crl.pem"), client_dir.join("crl.pem")).unwrap();
+    let addr = free_port().to_string();
+    let server_log = work.path().join("server.log");
+    let _server = start_echo("serve", &server_dir, &addr, &server_log, &[]);
+    wait_for(Duration::from_secs(10), "the server listening", || async {
+        std::fs::read_to_string(&server_log)
+            .ok()?
+            .contains("listening on")
+            .then_some(())
+    })
+    .await;
+    let (ok, out) = call_once(&client_dir, &addr);
+    assert!(ok, "refused before the revocation:\n{out}");
+
+    api.patch(
+        "echo-client",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"nhi.dev/revoke-requested": "e2e-1"}}})),
+    )
+    .await
+    .unwrap();
+    let published = wait_for(
+        Duration::from_secs(10),
+        "the serial in the server's crl.pem",
+        || async {
+            let crl = std::fs::read_to_string(server_dir.join("crl.pem")).ok()?;
+            crl_serials(&crl).contains(&revoked).then(Instant::now)
+        },
+    )
+    .await;
+    let refused = wait_for(
+        Duration::from_secs(5),
+        "the revoked client refused",
+        || async {
+            let (ok, out) = call_once(&client_dir, &addr);
+            (!ok).then_some(out)
+        },
+    )
+    .await;
+    eprintln!(
+        "revoked client refused {:?} after the CRL reached the server's directory:\n{refused}",
+        published.elapsed()
+    );
+    // A client with a current certificate is still served.
+    let fresh_dir = work.path().join("fresh");
+    let _fresh_agent = start_agent(ns, "echo-client-identity", &fresh_dir, &[]);
+    let (ok, out) = wait_for(Duration::from_secs(10), "a fresh client served", || async {
+        let (ok, out) = call_once(&fresh_dir, &addr);
+        ok.then_some((ok, out))
+    })
+    .await;
+    assert!(ok, "{out}");
 }

@@ -39,3 +39,55 @@ pub fn leaf_info(chain_pem: &[u8]) -> Option<CertificateInfo> {
     let (_, leaf) = X509Certificate::from_der(der).ok()?;
     Some(info_of(&leaf, der))
 }
+
+/// The certificate's SPIFFE ID: its one URI subject alternative name, if it has exactly one.
+pub fn spiffe_id_of(cert: &X509Certificate<'_>) -> Option<String> {
+    let san = cert.subject_alternative_name().ok()??;
+    let mut uris = san.value.general_names.iter().filter_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+        _ => None,
+    });
+    match (uris.next(), uris.next()) {
+        (Some(one), None) => Some(one.to_string()),
+        _ => None,
+    }
+}
+
+/// The SPIFFE ID of the leaf (first) certificate of a PEM chain, if it parses and has one.
+pub fn leaf_spiffe_id(chain_pem: &[u8]) -> Option<String> {
+    let chain = pem_certificates(std::str::from_utf8(chain_pem).ok()?).ok()?;
+    let (_, leaf) = X509Certificate::from_der(chain.first()?).ok()?;
+    spiffe_id_of(&leaf)
+}
+
+/// The path of a SPIFFE ID (`/ns/<namespace>/mi/<name>`): what names the identity whatever the
+/// trust domain.
+pub fn spiffe_path(id: &str) -> Option<&str> {
+    let rest = id.strip_prefix("spiffe://")?;
+    rest.find('/').map(|i| &rest[i..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_names_the_identity_whatever_the_trust_domain() {
+        assert_eq!(
+            spiffe_path("spiffe://cluster.local/ns/a/mi/web"),
+            Some("/ns/a/mi/web")
+        );
+        assert_eq!(spiffe_path("spiffe://cluster.local"), None);
+        assert_eq!(spiffe_path("https://x/ns/a"), None);
+    }
+
+    #[test]
+    fn reads_the_spiffe_id_of_a_leaf() {
+        let leaf = crate::test_pki::TestCa::new().leaf(OffsetDateTime::now_utc());
+        assert_eq!(
+            leaf_spiffe_id(leaf.chain_pem.as_bytes()).as_deref(),
+            Some("spiffe://cluster.local/ns/test/mi/api")
+        );
+        assert_eq!(leaf_spiffe_id(b"not pem"), None);
+    }
+}

@@ -7,7 +7,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use super::renewal::plan_renewal;
-use nhi_identity::certificate::{CertificateInfo, info_of};
+use nhi_identity::certificate::{CertificateInfo, info_of, spiffe_id_of, spiffe_path};
 use nhi_identity::pem_chain::pem_certificates;
 
 /// What the identity's Secret currently holds (all optional: the Secret may be partial).
@@ -41,6 +41,8 @@ pub enum ReissueReason {
     RenewalDue,
     /// The certificate was revoked on request.
     Revoked,
+    /// The certificate names another identity (material copied into this identity's Secret).
+    OtherIdentity,
 }
 
 impl ReissueReason {
@@ -55,6 +57,7 @@ impl ReissueReason {
             ReissueReason::InputsChanged => "InputsChanged",
             ReissueReason::RenewalDue => "RenewalDue",
             ReissueReason::Revoked => "Revoked",
+            ReissueReason::OtherIdentity => "OtherIdentity",
         }
     }
 }
@@ -93,6 +96,9 @@ pub struct Expectations<'a> {
     /// DER SubjectPublicKeyInfo of the CA retiring in a rotation (still trusted): its
     /// certificates are re-issued, but stay usable until then.
     pub retiring_ca_public_key_der: Option<&'a [u8]>,
+    /// The SPIFFE ID the certificate must carry (its path names the identity; the trust domain
+    /// may change, which is an input change). None: not checked.
+    pub spiffe_id: Option<&'a str>,
     /// Hash of what the certificate should contain now.
     pub inputs_hash: &'a str,
     /// Fraction of the lifetime at which to renew.
@@ -144,6 +150,14 @@ fn inspect(
     let by_current = signed_by(expect.ca_public_key_der);
     if !by_current && !expect.retiring_ca_public_key_der.is_some_and(signed_by) {
         return Err(ReissueReason::WrongIssuer);
+    }
+    // Signed by the CA is not enough: another identity's certificate and key, copied in with a
+    // matching hash annotation by someone who may write Secrets, is not this identity's.
+    if let Some(expected) = expect.spiffe_id {
+        let found = spiffe_id_of(&leaf);
+        if found.as_deref().and_then(spiffe_path) != spiffe_path(expected) {
+            return Err(ReissueReason::OtherIdentity);
+        }
     }
     let verdict = judge(
         info,
@@ -338,6 +352,7 @@ mod tests {
         Expectations {
             ca_public_key_der: ca.public_key_der(),
             retiring_ca_public_key_der: None,
+            spiffe_id: Some("spiffe://cluster.local/ns/a/mi/b"),
             inputs_hash: "h1",
             renewal_fraction: 2.0 / 3.0,
             identity_key: "a/b",
@@ -402,6 +417,21 @@ mod tests {
             r(material(&i, "h1"), &foreign),
             Some(ReissueReason::WrongIssuer)
         );
+        // Another identity's certificate and key, planted with this identity's hash annotation.
+        let planted = Expectations {
+            spiffe_id: Some("spiffe://cluster.local/ns/a/mi/other"),
+            ..e
+        };
+        assert_eq!(
+            r(material(&i, "h1"), &planted),
+            Some(ReissueReason::OtherIdentity)
+        );
+        // A new trust domain is an input change, not another identity.
+        let renamed_domain = Expectations {
+            spiffe_id: Some("spiffe://example.org/ns/a/mi/b"),
+            ..e
+        };
+        assert_eq!(r(material(&i, "h1"), &renamed_domain), None);
         assert!(matches!(
             assess(&material(&i, "h1"), &foreign),
             Verdict::Reissue {

@@ -19,7 +19,7 @@ use nhi_core::lifecycle::verdict::{Lifecycle, REVIEW_OVERDUE, RetireCause};
 use nhi_core::lifecycle::workload::WorkloadState;
 use nhi_core::revocation::quota::Refusal;
 use nhi_identity::certificate::CertificateInfo;
-use nhi_identity::certificate::leaf_info;
+use nhi_identity::certificate::{leaf_info, leaf_spiffe_id, spiffe_path};
 use nhi_identity::timestamp::rfc3339;
 
 /// How soon a deletion whose revocation failed is tried again.
@@ -43,9 +43,20 @@ fn certificate_held(facts: &Facts) -> Result<Option<CertificateInfo>, RevokeErro
         SecretRead::Read(Some(s))
             if ownership(Some(&s.metadata), &facts.identity) == Ownership::Ours =>
         {
-            Ok(s.data
+            let crt = s.data.as_ref().and_then(|d| d.get(keys::TLS_CRT));
+            // Only a certificate of this identity: revoking one copied in from another identity
+            // would revoke that one.
+            let expected = facts
+                .identity
+                .status
                 .as_ref()
-                .and_then(|d| d.get(keys::TLS_CRT))
+                .and_then(|st| st.spiffe_id.as_deref());
+            let ours = |crt: &[u8]| match expected {
+                Some(id) => leaf_spiffe_id(crt).as_deref().and_then(spiffe_path) == spiffe_path(id),
+                None => true,
+            };
+            Ok(crt
+                .filter(|crt| ours(&crt.0))
                 .and_then(|crt| leaf_info(&crt.0)))
         }
         SecretRead::Read(_) | SecretRead::NotRead => Ok(None),

@@ -269,6 +269,7 @@ pub(super) fn expectations<'a>(
     Expectations {
         ca_public_key_der: facts.ca.public_key_der(),
         retiring_ca_public_key_der: facts.ca.retiring().map(|r| r.public_key_der()),
+        spiffe_id: Some(&resolved.request.spiffe_id),
         inputs_hash: &resolved.inputs_hash,
         renewal_fraction: resolved.renewal_fraction,
         identity_key: &resolved.identity_key,

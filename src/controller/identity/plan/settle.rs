@@ -212,6 +212,7 @@ fn renewal_expectations<'a>(facts: &'a Facts, issuance: &'a Issuance) -> Expecta
     Expectations {
         ca_public_key_der: facts.ca.public_key_der(),
         retiring_ca_public_key_der: None,
+        spiffe_id: None,
         inputs_hash: &issuance.inputs_hash,
         renewal_fraction: issuance.renewal.fraction,
         identity_key: &issuance.renewal.identity_key,

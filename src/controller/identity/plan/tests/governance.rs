@@ -267,3 +267,37 @@ fn a_deletion_whose_revocation_is_not_recorded_waits_and_gives_up_only_with_a_ti
     assert!(has(&gone, |s| matches!(s, Step::RemoveFinalizer)));
     assert_eq!(finish(&gone), Requeue::AwaitChange);
 }
+
+#[test]
+fn a_deletion_never_revokes_another_identitys_certificate_copied_into_the_secret() {
+    let mut f = fresh();
+    deleting(&mut f);
+    with_identity(&mut f, |mi| {
+        if let Some(s) = mi.status.as_mut() {
+            s.spiffe_id = Some("spiffe://cluster.local/ns/pay/mi/api".into());
+        }
+    });
+    f.secret.index_synced = false;
+    // Identity "victim"'s material, planted in this identity's Secret (labels and annotations
+    // copied: it looks like ours).
+    let mut victim = fresh();
+    with_identity(&mut victim, |mi| mi.metadata.name = Some("victim".into()));
+    let mut planted = real_secret(&victim);
+    planted.metadata = real_secret(&f).metadata;
+    let victim_serial =
+        nhi_identity::certificate::leaf_info(&planted.data.as_ref().unwrap()["tls.crt"].0)
+            .unwrap()
+            .serial_hex;
+    f.secret.read = SecretRead::Read(Some(Box::new(planted)));
+    let steps = plan(&f, &settings()).steps;
+    let revoked = reasons_revoked(revokes(&steps)[0]);
+    assert!(
+        !revoked.iter().any(|(s, _)| *s == victim_serial),
+        "{revoked:?}"
+    );
+    assert!(revoked.iter().any(|(s, _)| s == "0a"), "{revoked:?}");
+    // The identity's own certificate in its Secret is revoked.
+    f.secret.read = SecretRead::Read(Some(Box::new(real_secret(&f))));
+    let own = reasons_revoked(revokes(&plan(&f, &settings()).steps)[0]);
+    assert_eq!(own.len(), 2, "{own:?}");
+}
