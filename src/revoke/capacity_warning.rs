@@ -6,8 +6,6 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
 use tracing::warn;
 
-use super::service::RevocationConfig;
-
 /// The fill at which the warning is given.
 pub const WARN_AT: f64 = 0.8;
 
@@ -32,14 +30,15 @@ pub struct CapacityWarning {
 }
 
 impl CapacityWarning {
-    pub fn new(recorder: Recorder, config: &RevocationConfig) -> Self {
+    /// The warning about the record `name` in `namespace`.
+    pub fn new(recorder: Recorder, namespace: &str, name: &str) -> Self {
         CapacityWarning {
             recorder,
             record: ObjectReference {
                 api_version: Some("v1".into()),
                 kind: Some("ConfigMap".into()),
-                namespace: Some(config.namespace.clone()),
-                name: Some(config.record_name.clone()),
+                namespace: Some(namespace.to_string()),
+                name: Some(name.to_string()),
                 ..Default::default()
             },
             warned: false,

@@ -114,7 +114,11 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
     let mut grew = false;
     // Documents signed but held back by `publish_delay`, and when they are published.
     let mut delayed: Option<(tokio::time::Instant, TrustDocuments)> = None;
-    let mut capacity = CapacityWarning::new(deps.recorder.clone(), &config);
+    let mut capacity = CapacityWarning::new(
+        deps.recorder.clone(),
+        &config.namespace,
+        &config.record_name,
+    );
     loop {
         if sign_due || !pending.is_empty() {
             let now = OffsetDateTime::now_utc();

@@ -80,14 +80,4 @@ mod tests {
         assert_eq!(spiffe_path("spiffe://cluster.local"), None);
         assert_eq!(spiffe_path("https://x/ns/a"), None);
     }
-
-    #[test]
-    fn reads_the_spiffe_id_of_a_leaf() {
-        let leaf = crate::test_pki::TestCa::new().leaf(OffsetDateTime::now_utc());
-        assert_eq!(
-            leaf_spiffe_id(leaf.chain_pem.as_bytes()).as_deref(),
-            Some("spiffe://cluster.local/ns/test/mi/api")
-        );
-        assert_eq!(leaf_spiffe_id(b"not pem"), None);
-    }
 }

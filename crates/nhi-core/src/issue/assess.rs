@@ -432,6 +432,10 @@ mod tests {
             ..e
         };
         assert_eq!(r(material(&i, "h1"), &renamed_domain), None);
+        assert_eq!(
+            nhi_identity::certificate::leaf_spiffe_id(i.chain_pem.as_bytes()).as_deref(),
+            Some("spiffe://cluster.local/ns/a/mi/b")
+        );
         assert!(matches!(
             assess(&material(&i, "h1"), &foreign),
             Verdict::Reissue {

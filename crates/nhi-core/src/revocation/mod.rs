@@ -171,7 +171,7 @@ impl RevocationRecord {
     /// Bytes of PEM the entries add to one CRL, at most.
     pub fn crl_bytes(&self) -> usize {
         self.entries()
-            .map(|(serial, _, reason)| crl_size::entry_pem_bytes(serial, reason))
+            .map(|(serial, _, reason)| crl_size::entry_pem_bytes(serial, reason.in_crl()))
             .sum()
     }
 
@@ -376,5 +376,68 @@ mod tests {
         assert_eq!(p.revoked_certs.len(), 2);
         assert_eq!(p.next_update, now + Duration::hours(24));
         assert!(p.this_update < now);
+    }
+}
+
+#[cfg(test)]
+mod crl_size_tests {
+    use super::crl_size::{CRL_BUDGET, entry_pem_bytes};
+    use super::*;
+    use crate::ca::CertificateAuthority;
+    use crate::serial::random_serial;
+    use time::{Duration, OffsetDateTime};
+
+    fn signed_crl_pem(record: &RevocationRecord, now: OffsetDateTime) -> String {
+        let material = CertificateAuthority::generate_root("size", Duration::days(1), now).unwrap();
+        let ca = CertificateAuthority::from_material(&material, now).unwrap();
+        record
+            .crl_params(now, Duration::hours(24))
+            .signed_by(ca.issuer())
+            .unwrap()
+            .pem()
+            .unwrap()
+    }
+
+    fn record_of(n: usize, reason: Reason, now: OffsetDateTime) -> RevocationRecord {
+        let mut r = RevocationRecord::default();
+        let revocations: Vec<Revocation> = (0..n)
+            .map(|i| Revocation {
+                serial_hex: hex::encode(random_serial().as_ref()),
+                not_after: now + Duration::hours(1),
+                reason,
+                identity: format!("ns/id-{i}"),
+            })
+            .collect();
+        r.add(&revocations, now);
+        r
+    }
+
+    #[test]
+    fn the_estimate_bounds_a_real_crl_closely() {
+        let now = OffsetDateTime::now_utc();
+        for reason in [Reason::CessationOfOperation, Reason::KeyCompromise] {
+            let empty = signed_crl_pem(&RevocationRecord::default(), now).len();
+            let record = record_of(2000, reason, now);
+            let real = signed_crl_pem(&record, now).len() - empty;
+            let estimate = record.crl_bytes();
+            assert!(
+                estimate >= real,
+                "{reason:?}: estimate {estimate} below the real {real}"
+            );
+            assert!(
+                estimate * 100 <= real * 103,
+                "{reason:?}: estimate {estimate} more than 3% above the real {real}"
+            );
+        }
+    }
+
+    #[test]
+    fn deleted_identities_take_less_room_than_revocations_with_a_reason() {
+        let serial = hex::encode(random_serial().as_ref());
+        let plain = entry_pem_bytes(&serial, false);
+        let with_reason = entry_pem_bytes(&serial, true);
+        assert!(plain < 50 && with_reason < 70, "{plain} {with_reason}");
+        // The documented capacity: over 20,000 deleted identities' certificates in one CRL.
+        assert!(CRL_BUDGET / plain > 20_000, "{}", CRL_BUDGET / plain);
     }
 }

@@ -87,7 +87,7 @@ impl Usage {
                 .per_namespace
                 .entry(namespace_of(identity).to_string())
                 .or_default() += 1;
-            usage.crl_bytes += entry_pem_bytes(serial, reason);
+            usage.crl_bytes += entry_pem_bytes(serial, reason.in_crl());
         }
         usage
     }
@@ -131,7 +131,7 @@ impl Usage {
         for (serial, r) in &fresh {
             *by_identity.entry(&r.identity).or_default() += 1;
             *by_namespace.entry(namespace_of(&r.identity)).or_default() += 1;
-            bytes += entry_pem_bytes(serial, r.reason);
+            bytes += entry_pem_bytes(serial, r.reason.in_crl());
         }
         for (identity, n) in &by_identity {
             let live = self.per_identity.get(*identity).copied().unwrap_or(0);
@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn the_crl_budget_counts_every_signer_and_refuses_past_it() {
         let record = RevocationRecord::default();
-        let one = entry_pem_bytes(&rev(0, "a/b").serial_hex, Reason::KeyCompromise);
+        let one = entry_pem_bytes(&rev(0, "a/b").serial_hex, Reason::KeyCompromise.in_crl());
         let roomy = Limits {
             per_identity: 1000,
             per_namespace: 1000,
