@@ -156,6 +156,16 @@ kubernetes_access_when_enabled() {
   helm template nhi "$CHART" --set kubernetesAccess.enabled=true | grep -q 'kubernetes.io/kube-apiserver-client'
 }
 check "kubernetesAccess.enabled=true grants approval for the kube-apiserver-client signer only" kubernetes_access_when_enabled
+network_policy_by_default() {
+  helm template nhi "$CHART" --show-only templates/networkpolicy.yaml | grep -q 'port: 8080' &&
+    ! helm template nhi "$CHART" --set networkPolicy.enabled=false | grep -q 'kind: NetworkPolicy'
+}
+check "a NetworkPolicy admits only the listed peers to port 8080 by default (networkPolicy.enabled=false drops it)" network_policy_by_default
+no_per_identity_metrics_by_default() {
+  helm template nhi "$CHART" | grep -A1 'NHI_METRICS_PER_IDENTITY' | grep -q '"false"' &&
+    helm template nhi "$CHART" --set metrics.perIdentity=true | grep -A1 'NHI_METRICS_PER_IDENTITY' | grep -q '"true"'
+}
+check "metrics name no identity unless metrics.perIdentity=true" no_per_identity_metrics_by_default
 
 # ---------------------------------------------------------------------------------------------
 # b. Server-side schema validation of everything we render (dry run, strict field validation)

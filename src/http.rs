@@ -1,26 +1,34 @@
 //! The operator's HTTP endpoints: `/metrics`, `/readyz` (caches synced and CA loaded),
-//! `/livez` (the controller loop is running), and the trust documents `/ca.pem` and `/crl.pem`.
+//! `/livez` (the controller loop is running), and the trust documents `/ca.pem` and `/crl.pem`
+//! (from shared buffers: [`crate::http_trust`]), with a bound on the requests in flight.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tokio::sync::Semaphore;
 
 use crate::health::Health;
+pub use crate::http_trust::PublishedTrust;
+use crate::http_trust::{Served, TrustCache};
 use crate::metrics::Metrics;
 use crate::revoke::Revoker;
-use crate::revoke::trust::{CA_KEY, CRL_KEY, TrustDocuments, trust_field_selector, trust_selector};
+
+/// Requests served at once, at most.
+pub const MAX_IN_FLIGHT: usize = 64;
 
 #[derive(Clone)]
 struct AppState {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
-    revoker: Revoker,
-    published: Option<PublishedTrust>,
+    trust: Arc<TrustCache>,
 }
 
 /// Serves the endpoints on `addr` until the process exits. Returns the bound address.
@@ -31,18 +39,16 @@ pub async fn serve(
     revoker: Revoker,
     published: Option<PublishedTrust>,
 ) -> std::io::Result<SocketAddr> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/ca.pem", get(ca_pem))
-        .route("/crl.pem", get(crl_pem))
-        .route("/readyz", get(readyz))
-        .route("/livez", get(livez))
-        .with_state(AppState {
-            health,
-            metrics,
-            revoker,
-            published,
-        });
+    let state = AppState {
+        health,
+        metrics,
+        trust: Arc::new(TrustCache::new(revoker, published)),
+    };
+    listen(addr, router(state, MAX_IN_FLIGHT)).await
+}
+
+/// Serves `app` on `addr` in the background; returns the bound address.
+async fn listen(addr: SocketAddr, app: Router) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
@@ -53,66 +59,61 @@ pub async fn serve(
     Ok(bound)
 }
 
-/// Where a replica without documents of its own (a standby) reads the published ones: any
-/// `nhi-trust` ConfigMap in the watched scope (they all hold the same documents).
-#[derive(Clone)]
-pub struct PublishedTrust {
-    pub client: kube::Client,
-    pub scope: Option<String>,
+/// The routes, serving at most `in_flight` requests at once.
+fn router(state: AppState, in_flight: usize) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/ca.pem", get(ca_pem))
+        .route("/crl.pem", get(crl_pem))
+        .route("/readyz", get(readyz))
+        .route("/livez", get(livez))
+        .with_state(state)
+        // Only GETs: no request body is read.
+        .layer(DefaultBodyLimit::max(0))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(Semaphore::new(in_flight)),
+            bounded,
+        ))
 }
 
-impl PublishedTrust {
-    async fn read(&self) -> Option<TrustDocuments> {
-        use k8s_openapi::api::core::v1::ConfigMap;
-        let api: kube::Api<ConfigMap> =
-            crate::kube_api::scoped_api(self.client.clone(), self.scope.as_deref());
-        // From the apiserver's watch cache: an unauthenticated endpoint must not cost etcd reads.
-        let lp = kube::api::ListParams::default()
-            .fields(&trust_field_selector())
-            .labels(&trust_selector())
-            .match_any()
-            .limit(1);
-        let cm = api.list(&lp).await.ok()?.items.into_iter().next()?;
-        let data = cm.data?;
-        Some(TrustDocuments {
-            ca_pem: data.get(CA_KEY)?.clone(),
-            crl_pem: data.get(CRL_KEY)?.clone(),
-            crl_number: 0,
-        })
-    }
-}
-
-type Reply = (StatusCode, [(&'static str, &'static str); 1], String);
+type Reply = (StatusCode, [(&'static str, &'static str); 1], Body);
 
 /// A trust document: the leader's own, else the published one, else 503 (nothing published yet).
-async fn trust_document(s: &AppState, pick: impl Fn(&TrustDocuments) -> String) -> Reply {
-    let document = match s.revoker.documents() {
-        Some(d) => Some(pick(&d)),
-        None => match &s.published {
-            Some(p) => p.read().await.map(|d| pick(&d)),
-            None => None,
-        },
-    };
-    match document {
-        Some(document) => (
+async fn trust_document(s: &AppState, pick: impl Fn(Served) -> Bytes) -> Reply {
+    match s.trust.documents().await {
+        Some(served) => (
             StatusCode::OK,
             [("content-type", "application/x-pem-file")],
-            document,
+            Body::from(pick(served)),
         ),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             [("content-type", "text/plain; charset=utf-8")],
-            "no trust documents published yet (the leader is starting)\n".into(),
+            Body::from("no trust documents published yet (the leader is starting)\n"),
         ),
     }
 }
 
 async fn ca_pem(State(s): State<AppState>) -> Reply {
-    trust_document(&s, |d| d.ca_pem.clone()).await
+    trust_document(&s, |d| d.ca).await
 }
 
 async fn crl_pem(State(s): State<AppState>) -> Reply {
-    trust_document(&s, |d| d.crl_pem.clone()).await
+    trust_document(&s, |d| d.crl).await
+}
+
+/// At most [`MAX_IN_FLIGHT`] requests are served at once; more are answered 503 at once
+/// (an unauthenticated endpoint must not let a flood queue up work or memory).
+async fn bounded(State(permits): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    match permits.try_acquire() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "1")],
+            "too many requests in flight\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics_handler(
@@ -192,5 +193,26 @@ mod tests {
                 .await
                 .contains("nhi_reconcile_duration_seconds")
         );
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_bound_are_refused_at_once() {
+        let (revoker, _inbox) = crate::revoke::channel();
+        let state = AppState {
+            health: Arc::new(Health::default()),
+            metrics: Arc::new(Metrics::default()),
+            trust: Arc::new(TrustCache::new(revoker, None)),
+        };
+        // No permit left: every request is over the bound.
+        let addr = listen("127.0.0.1:0".parse().unwrap(), router(state, 0))
+            .await
+            .unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /livez HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.0 503"), "{out}");
+        assert!(out.contains("too many requests in flight"), "{out}");
     }
 }

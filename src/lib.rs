@@ -17,6 +17,7 @@ pub mod ca;
 pub mod controller;
 pub mod health;
 pub mod http;
+pub mod http_trust;
 pub mod kube_api;
 pub mod leader;
 pub mod metrics;

@@ -1,6 +1,9 @@
-//! Prometheus metrics. Labels are bounded: reasons are a fixed set; the per-identity expiry
-//! gauge has one series per live identity and is removed when the identity goes away.
+//! Prometheus metrics. Labels are bounded: reasons are a fixed set. Certificate expiry is
+//! aggregated (how many identities hold a certificate, the earliest notAfter); a series per
+//! identity (`namespace`, `name`) only with `--metrics-per-identity`, removed when the identity
+//! goes away.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -37,8 +40,16 @@ pub struct Metrics {
     pub issued: Family<ReasonLabels, Counter>,
     /// Failed issuances and reconciles, by stable reason.
     pub failures: Family<ReasonLabels, Counter>,
-    /// notAfter of each identity's current certificate (Unix seconds).
+    /// notAfter of each identity's current certificate (Unix seconds): the series exist only
+    /// with `per_identity`.
     pub expiry: Family<IdentityLabels, Gauge<i64>>,
+    per_identity: bool,
+    /// notAfter of each identity's current certificate, whatever is exported.
+    expiries: Mutex<HashMap<(String, String), i64>>,
+    /// How many identities hold a certificate.
+    pub certificates: Gauge<i64>,
+    /// The earliest notAfter of them (Unix seconds; 0 when none).
+    pub earliest_expiry: Gauge<i64>,
     /// Reconcile duration in seconds.
     pub reconcile_duration: Histogram,
     /// Events dropped: Normal ones past the Event budget, Warnings past their per-object limit.
@@ -60,7 +71,15 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
+    /// Without per-identity series.
     fn default() -> Self {
+        Metrics::new(false)
+    }
+}
+
+impl Metrics {
+    /// The metrics, with a series per identity or not (`per_identity`).
+    pub fn new(per_identity: bool) -> Self {
         let issued = Family::<ReasonLabels, Counter>::default();
         let failures = Family::<ReasonLabels, Counter>::default();
         let expiry = Family::<IdentityLabels, Gauge<i64>>::default();
@@ -78,10 +97,24 @@ impl Default for Metrics {
             "Reconcile and issuance failures, by reason",
             failures.clone(),
         );
+        if per_identity {
+            registry.register(
+                "certificate_expiry_timestamp_seconds",
+                "notAfter of each identity's current certificate",
+                expiry.clone(),
+            );
+        }
+        let certificates = Gauge::<i64>::default();
         registry.register(
-            "certificate_expiry_timestamp_seconds",
-            "notAfter of each identity's current certificate",
-            expiry.clone(),
+            "identities_with_certificate",
+            "Identities holding a current certificate",
+            certificates.clone(),
+        );
+        let earliest_expiry = Gauge::<i64>::default();
+        registry.register(
+            "certificate_expiry_earliest_timestamp_seconds",
+            "The earliest notAfter of the identities' current certificates (0 when none)",
+            earliest_expiry.clone(),
         );
         registry.register(
             "reconcile_duration_seconds",
@@ -148,6 +181,10 @@ impl Default for Metrics {
             issued,
             failures,
             expiry,
+            per_identity,
+            expiries: Mutex::new(HashMap::new()),
+            certificates,
+            earliest_expiry,
             reconcile_duration,
             events_dropped,
         }
@@ -189,19 +226,36 @@ impl Metrics {
 
     /// Records an identity's certificate expiry.
     pub fn set_expiry(&self, namespace: &str, name: &str, not_after_unix: i64) {
-        let labels = IdentityLabels {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        };
-        self.expiry.get_or_create(&labels).set(not_after_unix);
+        if let Ok(mut e) = self.expiries.lock() {
+            e.insert((namespace.to_string(), name.to_string()), not_after_unix);
+        }
+        if self.per_identity {
+            let labels = IdentityLabels {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            };
+            self.expiry.get_or_create(&labels).set(not_after_unix);
+        }
     }
 
     /// Forgets an identity (deleted): keeps the series count bounded by live identities.
     pub fn forget(&self, namespace: &str, name: &str) {
+        if let Ok(mut e) = self.expiries.lock() {
+            e.remove(&(namespace.to_string(), name.to_string()));
+        }
         self.expiry.remove(&IdentityLabels {
             namespace: namespace.to_string(),
             name: name.to_string(),
         });
+    }
+
+    /// Sets the aggregate expiry gauges from what is recorded.
+    fn aggregate_expiries(&self) {
+        if let Ok(e) = self.expiries.lock() {
+            self.certificates.set(e.len() as i64);
+            self.earliest_expiry
+                .set(e.values().copied().min().unwrap_or(0));
+        }
     }
 
     /// Starts timing a reconcile; the duration is observed when the guard drops.
@@ -226,6 +280,7 @@ impl Metrics {
 
     /// The metrics in Prometheus' text format.
     pub fn encode(&self) -> String {
+        self.aggregate_expiries();
         let mut out = String::new();
         if let Ok(registry) = self.registry.lock() {
             let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
@@ -262,8 +317,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn encodes_counters_and_forgets_identities() {
+    fn by_default_no_series_names_an_identity() {
         let m = Metrics::default();
+        m.set_expiry("ns", "a", 42);
+        m.set_expiry("ns", "b", 40);
+        let text = m.encode();
+        assert!(!text.contains("name=\"a\""), "{text}");
+        assert!(text.contains("nhi_identities_with_certificate 2"), "{text}");
+        assert!(
+            text.contains("nhi_certificate_expiry_earliest_timestamp_seconds 40"),
+            "{text}"
+        );
+        m.forget("ns", "b");
+        assert!(
+            m.encode()
+                .contains("nhi_certificate_expiry_earliest_timestamp_seconds 42")
+        );
+    }
+
+    #[test]
+    fn encodes_counters_and_forgets_identities() {
+        let m = Metrics::new(true);
         m.count_issued("SecretMissing");
         m.set_expiry("ns", "a", 42);
         {

@@ -89,7 +89,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     };
     let client = Client::try_from(config)?;
     let health = Arc::new(Health::default());
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(settings.metrics_per_identity));
     // Revocations are answered by the leader; the trust documents it publishes are served over
     // HTTP too (a standby has none and says so).
     let (revoker, revocations) = crate::revoke::channel();
@@ -245,6 +245,7 @@ async fn lead(
         kubernetes_access: identity_ctx.kube_endpoint.is_some(),
         health: health.clone(),
         recent_statuses: Default::default(),
+        revoker: revoker.clone(),
     });
     let rotation_ctx = RotationContext {
         client,

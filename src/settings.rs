@@ -200,6 +200,13 @@ pub struct Settings {
     )]
     pub debug_publish_delay: GoDuration,
 
+    /// Export a metric series per identity (`nhi_certificate_expiry_timestamp_seconds{namespace,
+    /// name}`): one series for each identity, so off by default (the aggregates
+    /// `nhi_identities_with_certificate` and `nhi_certificate_expiry_earliest_timestamp_seconds`
+    /// are always there).
+    #[arg(long, env = "NHI_METRICS_PER_IDENTITY")]
+    pub metrics_per_identity: bool,
+
     /// PEM file of the CA that signed the API server's certificate, for those kubeconfigs.
     /// Default: the CA the operator itself trusts (in a cluster, the service account's ca.crt).
     #[arg(long, env = "NHI_KUBE_API_CA_FILE")]

@@ -80,15 +80,17 @@ impl KubeAccessError {
     }
 }
 
-/// Obtains a client certificate for the identity and returns its kubeconfig.
+/// Obtains a client certificate for the identity's issuance whose certificate has serial
+/// `serial_hex` (its user is that issuance's: see [`kube_user`]) and returns its kubeconfig.
 pub async fn obtain_kube_credential(
     client: &Client,
     endpoint: &KubeEndpoint,
     mi: &MachineIdentity,
     ttl: time::Duration,
+    serial_hex: &str,
 ) -> Result<KubeCredential, KubeAccessError> {
     let namespace = mi.namespace().unwrap_or_default();
-    let user = kube_user(&namespace, &mi.name_any());
+    let user = kube_user(&namespace, &mi.name_any(), serial_hex);
     let csr_user = user.clone();
     let (key, request) = tokio::task::spawn_blocking(move || {
         let key = generate_key(KeyAlgorithm::EcdsaP256).map_err(|e| e.to_string())?;

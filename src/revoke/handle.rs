@@ -42,6 +42,8 @@ pub(super) struct Shared {
     pub published: Mutex<HashSet<String>>,
     /// The CA or its bundle changed: sign and publish again.
     pub ca_changed: Notify,
+    /// The serials on the record, as last loaded or written.
+    pub revoked: arc_swap::ArcSwap<HashSet<String>>,
 }
 
 /// Cloneable handle on the revocation service.
@@ -108,9 +110,24 @@ impl Revoker {
         }
     }
 
+    /// Stores documents as if the service had signed them (tests of what serves them).
+    #[cfg(test)]
+    pub fn publish_for_test(&self, documents: TrustDocuments) {
+        self.shared.documents.store(Some(Arc::new(documents)));
+    }
+
     /// The trust documents last published, once the first CRL is signed.
     pub fn documents(&self) -> Option<Arc<TrustDocuments>> {
         self.shared.documents.load_full()
+    }
+
+    /// Whether the record holds `serial_hex` (as far as this replica's service knows: nothing
+    /// before it has loaded the record).
+    pub fn is_revoked(&self, serial_hex: &str) -> bool {
+        self.shared
+            .revoked
+            .load()
+            .contains(&nhi_core::revocation::normalise_serial(serial_hex))
     }
 
     /// An identity exists in `namespace`: make sure it has a trust ConfigMap.

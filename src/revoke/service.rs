@@ -89,6 +89,7 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
         crl_number = record.crl_number,
         "revocation record loaded"
     );
+    publish_serials(&inbox, &record);
     // Publication runs in its own task: a slow apiserver or many namespaces never hold up the
     // answers to revocation requests.
     let (namespaces_tx, namespaces_rx) = tokio::sync::watch::channel(record.namespaces());
@@ -137,6 +138,9 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
             {
                 Ok(changed) => {
                     grew |= changed && fresh.iter().sum::<usize>() > 0;
+                    if changed {
+                        publish_serials(&inbox, &record);
+                    }
                     for (r, fresh) in batch.into_iter().zip(fresh) {
                         let _ = r.done.send(Ok(fresh));
                     }
@@ -222,6 +226,12 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
         }
     }
     info!("revocation service stopped");
+}
+
+/// Tells the rest of the operator which serials the record holds (what RoleBindings leave out).
+fn publish_serials(inbox: &Inbox, record: &RevocationRecord) {
+    let serials = record.serials().map(str::to_string).collect();
+    inbox.shared.revoked.store(Arc::new(serials));
 }
 
 /// Admits the requests of a batch within the quotas: those refused are answered at once (and

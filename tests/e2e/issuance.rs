@@ -74,7 +74,7 @@ fn verify_secret(secret: &Secret, spiffe_id: &str, dns: &[&str]) -> String {
 
 #[tokio::test]
 async fn identity_becomes_ready_within_5s_with_a_verifiable_certificate() {
-    let env = OperatorNamespace::start("issue", &[]).await;
+    let env = OperatorNamespace::start("issue", &["--metrics-per-identity"]).await;
     let api = env.identities();
     let mi = identity(
         "payments-api",
@@ -145,6 +145,10 @@ async fn identity_becomes_ready_within_5s_with_a_verifiable_certificate() {
         "{metrics}"
     );
     assert!(metrics.contains("nhi_certificate_expiry_timestamp_seconds{namespace="));
+    assert!(
+        metrics.contains("nhi_identities_with_certificate 1"),
+        "{metrics}"
+    );
     assert_eq!(env.op.get("/livez").await.unwrap().0, 200);
 
     // Deleting the identity garbage-collects its Secret and its metric series.

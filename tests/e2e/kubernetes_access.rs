@@ -83,7 +83,8 @@ fn read_configmaps() -> serde_json::Value {
 
 #[tokio::test]
 async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlement() {
-    let mut env = OperatorNamespace::start("kacc", &["--kubernetes-access"]).await;
+    let mut env =
+        OperatorNamespace::start("kacc", &["--kubernetes-access", "--metrics-per-identity"]).await;
     let (client, ns) = (&env.client, env.ns.as_str());
     let other = TestNamespace::create(client, "kother").await;
     let (mis, ents, secrets) = (env.identities(), env.entitlements(), env.secrets());
@@ -122,8 +123,20 @@ async fn an_identity_uses_the_api_with_exactly_the_permissions_of_its_entitlemen
         .unwrap()
         .kubernetes_access
         .expect("status reports the credential");
-    let user = format!("nhi:{}:terraform", ns);
-    assert_eq!(access.user, user);
+    // The user is this issuance's: its certificate's serial ends the name.
+    let serial = mis
+        .get("terraform")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .serial_number
+        .unwrap();
+    let user = access.user.clone();
+    assert_eq!(
+        user,
+        format!("nhi:{ns}:terraform:{}", &serial[serial.len() - 16..])
+    );
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     let first = wait_for_kubeconfig(
@@ -433,7 +446,8 @@ async fn roles_and_bindings_changed_by_someone_else_are_put_right() {
     )
     .await;
     let ents = env.entitlements();
-    let user = format!("nhi:{}:deployer", env.ns);
+    let ready = wait_ready(&env.identities(), "deployer", Duration::from_secs(20)).await;
+    let user = ready.status.unwrap().kubernetes_access.unwrap().user;
     let rbac = wait_for(
         Duration::from_secs(20),
         "the Entitlement to report its Role and RoleBinding",
@@ -649,4 +663,78 @@ async fn policy_reader(client: &Client, ns: &str, account: &str) {
         .create(&PostParams::default(), &binding)
         .await
         .expect("the policy reader ClusterRoleBinding");
+}
+
+/// Each issuance has a Kubernetes user of its own and the RoleBinding names only the current one:
+/// a revocation cuts off the old kubeconfig as soon as the new certificate is issued, while the
+/// new kubeconfig works (against the apiserver's real RBAC authorizer).
+#[tokio::test]
+async fn a_revoked_identitys_kubeconfig_is_forbidden_at_once_and_the_new_one_works() {
+    let env = OperatorNamespace::start("krevoke", &["--kubernetes-access"]).await;
+    let ns = env.ns.as_str();
+    let (mis, secrets) = (env.identities(), env.secrets());
+    env.create_identity(
+        "runner",
+        json!({"owner": {"team": "platform"}, "secretName": "runner-identity",
+               "kubernetesAccess": {"enabled": true}}),
+    )
+    .await;
+    env.create_entitlement(
+        "runner-reads-config",
+        json!({"subjects": {"names": ["runner"]}, "kubernetes": read_configmaps(),
+               "justification": "RUN-1: jobs read settings"}),
+    )
+    .await;
+    wait_ready(&mis, "runner", Duration::from_secs(20)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (old_path, new_path) = (dir.path().join("old"), dir.path().join("new"));
+    let old = wait_for_kubeconfig(
+        &secrets,
+        "runner-identity",
+        None,
+        &old_path,
+        Duration::from_secs(10),
+    )
+    .await;
+    let may_list = |path: &Path| kubectl_as(path, &["get", "configmaps", "-n", ns]);
+    wait_for(
+        Duration::from_secs(5),
+        "the old kubeconfig listing",
+        || async { may_list(&old_path).status.success().then_some(()) },
+    )
+    .await;
+
+    let asked = Instant::now();
+    mis.patch(
+        "runner",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"nhi.dev/revoke-requested": "e2e-kube"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(2),
+        "the revoked kubeconfig forbidden",
+        || async { forbidden(&may_list(&old_path)).then_some(()) },
+    )
+    .await;
+    let cut_off = asked.elapsed();
+    wait_for_kubeconfig(
+        &secrets,
+        "runner-identity",
+        Some(&old),
+        &new_path,
+        Duration::from_secs(10),
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(5),
+        "the new kubeconfig listing",
+        || async { may_list(&new_path).status.success().then_some(()) },
+    )
+    .await;
+    assert!(forbidden(&may_list(&old_path)), "the old one came back");
+    eprintln!("revoke -> old kubeconfig forbidden: {cut_off:?}");
 }

@@ -76,7 +76,7 @@ async fn a_secret_that_is_not_ours_is_never_overwritten() {
 
 #[tokio::test]
 async fn a_restarted_operator_reissues_nothing() {
-    let mut env = OperatorNamespace::start("restart", &[]).await;
+    let mut env = OperatorNamespace::start("restart", &["--metrics-per-identity"]).await;
     let (api, secrets) = (env.identities(), env.secrets());
     for i in 0..5 {
         let name = format!("r{i}");

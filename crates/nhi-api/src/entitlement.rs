@@ -47,8 +47,8 @@ pub struct EntitlementSpec {
     pub grants: Vec<String>,
 
     /// Kubernetes API permissions for the subjects, in this namespace: the operator materialises
-    /// them as a Role and a RoleBinding to the users `nhi:<namespace>:<identity>` of the subjects
-    /// with `kubernetesAccess` enabled, and removes both when the rules, the Entitlement or its
+    /// them as a Role and a RoleBinding to the current users (`nhi:<namespace>:<identity>:<issuance>`,
+    /// as each identity's status shows) of the subjects with `kubernetesAccess` enabled, and removes both when the rules, the Entitlement or its
     /// time window go. The operator can only grant permissions it holds itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesPermissions>,
@@ -184,7 +184,7 @@ pub struct KubernetesRbacStatus {
     /// The RoleBinding's name (absent while no subject has Kubernetes access).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_binding: Option<String>,
-    /// The users bound (`nhi:<namespace>:<identity>`).
+    /// The users bound (`nhi:<namespace>:<identity>:<issuance>`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<String>,
 }

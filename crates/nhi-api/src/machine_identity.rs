@@ -65,7 +65,7 @@ pub struct MachineIdentitySpec {
     pub attributes: BTreeMap<String, String>,
 
     /// Kubernetes API access (opt-in): the operator obtains a short-lived client certificate for
-    /// the user `nhi:<namespace>:<name>` from the cluster's `kubernetes.io/kube-apiserver-client`
+    /// the user `nhi:<namespace>:<name>:<issuance>` from the cluster's `kubernetes.io/kube-apiserver-client`
     /// signer and writes a `kubeconfig` into the identity Secret. What the user may do comes from
     /// Entitlements with `spec.kubernetes` rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -317,7 +317,9 @@ pub struct RevocationStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesAccessStatus {
-    /// The Kubernetes user the client certificate authenticates as (`nhi:<namespace>:<name>`).
+    /// The Kubernetes user the client certificate authenticates as
+    /// (`nhi:<namespace>:<name>:<issuance>`: the last 16 hex digits of the identity certificate's
+    /// serial it was issued with; each issuance has its own).
     pub user: String,
     /// When the client certificate expires (RFC 3339).
     pub client_certificate_not_after: String,

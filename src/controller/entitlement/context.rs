@@ -25,4 +25,6 @@ pub struct EntitlementContext {
     pub kubernetes_access: bool,
     /// The statuses written moments ago.
     pub recent_statuses: RecentStatusWrites,
+    /// Which serials are revoked: their Kubernetes users are bound no more.
+    pub revoker: crate::revoke::Revoker,
 }

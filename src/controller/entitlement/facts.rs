@@ -16,9 +16,11 @@ use super::status::SubjectCertificate;
 use nhi_api::condition::find_condition;
 use nhi_api::{Entitlement, MachineIdentity};
 use nhi_core::entitle::rbac::rbac_name;
+use nhi_core::issue::kube_client::kube_user;
 use nhi_core::lifecycle::verdict::REVIEW_OVERDUE;
 use nhi_core::policy::EffectivePolicy;
 use nhi_core::policy::identity::kubernetes_access_allowed_by;
+use nhi_identity::timestamp::parse_rfc3339;
 
 /// What a reconcile of one Entitlement decides from.
 pub struct Facts {
@@ -63,13 +65,14 @@ pub async fn observe(
 ) -> Result<Facts, EntitlementError> {
     let namespace = ent.namespace().ok_or(EntitlementError::NotNamespaced)?;
     let (policy, namespace_known) = ctx.policies.effective(&namespace);
+    let now = OffsetDateTime::now_utc();
     let identities: Vec<Identity> = ctx
         .identities
         .state()
         .iter()
         .filter(|mi| mi.metadata.namespace.as_deref() == Some(namespace.as_str()))
         .filter(|mi| mi.metadata.deletion_timestamp.is_none())
-        .map(|mi| identity(mi, &policy))
+        .map(|mi| identity(mi, &policy, now, &|serial| ctx.revoker.is_revoked(serial)))
         .collect();
     let had = ent.status.as_ref().is_some_and(|s| s.kubernetes.is_some());
     let wanted = ent.spec.kubernetes.is_some();
@@ -83,7 +86,7 @@ pub async fn observe(
         false => None,
     };
     Ok(Facts {
-        now: OffsetDateTime::now_utc(),
+        now,
         policy,
         identities_synced,
         kubernetes_access: ctx.kubernetes_access,
@@ -102,16 +105,26 @@ pub async fn observe(
 /// An identity as binding sees it; it has Kubernetes access (a user to bind) only when it asks
 /// for it, its namespace's `policy` allows it, and it is not suspended (a lapsed review takes
 /// its user out of every RoleBinding at once, not when its client certificate expires).
-fn identity(mi: &MachineIdentity, policy: &EffectivePolicy) -> Identity {
+fn identity(
+    mi: &MachineIdentity,
+    policy: &EffectivePolicy,
+    now: OffsetDateTime,
+    revoked: &dyn Fn(&str) -> bool,
+) -> Identity {
     let status = mi.status.clone().unwrap_or_default();
     let suspended = find_condition(&status.conditions, "Ready")
         .is_some_and(|c| !c.is_true() && c.reason == REVIEW_OVERDUE);
     let access = mi.wants_kubernetes_access() && kubernetes_access_allowed_by(policy) && !suspended;
+    let kube_users = match access {
+        true => bound_users(mi, &status, now, revoked),
+        false => vec![],
+    };
     Identity {
         uid: mi.metadata.uid.clone().unwrap_or_default(),
         labels: mi.labels().clone(),
         certificate: SubjectCertificate {
             kubernetes_access: access,
+            kube_users,
             identity: mi.name_any(),
             grants: status.entitlements.into_iter().collect(),
             serial_number: status.serial_number,
@@ -119,6 +132,39 @@ fn identity(mi: &MachineIdentity, policy: &EffectivePolicy) -> Identity {
             not_after: status.not_after,
         },
     }
+}
+
+/// The users to bind for an identity with Kubernetes access: its current client certificate's,
+/// and the issuance users of its earlier certificates that have not expired and are not revoked
+/// (on the record, or in its last revocation).
+fn bound_users(
+    mi: &MachineIdentity,
+    status: &nhi_api::MachineIdentityStatus,
+    now: OffsetDateTime,
+    revoked: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    let Some(current) = &status.kubernetes_access else {
+        return vec![];
+    };
+    let last_revoked = status
+        .last_revocation
+        .as_ref()
+        .map(|r| r.serial_numbers.as_slice())
+        .unwrap_or_default();
+    let namespace = mi.metadata.namespace.as_deref().unwrap_or_default();
+    let mut users = vec![current.user.clone()];
+    for p in &status.previous_certificates {
+        let unexpired = parse_rfc3339(&p.not_after).is_some_and(|t| t > now);
+        let was_revoked = revoked(&p.serial_number)
+            || last_revoked
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(&p.serial_number));
+        let user = kube_user(namespace, &mi.name_any(), &p.serial_number);
+        if unexpired && !was_revoked && !users.contains(&user) {
+            users.push(user);
+        }
+    }
+    users
 }
 
 /// The Role and RoleBinding named for Entitlement `name` in `namespace`.
@@ -140,6 +186,52 @@ pub async fn existing_rbac(
 mod tests {
     use super::*;
 
+    fn now() -> OffsetDateTime {
+        time::macros::datetime!(2026-12-05 10:00 UTC)
+    }
+
+    #[test]
+    fn a_renewal_keeps_the_previous_user_bound_and_a_revocation_does_not() {
+        let mi: MachineIdentity = serde_json::from_value(serde_json::json!({
+            "apiVersion": "nhi.dev/v1alpha1", "kind": "MachineIdentity",
+            "metadata": {"name": "tf", "namespace": "ops", "uid": "u"},
+            "spec": {"owner": {"team": "t"}, "secretName": "tf-id", "kubernetesAccess": {"enabled": true}},
+            "status": {
+                "serialNumber": "40000000000000000000000000000003",
+                "kubernetesAccess": {"user": "nhi:ops:tf:0000000000000003",
+                                     "clientCertificateNotAfter": "2026-12-05T11:00:00Z"},
+                "previousCertificates": [
+                    {"serialNumber": "40000000000000000000000000000001", "notAfter": "2026-12-05T09:59:00Z"},
+                    {"serialNumber": "40000000000000000000000000000002", "notAfter": "2026-12-05T10:30:00Z"},
+                    {"serialNumber": "40000000000000000000000000000004", "notAfter": "2026-12-05T10:40:00Z"}
+                ],
+                "lastRevocation": {"reason": "RevokeRequested", "revokedAt": "2026-12-05T09:00:00Z",
+                                   "serialNumbers": ["40000000000000000000000000000004"]}
+            }
+        }))
+        .unwrap();
+        let policy = crate::controller::identity::plan::tests::open_policy("ops");
+        let users = |revoked: &dyn Fn(&str) -> bool| {
+            identity(&mi, &policy, now(), revoked)
+                .certificate
+                .kube_users
+        };
+        // Current, and the previous one still valid (the expired one and the one the last
+        // revocation names are not).
+        assert_eq!(
+            users(&|_| false),
+            vec![
+                "nhi:ops:tf:0000000000000003".to_string(),
+                "nhi:ops:tf:0000000000000002".to_string()
+            ]
+        );
+        // Revoked on the record (an earlier revocation): not bound either.
+        assert_eq!(
+            users(&|s| s.ends_with('2')),
+            vec!["nhi:ops:tf:0000000000000003".to_string()]
+        );
+    }
+
     #[test]
     fn a_suspended_identity_is_no_user_to_bind() {
         let mut mi: MachineIdentity = serde_json::from_value(serde_json::json!({
@@ -149,7 +241,11 @@ mod tests {
         }))
         .unwrap();
         let policy = crate::controller::identity::plan::tests::open_policy("ops");
-        assert!(identity(&mi, &policy).certificate.kubernetes_access);
+        assert!(
+            identity(&mi, &policy, now(), &|_| false)
+                .certificate
+                .kubernetes_access
+        );
         mi.status = Some(nhi_api::MachineIdentityStatus {
             conditions: vec![nhi_api::Condition::new(
                 "Ready",
@@ -159,6 +255,10 @@ mod tests {
             )],
             ..Default::default()
         });
-        assert!(!identity(&mi, &policy).certificate.kubernetes_access);
+        assert!(
+            !identity(&mi, &policy, now(), &|_| false)
+                .certificate
+                .kubernetes_access
+        );
     }
 }

@@ -16,7 +16,7 @@ use nhi_api::condition::find_condition;
 use nhi_api::{Condition, Entitlement, EntitlementStatus, PinnedSubject};
 use nhi_core::entitle::rbac::{RbacPlan, is_ours, plan_rbac, rbac_name};
 use nhi_core::entitle::resolve::{EntitlementFacts, Phase};
-use nhi_core::issue::kube_client::{access_disabled, kube_user};
+use nhi_core::issue::kube_client::access_disabled;
 use nhi_core::policy::entitlement::check_entitlement;
 use nhi_core::policy::{POLICY_DENIED, refusal_message};
 
@@ -238,7 +238,7 @@ fn rbac_decision(facts: &Facts, assessment: &Assessment) -> Option<RbacDecision>
             subjects
                 .iter()
                 .filter(|s| s.kubernetes_access)
-                .map(|s| kube_user(&facts.namespace, &s.identity))
+                .flat_map(|s| s.kube_users.iter().cloned())
                 .collect(),
         ),
         Assessment::Invalid { .. } => (false, vec![]),

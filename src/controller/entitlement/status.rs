@@ -41,6 +41,11 @@ pub struct SubjectCertificate {
     pub identity: String,
     /// Whether the identity has Kubernetes access enabled.
     pub kubernetes_access: bool,
+    /// The Kubernetes users a RoleBinding names for it: its current client certificate's
+    /// (`status.kubernetesAccess.user`) and those of its earlier certificates not expired and
+    /// not revoked (a renewal keeps the previous kubeconfig working until it expires; a
+    /// revocation or suspension cuts it off at once). Empty without Kubernetes access.
+    pub kube_users: Vec<String>,
     /// The grants its current certificate carries (`status.entitlements`).
     pub grants: BTreeSet<String>,
     pub serial_number: Option<String>,
@@ -295,6 +300,7 @@ mod tests {
         SubjectCertificate {
             identity: name.into(),
             kubernetes_access: false,
+            kube_users: vec![],
             grants: grants(carried),
             serial_number: Some(format!("{name}-serial")),
             thumbprint_sha256: Some(format!("{name}-thumb")),

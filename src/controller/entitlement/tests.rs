@@ -45,6 +45,10 @@ fn identity(name: &str, grants: &[&str], kubernetes_access: bool) -> Identity {
         certificate: SubjectCertificate {
             identity: name.into(),
             kubernetes_access,
+            kube_users: match kubernetes_access {
+                true => vec![format!("nhi:ns:{name}:00000000000000a1")],
+                false => vec![],
+            },
             grants: grants.iter().map(|g| g.to_string()).collect(),
             serial_number: Some(format!("{name}-serial")),
             thumbprint_sha256: Some(format!("{name}-thumb")),
@@ -269,8 +273,25 @@ fn kubernetes_rules_become_a_role_bound_to_the_subjects_with_access() {
         RbacOutcome::Applied {
             role: "nhi-ent-pay".into(),
             role_binding: Some("nhi-ent-pay".into()),
-            users: vec!["nhi:ns:api".into()],
+            users: vec!["nhi:ns:api:00000000000000a1".into()],
         }
+    );
+    // The binding names each subject's current user, as its status shows it: a new issuance
+    // (after a revocation, say) replaces the user, and one without a credential yet binds none.
+    let mut reissued = identity("api", &["payments.process"], true);
+    reissued.certificate.kube_users = vec!["nhi:ns:api:00000000000000b2".into()];
+    let Some(RbacDecision::Write(w)) = rbac_of(&facts(entitlement(rules()), vec![reissued])) else {
+        panic!("writes expected")
+    };
+    assert!(
+        matches!(&w.outcome, RbacOutcome::Applied { users, .. } if users == &vec!["nhi:ns:api:00000000000000b2".to_string()])
+    );
+    let mut pending = identity("api", &["payments.process"], true);
+    pending.certificate.kube_users = vec![];
+    let decision = rbac_of(&facts(entitlement(rules()), vec![pending]));
+    assert!(
+        !format!("{decision:?}").contains("nhi:ns:api"),
+        "{decision:?}"
     );
     // No subject with access: the Role alone, and our RoleBinding goes.
     let mut f = facts(

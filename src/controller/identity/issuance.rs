@@ -66,7 +66,7 @@ pub(super) async fn issue(
     let credential = match issuance.credential {
         CredentialPlan::NotWanted => None,
         CredentialPlan::Disabled => return Ok(IssueReport::KubeAccessDisabled),
-        CredentialPlan::Obtain => match obtain(run, issuance).await {
+        CredentialPlan::Obtain => match obtain(run, issuance, &issued.info.serial_hex).await {
             None => return Ok(IssueReport::KubeAccessDisabled),
             Some(Ok(c)) => Some(c),
             // A failed credential keeps the current certificate while it is valid; without one,
@@ -97,10 +97,12 @@ pub(super) async fn issue(
 async fn obtain(
     run: &Run<'_>,
     issuance: &Issuance,
+    serial_hex: &str,
 ) -> Option<Result<KubeCredential, CredentialFailure>> {
     let endpoint = run.ctx.kube_endpoint.as_ref()?;
     let mi = run.facts.identity.as_ref();
-    let credential = obtain_kube_credential(&run.ctx.client, endpoint, mi, issuance.request.ttl);
+    let ttl = issuance.request.ttl;
+    let credential = obtain_kube_credential(&run.ctx.client, endpoint, mi, ttl, serial_hex);
     Some(credential.await.map_err(|e| CredentialFailure {
         reason: e.reason(),
         message: e.to_string(),

@@ -21,9 +21,15 @@ pub fn access_disabled(field: &str) -> String {
     )
 }
 
-/// The Kubernetes user of an identity: `nhi:<namespace>:<name>` (no groups).
-pub fn kube_user(namespace: &str, name: &str) -> String {
-    format!("nhi:{namespace}:{name}")
+/// The Kubernetes user of one issuance of an identity: `nhi:<namespace>:<name>:<issuance>`
+/// (no groups), where the issuance is the last 16 hex digits of the identity certificate's
+/// serial it was obtained with. Each issuance has a user of its own, so a RoleBinding that names
+/// only the current one cuts off every earlier client certificate at once (a revoked one
+/// included), and the apiserver's audit log names the certificate behind each request.
+pub fn kube_user(namespace: &str, name: &str, serial_hex: &str) -> String {
+    let serial = serial_hex.to_ascii_lowercase();
+    let issuance = &serial[serial.len().saturating_sub(16)..];
+    format!("nhi:{namespace}:{name}:{issuance}")
 }
 
 /// The requested client certificate lifetime: the identity's TTL, at least 600 s.
@@ -191,7 +197,15 @@ mod tests {
 
     #[test]
     fn user_and_lifetime() {
-        assert_eq!(kube_user("pay", "tf"), "nhi:pay:tf");
+        assert_eq!(
+            kube_user("pay", "tf", "4A5B6C7D8E9F00112233445566778899"),
+            "nhi:pay:tf:2233445566778899"
+        );
+        assert_ne!(
+            kube_user("pay", "tf", "4a5b6c7d8e9f00112233445566778899"),
+            kube_user("pay", "tf", "4a5b6c7d8e9f00112233445566778800"),
+            "every issuance its own user"
+        );
         assert_eq!(expiration_seconds(Duration::minutes(5)), 600);
         assert_eq!(expiration_seconds(Duration::hours(1)), 3600);
     }

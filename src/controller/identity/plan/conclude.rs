@@ -225,12 +225,13 @@ fn renewal_of(outcome: &Outcome) -> Option<OffsetDateTime> {
     }
 }
 
-/// The Kubernetes access a kept certificate comes with, as the status shows it (none unless the
-/// identity has Kubernetes access, `access`).
+/// The Kubernetes access a kept certificate (serial `serial_hex`) comes with, as the status
+/// shows it (none unless the identity has Kubernetes access, `access`).
 pub(super) fn kubernetes_access(
     mi: &MachineIdentity,
     access: bool,
     kube_client_not_after: Option<String>,
+    serial_hex: &str,
 ) -> Option<KubernetesAccessStatus> {
     kube_client_not_after
         .filter(|_| access)
@@ -238,6 +239,7 @@ pub(super) fn kubernetes_access(
             user: kube_user(
                 mi.metadata.namespace.as_deref().unwrap_or_default(),
                 mi.metadata.name.as_deref().unwrap_or_default(),
+                serial_hex,
             ),
             client_certificate_not_after: not_after,
         })

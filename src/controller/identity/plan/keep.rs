@@ -138,11 +138,12 @@ fn act_on(
             kube_client_not_after,
             ..
         } => {
+            let credential = kubernetes_access(mi, access, kube_client_not_after, &info.serial_hex);
             let outcome = Outcome::Valid {
                 info,
                 renew_at,
                 grants: conclusion.grants.clone(),
-                kubernetes_access: kubernetes_access(mi, access, kube_client_not_after),
+                kubernetes_access: credential,
             };
             conclude(facts, &conclusion, outcome, requeue_at(renew_at, facts.now))
         }

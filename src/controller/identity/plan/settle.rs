@@ -24,15 +24,17 @@ pub fn settle(facts: &Facts, issuance: &Issuance, report: IssueReport) -> Vec<St
     let conclusion = &issuance.conclusion;
     match report {
         IssueReport::Paced { kept, until } => {
+            let access = kubernetes_access(
+                &facts.identity,
+                conclusion.kubernetes_access,
+                issuance.kube_client_not_after.clone(),
+                &kept.serial_hex,
+            );
             let outcome = Outcome::Valid {
                 info: kept,
                 renew_at: until,
                 grants: conclusion.grants.clone(),
-                kubernetes_access: kubernetes_access(
-                    &facts.identity,
-                    conclusion.kubernetes_access,
-                    issuance.kube_client_not_after.clone(),
-                ),
+                kubernetes_access: access,
             };
             conclude(facts, conclusion, outcome, requeue_at(until, facts.now))
         }
