@@ -10,7 +10,7 @@ TEST_CLUSTER_DIR := e2e/.cluster-test
 CARGO ?= cargo
 
 .PHONY: help prereqs build binaries cluster-up cluster-down cluster-status crds crds-check fmt lint \
-        unit-test static-binary-test e2e-test test demo bench clean
+        unit-test static-binary-test e2e-test test demo bench bench-revocation clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -74,6 +74,9 @@ demo: ## Start the control plane (unless KUBECONFIG is set), run the operator, a
 
 bench: ## Issue N identities at once (default 1000) and compare with a bare-client baseline.
 	@e2e/bench.sh $(N)
+
+bench-revocation: ## A revoke loop (LOOP=10000) and N=20000 identities deleted at once: quotas, latency, sizes, writes.
+	@e2e/bench-revocation.sh $(or $(N),20000) $(or $(LOOP),10000)
 
 clean: ## Remove build output and the local clusters' state (the demo's and the tests').
 	-e2e/cluster.sh down

@@ -28,6 +28,10 @@ pub enum RevokeError {
 /// One request: revoke these, then say whether it is persisted.
 pub(super) struct Request {
     pub revocations: Vec<Revocation>,
+    /// The identity is being deleted: its last certificates are revoked whatever its own quota
+    /// (they are few, and an identity whose quota a revoke loop spent must still be deletable);
+    /// the namespace's quota and the capacity still apply.
+    pub deleting: bool,
     /// Answered with how many of the certificates were newly revoked.
     pub done: oneshot::Sender<Result<usize, RevokeError>>,
 }
@@ -94,12 +98,32 @@ impl Revoker {
     /// revoked or expired certificates are fine: nothing to do. Gives up after
     /// [`ANSWER_TIMEOUT`].
     pub async fn revoke(&self, revocations: Vec<Revocation>) -> Result<usize, RevokeError> {
+        self.request(revocations, false).await
+    }
+
+    /// [`Self::revoke`] for an identity being deleted: not held to its own quota.
+    pub async fn revoke_on_deletion(
+        &self,
+        revocations: Vec<Revocation>,
+    ) -> Result<usize, RevokeError> {
+        self.request(revocations, true).await
+    }
+
+    async fn request(
+        &self,
+        revocations: Vec<Revocation>,
+        deleting: bool,
+    ) -> Result<usize, RevokeError> {
         if revocations.is_empty() {
             return Ok(0);
         }
         let (done, answer) = oneshot::channel();
         self.tx
-            .send(Request { revocations, done })
+            .send(Request {
+                revocations,
+                deleting,
+                done,
+            })
             .map_err(|_| RevokeError::Stopped)?;
         match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
             Ok(answer) => answer.map_err(|_| RevokeError::Stopped)?,

@@ -54,6 +54,12 @@ pub struct RevocationDeps {
 /// Attempts at writing the record before a batch is reported failed.
 const WRITE_ATTEMPTS: u32 = 5;
 
+/// How long a batch waits for more requests after its first.
+const BATCH_LINGER: StdDuration = StdDuration::from_millis(25);
+
+/// The most requests in one batch.
+const MAX_BATCH: usize = 1024;
+
 /// The shortest time between two CRL signatures (and so publications) in a burst.
 const SIGNING_INTERVAL: StdDuration = StdDuration::from_millis(500);
 
@@ -207,8 +213,17 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
             req = inbox.rx.recv() => match req {
                 Some(req) => {
                     pending.push(req);
-                    while let Ok(more) = inbox.rx.try_recv() {
-                        pending.push(more);
+                    // Lingers a moment for the rest of a burst: one write of the record (which
+                    // can be most of a MiB) for many revocations, not one per two.
+                    let until = tokio::time::Instant::now() + BATCH_LINGER;
+                    while pending.len() < MAX_BATCH {
+                        tokio::select! {
+                            more = inbox.rx.recv() => match more {
+                                Some(more) => pending.push(more),
+                                None => break,
+                            },
+                            _ = tokio::time::sleep_until(until) => break,
+                        }
                     }
                 }
                 None => break,
@@ -247,8 +262,17 @@ fn admit(
     let mut usage = Usage::of(record, deps.ca.load().listing_crls());
     let mut admitted = vec![];
     let mut fresh = vec![];
+    let deleting = Limits {
+        per_identity: usize::MAX,
+        ..config.limits
+    };
     for r in batch {
-        match usage.admit(record, &r.revocations, &config.limits, now) {
+        let limits = if r.deleting {
+            &deleting
+        } else {
+            &config.limits
+        };
+        match usage.admit(record, &r.revocations, limits, now) {
             Ok(n) => {
                 admitted.push(r);
                 fresh.push(n);

@@ -755,6 +755,21 @@ async fn plugin_revoke_in_a_loop_is_cut_off_by_the_identity_quota() {
     // The quota is per identity: another one in the namespace is still revoked.
     let out = nhi_ok(&["revoke", "other", "-n", ns, "--timeout", "20s"]);
     assert!(out.contains("revoked serials:"), "{out}");
+    // An identity whose quota a loop spent is still deletable: its last certificate is revoked
+    // (a deletion is held to its namespace's quota, not its own) and it goes.
+    mis.delete("looped", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(15), "looped deleted", || async {
+        mis.get_opt("looped").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    wait_for(Duration::from_secs(10), "its last serial on the CRL", || async {
+        published_crl_serials(client, ns)
+            .await
+            .filter(|s| s.contains(&serial))
+    })
+    .await;
     let metrics = env.op.get("/metrics").await.unwrap().1;
     assert!(
         metrics.contains("nhi_revocations_refused_total{reason=\"RevocationQuotaExceeded\"} 3"),

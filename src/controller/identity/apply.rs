@@ -139,9 +139,12 @@ impl Run<'_> {
     /// Revokes, then follows the branch the answer picks; a failure fails the reconcile or, for
     /// a deletion, is answered by [`plan::deletion_not_recorded`].
     async fn revoke(&self, r: Revoke) -> Result<Next, ReconcileError> {
-        let answer = match r.revocations {
-            Ok(revocations) => self.ctx.revoker.revoke(revocations).await,
-            Err(e) => Err(e),
+        let answer = match (r.revocations, r.on_failure) {
+            (Ok(revocations), OnRevokeFailure::HoldDeletion) => {
+                self.ctx.revoker.revoke_on_deletion(revocations).await
+            }
+            (Ok(revocations), _) => self.ctx.revoker.revoke(revocations).await,
+            (Err(e), _) => Err(e),
         };
         match (answer, r.on_failure) {
             (Ok(0), _) => Ok(Next::Then(r.if_none_fresh)),
