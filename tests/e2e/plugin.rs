@@ -764,11 +764,15 @@ async fn plugin_revoke_in_a_loop_is_cut_off_by_the_identity_quota() {
         mis.get_opt("looped").await.ok()?.is_none().then_some(())
     })
     .await;
-    wait_for(Duration::from_secs(10), "its last serial on the CRL", || async {
-        published_crl_serials(client, ns)
-            .await
-            .filter(|s| s.contains(&serial))
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "its last serial on the CRL",
+        || async {
+            published_crl_serials(client, ns)
+                .await
+                .filter(|s| s.contains(&serial))
+        },
+    )
     .await;
     let metrics = env.op.get("/metrics").await.unwrap().1;
     assert!(
