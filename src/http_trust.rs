@@ -15,6 +15,9 @@ use crate::revoke::trust::{CA_KEY, CRL_KEY, TrustDocuments, trust_field_selector
 /// How long a standby serves what it read before reading again.
 pub const STANDBY_REFRESH: Duration = Duration::from_secs(10);
 
+/// How long a standby that found nothing published waits before looking again.
+pub const STANDBY_RETRY: Duration = Duration::from_secs(1);
+
 /// The documents ready to serve.
 #[derive(Clone)]
 pub struct Served {
@@ -95,8 +98,14 @@ impl TrustCache {
         }
         let published = self.published.as_ref()?;
         let mut standby = self.standby.lock().await;
+        // Nothing published yet is looked for again sooner.
         if let Some((at, served)) = standby.as_ref()
-            && at.elapsed() < STANDBY_REFRESH
+            && at.elapsed()
+                < if served.is_some() {
+                    STANDBY_REFRESH
+                } else {
+                    STANDBY_RETRY
+                }
         {
             return served.clone();
         }
