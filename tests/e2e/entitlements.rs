@@ -93,9 +93,10 @@ impl RelyingService {
         for ns in trusted_namespaces {
             cmd.args(["--trusted-namespace", ns]);
         }
-        if let Some(crl) = crl {
-            cmd.arg("--crl").arg(crl);
-        }
+        match crl {
+            Some(crl) => cmd.arg("--crl").arg(crl),
+            None => cmd.arg("--no-revocation-check"),
+        };
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

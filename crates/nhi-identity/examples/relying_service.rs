@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --example relying_service -- --identity-dir ./payments-api \
 //!     --route /payments=payments.process --route /reports=reports.read \
-//!     [--trusted-namespace shop ...] [--crl crl.pem]
+//!     [--trusted-namespace shop ...] (--crl crl.pem | --no-revocation-check)
 //! ```
 //!
 //! A grant is asserted by whoever may create Entitlements in the caller's namespace: with
@@ -12,7 +12,7 @@
 //!
 //! `--crl` names the CRL file (the `crl.pem` of the namespace's `nhi-trust` ConfigMap, mounted):
 //! it is read again whenever it changes, and one that cannot be read refuses every caller.
-//! Without it, revocation is not checked.
+//! It is required: only `--no-revocation-check`, written out, runs without it.
 //!
 //! The identity directory holds the service's own `tls.crt`, `tls.key` and `ca.crt`, as the
 //! operator writes them into the identity Secret. The server prints `listening on <address>`
@@ -52,6 +52,7 @@ fn options() -> Result<Options, String> {
     let mut listen: SocketAddr = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
     let (mut identity_dir, mut crl, mut routes) = (None, None, BTreeMap::new());
     let mut trusted_namespaces = vec![];
+    let mut no_revocation_check = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -59,6 +60,7 @@ fn options() -> Result<Options, String> {
             "--listen" => listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
             "--identity-dir" => identity_dir = Some(PathBuf::from(value()?)),
             "--crl" => crl = Some(PathBuf::from(value()?)),
+            "--no-revocation-check" => no_revocation_check = true,
             "--trusted-namespace" => trusted_namespaces.push(value()?),
             "--route" => {
                 let v = value()?;
@@ -72,6 +74,12 @@ fn options() -> Result<Options, String> {
     }
     if !listen.ip().is_loopback() {
         return Err("--listen must be a loopback address".into());
+    }
+    // Fail closed: revocation is checked unless the caller says, in so many words, not to.
+    if crl.is_none() && !no_revocation_check {
+        return Err(
+            "--crl FILE is required (the crl.pem of the namespace's nhi-trust ConfigMap); pass --no-revocation-check to run without".into(),
+        );
     }
     Ok(Options {
         listen,
@@ -227,7 +235,7 @@ async fn main() -> Result<(), String> {
             // Verified once per connection, offline: chain, validity, CRL, SPIFFE ID, grants.
             let now = time::OffsetDateTime::now_utc();
             let caller = match &crl {
-                // Without --crl, revocation is not checked: said, not assumed.
+                // --no-revocation-check: not checked, as asked.
                 None => {
                     verify_identity(&peer, &trust, Revocation::NotChecked, Purpose::Client, now)
                 }
