@@ -30,15 +30,27 @@ impl TokenBucket {
             return true;
         };
         let (tokens, last) = &mut *state;
-        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
-        *tokens = (*tokens + elapsed * self.per_second).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        take(tokens, last, now, self.burst, self.per_second)
+    }
+}
+
+/// One take from a bucket holding `tokens` at `last`, refilled at `per_second` up to `burst`
+/// by `now` (the arithmetic of every bucket: [`TokenBucket`], the per-object Warning limits).
+pub fn take(
+    tokens: &mut f64,
+    last: &mut Instant,
+    now: Instant,
+    burst: f64,
+    per_second: f64,
+) -> bool {
+    let elapsed = now.saturating_duration_since(*last).as_secs_f64();
+    *tokens = (*tokens + elapsed * per_second).min(burst);
+    *last = now;
+    if *tokens >= 1.0 {
+        *tokens -= 1.0;
+        true
+    } else {
+        false
     }
 }
 

@@ -36,15 +36,7 @@ impl WarningLimits {
         let (tokens, last) = buckets
             .entry((object.to_string(), reason.to_string()))
             .or_insert((BURST, now));
-        let refill = now.saturating_duration_since(*last).as_secs_f64() / EVERY.as_secs_f64();
-        *tokens = (*tokens + refill).min(BURST);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        crate::token_bucket::take(tokens, last, now, BURST, 1.0 / EVERY.as_secs_f64())
     }
 }
 
