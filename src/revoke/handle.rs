@@ -2,6 +2,7 @@
 //! revocation is persisted; read the trust documents last published.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -48,6 +49,9 @@ pub(super) struct Shared {
     pub ca_changed: Notify,
     /// The serials on the record, as last loaded or written.
     pub revoked: arc_swap::ArcSwap<HashSet<String>>,
+    /// PEM bytes the record's entries add to one CRL, once `loaded`.
+    pub crl_bytes: AtomicUsize,
+    pub loaded: AtomicBool,
 }
 
 /// Cloneable handle on the revocation service.
@@ -152,6 +156,15 @@ impl Revoker {
             .revoked
             .load()
             .contains(&nhi_core::revocation::normalise_serial(serial_hex))
+    }
+
+    /// PEM bytes the record's entries add to one CRL; None before the service has loaded the
+    /// record.
+    pub fn record_crl_bytes(&self) -> Option<usize> {
+        self.shared
+            .loaded
+            .load(Ordering::Relaxed)
+            .then(|| self.shared.crl_bytes.load(Ordering::Relaxed))
     }
 
     /// An identity exists in `namespace`: make sure it has a trust ConfigMap.

@@ -167,7 +167,7 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
                     }
                 }
             }
-            let usage = Usage::of(&record, deps.ca.load().listing_crls());
+            let usage = Usage::of(&record, deps.ca.load().budgeted_crls());
             deps.metrics.revocation_entries.set(record.len() as i64);
             let fill = usage.fill(&config.limits);
             deps.metrics
@@ -247,6 +247,14 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
 fn publish_serials(inbox: &Inbox, record: &RevocationRecord) {
     let serials = record.serials().map(str::to_string).collect();
     inbox.shared.revoked.store(Arc::new(serials));
+    inbox
+        .shared
+        .crl_bytes
+        .store(record.crl_bytes(), std::sync::atomic::Ordering::Relaxed);
+    inbox
+        .shared
+        .loaded
+        .store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Admits the requests of a batch within the quotas: those refused are answered at once (and
@@ -259,7 +267,7 @@ fn admit(
     config: &RevocationConfig,
     now: OffsetDateTime,
 ) -> (Vec<Request>, Vec<usize>) {
-    let mut usage = Usage::of(record, deps.ca.load().listing_crls());
+    let mut usage = Usage::of(record, deps.ca.load().budgeted_crls());
     let mut admitted = vec![];
     let mut fresh = vec![];
     let deleting = Limits {

@@ -34,6 +34,8 @@ pub struct Facts {
     pub distribution: Option<Distribution>,
     /// The last problem reported (each is reported once).
     pub last_reported: Option<String>,
+    /// PEM bytes the revocation record adds to one CRL; None before it is loaded.
+    pub record_crl_bytes: Option<usize>,
 }
 
 impl Facts {
@@ -86,6 +88,7 @@ pub async fn observe(
         secret,
         distribution: None,
         last_reported,
+        record_crl_bytes: ctx.revoker.record_crl_bytes(),
     };
     let waiting = facts
         .secret

@@ -20,6 +20,7 @@ use crate::ca::rotation_state::{
 use crate::ca::store::secret_text;
 use crate::ca::{CaMaterial, CertificateAuthority};
 use nhi_core::labels::{CA_ROTATION_ANSWERED, MANAGED_BY, MANAGER, ROTATE_CA};
+use nhi_core::revocation::crl_size::CRL_BUDGET;
 use nhi_identity::timestamp::rfc3339;
 
 /// How soon to look again when the CA Secret is gone.
@@ -28,6 +29,8 @@ const SECRET_MISSING_RECHECK: StdDuration = StdDuration::from_secs(30);
 const INVALID_RECHECK: StdDuration = StdDuration::from_secs(60);
 /// ...when a rotation is wanted of a CA the operator did not make.
 const UNSUPPORTED_RECHECK: StdDuration = StdDuration::from_secs(600);
+/// ...when the switch waits for the revocation record to shrink.
+const ROOM_RECHECK: StdDuration = StdDuration::from_secs(30);
 
 /// What a look at the CA Secret does.
 #[derive(Clone, Debug)]
@@ -162,6 +165,9 @@ pub fn plan(facts: &Facts, policy: &RotationPolicy, reissue_rate: f64) -> Plan {
         requested: annotations.get(ROTATE_CA).map(String::as_str),
         answered: annotations.get(CA_ROTATION_ANSWERED).map(String::as_str),
         distributed,
+        revocation_room: facts
+            .record_crl_bytes
+            .is_some_and(|one| one * 2 <= CRL_BUDGET),
     };
     plan.next = step(
         facts,
@@ -226,6 +232,17 @@ fn step(
                 }),
                 Err(e) => Next::Fail(e),
             }
+        }
+        Step::AwaitRevocationRoom => {
+            reports.push(Problem {
+                reason: "CARotationAwaitingRevocationRoom",
+                note: format!(
+                    "the new CA is ready to sign, but from the switch on two CRLs list every revocation and the revocation record would not fit twice in the {CRL_BUDGET} bytes of a trust ConfigMap; the switch waits until revoked certificates expire (at most {}s), and meanwhile revocations are admitted only as far as two CRLs hold them",
+                    policy.max_ttl.whole_seconds()
+                ),
+                on_secret: true,
+            });
+            Next::Wait(ROOM_RECHECK)
         }
         Step::Drop => match drop_patch(&rv, &secret_text(secret), now) {
             Ok(patch) => Next::Write(Write {

@@ -19,6 +19,7 @@ use nhi_core::labels::{
     CA_ROTATION_DISTRIBUTED_AT, CA_ROTATION_PHASE, CA_ROTATION_RETIRE_AFTER,
     CA_ROTATION_STARTED_AT, CA_ROTATION_SWITCHED_AT, MANAGED_BY, MANAGER, ROTATE_CA,
 };
+use nhi_core::revocation::crl_size::CRL_BUDGET;
 use nhi_identity::timestamp::rfc3339;
 
 fn policy() -> RotationPolicy {
@@ -85,6 +86,7 @@ fn facts_with(annotations: &[(&str, String)], managed: bool) -> Facts {
         held: None,
         distribution: None,
         last_reported: None,
+        record_crl_bytes: Some(0),
     }
 }
 
@@ -216,6 +218,18 @@ fn switch_and_drop_need_what_the_secret_must_hold() {
         ByteString(next.cert_chain_pem.into_bytes()),
     );
     data.insert(keys::NEXT_KEY.into(), ByteString(next.key_pem.into_bytes()));
+    // A record that two CRLs could not list: the switch waits, and says why, once.
+    for unknown_or_too_big in [None, Some(CRL_BUDGET / 2 + 1)] {
+        f.record_crl_bytes = unknown_or_too_big;
+        let waiting = plan_of(&f);
+        assert!(
+            matches!(waiting.next, Next::Wait(d) if d == StdDuration::from_secs(30)),
+            "{:?}",
+            waiting.next
+        );
+        assert_eq!(reasons(&waiting), vec!["CARotationAwaitingRevocationRoom"]);
+    }
+    f.record_crl_bytes = Some(CRL_BUDGET / 2);
     let Next::Write(w) = plan_of(&f).next else {
         panic!("a write")
     };

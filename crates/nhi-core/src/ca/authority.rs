@@ -183,6 +183,13 @@ impl CertificateAuthority {
         1 + usize::from(self.retiring.is_some())
     }
 
+    /// How many CRLs the revocation capacity is kept for: two from the moment a rotation
+    /// publishes its next root. The next CA's CRL lists nothing yet, but at the switch it lists
+    /// every entry beside the retiring CA's, and the switch must fit in a trust ConfigMap.
+    pub fn budgeted_crls(&self) -> usize {
+        1 + usize::from(self.retiring.is_some() || self.next.is_some())
+    }
+
     /// The previous CA of a rotation under way, if any.
     pub fn retiring(&self) -> Option<&CertificateAuthority> {
         self.retiring.as_deref()
@@ -366,6 +373,14 @@ mod tests {
         assert_eq!(listing, vec![true, true, false]);
         assert_eq!(rotating.listing_crls(), 2);
         assert_eq!(root.listing_crls(), 1);
+        assert_eq!(rotating.budgeted_crls(), 2);
+        assert_eq!(root.budgeted_crls(), 1);
+        // Publishing: the next root's CRL lists nothing yet, but the capacity is kept for it.
+        let publishing = CertificateAuthority::from_material(&m, now())
+            .unwrap()
+            .with_next(CertificateAuthority::from_material(&m, now()).unwrap());
+        assert_eq!(publishing.listing_crls(), 1);
+        assert_eq!(publishing.budgeted_crls(), 2);
         assert!(root.lists_revocations(root.crl_signers()[0]));
     }
 

@@ -91,6 +91,9 @@ pub struct RotationFacts<'a> {
     pub answered: Option<&'a str>,
     /// Whether every identity Secret and trust ConfigMap carries the current bundle.
     pub distributed: bool,
+    /// Whether the revocation record fits in a trust ConfigMap twice: once in the retiring CA's
+    /// CRL and once in the new CA's, as from the switch on. False while it is not known.
+    pub revocation_room: bool,
 }
 
 /// The next step of a rotation.
@@ -106,6 +109,10 @@ pub enum Step {
     Distributed,
     /// Sign with the new CA.
     Switch,
+    /// The switch is due, but the revocation record is too large to be listed by two CRLs:
+    /// wait until entries expire (meanwhile revocations are admitted only as far as two CRLs
+    /// hold them, so the record shrinks within the longest certificate lifetime).
+    AwaitRevocationRoom,
     /// No certificate of the retiring root is unexpired: drop it from the bundles.
     Drop,
 }
@@ -136,7 +143,13 @@ pub fn next_step(facts: &RotationFacts<'_>, policy: &RotationPolicy) -> Step {
         Phase::Publishing {
             distributed_at: Some(at),
             ..
-        } if facts.now >= *at + policy.propagation => Step::Switch,
+        } if facts.now >= *at + policy.propagation => {
+            if facts.revocation_room {
+                Step::Switch
+            } else {
+                Step::AwaitRevocationRoom
+            }
+        }
         Phase::Reissuing { retire_after, .. } if facts.now >= *retire_after => Step::Drop,
         _ => Step::Wait,
     }
@@ -221,6 +234,7 @@ mod tests {
             requested: None,
             answered: None,
             distributed: false,
+            revocation_room: true,
         }
     }
 
@@ -290,6 +304,28 @@ mod tests {
             started_at: NOW,
             distributed_at: Some(NOW - Duration::minutes(2)),
         };
+        assert_eq!(next_step(&f, &policy()), Step::Switch);
+    }
+
+    #[test]
+    fn the_switch_waits_for_a_record_that_two_crls_can_list() {
+        let mut f = facts(Phase::Publishing {
+            started_at: NOW,
+            distributed_at: Some(NOW - Duration::minutes(2)),
+        });
+        f.revocation_room = false;
+        assert_eq!(next_step(&f, &policy()), Step::AwaitRevocationRoom);
+        // Before the propagation wait is over, there is nothing to wait for yet.
+        f.phase = Phase::Publishing {
+            started_at: NOW,
+            distributed_at: Some(NOW - Duration::seconds(30)),
+        };
+        assert_eq!(next_step(&f, &policy()), Step::Wait);
+        f.phase = Phase::Publishing {
+            started_at: NOW,
+            distributed_at: Some(NOW - Duration::minutes(5)),
+        };
+        f.revocation_room = true;
         assert_eq!(next_step(&f, &policy()), Step::Switch);
     }
 
