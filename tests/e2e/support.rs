@@ -659,13 +659,43 @@ pub async fn wait_ready(
 }
 
 /// A data key of a Secret as text.
+/// A key of a Secret, as text. Every private key read this way must load in OpenSSL 3.0 (the
+/// library under nginx, PostgreSQL, curl, Python): each key the suite sees is checked.
 pub fn secret_text(secret: &Secret, key: &str) -> String {
-    secret
+    let text = secret
         .data
         .as_ref()
         .and_then(|d| d.get(key))
         .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if text.contains("PRIVATE KEY-----") {
+        assert_openssl_reads_key(&text, key);
+    }
+    text
+}
+
+/// `openssl pkey` reads the private key in `pem` (the first, when it also holds certificates).
+pub fn assert_openssl_reads_key(pem: &str, what: &str) {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["pkey", "-noout"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pem.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "OpenSSL cannot read the private key in {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The serial the operator recorded on an identity Secret (`nhi.dev/serial`).

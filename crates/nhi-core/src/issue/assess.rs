@@ -43,6 +43,9 @@ pub enum ReissueReason {
     Revoked,
     /// The certificate names another identity (material copied into this identity's Secret).
     OtherIdentity,
+    /// The key is written in a form many consumers cannot read (an Ed25519 key in PKCS#8
+    /// version 2, as earlier versions wrote it): re-keyed at once.
+    KeyFormat,
 }
 
 impl ReissueReason {
@@ -58,6 +61,7 @@ impl ReissueReason {
             ReissueReason::RenewalDue => "RenewalDue",
             ReissueReason::Revoked => "Revoked",
             ReissueReason::OtherIdentity => "OtherIdentity",
+            ReissueReason::KeyFormat => "KeyFormat",
         }
     }
 }
@@ -142,6 +146,9 @@ fn inspect(
     let key = KeyPair::from_pem(key).map_err(|_| ReissueReason::Unparseable)?;
     if key.subject_public_key_info() != leaf.public_key().raw {
         return Err(ReissueReason::KeyMismatch);
+    }
+    if !super::keys::is_portable(&key) {
+        return Err(ReissueReason::KeyFormat);
     }
     let signed_by = |spki_der: &[u8]| {
         SubjectPublicKeyInfo::from_der(spki_der)
@@ -329,6 +336,14 @@ mod tests {
     }
 
     fn issue(ca: &CertificateAuthority, now: OffsetDateTime) -> IssuedCertificate {
+        issue_with(ca, now, &generate_key(KeyAlgorithm::EcdsaP256).unwrap())
+    }
+
+    fn issue_with(
+        ca: &CertificateAuthority,
+        now: OffsetDateTime,
+        key: &rcgen::KeyPair,
+    ) -> IssuedCertificate {
         let req = LeafRequest {
             spiffe_id: "spiffe://cluster.local/ns/a/mi/b".into(),
             common_name: None,
@@ -339,13 +354,7 @@ mod tests {
             not_after_cap: None,
             extensions: vec![],
         };
-        issue_leaf(
-            ca,
-            &req,
-            &generate_key(KeyAlgorithm::EcdsaP256).unwrap(),
-            now,
-        )
-        .unwrap()
+        issue_leaf(ca, &req, key, now).unwrap()
     }
 
     fn expect<'a>(ca: &'a CertificateAuthority, now: OffsetDateTime) -> Expectations<'a> {
@@ -384,6 +393,23 @@ mod tests {
             }
             v => panic!("{v:?}"),
         }
+    }
+
+    #[test]
+    fn an_ed25519_key_in_the_form_earlier_versions_wrote_is_rekeyed_at_once() {
+        let ca = ca();
+        let now = OffsetDateTime::now_utc();
+        let v2 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let old = issue_with(&ca, now, &v2);
+        assert_eq!(
+            assess(&material(&old, "h1"), &expect(&ca, now)).reissue_reason(),
+            Some(ReissueReason::KeyFormat)
+        );
+        let portable = issue_with(&ca, now, &generate_key(KeyAlgorithm::Ed25519).unwrap());
+        assert_eq!(
+            assess(&material(&portable, "h1"), &expect(&ca, now)).reissue_reason(),
+            None
+        );
     }
 
     #[test]
