@@ -319,3 +319,58 @@ async fn a_changed_spec_is_reissued_and_a_status_change_alone_is_not() {
         mi.metadata.generation
     );
 }
+
+/// An Ed25519 key in the PKCS#8 version 2 form (what earlier versions wrote; OpenSSL 3.0 cannot
+/// read it) is re-keyed at once, in the version 1 form every consumer reads.
+#[tokio::test]
+async fn an_ed25519_key_in_the_old_form_is_rekeyed_at_once() {
+    use aws_lc_rs::signature::Ed25519KeyPair;
+    let env = OperatorNamespace::start("keyform", &[]).await;
+    let (api, secrets) = (env.identities(), env.secrets());
+    let spec = json!({"owner": {"team": "t"}, "secretName": "kf-id",
+        "certificate": {"keyAlgorithm": "Ed25519", "usages": ["client"]}});
+    env.create_identity("kf", spec).await;
+    let first = wait_ready(&api, "kf", Duration::from_secs(10)).await;
+    let first_serial = first.status.unwrap().serial_number.unwrap();
+    let s = secrets.get("kf-id").await.unwrap();
+    let v1_pem = secret_text(&s, "tls.key"); // OpenSSL reads it (checked by secret_text)
+    // The same key, in the version 2 form, written over the Secret's as an earlier version had.
+    let v1_der = ::pem::parse(&v1_pem).unwrap().into_contents();
+    let v2_der = Ed25519KeyPair::from_pkcs8(&v1_der)
+        .unwrap()
+        .to_pkcs8()
+        .unwrap();
+    assert_ne!(v2_der.as_ref(), v1_der.as_slice(), "a different encoding");
+    let v2_pem = ::pem::encode(&::pem::Pem::new("PRIVATE KEY", v2_der.as_ref().to_vec()));
+    let crt = secret_text(&s, "tls.crt");
+    let data = json!({"data": {
+        "tls.key": base64::engine::Engine::encode(&base64::engine::general_purpose::STANDARD, &v2_pem),
+        "identity.pem": base64::engine::Engine::encode(
+            &base64::engine::general_purpose::STANDARD, format!("{v2_pem}{crt}")),
+    }});
+    let t = Instant::now();
+    secrets
+        .patch("kf-id", &PatchParams::default(), &Patch::Merge(&data))
+        .await
+        .unwrap();
+    let s = wait_for_reissue(
+        &secrets,
+        "kf-id",
+        &first_serial,
+        Duration::from_secs(10),
+        "re-keyed after the old key form was found",
+    )
+    .await;
+    eprintln!("old Ed25519 key form -> re-keyed in {:?}", t.elapsed());
+    let key = secret_text(&s, "tls.key");
+    assert_ne!(key, v1_pem, "a new key");
+    let note = wait_for_event(
+        &env.client,
+        &env.ns,
+        "kf",
+        "Reissued",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(note.contains("(KeyFormat)"), "{note}");
+}
