@@ -75,8 +75,8 @@ demo: ## Start the control plane (unless KUBECONFIG is set), run the operator, a
 bench: ## Issue N identities at once (default 1000) and compare with a bare-client baseline.
 	@e2e/bench.sh $(N)
 
-bench-revocation: ## A revoke loop (LOOP=10000) and N=20000 identities deleted at once: quotas, latency, sizes, writes.
-	@e2e/bench-revocation.sh $(or $(N),20000) $(or $(LOOP),10000)
+bench-revocation: ## A revoke loop (LOOP=10000, CONCURRENCY=64 at once) and N=20000 identities deleted at once: quotas, latency, sizes, writes.
+	@e2e/bench-revocation.sh $(or $(N),20000) $(or $(LOOP),10000) $(or $(CONCURRENCY),64)
 
 clean: ## Remove build output and the local clusters' state (the demo's and the tests').
 	-e2e/cluster.sh down

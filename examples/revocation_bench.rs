@@ -11,7 +11,12 @@
 //!    ConfigMap writes measured, against one per namespace for every record write (what each
 //!    batch cost before signing and publication were debounced).
 //!
-//! Usage: revocation_bench [--identities N] [--loop LOOP] --operator PATH [--etcd URL]
+//! The loop sends `--loop-concurrency` requests at once (default 64: a flood; 1 is a shell loop
+//! of `kubectl annotate`). At 64 on one object the apiserver itself saturates: every patch of
+//! the same object retries on conflict inside it.
+//!
+//! Usage: revocation_bench [--identities N] [--loop LOOP] [--loop-concurrency C] --operator PATH
+//!        [--etcd URL]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -31,6 +36,7 @@ const OPERATOR_NS: &str = "bench-rev-op";
 struct Args {
     identities: usize,
     loop_requests: usize,
+    loop_concurrency: usize,
     operator: String,
     etcd: Option<String>,
 }
@@ -39,6 +45,7 @@ fn args() -> Args {
     let mut a = Args {
         identities: 20_000,
         loop_requests: 10_000,
+        loop_concurrency: 64,
         operator: "target/release/nhi-operator".into(),
         etcd: None,
     };
@@ -48,6 +55,9 @@ fn args() -> Args {
         match flag.as_str() {
             "--identities" => a.identities = value.parse().expect("--identities N"),
             "--loop" => a.loop_requests = value.parse().expect("--loop N"),
+            "--loop-concurrency" => {
+                a.loop_concurrency = value.parse().expect("--loop-concurrency N")
+            }
             "--operator" => a.operator = value,
             "--etcd" => a.etcd = Some(value),
             other => panic!("unknown flag {other}"),
@@ -324,8 +334,8 @@ async fn revoke_and_wait(api: &Api<MachineIdentity>, name: &str, request: &str) 
 
 async fn revoke_loop(client: &Client, op: &Operator, a: &Args) {
     println!(
-        "== 1. a revoke loop of {} requests on one identity",
-        a.loop_requests
+        "== 1. a revoke loop of {} requests on one identity, {} at once",
+        a.loop_requests, a.loop_concurrency
     );
     let loop_ns = &run_name("bench-rev-loop");
     fresh_namespace(client, loop_ns).await;
@@ -374,7 +384,7 @@ async fn revoke_loop(client: &Client, op: &Operator, a: &Args) {
     let started = Instant::now();
     let denied = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     stream::iter(0..a.loop_requests)
-        .for_each_concurrent(64, |i| {
+        .for_each_concurrent(a.loop_concurrency, |i| {
             let (looped, denied) = (looped.clone(), denied.clone());
             async move {
                 if looped
