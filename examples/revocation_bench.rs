@@ -523,9 +523,38 @@ async fn mass_deletion(client: &Client, op: &Operator, a: &Args) {
         .ok()
         .flatten()
         .map_or(0, |cm| crl_number(&cm));
+    // The trust ConfigMap is watched from before the first deletion (one namespace's: they all
+    // hold the same CRL), so each serial's time on the CRL is when it got there, not when the
+    // deletions were all sent.
+    let deleted = Instant::now();
+    let watched: HashSet<String> = serials.keys().cloned().collect();
+    let watcher = {
+        let trust: Api<ConfigMap> = Api::namespaced(client.clone(), &run_name("bench-rev-0"));
+        tokio::spawn(async move {
+            let mut seen: HashMap<String, f64> = HashMap::new();
+            let deadline = Instant::now() + Duration::from_secs(1200);
+            while seen.len() < watched.len() && Instant::now() < deadline {
+                if let Ok(Some(cm)) = trust.get_opt("nhi-trust").await {
+                    let crl = cm
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get("crl.pem"))
+                        .cloned()
+                        .unwrap_or_default();
+                    let at = deleted.elapsed().as_secs_f64();
+                    for s in crl_serials(&crl) {
+                        if watched.contains(&s) {
+                            seen.entry(s).or_insert(at);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            seen
+        })
+    };
     // Every identity deleted at once (as fast as the apiserver takes the calls), each one's
     // deletion time kept.
-    let deleted = Instant::now();
     let delete_times: Arc<Mutex<HashMap<String, f64>>> = Arc::default();
     stream::iter(
         serials
@@ -536,39 +565,18 @@ async fn mass_deletion(client: &Client, op: &Operator, a: &Args) {
         let (client, times) = (client.clone(), delete_times.clone());
         async move {
             let api: Api<MachineIdentity> = Api::namespaced(client, &ns);
+            // The time the call is made: the deletion is in effect before it returns.
+            let at = deleted.elapsed().as_secs_f64();
             api.delete(&name, &DeleteParams::default())
                 .await
                 .expect("delete");
-            times
-                .lock()
-                .unwrap()
-                .insert(serial, deleted.elapsed().as_secs_f64());
+            times.lock().unwrap().insert(serial, at);
         }
     })
     .await;
     let delete_calls = deleted.elapsed();
     let delete_times = delete_times.lock().unwrap().clone();
-    // Watch one namespace's trust ConfigMap (they all hold the same CRL).
-    let trust: Api<ConfigMap> = Api::namespaced(client.clone(), &run_name("bench-rev-0"));
-    let mut seen: HashMap<String, f64> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(1200);
-    while seen.len() < serials.len() && Instant::now() < deadline {
-        if let Ok(Some(cm)) = trust.get_opt("nhi-trust").await {
-            let crl = cm
-                .data
-                .as_ref()
-                .and_then(|d| d.get("crl.pem"))
-                .cloned()
-                .unwrap_or_default();
-            let at = deleted.elapsed().as_secs_f64();
-            for s in crl_serials(&crl) {
-                if serials.contains_key(&s) {
-                    seen.entry(s).or_insert(at);
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let seen = watcher.await.expect("the CRL watcher");
     println!(
         "deletion calls took {:.1}s; serials on the published CRL: {} of {}; delete -> on the CRL: {}",
         delete_calls.as_secs_f64(),
