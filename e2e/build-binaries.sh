@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Builds the local control plane's binaries (etcd, kube-apiserver, kube-controller-manager,
-# kubectl, helm) from their published Go modules and caches them outside the repository,
+# kube-scheduler, kubectl, helm) from their published Go modules and caches them outside the repository,
 # in a folder keyed by component and version. Prints the cache folder on success.
 #
 #   e2e/build-binaries.sh            build whatever is missing from the cache
 #   e2e/build-binaries.sh --regen    also regenerate e2e/tools/kube/go.mod from k8s.io/kubernetes
 #
 # Environment: NHI_BIN_CACHE (default ~/.cache/nhi-operator/bin), KUBE_VERSION, ETCD_VERSION,
-# HELM_VERSION (defaults below).
+# HELM_VERSION, CONTAINERD_VERSION, RUNC_VERSION, CNI_VERSION (defaults below); NHI_NODE=off to
+# skip the node's binaries (built by default on Linux as root).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-KUBE_VERSION=${KUBE_VERSION:-v1.36.3}
+KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
+CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
+RUNC_VERSION=${RUNC_VERSION:-v1.5.3}
+CNI_VERSION=${CNI_VERSION:-v1.10.0}
+# e2e/tools/image (the pause program and the OCI image builder): its go.sum keys the cache.
+NODE_TOOLS_VERSION=$(sha256sum "$here/tools/image/go.sum" "$here/tools/image/"*.go "$here/tools/image/pause/"*.go 2>/dev/null | sha256sum | cut -c1-12)
 CACHE=${NHI_BIN_CACHE:-$HOME/.cache/nhi-operator/bin}
 regen=false
 [ "${1:-}" = "--regen" ] && regen=true
@@ -46,10 +52,12 @@ generate_kube_gomod() {
   } >"$dir/go.mod"
   rm -f "$dir/go.sum"
   (cd "$dir" && go get -tool k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kubectl) || die "resolving k8s.io/kubernetes@$KUBE_VERSION's dependencies failed"
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet \
+    k8s.io/kubernetes/cmd/kube-proxy) || die "resolving k8s.io/kubernetes@$KUBE_VERSION's dependencies failed"
 }
 
-# build NAME VERSION MODULE_DIR PACKAGE [LDFLAGS]: go build PACKAGE into the cache unless present.
+# build NAME VERSION MODULE_DIR PACKAGE [LDFLAGS]: go build PACKAGE into the cache unless present
+# (static, CGO_ENABLED=0, unless BUILD_CGO=1; build tags from BUILD_TAGS).
 build() {
   local name=$1 version=$2 dir=$3 pkg=$4 ldflags=${5:-} out
   out=$CACHE/$name-$version/$name
@@ -57,7 +65,8 @@ build() {
   log "building $name $version (cached in $CACHE/$name-$version)"
   mkdir -p "$CACHE/$name-$version"
   local start=$SECONDS
-  if ! (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$out.tmp" "$pkg") >"$CACHE/$name-$version/build.log" 2>&1; then
+  if ! (cd "$dir" && CGO_ENABLED=${BUILD_CGO:-0} go build -trimpath -tags "${BUILD_TAGS:-}" \
+    -ldflags "-s -w $ldflags" -o "$out.tmp" "$pkg") >"$CACHE/$name-$version/build.log" 2>&1; then
     tail -n 30 "$CACHE/$name-$version/build.log" >&2
     die "go build of $pkg ($name $version) failed; full log: $CACHE/$name-$version/build.log"
   fi
@@ -79,13 +88,50 @@ kube_ldflags="-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
 build etcd "$ETCD_VERSION" "$here/tools/etcd" go.etcd.io/etcd/server/v3
 build kube-apiserver "$KUBE_VERSION" "$here/tools/kube" k8s.io/kubernetes/cmd/kube-apiserver "$kube_ldflags"
 build kube-controller-manager "$KUBE_VERSION" "$here/tools/kube" k8s.io/kubernetes/cmd/kube-controller-manager "$kube_ldflags"
+build kube-scheduler "$KUBE_VERSION" "$here/tools/kube" k8s.io/kubernetes/cmd/kube-scheduler "$kube_ldflags"
 build kubectl "$KUBE_VERSION" "$here/tools/kube" k8s.io/kubernetes/cmd/kubectl "$kube_ldflags"
 build helm "$HELM_VERSION" "$here/tools/helm" helm.sh/helm/v3/cmd/helm \
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 
+# The node (e2e/node.sh): kubelet, kube-proxy, containerd with its runc shim and ctr, runc, the
+# CNI plugins, the pause program and the image builder. Only where a node can run (Linux, root);
+# NHI_NODE=off skips it.
+node=${NHI_NODE:-auto}
+if [ "$node" = auto ]; then
+  node=off
+  if [ "$(uname -s)" = Linux ] && [ "$(id -u)" -eq 0 ]; then node=on; fi
+fi
+if [ "$node" = on ]; then
+  build kubelet "$KUBE_VERSION" "$here/tools/kube" k8s.io/kubernetes/cmd/kubelet "$kube_ldflags"
+  build kube-proxy "$KUBE_VERSION" "$here/tools/kube" k8s.io/kubernetes/cmd/kube-proxy "$kube_ldflags"
+  ctrd_ldflags="-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+  for b in containerd containerd-shim-runc-v2 ctr; do
+    BUILD_TAGS="no_btrfs no_devmapper no_zfs" build "$b" "$CONTAINERD_VERSION" "$here/tools/containerd" \
+      "github.com/containerd/containerd/v2/cmd/$b" "$ctrd_ldflags"
+  done
+  # runc needs cgo (its nsenter is C) and libseccomp (pods ask for the RuntimeDefault profile).
+  command -v gcc >/dev/null 2>&1 || die "gcc is needed to build runc (Debian: apt-get install gcc)"
+  [ -e /usr/include/seccomp.h ] || die "libseccomp-dev is needed to build runc (Debian: apt-get install libseccomp-dev)"
+  BUILD_CGO=1 BUILD_TAGS=seccomp build runc "$RUNC_VERSION" "$here/tools/runc" github.com/opencontainers/runc \
+    "-X main.version=${RUNC_VERSION#v}"
+  for b in main/bridge main/loopback ipam/host-local meta/portmap; do
+    build "${b#*/}" "$CNI_VERSION" "$here/tools/cni" "github.com/containernetworking/plugins/plugins/$b"
+  done
+  build nhi-pause "$NODE_TOOLS_VERSION" "$here/tools/image" ./pause
+  build nhi-image "$NODE_TOOLS_VERSION" "$here/tools/image" .
+fi
+
 # One folder of links for PATH.
 mkdir -p "$CACHE/current"
 ln -sfn "$CACHE/etcd-$ETCD_VERSION/etcd" "$CACHE/current/etcd"
-for b in kube-apiserver kube-controller-manager kubectl; do ln -sfn "$CACHE/$b-$KUBE_VERSION/$b" "$CACHE/current/$b"; done
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do ln -sfn "$CACHE/$b-$KUBE_VERSION/$b" "$CACHE/current/$b"; done
 ln -sfn "$CACHE/helm-$HELM_VERSION/helm" "$CACHE/current/helm"
+if [ "$node" = on ]; then
+  for b in kubelet kube-proxy; do ln -sfn "$CACHE/$b-$KUBE_VERSION/$b" "$CACHE/current/$b"; done
+  for b in containerd containerd-shim-runc-v2 ctr; do ln -sfn "$CACHE/$b-$CONTAINERD_VERSION/$b" "$CACHE/current/$b"; done
+  ln -sfn "$CACHE/runc-$RUNC_VERSION/runc" "$CACHE/current/runc"
+  mkdir -p "$CACHE/current/cni"
+  for b in bridge loopback host-local portmap; do ln -sfn "$CACHE/$b-$CNI_VERSION/$b" "$CACHE/current/cni/$b"; done
+  for b in nhi-pause nhi-image; do ln -sfn "$CACHE/$b-$NODE_TOOLS_VERSION/$b" "$CACHE/current/$b"; done
+fi
 echo "$CACHE/current"

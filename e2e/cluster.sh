@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # A local Kubernetes control plane made of real binaries on 127.0.0.1 (the way envtest runs
 # them, plus kube-controller-manager so that garbage collection, namespace deletion, service
-# account tokens and CSR signing actually happen). No nodes, no kubelet, no container runtime.
+# account tokens and CSR signing actually happen, and kube-scheduler to place pods).
 #
 #   e2e/cluster.sh up       build/fetch the binaries (cached), generate certificates, start etcd,
-#                           kube-apiserver and kube-controller-manager; idempotent
+#                           kube-apiserver, kube-controller-manager and kube-scheduler;
+#                           idempotent
 #   e2e/cluster.sh down     stop the recorded processes (and the demo's operator, when `make demo`
 #                           left one running) and delete the state folder
 #   e2e/cluster.sh status   show the components; exit 0 when running, 3 when not
@@ -16,7 +17,8 @@
 # Control planes with different state folders run side by side, each on its own ports.
 #
 # Environment: NHI_CLUSTER_DIR (see env.sh); NHI_BIN_CACHE (see build-binaries.sh);
-# NHI_ETCD_PORT, NHI_ETCD_PEER_PORT, NHI_APISERVER_PORT, NHI_KCM_PORT to pin ports (default: free
+# NHI_ETCD_PORT, NHI_ETCD_PEER_PORT, NHI_APISERVER_PORT, NHI_KCM_PORT, NHI_SCHEDULER_PORT to pin
+# ports (default: free
 # ports chosen at random); NHI_READY_TIMEOUT (seconds per component, default 60);
 # NHI_KCM_CONTROLLERS to override the controller list.
 set -euo pipefail
@@ -28,13 +30,14 @@ STATE=$NHI_CLUSTER_DIR
 LOCK=$STATE.lock
 KUBECONFIG_PATH=$STATE/kubeconfig
 READY_TIMEOUT=${NHI_READY_TIMEOUT:-60}
-COMPONENTS=(etcd kube-apiserver kube-controller-manager)
-FEATURE_GATES=PodCertificateRequest=true,ClusterTrustBundle=true,ClusterTrustBundleProjection=true
-RUNTIME_CONFIG=certificates.k8s.io/v1beta1/clustertrustbundles=true,certificates.k8s.io/v1beta1/podcertificaterequests=true
-SERVICE_CIDR=10.0.0.0/24
-SERVICE_IP=10.0.0.1
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+# PodCertificateRequest and ClusterTrustBundle are GA (certificates.k8s.io/v1, on by default) from
+# Kubernetes 1.37; on 1.36 (KUBE_VERSION=v1.36.3 e2e/build-binaries.sh, the fallback) they are
+# beta and need these gates and the v1beta1 API.
+BETA_FEATURE_GATES=PodCertificateRequest=true,ClusterTrustBundle=true,ClusterTrustBundleProjection=true
+BETA_RUNTIME_CONFIG=certificates.k8s.io/v1beta1/clustertrustbundles=true,certificates.k8s.io/v1beta1/podcertificaterequests=true
 SA_ISSUER=https://kubernetes.default.svc.cluster.local
-KCM_CONTROLLERS=${NHI_KCM_CONTROLLERS:-garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,certificatesigningrequest-signing-controller,certificatesigningrequest-approving-controller,certificatesigningrequest-cleaner-controller,root-ca-certificate-publisher-controller,clusterrole-aggregation-controller,podcertificaterequest-cleaner-controller,kube-apiserver-serving-clustertrustbundle-publisher-controller}
+KCM_CONTROLLERS=${NHI_KCM_CONTROLLERS:-garbage-collector-controller,namespace-controller,node-lifecycle-controller,taint-eviction-controller,endpointslice-controller,replicaset-controller,deployment-controller,pod-garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,certificatesigningrequest-signing-controller,certificatesigningrequest-approving-controller,certificatesigningrequest-cleaner-controller,root-ca-certificate-publisher-controller,clusterrole-aggregation-controller,podcertificaterequest-cleaner-controller,kube-apiserver-serving-clustertrustbundle-publisher-controller}
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 die() { printf 'cluster: error: %s\n' "$*" >&2; exit 1; }
@@ -167,6 +170,10 @@ kcm_healthy() {
   [ "$(curl -fsSk --max-time 2 "https://127.0.0.1:$KCM_PORT/healthz")" = ok ]
 }
 
+scheduler_healthy() {
+  [ "$(curl -fsSk --max-time 2 "https://127.0.0.1:$SCHEDULER_PORT/healthz")" = ok ]
+}
+
 # The controllers really run: the serviceaccount controller created default/default (pods and
 # `kubectl create token default` need it).
 kcm_working() {
@@ -210,20 +217,45 @@ EOF
 
 choose_ports() {
   local p
-  read -r -a p <<<"$(free_ports 4)" || die "python3 is needed to pick free ports"
+  read -r -a p <<<"$(free_ports 5)" || die "python3 is needed to pick free ports"
   ETCD_PORT=${NHI_ETCD_PORT:-${p[0]}}
   ETCD_PEER_PORT=${NHI_ETCD_PEER_PORT:-${p[1]}}
   APISERVER_PORT=${NHI_APISERVER_PORT:-${p[2]}}
   KCM_PORT=${NHI_KCM_PORT:-${p[3]}}
+  SCHEDULER_PORT=${NHI_SCHEDULER_PORT:-${p[4]}}
+  choose_node_net
   local what port
   for what in "etcd client:$ETCD_PORT" "etcd peer:$ETCD_PEER_PORT" \
-    "kube-apiserver:$APISERVER_PORT" "kube-controller-manager:$KCM_PORT"; do
+    "kube-apiserver:$APISERVER_PORT" "kube-controller-manager:$KCM_PORT" \
+    "kube-scheduler:$SCHEDULER_PORT"; do
     port=${what##*:}
     [[ $port =~ ^[0-9]+$ ]] || die "invalid port '$port' for ${what%:*}"
     port_free "$port" || die "port 127.0.0.1:$port chosen for ${what%:*} is already in use; free it or set another port (NHI_*_PORT)"
   done
-  [ "$(printf '%s\n' "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PORT" | sort -u | wc -l)" -eq 4 ] ||
-    die "the four ports must be distinct: $ETCD_PORT $ETCD_PEER_PORT $APISERVER_PORT $KCM_PORT"
+  [ "$(printf '%s\n' "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PORT" "$SCHEDULER_PORT" | sort -u | wc -l)" -eq 5 ] ||
+    die "the five ports must be distinct: $ETCD_PORT $ETCD_PEER_PORT $APISERVER_PORT $KCM_PORT $SCHEDULER_PORT"
+}
+
+# node_net_free N: no route or address of this machine is in 10.N.0.0/16.
+node_net_free() { ! ip -o addr 2>/dev/null | grep -q " 10\.$1\." && ! ip route 2>/dev/null | grep -q "^10\.$1\."; }
+
+# choose_node_net: the /16 of this control plane's Services and node (10.NODE_NET.0.0/16), from
+# its state folder, moved on while taken (the demo's and the tests' control planes differ).
+choose_node_net() {
+  local n i
+  n=$((0x$(printf '%s' "$STATE" | sha256sum | cut -c1-4) % 100 + 100))
+  for ((i = 0; i < 100; i++)); do
+    if node_net_free "$n"; then break; fi
+    n=$(((n - 100 + 1) % 100 + 100))
+  done
+  NODE_NET=${NHI_NODE_NET:-$n}
+  set_node_addresses
+}
+
+set_node_addresses() {
+  SERVICE_CIDR=10.$NODE_NET.128.0/24
+  SERVICE_IP=10.$NODE_NET.128.1
+  NODE_IP=10.$NODE_NET.255.2
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -270,18 +302,22 @@ gen_pki() {
   leaf apiserver "/CN=kube-apiserver" "basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+subjectAltName=IP:127.0.0.1,IP:$SERVICE_IP,IP:$NODE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   local client="basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=clientAuth"
   leaf admin "/O=system:masters/CN=admin" "$client"
   leaf kube-controller-manager "/CN=system:kube-controller-manager" "$client"
+  leaf kube-scheduler "/CN=system:kube-scheduler" "$client"
+  leaf kubelet "/O=system:nodes/CN=system:node:nhi-node" "$client"
+  leaf kube-proxy "/CN=system:kube-proxy" "$client"
+  leaf apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client"
   leaf front-proxy-client "/CN=front-proxy-client" "$client" front-proxy-ca
   # Service-account token signing key pair (RSA: the most widely accepted JWT algorithm).
   ossl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key"
   ossl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
   local f
-  for f in ca.crt front-proxy-ca.crt apiserver.crt admin.crt kube-controller-manager.crt \
+  for f in ca.crt front-proxy-ca.crt apiserver.crt admin.crt kube-controller-manager.crt kube-scheduler.crt \
     front-proxy-client.crt sa.key sa.pub; do
     [ -s "$pki/$f" ] || die "generating certificates with openssl failed ($pki/$f missing)"
   done
@@ -289,16 +325,17 @@ extendedKeyUsage=clientAuth"
 
 b64() { base64 <"$1" | tr -d '\n'; }
 
-# kubeconfig FILE USER CERT KEY: a kubeconfig with embedded credentials.
+# kubeconfig FILE USER CERT KEY [SERVER]: a kubeconfig with embedded credentials (for the
+# apiserver on 127.0.0.1 by default).
 write_kubeconfig() {
-  local file=$1 user=$2 cert=$3 key=$4
+  local file=$1 user=$2 cert=$3 key=$4 server=${5:-https://127.0.0.1:$APISERVER_PORT}
   cat >"$file" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
 - name: nhi-e2e
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: $server
     certificate-authority-data: $(b64 "$STATE/pki/ca.crt")
 users:
 - name: $user
@@ -323,7 +360,7 @@ binaries() {
   local out bin b cache=${NHI_BIN_CACHE:-$HOME/.cache/nhi-operator/bin}
   if ! command -v go >/dev/null 2>&1; then
     # Without Go nothing can be built, but a complete cache is still usable.
-    for b in etcd kube-apiserver kube-controller-manager kubectl; do
+    for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl; do
       [ -x "$cache/current/$b" ] || break
     done
     if [ -x "$cache/current/$b" ]; then
@@ -336,10 +373,20 @@ binaries() {
     die "building the control plane binaries failed (see the messages above)"
   fi
   bin=$(printf '%s\n' "$out" | tail -n 1)
-  for b in etcd kube-apiserver kube-controller-manager kubectl; do
+  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl; do
     [ -x "$bin/$b" ] || die "build-binaries.sh did not produce $bin/$b"
   done
   printf '%s\n' "$bin"
+}
+
+# node_wanted BIN: whether this control plane gets a node (NHI_NODE=on|off|auto; auto: on when
+# running as root on Linux with the node's binaries built).
+node_wanted() {
+  case ${NHI_NODE:-auto} in
+    on) return 0 ;;
+    off) return 1 ;;
+  esac
+  [ "$(uname -s)" = Linux ] && [ "$(id -u)" -eq 0 ] && [ -x "$1/kubelet" ]
 }
 
 all_alive() {
@@ -373,12 +420,16 @@ cmd_up() {
       log "stale state in $STATE (components not running); cleaning it"
     fi
     stop_demo_operator
+    "$here/node.sh" down 2>/dev/null || true
     stop_all
     rm -rf "$STATE"
   fi
 
-  local bin
+  local bin minor gates=()
   bin=$(binaries)
+  minor=$("$bin/kube-apiserver" --version | sed -n 's/^Kubernetes v1\.\([0-9]*\)\..*/\1/p')
+  [ -n "$minor" ] || die "cannot read the version of $bin/kube-apiserver"
+  if [ "$minor" -lt 37 ]; then gates=(--feature-gates="$BETA_FEATURE_GATES"); fi
   choose_ports
   mkdir -p "$STATE"
   trap 'trap - INT TERM; stop_all; die "interrupted; everything started was stopped"' INT TERM
@@ -389,10 +440,19 @@ ETCD_PORT=$ETCD_PORT
 ETCD_PEER_PORT=$ETCD_PEER_PORT
 APISERVER_PORT=$APISERVER_PORT
 KCM_PORT=$KCM_PORT
+SCHEDULER_PORT=$SCHEDULER_PORT
+NODE_NET=$NODE_NET
 EOF
   write_kubeconfig "$KUBECONFIG_PATH" admin "$STATE/pki/admin.crt" "$STATE/pki/admin.key"
   write_kubeconfig "$STATE/kube-controller-manager.kubeconfig" system:kube-controller-manager \
     "$STATE/pki/kube-controller-manager.crt" "$STATE/pki/kube-controller-manager.key"
+  write_kubeconfig "$STATE/kube-scheduler.kubeconfig" system:kube-scheduler \
+    "$STATE/pki/kube-scheduler.crt" "$STATE/pki/kube-scheduler.key"
+  # The node's components reach the apiserver through the forwarder on the node's address.
+  write_kubeconfig "$STATE/kubelet.kubeconfig" system:node:nhi-node \
+    "$STATE/pki/kubelet.crt" "$STATE/pki/kubelet.key" "https://$NODE_IP:6443"
+  write_kubeconfig "$STATE/kube-proxy.kubeconfig" system:kube-proxy \
+    "$STATE/pki/kube-proxy.crt" "$STATE/pki/kube-proxy.key" "https://$NODE_IP:6443"
 
   local etcd_url=http://127.0.0.1:$ETCD_PORT peer_url=http://127.0.0.1:$ETCD_PEER_PORT
   start etcd "$bin/etcd" \
@@ -426,14 +486,17 @@ EOF
     --proxy-client-cert-file="$pki/front-proxy-client.crt" \
     --proxy-client-key-file="$pki/front-proxy-client.key" \
     --authorization-mode=Node,RBAC \
+    --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP \
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --endpoint-reconciler-type=none \
     --service-account-issuer="$SA_ISSUER" \
     --service-account-key-file="$pki/sa.pub" \
     --service-account-signing-key-file="$pki/sa.key" \
     --allow-privileged=true \
-    --feature-gates="$FEATURE_GATES" \
-    --runtime-config="$RUNTIME_CONFIG"
+    ${gates[@]+"${gates[@]}"} \
+    ${gates[@]+--runtime-config="$BETA_RUNTIME_CONFIG"}
   wait_ready kube-apiserver "/readyz ok" apiserver_ready
 
   local kcm_kubeconfig=$STATE/kube-controller-manager.kubeconfig
@@ -451,9 +514,24 @@ EOF
     --root-ca-file="$pki/ca.crt" \
     --cluster-signing-cert-file="$pki/ca.crt" \
     --cluster-signing-key-file="$pki/ca.key" \
-    --feature-gates="$FEATURE_GATES"
+    ${gates[@]+"${gates[@]}"}
   wait_ready kube-controller-manager "/healthz ok" kcm_healthy
   wait_ready kube-controller-manager "controllers running (ServiceAccount default/default exists)" kcm_working
+
+  local sched_kubeconfig=$STATE/kube-scheduler.kubeconfig
+  start kube-scheduler "$bin/kube-scheduler" \
+    --kubeconfig="$sched_kubeconfig" \
+    --authentication-kubeconfig="$sched_kubeconfig" \
+    --authorization-kubeconfig="$sched_kubeconfig" \
+    --bind-address=127.0.0.1 \
+    --secure-port="$SCHEDULER_PORT" \
+    --cert-dir="$STATE/scheduler-certs" \
+    --leader-elect=false
+  wait_ready kube-scheduler "/healthz ok" scheduler_healthy
+
+  if node_wanted "$bin"; then
+    "$here/node.sh" up || { trap - INT TERM; "$here/node.sh" down || true; stop_all; die "the node did not come up; everything started was stopped; logs kept in $STATE/node"; }
+  fi
 
   trap - INT TERM
   log "control plane up in $((SECONDS - t0)) s: https://127.0.0.1:$APISERVER_PORT"
@@ -468,6 +546,7 @@ cmd_down() {
     return 0
   fi
   stop_demo_operator
+  if [ -f "$STATE/cluster.env" ] && grep -q '^NODE_NET=' "$STATE/cluster.env"; then "$here/node.sh" down; fi
   stop_all
   rm -rf "$STATE"
   echo "cluster stopped; removed $STATE"

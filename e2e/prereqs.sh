@@ -40,6 +40,18 @@ want openssl openssl
 want make make
 want curl curl
 want python3 python3
+# The local node (e2e/node.sh), as root on Linux: runc's build (gcc, libseccomp's headers),
+# kube-proxy's iptables and conntrack, the apiserver forwarder (socat), network namespaces (ip),
+# nsenter.
+if [ "$(id -u)" -eq 0 ] && [ "${NHI_NODE:-auto}" != off ]; then
+  want gcc gcc
+  [ -e /usr/include/seccomp.h ] || { need_cmds+=(seccomp.h); need_pkgs+=(libseccomp-dev); }
+  want iptables iptables
+  want conntrack conntrack
+  want socat socat
+  want ip iproute2
+  want nsenter util-linux
+fi
 if [ "$what" = test ]; then
   want musl-gcc musl-tools # the static musl build (e2e/test-static-binary.sh)
   want readelf binutils    # checks that build has no dynamic dependencies
@@ -73,6 +85,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   for cmd in "${need_cmds[@]}"; do
     if [ "$cmd" = postgres ]; then
       have_pg_server || die "no /usr/lib/postgresql/*/bin/postgres after apt-get install postgresql"
+    elif [ "$cmd" = seccomp.h ]; then
+      [ -e /usr/include/seccomp.h ] || die "no /usr/include/seccomp.h after apt-get install libseccomp-dev"
     else
       have "$cmd" || die "$cmd is still not on PATH after apt-get install"
     fi

@@ -195,9 +195,13 @@ test_certificates_apis() {
   echo "$out" | grep -qx 'clustertrustbundles.certificates.k8s.io' || fail "clustertrustbundles not served"
   echo "$out" | grep -qx 'podcertificaterequests.certificates.k8s.io' || fail "podcertificaterequests not served"
   k get podcertificaterequests -A
+  # GA (certificates.k8s.io/v1) from 1.37; v1beta1 on the 1.36 fallback.
+  local version=v1
+  k get --raw /apis/certificates.k8s.io/v1 | grep -q '"clustertrustbundles"' || version=v1beta1
+  echo "ClusterTrustBundle served as certificates.k8s.io/$version"
   # A ClusterTrustBundle round trip, to show the storage really works.
   k apply -f - <<EOF
-apiVersion: certificates.k8s.io/v1beta1
+apiVersion: certificates.k8s.io/$version
 kind: ClusterTrustBundle
 metadata:
   name: $ctb
@@ -209,12 +213,78 @@ EOF
     fail "ClusterTrustBundle $ctb has no trust bundle"
 }
 
+# kube-scheduler looks at a new pod: with no node it says so in a FailedScheduling Event.
+test_scheduler() {
+  sched_ns=nhi-sched-$suffix
+  trap 'k delete namespace "$sched_ns" --ignore-not-found --wait=false >/dev/null 2>&1' EXIT
+  k create namespace "$sched_ns"
+  k create serviceaccount -n "$sched_ns" default 2>/dev/null || true
+  k run probe -n "$sched_ns" --image=registry.invalid/none:0 --restart=Never
+  seen() {
+    k get events -n "$sched_ns" --field-selector reason=FailedScheduling -o name | grep -q . ||
+      k get pod probe -n "$sched_ns" -o jsonpath='{.spec.nodeName}' | grep -q .
+  }
+  wait_for 30 "the scheduler acted on the pod (scheduled, or FailedScheduling)" seen
+}
+
+# The node: a pod runs; kubelet mounts its Secret volume (the `..data` link) and updates it; a
+# ClusterIP Service routes to the pod from the host; the pod reaches the apiserver through the
+# `kubernetes` Service.
+test_node() {
+  node_ns=nhi-node-$suffix
+  trap 'k delete namespace "$node_ns" --ignore-not-found --wait=false >/dev/null 2>&1' EXIT
+  k create namespace "$node_ns"
+  k create secret generic files -n "$node_ns" --from-literal=greeting=first
+  k apply -n "$node_ns" -f - <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {app: web}}
+spec:
+  automountServiceAccountToken: false
+  containers:
+  - name: web
+    image: nhi.dev/busybox:local
+    imagePullPolicy: Never
+    command: [/bin/busybox, httpd, -f, -p, "8080", -h, /files]
+    volumeMounts: [{name: files, mountPath: /files, readOnly: true}]
+  volumes: [{name: files, secret: {secretName: files}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+EOF
+  k wait -n "$node_ns" --for=condition=Ready pod/web --timeout=60s
+  k exec -n "$node_ns" web -- /bin/busybox ls -la /files | tee /dev/stderr | grep -q -- '..data ->' ||
+    fail "no ..data link in the Secret volume"
+  local ip
+  ip=$(k get service web -n "$node_ns" -o jsonpath='{.spec.clusterIP}')
+  served() { [ "$(curl -fsS --max-time 2 "http://$ip/greeting")" = "$1" ]; }
+  wait_for 30 "the ClusterIP Service $ip serves the Secret's file from the host" served first
+  k create secret generic files -n "$node_ns" --from-literal=greeting=second --dry-run=client -o yaml |
+    k apply -f -
+  wait_for 90 "kubelet's update of the Secret volume reached the pod" served second
+  local api
+  api=$(k get service kubernetes -n default -o jsonpath='{.spec.clusterIP}')
+  # A TCP connection (busybox's own TLS cannot handshake with the apiserver from a pod, for
+  # reasons of its own; the operator's pods, on the node, show the rest).
+  k exec -n "$node_ns" web -- /bin/busybox sh -c "/bin/busybox nc -w 5 $api 443 </dev/null" ||
+    fail "the pod does not reach the apiserver through the kubernetes Service ($api:443)"
+  echo "the pod connects to the apiserver through the kubernetes Service at $api:443"
+}
+
 run "apiserver /readyz answers ok" test_readyz
+run "kube-scheduler acts on a pod" test_scheduler
 run "garbage collector deletes a dependent ConfigMap" test_garbage_collection
 run "CSR signed, client cert authenticates, RBAC enforced" test_csr_signing
 run "namespace gets default ServiceAccount; its token authenticates" test_service_account_token
 run "namespace deletion is finalized" test_namespace_deletion
 run "ClusterTrustBundle and PodCertificateRequest APIs are served" test_certificates_apis
+if [ -n "${NODE_NET:-}" ] && [ -s "$NHI_CLUSTER_DIR/node/kubelet.pid" ]; then
+  run "the node runs a pod: Secret volume (..data, updated), ClusterIP from the host, apiserver from the pod" test_node
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
