@@ -546,8 +546,12 @@ cmd_down() {
     return 0
   fi
   stop_demo_operator
-  if [ -f "$STATE/cluster.env" ] && grep -q '^NODE_NET=' "$STATE/cluster.env"; then "$here/node.sh" down; fi
+  local node_ok=true
+  if [ -f "$STATE/cluster.env" ] && grep -q '^NODE_NET=' "$STATE/cluster.env"; then
+    "$here/node.sh" down || node_ok=false
+  fi
   stop_all
+  $node_ok || die "the node left something behind (above); the control plane is stopped, $STATE kept"
   rm -rf "$STATE"
   echo "cluster stopped; removed $STATE"
 }

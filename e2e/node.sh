@@ -310,19 +310,28 @@ import_images() {
 cmd_import() {
   local f
   for f in "$@"; do
-    in_node "$BIN/ctr" --address "$SOCKET" -n k8s.io images import "$f" >/dev/null ||
-      die "importing $f into containerd failed"
+    in_node "$BIN/ctr" --address "$SOCKET" -n k8s.io images import "$f" >"$NODE/ctr.log" 2>&1 ||
+      { cat "$NODE/ctr.log" >&2; die "importing $f into containerd failed"; }
   done
+}
+
+# cgroup_pids: every process in the node's cgroups (the containers: each pod has a network
+# namespace of its own, so they are not all in the node's).
+cgroup_pids() {
+  local d=/sys/fs/cgroup/pids$CGROUP_ROOT
+  [ -d "$d" ] || return 0
+  find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null || true
 }
 
 cmd_down() {
   local pids=() p c
-  # Every process of the node (components, shims, containers), then the namespace itself.
+  # Every process of the node (components and shims in its network namespace, containers in its
+  # cgroups), then the namespace itself.
   if ip netns list 2>/dev/null | grep -qw "$NETNS"; then
-    mapfile -t pids < <(ip netns pids "$NETNS" 2>/dev/null || true)
+    mapfile -t pids < <(ip netns pids "$NETNS" 2>/dev/null || true; cgroup_pids)
     [ ${#pids[@]} -eq 0 ] || kill -TERM "${pids[@]}" 2>/dev/null || true
     for _ in 1 2 3 4 5 6 7 8 9 10; do
-      mapfile -t pids < <(ip netns pids "$NETNS" 2>/dev/null || true)
+      mapfile -t pids < <(ip netns pids "$NETNS" 2>/dev/null || true; cgroup_pids)
       [ ${#pids[@]} -gt 0 ] || break
       sleep 0.3
     done
@@ -336,6 +345,9 @@ cmd_down() {
   ip link del "$HOST_VETH" 2>/dev/null || true
   ip route del "$POD_CIDR" 2>/dev/null || true
   ip route del "$SERVICE_CIDR" 2>/dev/null || true
+  # Containers left when the namespace was already gone.
+  mapfile -t pids < <(cgroup_pids)
+  [ ${#pids[@]} -eq 0 ] || { kill -KILL "${pids[@]}" 2>/dev/null || true; sleep 0.3; }
   # The pods' cgroups, deepest first, in every hierarchy.
   for p in /sys/fs/cgroup/*"$CGROUP_ROOT"; do
     [ -d "$p" ] || continue
@@ -346,7 +358,24 @@ cmd_down() {
   { grep -F " $NODE/" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
-  log "node stopped"
+  leftovers
+  log "node stopped: no process, mount, cgroup, network namespace, link or route of it is left"
+}
+
+# leftovers: fails, naming them, when anything of the node is still there.
+leftovers() {
+  local left=()
+  if ip netns list 2>/dev/null | grep -qw "$NETNS"; then left+=("network namespace $NETNS"); fi
+  if ip link show "$HOST_VETH" >/dev/null 2>&1; then left+=("link $HOST_VETH"); fi
+  if ip route show "$POD_CIDR" 2>/dev/null | grep -q .; then left+=("route $POD_CIDR"); fi
+  if ip route show "$SERVICE_CIDR" 2>/dev/null | grep -q .; then left+=("route $SERVICE_CIDR"); fi
+  local d
+  for d in /sys/fs/cgroup/*"$CGROUP_ROOT"; do
+    if [ -d "$d" ]; then left+=("cgroup $d"); fi
+  done
+  if grep -qF " $NODE/" /proc/self/mountinfo; then left+=("mounts under $NODE"); fi
+  if [ -n "$(cgroup_pids)" ]; then left+=("processes in $CGROUP_ROOT"); fi
+  [ ${#left[@]} -eq 0 ] || die "left after stopping the node: ${left[*]}"
 }
 
 case "${1:-}" in

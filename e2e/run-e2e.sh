@@ -80,3 +80,9 @@ e2e/test-install.sh
 
 echo "== the chart's RBAC: exactly what it lists, and enough for the operator"
 e2e/test-chart-rbac.sh
+
+if $own; then
+  echo "== stopping the control plane and its node: nothing of them is left"
+  trap - EXIT
+  e2e/cluster.sh down
+fi
