@@ -310,7 +310,7 @@ import_images() {
 cmd_import() {
   local f
   for f in "$@"; do
-    in_node "$BIN/ctr" --address "$SOCKET" -n k8s.io images import "$f" >"$NODE/ctr.log" 2>&1 ||
+    in_node "$BIN/ctr" --address "$SOCKET" -n k8s.io images import "$(realpath "$f")" >"$NODE/ctr.log" 2>&1 ||
       { cat "$NODE/ctr.log" >&2; die "importing $f into containerd failed"; }
   done
 }

@@ -81,6 +81,11 @@ e2e/test-install.sh
 echo "== the chart's RBAC: exactly what it lists, and enough for the operator"
 e2e/test-chart-rbac.sh
 
+if [ -s "$NHI_CLUSTER_DIR/node/kubelet.pid" ]; then
+  echo "== on the node: the image built without Docker, installed with Helm, pods Ready, a workload mounting its identity"
+  e2e/test-node-install.sh
+fi
+
 if $own; then
   echo "== stopping the control plane and its node: nothing of them is left"
   trap - EXIT

