@@ -240,16 +240,12 @@ cmd_up() {
   mkdir -p "$NODE"
   write_configs
   network_up
-  # The holder keeps the node's namespaces; every component joins them: the network namespace,
-  # and a private mount namespace with a sysfs of that network namespace (as `ip netns exec`
-  # makes) that keeps the host's cgroup hierarchies (which `ip netns exec` would hide; kubelet
-  # and runc need them).
-  mkdir -p "$NODE/cgroup-keep"
-  # shellcheck disable=SC2016
+  # The holder keeps the node's namespaces (its network namespace, and a private mount namespace
+  # prepared by node-holder.sh); every component joins them once it is ready.
+  rm -f "$NODE/holder.ready"
   start node-holder nsenter --net="/run/netns/$NETNS" unshare --mount --propagation private \
-    bash -c 'mount --rbind /sys/fs/cgroup "$0/cgroup-keep" && mount -t sysfs sysfs /sys &&
-      mount --move "$0/cgroup-keep" /sys/fs/cgroup && while :; do sleep 3600; done' "$NODE"
-  sleep 0.2
+    "$here/node-holder.sh" "$NODE"
+  wait_for "the node's namespaces prepared" test -f "$NODE/holder.ready"
   start apiserver-forward-host socat "UNIX-LISTEN:$NODE/apiserver.sock,fork,unlink-early" \
     "TCP:127.0.0.1:$APISERVER_PORT"
   start apiserver-forward-node nsenter --target "$(pid_of node-holder)" --net --mount -- \
@@ -343,8 +339,8 @@ cmd_down() {
     if alive "$c"; then kill -KILL "$(pid_of "$c")" 2>/dev/null || true; fi
   done
   ip link del "$HOST_VETH" 2>/dev/null || true
-  ip route del "$POD_CIDR" 2>/dev/null || true
-  ip route del "$SERVICE_CIDR" 2>/dev/null || true
+  ip route del "$POD_CIDR" via "$NODE_IP" dev "$HOST_VETH" 2>/dev/null || true
+  ip route del "$SERVICE_CIDR" via "$NODE_IP" dev "$HOST_VETH" 2>/dev/null || true
   # Containers left when the namespace was already gone.
   mapfile -t pids < <(cgroup_pids)
   [ ${#pids[@]} -eq 0 ] || { kill -KILL "${pids[@]}" 2>/dev/null || true; sleep 0.3; }

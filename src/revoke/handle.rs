@@ -163,7 +163,7 @@ impl Revoker {
     pub fn record_crl_bytes(&self) -> Option<usize> {
         self.shared
             .loaded
-            .load(Ordering::Relaxed)
+            .load(Ordering::Acquire)
             .then(|| self.shared.crl_bytes.load(Ordering::Relaxed))
     }
 

@@ -254,7 +254,7 @@ fn publish_serials(inbox: &Inbox, record: &RevocationRecord) {
     inbox
         .shared
         .loaded
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+        .store(true, std::sync::atomic::Ordering::Release);
 }
 
 /// Admits the requests of a batch within the quotas: those refused are answered at once (and

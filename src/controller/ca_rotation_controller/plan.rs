@@ -233,6 +233,8 @@ fn step(
                 Err(e) => Next::Fail(e),
             }
         }
+        // Not loaded yet (a restart, a record that cannot be read): nothing to say yet.
+        Step::AwaitRevocationRoom if facts.record_crl_bytes.is_none() => Next::Wait(ROOM_RECHECK),
         Step::AwaitRevocationRoom => {
             reports.push(Problem {
                 reason: "CARotationAwaitingRevocationRoom",

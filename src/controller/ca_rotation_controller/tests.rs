@@ -218,16 +218,23 @@ fn switch_and_drop_need_what_the_secret_must_hold() {
         ByteString(next.cert_chain_pem.into_bytes()),
     );
     data.insert(keys::NEXT_KEY.into(), ByteString(next.key_pem.into_bytes()));
-    // A record that two CRLs could not list: the switch waits, and says why, once.
-    for unknown_or_too_big in [None, Some(CRL_BUDGET / 2 + 1)] {
-        f.record_crl_bytes = unknown_or_too_big;
+    // A record that two CRLs could not list: the switch waits, and says why, once; a record not
+    // loaded yet: it waits, saying nothing.
+    for (record, said) in [
+        (None, vec![]),
+        (
+            Some(CRL_BUDGET / 2 + 1),
+            vec!["CARotationAwaitingRevocationRoom"],
+        ),
+    ] {
+        f.record_crl_bytes = record;
         let waiting = plan_of(&f);
         assert!(
             matches!(waiting.next, Next::Wait(d) if d == StdDuration::from_secs(30)),
             "{:?}",
             waiting.next
         );
-        assert_eq!(reasons(&waiting), vec!["CARotationAwaitingRevocationRoom"]);
+        assert_eq!(reasons(&waiting), said);
     }
     f.record_crl_bytes = Some(CRL_BUDGET / 2);
     let Next::Write(w) = plan_of(&f).next else {
