@@ -432,7 +432,7 @@ cmd_up() {
   if [ "$minor" -lt 37 ]; then gates=(--feature-gates="$BETA_FEATURE_GATES"); fi
   choose_ports
   mkdir -p "$STATE"
-  trap 'trap - INT TERM; stop_all; die "interrupted; everything started was stopped"' INT TERM
+  trap 'trap - INT TERM; [ ! -d "$STATE/node" ] || "$here/node.sh" down || true; stop_all; die "interrupted; everything started was stopped"' INT TERM
   gen_pki
   cat >"$STATE/cluster.env" <<EOF
 BIN=$bin

@@ -56,7 +56,11 @@ fn args() -> Args {
             "--identities" => a.identities = value.parse().expect("--identities N"),
             "--loop" => a.loop_requests = value.parse().expect("--loop N"),
             "--loop-concurrency" => {
-                a.loop_concurrency = value.parse().expect("--loop-concurrency N")
+                a.loop_concurrency = value
+                    .parse()
+                    .ok()
+                    .filter(|c| *c > 0)
+                    .expect("--loop-concurrency N, at least 1")
             }
             "--operator" => a.operator = value,
             "--etcd" => a.etcd = Some(value),
