@@ -2,7 +2,6 @@
 //! revocation is persisted; read the trust documents last published.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -47,11 +46,16 @@ pub(super) struct Shared {
     pub published: Mutex<HashSet<String>>,
     /// The CA or its bundle changed: sign and publish again.
     pub ca_changed: Notify,
-    /// The serials on the record, as last loaded or written.
-    pub revoked: arc_swap::ArcSwap<HashSet<String>>,
-    /// PEM bytes the record's entries add to one CRL, once `loaded`.
-    pub crl_bytes: AtomicUsize,
-    pub loaded: AtomicBool,
+    /// The record as last loaded or written; None before the service has loaded it.
+    pub record: ArcSwapOption<RecordSummary>,
+}
+
+/// What the rest of the operator reads of the revocation record.
+pub(super) struct RecordSummary {
+    /// The serials on it (what RoleBindings leave out).
+    pub serials: HashSet<String>,
+    /// PEM bytes its entries add to one CRL (whether a CA rotation may switch).
+    pub crl_bytes: usize,
 }
 
 /// Cloneable handle on the revocation service.
@@ -152,19 +156,16 @@ impl Revoker {
     /// Whether the record holds `serial_hex` (as far as this replica's service knows: nothing
     /// before it has loaded the record).
     pub fn is_revoked(&self, serial_hex: &str) -> bool {
-        self.shared
-            .revoked
-            .load()
-            .contains(&nhi_core::revocation::normalise_serial(serial_hex))
+        self.shared.record.load().as_ref().is_some_and(|r| {
+            r.serials
+                .contains(&nhi_core::revocation::normalise_serial(serial_hex))
+        })
     }
 
     /// PEM bytes the record's entries add to one CRL; None before the service has loaded the
     /// record.
     pub fn record_crl_bytes(&self) -> Option<usize> {
-        self.shared
-            .loaded
-            .load(Ordering::Acquire)
-            .then(|| self.shared.crl_bytes.load(Ordering::Relaxed))
+        self.shared.record.load().as_ref().map(|r| r.crl_bytes)
     }
 
     /// An identity exists in `namespace`: make sure it has a trust ConfigMap.

@@ -245,16 +245,13 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
 
 /// Tells the rest of the operator which serials the record holds (what RoleBindings leave out).
 fn publish_serials(inbox: &Inbox, record: &RevocationRecord) {
-    let serials = record.serials().map(str::to_string).collect();
-    inbox.shared.revoked.store(Arc::new(serials));
     inbox
         .shared
-        .crl_bytes
-        .store(record.crl_bytes(), std::sync::atomic::Ordering::Relaxed);
-    inbox
-        .shared
-        .loaded
-        .store(true, std::sync::atomic::Ordering::Release);
+        .record
+        .store(Some(Arc::new(super::handle::RecordSummary {
+            serials: record.serials().map(str::to_string).collect(),
+            crl_bytes: record.crl_bytes(),
+        })));
 }
 
 /// Admits the requests of a batch within the quotas: those refused are answered at once (and
