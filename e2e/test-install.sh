@@ -29,7 +29,6 @@ work=$(mktemp -d)
 passed=0
 failed=0
 skipped=0
-created_ns=false
 
 # shellcheck source=e2e/tap.sh
 . e2e/tap.sh
@@ -53,7 +52,7 @@ summary() {
 
 cleanup() {
   helm uninstall "$RELEASE" -n "$NS" >/dev/null 2>&1 || true
-  if $created_ns; then k delete namespace "$NS" --timeout=60s >/dev/null 2>&1 || true; fi
+  if [ -f "$work/created-ns" ]; then k delete namespace "$NS" --timeout=60s >/dev/null 2>&1 || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -184,7 +183,10 @@ fresh_namespace() {
     sleep 1
   done
   k get namespace "$NS" -o name 2>/dev/null && return 0
-  k create namespace "$NS" && created_ns=true
+  k create namespace "$NS"
+  # cleanup deletes the namespace only when this run created it; checks run in subshells, so a
+  # file says so.
+  : >"$work/created-ns"
 }
 check "namespace $NS is usable" fresh_namespace
 

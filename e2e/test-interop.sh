@@ -63,6 +63,8 @@ declare -A result
 
 cleanup() {
   local p
+  # Checks run in subshells: a background process one leaves running has its pid in $work/pids.
+  if [ -f "$work/pids" ]; then while read -r p; do pids+=("$p"); done <"$work/pids"; fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   if [ -f "$work/nginx/nginx.pid" ]; then kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true; fi
   if [ -d "$work/pg/data" ]; then pg stop -m immediate >/dev/null 2>&1 || true; fi
@@ -250,7 +252,8 @@ openssl_tls() {
     -www -naccept 3 >"$work/s_server.log" 2>&1 &
   local server=$!
   # The probe is the first of the three connections it accepts.
-  wait_port "$port" || { kill "$server" 2>/dev/null; cat "$work/s_server.log"; return 1; }
+  # (s_server may have exited already: its log is what tells why.)
+  wait_port "$port" || { kill "$server" 2>/dev/null || true; cat "$work/s_server.log"; return 1; }
   s_client() {
     local d=$1
     printf 'GET / HTTP/1.0\r\n\r\n' | timeout 10 openssl s_client -connect "127.0.0.1:$port" \
@@ -340,12 +343,13 @@ nginx_cell() {
     --dir "$work/agent/server-$s" --exec "'$nginx_bin' -p '$work/nginx' -c '$work/nginx/nginx.conf' -e '$work/nginx/error.log' -s reload" \
     >"$work/agent-$s.log" 2>&1 &
   local agent=$!
-  pids+=("$agent")
+  echo "$agent" >>"$work/pids"
   k patch -n "$NS" "machineidentity/server-$s" --type=merge \
     -p "{\"spec\":{\"certificate\":{\"dnsNames\":[\"$(hostname_of "$s")\",\"rotated-$s.$NS.svc\"]}}}" >/dev/null
   deadline=$((SECONDS + 30))
   while :; do
-    after=$(served_serial "$s")
+    # Empty while nginx cannot answer (reloading): tried again.
+    after=$(served_serial "$s" || true)
     [ -n "$after" ] && [ "$after" != "$before" ] && break
     [ $SECONDS -lt $deadline ] || { echo "nginx still serves $before 30 s after the rotation"; tail "$work/agent-$s.log"; return 1; }
     sleep 0.5
@@ -365,8 +369,10 @@ pg_start() {
   mkdir -p "$work/pg/sock" "$work/pg/ssl"
   [ "$(id -u)" -ne 0 ] || chown -R postgres "$work/pg"
   pg_as "$pg_bin/initdb" -D "$work/pg/data" -A trust -U postgres >/dev/null
+  local pg_port trust_domain_path
   pg_port=$(free_port)
-  local trust_domain_path
+  # The cells run in other checks' subshells: they read the port from this file.
+  echo "$pg_port" >"$work/pg-port"
   trust_domain_path=$(openssl x509 -in "$work/agent/client-ed25519/tls.crt" -noout -ext subjectAltName |
     grep -o 'URI:spiffe://[^,]*' | sed 's/^URI://; s#/mi/.*##')
   cat >>"$work/pg/data/postgresql.conf" <<EOF
@@ -407,13 +413,15 @@ pg_server_files() {
   chmod 600 "$work/pg/ssl/"*
   [ "$(id -u)" -ne 0 ] || chown postgres "$work/pg/ssl/"*
 }
+# psql_as ALG DIR USER: psql with DIR's certificate as USER, on the caller's pg_port.
 psql_as() {
   local s=$1 d=$2 user=$3
   timeout 10 psql "host=$(hostname_of "$s") hostaddr=127.0.0.1 port=$pg_port dbname=postgres user=$user sslmode=verify-full sslrootcert=$d/ca.crt sslcert=$d/tls.crt sslkey=$d/tls.key" \
     -tAc 'SELECT current_user' 2>&1
 }
 postgresql_cell() {
-  local s=$1 out
+  local s=$1 out pg_port
+  pg_port=$(cat "$work/pg-port")
   pg_server_files "$s"
   pg reload >/dev/null
   # SIGHUP is asynchronous: the server presents the new certificate once it has re-read it.
@@ -424,7 +432,7 @@ postgresql_cell() {
     [ $SECONDS -lt $deadline ] || { echo "PostgreSQL does not serve server-$s's certificate"; tail "$work/pg/log"; return 1; }
     sleep 0.2
   done
-  out=$(psql_as "$s" "$work/agent/client-$s" "client-$s")
+  out=$(psql_as "$s" "$work/agent/client-$s" "client-$s") || { echo "client-$s cannot log in: $out"; return 1; }
   echo "client-$s logs in as: $out"
   [ "$out" = "client-$s" ] || return 1
   out=$(psql_as "$s" "$work/agent/revoked-$s" "revoked-$s" || true)
@@ -443,7 +451,8 @@ mtls_echo_cell() {
   target/debug/examples/mtls_echo serve --identity-dir "$work/agent/server-$s" \
     --addr "127.0.0.1:$port" >"$work/echo-$s.log" 2>&1 &
   local server=$!
-  wait_port "$port" || { kill $server; cat "$work/echo-$s.log"; return 1; }
+  # (The server may have exited already: its log is what tells why.)
+  wait_port "$port" || { kill $server || true; cat "$work/echo-$s.log"; return 1; }
   echo_call() {
     target/debug/examples/mtls_echo call --identity-dir "$1" --addr "127.0.0.1:$port" \
       --server-name "$(hostname_of "$s")" --duration 300ms --interval 100ms 2>&1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The samples in config/samples work as `make demo` uses them: applied to a namespace of their
-# own, every object a MachineIdentity's workloadRef names is among them, no review date and no
+# The samples in config/samples (and the demo's echo workload, config/samples/echo) work as
+# `make demo` uses them: applied to a namespace of their own, every object a MachineIdentity's workloadRef names is among them, no review date and no
 # Entitlement ends soon, and the operator (watching only that namespace) makes every identity
 # Ready with WorkloadFound=True and ReviewDue=False. Each check prints `ok - NAME` or
 # `not ok - NAME` (followed by its output as `# ` lines); the last line is `N passed, M failed`.
@@ -18,6 +18,7 @@ export KUBECONFIG=${KUBECONFIG:-$NHI_CLUSTER_DIR/kubeconfig}
 NS=${NHI_SAMPLES_TEST_NS:-nhi-samples-test}
 # The operator's default --review-warning: a sample within it would show ReviewDue in the demo.
 REVIEW_WARNING_DAYS=14
+SAMPLES=(config/samples config/samples/echo)
 
 work=$(mktemp -d)
 passed=0
@@ -58,11 +59,20 @@ fresh_namespace() {
   k create namespace "$NS"
 }
 check "namespace $NS created" fresh_namespace
-apply_samples() { e2e/samples-for.sh "$NS" | k apply -n "$NS" -f -; }
-check "config/samples applied to $NS (e2e/samples-for.sh)" apply_samples
+apply_samples() {
+  local dir
+  for dir in "${SAMPLES[@]}"; do e2e/samples-for.sh "$NS" "$dir" | k apply -n "$NS" -f -; done
+}
+check "${SAMPLES[*]} applied to $NS (e2e/samples-for.sh)" apply_samples
 [ "$failed" -eq 0 ] || { summary; exit 1; }
 
-k get -k config/samples -n "$NS" -o json >"$work/samples.json"
+# Every sample object, as applied, in one list.
+for dir in "${SAMPLES[@]}"; do k get -k "$dir" -n "$NS" -o json; done |
+  python3 -c 'import json, sys
+d = json.JSONDecoder(); text = sys.stdin.read().strip(); items = []
+while text:
+    doc, end = d.raw_decode(text); items += doc["items"]; text = text[end:].strip()
+json.dump({"items": items}, sys.stdout)' >"$work/samples.json"
 
 # The static checks: dates, and that the samples themselves hold each workload named.
 dates_ahead() {
@@ -115,22 +125,24 @@ for o in items:
     if not ref:
         continue
     key = (ref["apiVersion"], ref["kind"], ref["name"])
-    print(f"{o['metadata']['name']} -> {' '.join(key)}: {'in config/samples' if key in have else 'MISSING from config/samples'}")
+    print(f"{o['metadata']['name']} -> {' '.join(key)}: {'in the samples' if key in have else 'MISSING from the samples'}")
     bad |= key not in have
 sys.exit(1 if bad else 0)
 PY
 }
-check "config/samples holds every workload a MachineIdentity names ($(wc -l <"$work/refs") named)" workloads_in_samples
+check "the samples hold every workload a MachineIdentity names ($(wc -l <"$work/refs") named)" workloads_in_samples
 while read -r mi api kind name; do
   check "$kind/$name ($mi's workloadRef) exists in $NS" \
     k get -n "$NS" "$(nhi_kubectl_type "$api" "$kind")" "$name" -o name
 done <"$work/refs"
 
-# The operator, as the demo runs it, but only for this namespace (its CA Secret lives there too).
+# The operator, as the demo runs it, but only for this namespace (its CA Secret lives there too);
+# the echo workload's 2-minute certificates need --min-ttl below the default 5m, as the demo
+# installs the chart (identity.minTTL=1m).
 check "cargo build --bin nhi-operator" cargo build --quiet --bin nhi-operator
 [ "$failed" -eq 0 ] || { summary; exit 1; }
 target/debug/nhi-operator run --watch-namespace "$NS" --operator-namespace "$NS" \
-  --http-addr 127.0.0.1:0 >"$work/operator.log" 2>&1 &
+  --min-ttl 1m --http-addr 127.0.0.1:0 >"$work/operator.log" 2>&1 &
 operator_pid=$!
 
 # with_log COMMAND...: COMMAND, and the operator's log tail when it fails.
@@ -140,7 +152,7 @@ with_log() {
   tail -n 30 "$work/operator.log"
   return 1
 }
-mapfile -t names < <(k get -k config/samples -n "$NS" -o name | grep '\.nhi\.dev/')
+mapfile -t names < <(for dir in "${SAMPLES[@]}"; do k get -k "$dir" -n "$NS" -o name; done | grep '\.nhi\.dev/')
 check "every identity and entitlement Ready (${#names[@]})" \
   with_log k wait -n "$NS" --for=condition=Ready --timeout=60s "${names[@]}"
 while read -r mi api kind name; do

@@ -40,7 +40,7 @@ async fn invalid_manifests_are_rejected_with_the_field_named() {
         ),
         (
             "ttl-short",
-            with("certificate.ttl", json!("1m")),
+            with("certificate.ttl", json!("5s")),
             "spec.certificate.ttl",
         ),
         (

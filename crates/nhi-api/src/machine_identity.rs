@@ -132,14 +132,16 @@ pub enum ReviewLapseAction {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateSpec {
-    /// Lifetime of each certificate, as a Go duration (for example `1h`, `30m`). Between 5m and
-    /// 24h; the operator may enforce narrower bounds. Default: the operator's setting (1h).
+    /// Lifetime of each certificate, as a Go duration (for example `1h`, `30m`). Between 10s and
+    /// 24h here; the operator narrows it to its own bounds (--min-ttl, --max-ttl: 5m and 24h by
+    /// default), refusing others with Ready=False, reason TTLOutOfBounds. Default: the operator's
+    /// setting (1h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"),
         length(max = 32)
     )]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('5m') && duration(self) <= duration('24h')").message("ttl must be between 5m and 24h"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('24h')").message("ttl must be between 10s and 24h"))]
     pub ttl: Option<String>,
 
     /// Percentage of the lifetime after which the certificate is renewed (10 to 90). Default: the

@@ -5,7 +5,8 @@
 //! ```text
 //! cargo run --example mtls_echo -- serve --identity-dir ./server --addr 127.0.0.1:8443
 //! cargo run --example mtls_echo -- call --identity-dir ./client --addr 127.0.0.1:8443 \
-//!     --server-name echo.shop.svc --duration 60s [--interval 100ms] [--stop-file PATH]
+//!     --server-name echo.shop.svc --duration 60s [--interval 100ms] [--stop-file PATH] \
+//!     [--report-every 30s]
 //! cargo run --example mtls_echo -- stats --identity-dir ./client --addr 127.0.0.1:8443 \
 //!     --server-name echo.shop.svc
 //! ```
@@ -16,14 +17,17 @@
 //!
 //! The server requires an unrevoked client certificate chaining to its `ca.crt` and logs one
 //! line per handshake with the serials on both sides. `call` sends a request every `--interval`, each on a
-//! new connection (a new handshake) and on one long-lived connection, until `--duration` passes
-//! or `--stop-file` exists; it prints one line per failure and a summary, and exits non-zero if
+//! new connection (a new handshake) and on one long-lived connection (the first, retried for up to
+//! a minute while the server is not up yet), until `--duration` passes
+//! or `--stop-file` exists; it prints one line per failure, one per new serial on either side, a
+//! progress line every `--report-every` (counts so far) and a summary, and exits non-zero if
 //! anything failed. `stats` prints the server's reload counters.
 //!
 //! Protocol, one line each way: `ping N` is answered `pong N <server serial> <client serial>`,
 //! `stats` with `stats serial=<serial> reloads=<n> refused=<n>`.
 
 use std::collections::BTreeSet;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,13 +50,14 @@ struct Args {
     duration: Duration,
     interval: Duration,
     stop_file: Option<PathBuf>,
+    report_every: Option<Duration>,
     revocation: RevocationCheck,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: mtls_echo serve|call|stats --identity-dir DIR --addr ADDR [--server-name NAME] \
-         [--duration 60s] [--interval 100ms] [--stop-file PATH] \
+         [--duration 60s] [--interval 100ms] [--stop-file PATH] [--report-every 30s] \
          [--crl-dir DIR | --no-revocation-check]"
     );
     std::process::exit(2)
@@ -86,6 +91,7 @@ fn args() -> Args {
         duration: Duration::from_secs(60),
         interval: Duration::from_millis(100),
         stop_file: None,
+        report_every: None,
         revocation: RevocationCheck::CrlInIdentityDir,
     };
     while let Some(flag) = it.next() {
@@ -101,6 +107,7 @@ fn args() -> Args {
             "--duration" => a.duration = duration(&value),
             "--interval" => a.interval = duration(&value),
             "--stop-file" => a.stop_file = Some(value.into()),
+            "--report-every" => a.report_every = Some(duration(&value)),
             "--crl-dir" => a.revocation = RevocationCheck::CrlInDir(value.into()),
             _ => usage(),
         }
@@ -117,8 +124,10 @@ fn serial_of(der: &[u8]) -> String {
 
 #[tokio::main]
 async fn main() {
+    // Colours only on a terminal: `kubectl logs` shows them as escape codes.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = args();
     let options = ReloadOptions {
@@ -229,6 +238,22 @@ async fn connect(connector: &TlsConnector, args: &Args) -> Result<Connection, Er
     })
 }
 
+/// The first connection, retried for up to a minute: a client started beside its server (two
+/// Deployments applied together) may come up first. Failures from then on count.
+async fn first_connection(connector: &TlsConnector, args: &Args) -> Result<Connection, Error> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match connect(connector, args).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) if Instant::now() < deadline => {
+                println!("waiting for the server at {}: {e}", args.addr);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 async fn request(conn: &mut Connection, line: &str) -> Result<String, Error> {
     conn.write.write_all(format!("{line}\n").as_bytes()).await?;
     let reply = tokio::time::timeout(Duration::from_secs(5), conn.lines.next_line())
@@ -251,12 +276,19 @@ async fn call(identity: ReloadingIdentity, args: &Args) -> Result<(), Error> {
     let _watch = identity.spawn_watch();
     let connector = TlsConnector::from(Arc::new(identity.client_config()?));
     let started = Instant::now();
-    let mut long_lived = connect(&connector, args).await?;
+    let mut long_lived = first_connection(&connector, args).await?;
     let (mut requests, mut handshakes) = (0u64, 1u64);
     let (mut failed_handshakes, mut failed_requests) = (0u64, 0u64);
     let mut server_serials = BTreeSet::from([long_lived.server_serial.clone()]);
     let mut client_serials = BTreeSet::new();
     let mut n = 0u64;
+    println!(
+        "calling {} as serial={}: server serial={}",
+        args.addr,
+        identity.current().serial_hex,
+        long_lived.server_serial
+    );
+    let mut reported = Instant::now();
     while started.elapsed() < args.duration && !args.stop_file.as_ref().is_some_and(|f| f.exists())
     {
         n += 1;
@@ -284,6 +316,19 @@ async fn call(identity: ReloadingIdentity, args: &Args) -> Result<(), Error> {
         if let Err(e) = ping(&mut long_lived, n).await {
             failed_requests += 1;
             println!("FAIL request {n} on the long-lived connection: {e}");
+        }
+        if args
+            .report_every
+            .is_some_and(|every| reported.elapsed() >= every)
+        {
+            reported = Instant::now();
+            println!(
+                "progress requests={requests} handshakes={handshakes} \
+                 failed_requests={failed_requests} failed_handshakes={failed_handshakes} \
+                 server_serials={} client_serials={}",
+                server_serials.len(),
+                client_serials.len()
+            );
         }
         tokio::time::sleep(args.interval).await;
     }
