@@ -90,6 +90,8 @@ e2e/test-chart-rbac.sh
 if [ -s "$NHI_CLUSTER_DIR/node/kubelet.pid" ]; then
   echo "== on the node: the image built without Docker, installed with Helm, pods Ready, a workload mounting its identity"
   e2e/test-node-install.sh
+  echo "== on the node: pod certificates (signer nhi.dev/identity), keys that never leave the node"
+  e2e/test-pod-certificates.sh
 fi
 
 if $own; then

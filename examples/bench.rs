@@ -44,6 +44,7 @@ fn identity(name: &str) -> MachineIdentity {
             secret_name: format!("{name}-id"),
             attributes: Default::default(),
             kubernetes_access: None,
+            pod_certificates: None,
         },
     )
 }

@@ -68,6 +68,15 @@ pub struct Metrics {
     pub revocation_capacity_used: Gauge<i64>,
     /// Revocation requests refused, by reason (quota, capacity).
     pub revocations_refused: Family<ReasonLabels, Counter>,
+    /// PodCertificateRequests answered, by outcome (Issued, Denied, Failed) and reason.
+    pub pod_certificates: Family<OutcomeLabels, Counter>,
+}
+
+/// Labels of an answered request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+    pub reason: String,
 }
 
 impl Default for Metrics {
@@ -169,7 +178,14 @@ impl Metrics {
             "Revocation requests refused, by reason",
             revocations_refused.clone(),
         );
+        let pod_certificates = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "pod_certificate_requests",
+            "PodCertificateRequests answered by the signer, by outcome and reason",
+            pod_certificates.clone(),
+        );
         Metrics {
+            pod_certificates,
             revocation_entries,
             revocation_capacity_used,
             revocations_refused,
@@ -214,6 +230,16 @@ impl Metrics {
     pub fn count_revocation_refused(&self, reason: &str) {
         self.revocations_refused
             .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts an answered PodCertificateRequest.
+    pub fn count_pod_certificate(&self, outcome: &str, reason: &str) {
+        self.pod_certificates
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
                 reason: reason.to_string(),
             })
             .inc();

@@ -14,6 +14,7 @@ use crate::controller::entitlement::EntitlementContext;
 use crate::controller::events::{EventBudget, EventPublisher};
 use crate::controller::identity::context::IdentityContext;
 use crate::controller::identity::settings::{LifecyclePolicy, Settings as PlanSettings};
+use crate::controller::pod_certificate::context::PodCertContext;
 use crate::controller::reissue_pacing::ReissuePacing;
 use crate::controller::report::Reporter;
 use crate::controller::signing_ca::SigningCa;
@@ -237,6 +238,24 @@ async fn lead(
         reporter: reporter.clone(),
         entitlement_trigger,
     });
+    if settings.pod_certificates {
+        let signer = Arc::new(PodCertContext {
+            client: client.clone(),
+            ca: ca.clone(),
+            identities: identities.clone(),
+            entitlements: identity_ctx.entitlements.clone(),
+            policies: policies.clone(),
+            issuance: identity_ctx.settings.issuance.clone(),
+            review_warning: identity_ctx.settings.lifecycle.review_warning,
+            reporter: reporter.clone(),
+        });
+        tokio::spawn(controller::pod_certificate::start(
+            signer,
+            ns.clone(),
+            shutdown.clone(),
+            health.clone(),
+        ));
+    }
     let entitlement_ctx = Arc::new(EntitlementContext {
         client: client.clone(),
         identities,

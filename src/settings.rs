@@ -142,6 +142,13 @@ pub struct Settings {
     #[arg(long, env = "NHI_KUBERNETES_ACCESS", default_value_t = false)]
     pub kubernetes_access: bool,
 
+    /// The pod-certificate signer `nhi.dev/identity`: answers PodCertificateRequests for pods
+    /// covered by an identity's `spec.podCertificates` (Kubernetes 1.37's certificates.k8s.io/v1;
+    /// on a cluster without that API it says so once and stays off). Needs `sign` on the signer,
+    /// the requests and their status, and `get` on pods.
+    #[arg(long, env = "NHI_POD_CERTIFICATES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pod_certificates: bool,
+
     /// API server URL written into the kubeconfig of identities with Kubernetes access.
     /// Default: the URL the operator itself uses (in a cluster, the in-cluster address).
     #[arg(long, env = "NHI_KUBE_API_SERVER")]

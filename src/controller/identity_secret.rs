@@ -176,6 +176,7 @@ mod tests {
                 secret_name: "api-id".into(),
                 attributes: Default::default(),
                 kubernetes_access: None,
+                pod_certificates: None,
             },
         );
         mi.metadata.namespace = Some("ns".into());

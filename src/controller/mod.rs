@@ -10,6 +10,7 @@ pub mod events;
 pub mod identity;
 pub mod identity_secret;
 pub mod kube_access;
+pub mod pod_certificate;
 pub mod policy_status;
 pub mod policy_watch;
 pub mod reissue_pacing;

@@ -17,7 +17,7 @@ pub use identity_policy::{
 pub use machine_identity::{
     CertificateRecord, CertificateSpec, DnsName, KeyAlgorithm, KubernetesAccess,
     KubernetesAccessStatus, MachineIdentity, MachineIdentitySpec, MachineIdentityStatus, Owner,
-    RefusedRevocation, ReviewLapseAction, RevocationStatus, Usage, WorkloadRef,
+    PodCertificates, RefusedRevocation, ReviewLapseAction, RevocationStatus, Usage, WorkloadRef,
 };
 
 use kube::CustomResourceExt;

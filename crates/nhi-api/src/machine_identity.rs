@@ -70,6 +70,23 @@ pub struct MachineIdentitySpec {
     /// Entitlements with `spec.kubernetes` rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_access: Option<KubernetesAccess>,
+
+    /// Pod certificates (opt-in): pods of this namespace running as the named ServiceAccount get
+    /// this identity's certificate through a `podCertificate` projected volume for the signer
+    /// `nhi.dev/identity`. The kubelet generates the key on the node; it never leaves it. One
+    /// ServiceAccount is covered by at most one identity (a second makes every request denied,
+    /// reason AmbiguousIdentity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_certificates: Option<PodCertificates>,
+}
+
+/// Which pods get the identity's certificate from the pod-certificate signer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodCertificates {
+    /// The ServiceAccount (in the identity's namespace) whose pods are covered.
+    #[schemars(schema_with = "service_account_name_schema")]
+    pub service_account_name: String,
 }
 
 /// Kubernetes API access for an identity.
@@ -343,6 +360,16 @@ fn dns_label_name_schema(_: &mut SchemaGenerator) -> Schema {
         "maxLength": 253,
         "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
         "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "secretName is immutable"}]
+    })
+}
+
+fn service_account_name_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "description": "The ServiceAccount (in the identity's namespace) whose pods are covered.",
+        "minLength": 1,
+        "maxLength": 253,
+        "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
     })
 }
 

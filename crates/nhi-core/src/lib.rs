@@ -1,7 +1,7 @@
 //! nhi-core: the operator's pure decisions, over plain data, with no Kubernetes client and no
 //! async: certificate contents ([`issue`]), the CA and its rotation steps ([`ca`]), entitlement
-//! resolution ([`entitle`]), lifecycle verdicts ([`lifecycle`]) and the revocation record
-//! ([`revocation`]). The controllers in `nhi-operator` read, call these, and write.
+//! resolution ([`entitle`]), lifecycle verdicts ([`lifecycle`]), the revocation record
+//! ([`revocation`]) and the pod-certificate signer's decisions ([`podcert`]). The controllers in `nhi-operator` read, call these, and write.
 
 pub mod ca;
 pub mod duration;
@@ -9,6 +9,7 @@ pub mod entitle;
 pub mod issue;
 pub mod labels;
 pub mod lifecycle;
+pub mod podcert;
 pub mod policy;
 pub mod revocation;
 pub mod serial;

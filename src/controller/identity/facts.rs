@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use time::OffsetDateTime;
 
@@ -13,7 +14,7 @@ use super::context::IdentityContext;
 use crate::ca::CertificateAuthority;
 use crate::controller::error::ReconcileError;
 use crate::controller::secret_index::SecretVersion;
-use nhi_api::{MachineIdentity, RevocationStatus};
+use nhi_api::{Entitlement, MachineIdentity, RevocationStatus};
 use nhi_core::entitle::resolve::EntitlementFacts;
 use nhi_core::issue::assess::KnownCertificate;
 use nhi_core::labels::{REVOKE_FINALIZER, REVOKE_REQUESTED};
@@ -223,7 +224,17 @@ fn namespace_entitlements(
     namespace: &str,
     policy: &EffectivePolicy,
 ) -> Vec<EntitlementFacts> {
-    ctx.entitlements
+    entitlement_facts(&ctx.entitlements, namespace, policy)
+}
+
+/// The Entitlements of `namespace` in `store` that its `policy` allows, as plain data (what
+/// grants resolve from, for Secrets and pod certificates alike).
+pub fn entitlement_facts(
+    store: &Store<Entitlement>,
+    namespace: &str,
+    policy: &EffectivePolicy,
+) -> Vec<EntitlementFacts> {
+    store
         .state()
         .iter()
         .filter(|e| e.metadata.namespace.as_deref() == Some(namespace))

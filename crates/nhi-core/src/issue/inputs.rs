@@ -6,7 +6,9 @@ use time::Duration;
 
 use super::leaf::{CustomExtensions, LeafRequest, leaf_common_name, spiffe_id};
 use crate::duration::parse_go_duration;
+use crate::entitle::resolve::EffectiveGrants;
 use nhi_api::{KeyAlgorithm, MachineIdentity};
+use nhi_identity::extension::{self, IdentityClaims};
 
 /// The operator settings that shape certificates.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,6 +75,23 @@ struct HashedInputs<'a> {
     /// Omitted when false, so enabling it is what changes the hash.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     kubernetes_access: bool,
+}
+
+/// The identity extension for the identity's grants and attributes (none when both are empty).
+pub fn claims_extension(
+    mi: &MachineIdentity,
+    grants: &EffectiveGrants,
+) -> Result<CustomExtensions, SpecError> {
+    let claims = IdentityClaims {
+        grants: grants.grants.clone(),
+        attributes: mi.spec.attributes.clone(),
+    };
+    if claims.is_empty() {
+        return Ok(vec![]);
+    }
+    let der =
+        extension::encode(&claims).map_err(|e| SpecError::InvalidAttributes(e.to_string()))?;
+    Ok(vec![(extension::EXTENSION_OID.to_vec(), der)])
 }
 
 /// Resolves the certificate request of an identity. `extensions` are the custom extensions the
@@ -199,6 +218,7 @@ mod tests {
                 secret_name: "api-identity".into(),
                 attributes: Default::default(),
                 kubernetes_access: None,
+                pod_certificates: None,
             },
         );
         mi.metadata.namespace = Some("pay".into());

@@ -4,7 +4,7 @@ use std::fmt;
 
 use rcgen::{
     CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -136,6 +136,33 @@ pub fn issue_leaf(
     key: &KeyPair,
     now: OffsetDateTime,
 ) -> Result<IssuedCertificate, IssueError> {
+    let signed = sign_leaf(ca, req, key, now)?;
+    Ok(IssuedCertificate {
+        chain_pem: format!("{}{}", signed.leaf_pem, ca.chain_pem()),
+        key_pem: key.serialize_pem(),
+        info: signed.info,
+        leaf_der: signed.leaf_der,
+    })
+}
+
+/// A leaf signed for a public key whose private key is elsewhere (with the caller, or on a node).
+#[derive(Clone, Debug)]
+pub struct SignedLeaf {
+    /// PEM of the leaf alone.
+    pub leaf_pem: String,
+    /// DER of the leaf.
+    pub leaf_der: Vec<u8>,
+    /// Facts about the leaf, for status.
+    pub info: CertificateInfo,
+}
+
+/// Signs a leaf certificate for `public_key` with the CA. Pure apart from the random serial.
+pub fn sign_leaf(
+    ca: &CertificateAuthority,
+    req: &LeafRequest,
+    public_key: &impl PublicKeyData,
+    now: OffsetDateTime,
+) -> Result<SignedLeaf, IssueError> {
     let (not_before, not_after) = validity(req, ca.not_after(), now)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -179,7 +206,7 @@ pub fn issue_leaf(
         params.custom_extensions.push(ext);
     }
     let cert = params
-        .signed_by(key, ca.issuer())
+        .signed_by(public_key, ca.issuer())
         .map_err(IssueError::Signing)?;
     let leaf_der = cert.der().to_vec();
     let serial_hex = params
@@ -187,9 +214,8 @@ pub fn issue_leaf(
         .as_ref()
         .map(|s| hex::encode(s.to_bytes()))
         .unwrap_or_default();
-    Ok(IssuedCertificate {
-        chain_pem: format!("{}{}", cert.pem(), ca.chain_pem()),
-        key_pem: key.serialize_pem(),
+    Ok(SignedLeaf {
+        leaf_pem: cert.pem(),
         info: CertificateInfo {
             serial_hex,
             thumbprint_sha256: thumbprint(&leaf_der),

@@ -23,13 +23,11 @@ use nhi_core::entitle::resolve::{EffectiveGrants, effective_grants};
 use nhi_core::issue::assess::{
     Expectations, KnownCertificate, ReissueReason, Verdict, assess, assess_known,
 };
-use nhi_core::issue::inputs::{ResolvedIdentity, SpecError, resolve_identity};
-use nhi_core::issue::leaf::CustomExtensions;
+use nhi_core::issue::inputs::{ResolvedIdentity, SpecError, claims_extension, resolve_identity};
 use nhi_core::lifecycle::verdict::Lifecycle;
 use nhi_core::policy::POLICY_DENIED;
 use nhi_core::policy::identity::{IdentityAllowance, as_allowed, check_identity};
 use nhi_identity::certificate::CertificateInfo;
-use nhi_identity::extension::{self, IdentityClaims};
 
 /// What the identity's Secret holds, as far as the plan needs to know.
 #[derive(Clone, Debug, PartialEq)]
@@ -451,21 +449,4 @@ pub(super) fn deferred_for_rotation(
         kube_client_not_after,
     };
     (judgement, paced)
-}
-
-/// The identity extension for the identity's grants and attributes (none when both are empty).
-fn claims_extension(
-    mi: &MachineIdentity,
-    grants: &EffectiveGrants,
-) -> Result<CustomExtensions, SpecError> {
-    let claims = IdentityClaims {
-        grants: grants.grants.clone(),
-        attributes: mi.spec.attributes.clone(),
-    };
-    if claims.is_empty() {
-        return Ok(vec![]);
-    }
-    let der =
-        extension::encode(&claims).map_err(|e| SpecError::InvalidAttributes(e.to_string()))?;
-    Ok(vec![(extension::EXTENSION_OID.to_vec(), der)])
 }
