@@ -144,8 +144,9 @@ pub struct Settings {
 
     /// The pod-certificate signer `nhi.dev/identity`: answers PodCertificateRequests for pods
     /// covered by an identity's `spec.podCertificates` (Kubernetes 1.37's certificates.k8s.io/v1;
-    /// on a cluster without that API it says so once and stays off). Needs `sign` on the signer,
-    /// the requests and their status, and `get` on pods.
+    /// on a cluster without that API it says so once and stays off). Needs `sign` and `attest`
+    /// on the signer, the requests and their status, `get` on pods, and the ClusterTrustBundle
+    /// `nhi.dev:identity:roots` it publishes the roots in.
     #[arg(long, env = "NHI_POD_CERTIFICATES", default_value_t = true, action = clap::ArgAction::Set)]
     pub pod_certificates: bool,
 

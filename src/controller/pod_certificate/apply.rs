@@ -1,5 +1,6 @@
 //! Writes the answer to a PodCertificateRequest: its status (Issued with the chain and times, or
-//! Denied / Failed with a reason), a Warning Event on the pod for a denial, the counts.
+//! Denied / Failed with a reason), a Warning Event on the pod for a denial, the counts. Each
+//! write names the resourceVersion it answers, so two answers to one request cannot both land.
 
 use k8s_openapi::api::certificates::v1::PodCertificateRequest;
 use k8s_openapi::api::core::v1::Pod;
@@ -11,8 +12,8 @@ use time::OffsetDateTime;
 
 use super::context::PodCertContext;
 use super::plan::Issuance;
-use nhi_core::podcert::decide::{Denial, begin_refresh_at};
-use nhi_core::podcert::sign::sign_pod_certificate;
+use nhi_core::podcert::decide::{CERTIFICATE_REJECTED, Denial, SIGNING_FAILED, begin_refresh_at};
+use nhi_core::podcert::sign::{PodCertificate, sign_pod_certificate};
 use nhi_identity::timestamp::rfc3339;
 
 /// The condition types (and the reason of an issuance) the API defines.
@@ -20,7 +21,7 @@ const ISSUED: &str = "Issued";
 const DENIED: &str = "Denied";
 const FAILED: &str = "Failed";
 
-/// Signs and writes the certificate; a CA that cannot sign it fails the request.
+/// Signs (off the async runtime) and writes the certificate.
 pub async fn issue(
     ctx: &PodCertContext,
     pcr: &PodCertificateRequest,
@@ -28,11 +29,16 @@ pub async fn issue(
     now: OffsetDateTime,
 ) -> Result<(), kube::Error> {
     let ca = ctx.ca.current();
-    let cert = match sign_pod_certificate(&ca, &issuance.request, &issuance.spki, now) {
+    let (request, spki) = (issuance.request.clone(), issuance.spki.clone());
+    let signed =
+        tokio::task::spawn_blocking(move || sign_pod_certificate(&ca, &request, &spki, now))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+    let cert: PodCertificate = match signed {
         Ok(c) => c,
-        Err(e) => {
-            let denial = Denial::new("SigningFailed", e.to_string());
-            return answer(ctx, pcr, FAILED, &denial).await;
+        Err(why) => {
+            return answer(ctx, pcr, FAILED, &Denial::new(SIGNING_FAILED, why)).await;
         }
     };
     let info = &cert.leaf.info;
@@ -46,14 +52,21 @@ pub async fn issue(
         "issued for MachineIdentity {} ({}), serial {}",
         issuance.identity, issuance.request.spiffe_id, info.serial_hex
     );
-    let status = json!({"status": {
+    let status = json!({
         "conditions": [condition(ISSUED, ISSUED, &message, now)],
         "certificateChain": cert.chain_pem,
         "notBefore": rfc3339(info.not_before),
         "notAfter": rfc3339(info.not_after),
         "beginRefreshAt": rfc3339(refresh),
-    }});
-    write_status(ctx, pcr, &status).await?;
+    });
+    match write_status(ctx, pcr, status).await? {
+        Written::Yes => {}
+        Written::AnsweredElsewhere => return Ok(()),
+        // The apiserver's validation refuses this answer: writing it again would fail again.
+        Written::Refused(why) => {
+            return answer(ctx, pcr, FAILED, &Denial::new(CERTIFICATE_REJECTED, why)).await;
+        }
+    }
     ctx.reporter.metrics.count_pod_certificate(ISSUED, ISSUED);
     tracing::info!(
         namespace = %pcr.namespace().unwrap_or_default(), pod = %pcr.spec.pod_name,
@@ -73,6 +86,7 @@ pub async fn deny(
     answer(ctx, pcr, DENIED, denial).await
 }
 
+/// Writes a Denied or Failed answer, counts it and tells the pod.
 async fn answer(
     ctx: &PodCertContext,
     pcr: &PodCertificateRequest,
@@ -80,10 +94,15 @@ async fn answer(
     denial: &Denial,
 ) -> Result<(), kube::Error> {
     let now = OffsetDateTime::now_utc();
-    let status = json!({"status": {
-        "conditions": [condition(kind, denial.reason, &denial.message, now)],
-    }});
-    write_status(ctx, pcr, &status).await?;
+    let status = json!({"conditions": [condition(kind, denial.reason, &denial.message, now)]});
+    match write_status(ctx, pcr, status).await? {
+        Written::Yes => {}
+        Written::AnsweredElsewhere => return Ok(()),
+        Written::Refused(why) => {
+            tracing::error!(request = %pcr.name_any(), error = %why, "the apiserver refused a {kind} answer");
+            return Ok(());
+        }
+    }
     ctx.reporter
         .metrics
         .count_pod_certificate(kind, denial.reason);
@@ -123,18 +142,47 @@ fn condition(type_: &str, reason: &str, message: &str, now: OffsetDateTime) -> s
     })
 }
 
+/// How a status write ended.
+enum Written {
+    Yes,
+    /// The request changed since it was read and has its answer now (another reconcile).
+    AnsweredElsewhere,
+    /// The apiserver's validation refused it: the message.
+    Refused(String),
+}
+
+/// Writes `status` onto the version of the request that was read.
 async fn write_status(
     ctx: &PodCertContext,
     pcr: &PodCertificateRequest,
-    status: &serde_json::Value,
-) -> Result<(), kube::Error> {
+    status: serde_json::Value,
+) -> Result<Written, kube::Error> {
     let api: Api<PodCertificateRequest> =
         Api::namespaced(ctx.client.clone(), &pcr.namespace().unwrap_or_default());
-    api.patch_status(
-        &pcr.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(status),
-    )
-    .await
-    .map(|_| ())
+    let patch = json!({
+        "metadata": {"resourceVersion": pcr.resource_version()},
+        "status": status,
+    });
+    match api
+        .patch_status(
+            &pcr.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(Written::Yes),
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 422 => {
+            let now = api.get_opt(&pcr.name_any()).await?;
+            if now.as_ref().is_none_or(super::answered) {
+                return Ok(Written::AnsweredElsewhere);
+            }
+            match e.code {
+                // Changed but unanswered (a label, an annotation): read again, answer again.
+                409 => Err(kube::Error::Api(e)),
+                _ => Ok(Written::Refused(e.message)),
+            }
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::shutdown::Shutdown;
 use context::PodCertContext;
+use facts::Source;
 use nhi_core::podcert::SIGNER_NAME;
 use plan::Plan;
 
@@ -48,7 +49,8 @@ pub async fn start(
 ) {
     if !api_available(&ctx.client).await {
         warn!(
-            "this cluster does not serve certificates.k8s.io/v1 PodCertificateRequests              (Kubernetes 1.37 and later): the pod-certificate signer {SIGNER_NAME} is off"
+            "this cluster does not serve certificates.k8s.io/v1 PodCertificateRequests \
+             (Kubernetes 1.37 and later): the pod-certificate signer {SIGNER_NAME} is off"
         );
         return;
     }
@@ -108,8 +110,16 @@ async fn reconcile(
     if pcr.spec.signer_name != SIGNER_NAME || answered(&pcr) {
         return Ok(Action::await_change());
     }
-    let facts = facts::observe(&pcr, &ctx).await?;
-    match plan::plan(&facts, &ctx.issuance, ctx.review_warning) {
+    let facts = facts::observe(&pcr, &ctx, Source::Cache).await?;
+    let mut decided = plan::plan(&facts, &ctx.issuance, ctx.review_warning);
+    if let Plan::Deny(d) = &decided
+        && plan::about_identities(d)
+    {
+        // Final for the pod: made again from the API, not from a cache that may lag.
+        let live = facts::observe(&pcr, &ctx, Source::Live).await?;
+        decided = plan::plan(&live, &ctx.issuance, ctx.review_warning);
+    }
+    match decided {
         Plan::Wait(after) => Ok(Action::requeue(after)),
         Plan::Deny(denial) => {
             apply::deny(&ctx, &pcr, &denial).await?;
@@ -123,7 +133,7 @@ async fn reconcile(
 }
 
 /// Whether the request already has its answer (Issued, Denied or Failed).
-fn answered(pcr: &PodCertificateRequest) -> bool {
+pub fn answered(pcr: &PodCertificateRequest) -> bool {
     pcr.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())

@@ -2,19 +2,22 @@
 
 use time::Duration;
 
-use super::facts::{Facts, PodCheck};
+use super::facts::Facts;
 use nhi_core::issue::inputs::IssuancePolicy;
-use nhi_core::issue::leaf::LeafRequest;
+use nhi_core::issue::leaf::{CLOCK_SKEW_ALLOWANCE, LeafRequest};
+use nhi_core::podcert::MIN_LIFETIME;
 use nhi_core::podcert::decide::{
-    Claimant, Denial, NO_IDENTITY, NO_IDENTITY_GRACE, POD_MISMATCH, Request, bind, decide,
-    standing_denial,
+    AMBIGUOUS_IDENTITY, BAD_REQUEST, Claimant, Denial, NO_IDENTITY, NO_IDENTITY_GRACE,
+    POD_MISMATCH, Request, UNRECOGNIZED_ANNOTATIONS, bind, decide, standing_denial,
 };
 use nhi_core::podcert::identity::{IdentityInputs, resolve_for_pod};
+use nhi_core::podcert::pod_check::PodCheck;
 
 /// What to do with a request.
 #[derive(Debug)]
 pub enum Plan {
-    /// Look again after this long (no identity covers the pod yet, within the grace).
+    /// Look again after this long: no identity covers the pod yet (within the grace), or the CA
+    /// cannot cover an hour's certificate until it is rotated.
     Wait(std::time::Duration),
     Deny(Denial),
     Issue(Box<Issuance>),
@@ -25,7 +28,7 @@ pub enum Plan {
 pub struct Issuance {
     /// The MachineIdentity's name.
     pub identity: String,
-    /// Its leaf, with the lifetime the request allows.
+    /// Its leaf, with the lifetime the request and the CA allow.
     pub request: LeafRequest,
     /// The pod's public key (SubjectPublicKeyInfo, DER).
     pub spki: Vec<u8>,
@@ -34,10 +37,25 @@ pub struct Issuance {
     pub jitter_key: String,
 }
 
+/// Whether a denial says the cache may not have held the right identities: such a denial is
+/// made again from a live list before it is written.
+pub fn about_identities(denial: &Denial) -> bool {
+    denial.reason == NO_IDENTITY || denial.reason == AMBIGUOUS_IDENTITY
+}
+
 /// Plans the answer to a request with `facts`.
 pub fn plan(facts: &Facts, issuance: &IssuancePolicy, review_warning: Duration) -> Plan {
     if let PodCheck::Differs(why) = &facts.pod {
         return Plan::Deny(Denial::new(POD_MISMATCH, why.clone()));
+    }
+    if !facts.user_annotations.is_empty() {
+        return Plan::Deny(Denial::new(
+            UNRECOGNIZED_ANNOTATIONS,
+            format!(
+                "this signer recognises no userAnnotations; the request has {}",
+                facts.user_annotations.join(", ")
+            ),
+        ));
     }
     let claimants: Vec<Claimant> = facts.claimants.iter().map(|(c, _)| c.clone()).collect();
     let bound = match bind(&facts.service_account, &claimants) {
@@ -63,12 +81,20 @@ pub fn plan(facts: &Facts, issuance: &IssuancePolicy, review_warning: Duration) 
         Err(standing) => {
             return Plan::Deny(standing_denial(&bound, &standing).unwrap_or_else(|| {
                 Denial::new(
-                    "IdentityUnavailable",
+                    BAD_REQUEST,
                     format!("MachineIdentity {bound} cannot be issued"),
                 )
             }));
         }
     };
+    // No certificate outlives the CA: until a rotation leaves room for an hour's, wait (a
+    // passing condition, never a denial).
+    let shortest = MIN_LIFETIME - CLOCK_SKEW_ALLOWANCE;
+    let ca_room = facts.ca_not_after - facts.now;
+    if ca_room < shortest && resolved.request.ttl >= shortest {
+        return Plan::Wait(std::time::Duration::from_secs(60));
+    }
+    let ttl = resolved.request.ttl.min(ca_room);
     let request = Request {
         key: facts
             .key
@@ -78,19 +104,13 @@ pub fn plan(facts: &Facts, issuance: &IssuancePolicy, review_warning: Duration) 
         max_expiration: facts.max_expiration,
     };
     let alg = mi.spec.certificate.key_algorithm;
-    let grant = match decide(
-        &bound,
-        &Default::default(),
-        alg,
-        resolved.request.ttl,
-        &request,
-    ) {
+    let grant = match decide(&bound, &Default::default(), alg, ttl, &request) {
         Ok(g) => g,
         Err(d) => return Plan::Deny(d),
     };
     let Ok((_, spki)) = &facts.key else {
         return Plan::Deny(Denial::new(
-            "BadRequest",
+            BAD_REQUEST,
             "the request's key is unreadable".into(),
         ));
     };

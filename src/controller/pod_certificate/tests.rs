@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 
-use super::facts::{Facts, PodCheck};
+use super::facts::Facts;
 use super::plan::{Plan, plan};
 use nhi_api::MachineIdentity;
 use nhi_core::issue::inputs::IssuancePolicy;
 use nhi_core::podcert::decide::{
-    AMBIGUOUS_IDENTITY, Claimant, NO_IDENTITY, POD_MISMATCH, UNSUPPORTED_KEY_TYPE,
+    AMBIGUOUS_IDENTITY, Claimant, NO_IDENTITY, POD_MISMATCH, UNRECOGNIZED_ANNOTATIONS,
+    UNSUPPORTED_KEY_TYPE,
 };
 use nhi_core::podcert::key_type::KubeletKeyType;
+use nhi_core::podcert::pod_check::PodCheck;
 use nhi_core::policy::effective_policy;
 
 fn issuance() -> IssuancePolicy {
@@ -49,7 +51,6 @@ fn facts(claimants: Vec<(Claimant, Arc<MachineIdentity>)>, age: Duration) -> Fac
         now: OffsetDateTime::now_utc(),
         age,
         namespace: "shop".into(),
-        pod_name: "web-0".into(),
         pod_uid: "pod-uid".into(),
         service_account: "web".into(),
         max_expiration: Duration::hours(24),
@@ -58,6 +59,8 @@ fn facts(claimants: Vec<(Claimant, Arc<MachineIdentity>)>, age: Duration) -> Fac
         claimants,
         policy: effective_policy("shop", &labels, &[], "cluster.local"),
         entitlements: vec![],
+        ca_not_after: OffsetDateTime::now_utc() + Duration::days(365),
+        user_annotations: vec![],
     }
 }
 
@@ -120,4 +123,27 @@ fn a_pod_that_is_not_the_one_named_or_another_key_is_denied() {
         denial_reason(plan(&f, &issuance(), Duration::days(14))),
         UNSUPPORTED_KEY_TYPE
     );
+}
+
+#[test]
+fn user_annotations_are_denied_as_unrecognised() {
+    let mut f = facts(vec![identity("web", "web")], Duration::seconds(1));
+    f.user_annotations = vec!["example.com/tier".into()];
+    let reason = denial_reason(plan(&f, &issuance(), Duration::days(14)));
+    assert_eq!(reason, UNRECOGNIZED_ANNOTATIONS);
+}
+
+#[test]
+fn a_ca_near_its_end_shortens_the_certificate_or_waits_for_the_rotation() {
+    let mut f = facts(vec![identity("web", "web")], Duration::seconds(1));
+    f.ca_not_after = f.now + Duration::minutes(90);
+    let Plan::Issue(i) = plan(&f, &issuance(), Duration::days(14)) else {
+        panic!("not issued")
+    };
+    assert_eq!(i.request.ttl, Duration::minutes(90));
+    f.ca_not_after = f.now + Duration::minutes(30);
+    assert!(matches!(
+        plan(&f, &issuance(), Duration::days(14)),
+        Plan::Wait(_)
+    ));
 }

@@ -14,29 +14,51 @@ use crate::controller::signing_ca::SigningCa;
 use crate::shutdown::Shutdown;
 use nhi_core::labels::{FIELD_MANAGER, MANAGED_BY, MANAGER};
 use nhi_core::podcert::SIGNER_NAME;
+use nhi_core::podcert::trust_bundle::cluster_trust_bundle;
 
 /// The bundle's name: the signer name with `/` as `:`, then a suffix (the API requires the prefix).
 pub const BUNDLE_NAME: &str = "nhi.dev:identity:roots";
 
-/// How often the CA is compared with what was published (an in-memory comparison; the API is
-/// written only when the roots changed).
+/// How often the CA is compared with what was published (in memory).
 const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often the bundle is applied even when the roots did not change (an edited or deleted
+/// bundle is restored).
+const REAPPLY_EVERY: Duration = Duration::from_secs(300);
 
 /// Keeps the bundle at the CA's roots until shutdown.
 pub async fn run(client: Client, ca: SigningCa, shutdown: Shutdown) {
     let api: Api<ClusterTrustBundle> = Api::all(client);
-    let mut published: Option<String> = None;
+    let mut published: Option<(String, tokio::time::Instant)> = None;
+    let mut refused: Option<String> = None;
     loop {
-        let roots = ca.current().trust_bundle_pem().to_string();
-        if published.as_deref() != Some(roots.as_str()) {
-            match apply(&api, &roots).await {
-                Ok(()) => {
-                    info!(bundle = BUNDLE_NAME, "ClusterTrustBundle published");
-                    published = Some(roots);
+        let source = ca.current().trust_bundle_pem().to_string();
+        let changed = published.as_ref().is_none_or(|(pem, _)| *pem != source);
+        let stale = published
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() >= REAPPLY_EVERY);
+        if changed || stale {
+            match cluster_trust_bundle(&source) {
+                Ok(roots) => match apply(&api, &roots).await {
+                    Ok(()) => {
+                        if changed {
+                            info!(bundle = BUNDLE_NAME, "ClusterTrustBundle published");
+                        }
+                        published = Some((source, tokio::time::Instant::now()));
+                    }
+                    Err(e) => warn!(
+                        bundle = BUNDLE_NAME, error = %e,
+                        "publishing the ClusterTrustBundle failed; retrying"
+                    ),
+                },
+                // Said once per CA bundle, not every few seconds.
+                Err(why) if refused.as_deref() != Some(source.as_str()) => {
+                    warn!(
+                        bundle = BUNDLE_NAME, error = %why,
+                        "the CA bundle cannot be published as a ClusterTrustBundle"
+                    );
+                    refused = Some(source);
                 }
-                Err(e) => {
-                    warn!(bundle = BUNDLE_NAME, error = %e, "publishing the ClusterTrustBundle failed; retrying")
-                }
+                Err(_) => {}
             }
         }
         tokio::select! {

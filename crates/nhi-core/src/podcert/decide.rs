@@ -24,8 +24,15 @@ pub const TTL_OUT_OF_BOUNDS: &str = "TTLOutOfBounds";
 /// Reason: the stub CSR cannot be used.
 pub const BAD_REQUEST: &str = "BadRequest";
 /// Reason: the pod the request names is gone, or is not the one running (uid, ServiceAccount or
-/// node differ).
+/// node differ), or has no volume for this signer.
 pub const POD_MISMATCH: &str = "PodMismatch";
+/// Reason: the request carries `unverifiedUserAnnotations`; this signer recognises none (the API
+/// asks signers to deny keys they do not know).
+pub const UNRECOGNIZED_ANNOTATIONS: &str = "UnrecognizedUserAnnotations";
+/// Reason (Failed): the CA could not sign the certificate.
+pub const SIGNING_FAILED: &str = "SigningFailed";
+/// Reason (Failed): the apiserver refused the answer (its validation; the message says why).
+pub const CERTIFICATE_REJECTED: &str = "CertificateRejected";
 
 /// A MachineIdentity of the request's namespace that covers a ServiceAccount's pods.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,6 +14,10 @@ use crate::policy::identity::{as_allowed, check_identity};
 use nhi_api::MachineIdentity;
 use nhi_identity::timestamp::rfc3339;
 
+/// How long a grant must still last to be carried by a pod certificate: Kubernetes' hour, the
+/// backdating of notBefore, and a minute of margin.
+pub const GRANT_FLOOR: Duration = Duration::minutes(62);
+
 /// What a pod certificate of `mi` is made from, at `now`.
 pub struct IdentityInputs<'a> {
     pub identity: &'a MachineIdentity,
@@ -63,7 +67,18 @@ pub fn resolve_for_pod(inputs: &IdentityInputs<'_>) -> Result<ResolvedIdentity, 
     let name = mi.metadata.name.clone().unwrap_or_default();
     let uid = mi.metadata.uid.clone().unwrap_or_default();
     let labels = mi.metadata.labels.clone().unwrap_or_default();
-    let grants = effective_grants(&name, &uid, &labels, inputs.entitlements, inputs.now);
+    // A pod certificate lasts at least an hour (Kubernetes' floor), and a certificate never
+    // outlives a grant it carries: grants ending sooner are left out of it.
+    let lasting: Vec<EntitlementFacts> = inputs
+        .entitlements
+        .iter()
+        .filter(|e| {
+            e.expires_at
+                .is_none_or(|end| end >= inputs.now + GRANT_FLOOR)
+        })
+        .cloned()
+        .collect();
+    let grants = effective_grants(&name, &uid, &labels, &lasting, inputs.now);
     claims_extension(&allowed, &grants)
         .and_then(|ext| resolve_identity(&allowed, inputs.issuance, ext, grants.not_after_cap))
         .map_err(|e| refused(e.reason(), e.to_string()))
@@ -121,6 +136,52 @@ mod tests {
             review_warning: Duration::days(14),
             now,
         })
+    }
+
+    #[test]
+    fn grants_ending_within_the_hour_are_left_out() {
+        use crate::entitle::resolve::EntitlementFacts;
+        let now = OffsetDateTime::now_utc();
+        let grant = |name: &str, g: &str, ends: Option<OffsetDateTime>| EntitlementFacts {
+            name: name.into(),
+            names: ["web".to_string()].into(),
+            pins: BTreeMap::new(),
+            selector: None,
+            grants: [g.to_string()].into(),
+            not_before: None,
+            expires_at: ends,
+            expiry_lead: Duration::ZERO,
+        };
+        let entitlements = vec![
+            grant("lasting", "orders.read", None),
+            grant(
+                "ending",
+                "payments.refund",
+                Some(now + Duration::minutes(30)),
+            ),
+            grant("later", "orders.write", Some(now + Duration::hours(3))),
+        ];
+        let labels = BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            "shop".to_string(),
+        )]);
+        let policy = effective_policy("shop", &labels, &[], "cluster.local");
+        let mi = identity(serde_json::json!({}));
+        let r = resolve_for_pod(&IdentityInputs {
+            identity: &mi,
+            policy: &policy,
+            issuance: &issuance(),
+            entitlements: &entitlements,
+            review_warning: Duration::days(14),
+            now,
+        })
+        .unwrap();
+        let claims = nhi_identity::extension::decode(&r.request.extensions[0].1).unwrap();
+        assert_eq!(
+            claims.grants,
+            ["orders.read", "orders.write"].map(String::from).into()
+        );
+        assert_eq!(r.request.not_after_cap, Some(now + Duration::hours(3)));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 pub mod decide;
 pub mod identity;
 pub mod key_type;
+pub mod pod_check;
 pub mod sign;
+pub mod trust_bundle;
 
 /// The signer name the operator serves (`spec.signerName` of the PodCertificateRequests it
 /// answers, and of the ClusterTrustBundle it publishes).
