@@ -147,10 +147,19 @@ fi
 
 check "helm lint" helm lint "$CHART"
 check "helm lint --strict" helm lint --strict "$CHART"
+# (The default does sign for its own pod-certificate signer, nhi.dev/identity: that is not
+# Kubernetes access.)
 no_kubernetes_access_by_default() {
-  ! helm template nhi "$CHART" | grep -Eq 'signers|certificatesigningrequests|rolebindings'
+  helm template nhi "$CHART" >"$work/default.yaml"
+  ! grep -Eq 'certificatesigningrequests|rolebindings|kube-apiserver-client|"approve"' "$work/default.yaml"
 }
 check "the default chart grants no CSR approval and no RBAC writes" no_kubernetes_access_by_default
+pod_certificates_opt_out() {
+  helm template nhi "$CHART" --set podCertificates.enabled=false >"$work/no-pc.yaml"
+  ! grep -Eq 'signers|podcertificaterequests|clustertrustbundles|resources: \["pods"\]' "$work/no-pc.yaml" &&
+    grep -A1 'name: NHI_POD_CERTIFICATES' "$work/no-pc.yaml" | grep -q '"false"'
+}
+check "podCertificates.enabled=false drops the signer's RBAC and turns it off" pod_certificates_opt_out
 kubernetes_access_when_enabled() {
   helm template nhi "$CHART" --set kubernetesAccess.enabled=true | grep -q 'kubernetes.io/kube-apiserver-client'
 }

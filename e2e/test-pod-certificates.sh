@@ -289,4 +289,43 @@ counted() {
 }
 check "the answers counted (nhi_pod_certificate_requests_total by outcome and reason)" counted
 
+# The certificate is on its identity's record (what revokes it), with the grant it carries.
+recorded() {
+  local serial
+  serial=$(openssl x509 -in "$work/leaf.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+  k get machineidentity -n "$NS" web -o jsonpath='{.status.podCertificates}' | tee "$work/record"
+  echo
+  python3 - "$work/record" "$serial" <<'PYEND'
+import json, sys
+record = json.load(open(sys.argv[1]))
+serial = sys.argv[2].lstrip("0")
+mine = [c for c in record["certificates"] if c["serialNumber"].lstrip("0") == serial]
+assert record["outstanding"] >= 1 and record["lastIssuedPod"], record
+assert mine and mine[0]["pod"] == "web" and mine[0]["grants"] == ["orders.read"], mine
+PYEND
+}
+check "the identity's status records the pod certificate (serial, pod, grant carried)" recorded
+
+# Deleting the Entitlement withdraws the grant: the pod certificate carrying it is revoked.
+withdrawn() {
+  local serial t0 took
+  serial=$(openssl x509 -in "$work/leaf.pem" -noout -serial | cut -d= -f2)
+  t0=$(date +%s.%N)
+  k delete entitlement -n "$NS" web-orders --wait=false
+  for _ in $(seq 1 200); do
+    k get configmap nhi-trust -n "$NS" -o jsonpath='{.data.crl\.pem}' >"$work/crl.pem"
+    if openssl crl -in "$work/crl.pem" -noout -text 2>/dev/null | tr -d ' ' | grep -qi "SerialNumber:$serial\$"; then
+      took=$(python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.2f}')" "$t0")
+      echo "pod certificate $serial on the CRL ${took}s after the Entitlement's deletion"
+      python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) <= 5 else 1)" "$took"
+      return
+    fi
+    sleep 0.1
+  done
+  echo "pod certificate $serial not on the CRL 20 s after the Entitlement's deletion"
+  return 1
+}
+check "the Entitlement deleted: the pod certificate carrying its grant is on the CRL within seconds" withdrawn
+if [ -f "$work/out" ]; then grep 'on the CRL' "$work/out" | sed 's/^/# /' || true; fi
+
 summary

@@ -248,6 +248,7 @@ async fn lead(
             issuance: identity_ctx.settings.issuance.clone(),
             review_warning: identity_ctx.settings.lifecycle.review_warning,
             reporter: reporter.clone(),
+            record_locks: Default::default(),
         });
         tokio::spawn(controller::pod_certificate::start(
             signer,

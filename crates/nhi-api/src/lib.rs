@@ -17,7 +17,8 @@ pub use identity_policy::{
 pub use machine_identity::{
     CertificateRecord, CertificateSpec, DnsName, KeyAlgorithm, KubernetesAccess,
     KubernetesAccessStatus, MachineIdentity, MachineIdentitySpec, MachineIdentityStatus, Owner,
-    PodCertificates, RefusedRevocation, ReviewLapseAction, RevocationStatus, Usage, WorkloadRef,
+    PodCertificateRecord, PodCertificates, PodCertificatesStatus, RefusedRevocation,
+    ReviewLapseAction, RevocationStatus, Usage, WorkloadRef,
 };
 
 use kube::CustomResourceExt;

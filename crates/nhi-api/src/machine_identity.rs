@@ -289,6 +289,43 @@ pub struct MachineIdentityStatus {
     /// one is accepted. The certificates it named stay valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused_revocation: Option<RefusedRevocation>,
+    /// Pod certificates issued for this identity (signer `nhi.dev/identity`) that have not
+    /// expired: written by the signer, read to revoke them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_certificates: Option<PodCertificatesStatus>,
+}
+
+/// The outstanding pod certificates of an identity.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodCertificatesStatus {
+    /// How many have not expired.
+    pub outstanding: i32,
+    /// When the last was issued (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_issued_at: Option<String>,
+    /// The pod the last was issued to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_issued_pod: Option<String>,
+    /// Each of them, as far as revoking it needs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2048))]
+    pub certificates: Vec<PodCertificateRecord>,
+}
+
+/// A pod certificate, as far as revoking it needs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodCertificateRecord {
+    /// Serial number (hexadecimal).
+    pub serial_number: String,
+    /// End of validity (RFC 3339).
+    pub not_after: String,
+    /// The pod it was issued to.
+    pub pod: String,
+    /// The grants it carries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<String>,
 }
 
 /// A revoke request the operator refused.

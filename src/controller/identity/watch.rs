@@ -25,6 +25,7 @@ use crate::shutdown::Shutdown;
 use nhi_api::MachineIdentity;
 use nhi_core::labels::{self, REVOKE_FINALIZER};
 use nhi_core::lifecycle::certificates::{revocations, unexpired};
+use nhi_core::podcert::record::pod_revocations;
 
 /// The annotation `kubectl apply` (client-side) keeps the last applied manifest in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -221,7 +222,15 @@ fn revoke_early(ctx: &IdentityContext, mi: &MachineIdentity) {
     let now = OffsetDateTime::now_utc();
     let certs = unexpired(mi.status.as_ref(), known.as_ref(), now);
     let identity = format!("{}/{}", mi.namespace().unwrap_or_default(), mi.name_any());
-    let revs = revocations(&certs, Reason::CessationOfOperation, &identity);
+    let mut revs = revocations(&certs, Reason::CessationOfOperation, &identity);
+    revs.extend(pod_revocations(
+        mi.status.as_ref(),
+        None,
+        Reason::CessationOfOperation,
+        &identity,
+        now,
+        time::Duration::ZERO,
+    ));
     let revoker = ctx.revoker.clone();
     tokio::spawn(async move {
         if let Err(e) = revoker.revoke(revs).await {

@@ -12,6 +12,8 @@ use time::OffsetDateTime;
 
 use super::context::PodCertContext;
 use super::plan::Issuance;
+use super::record::{RecordError, record};
+use nhi_api::PodCertificateRecord;
 use nhi_core::podcert::decide::{CERTIFICATE_REJECTED, Denial, SIGNING_FAILED, begin_refresh_at};
 use nhi_core::podcert::sign::{PodCertificate, sign_pod_certificate};
 use nhi_identity::timestamp::rfc3339;
@@ -21,13 +23,21 @@ const ISSUED: &str = "Issued";
 const DENIED: &str = "Denied";
 const FAILED: &str = "Failed";
 
-/// Signs (off the async runtime) and writes the certificate.
+/// Whether the request got its answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answered {
+    Yes,
+    /// Not now: the identity's record of pod certificates is full (look again later).
+    RecordFull,
+}
+
+/// Signs (off the async runtime), records the certificate on its identity, then answers.
 pub async fn issue(
     ctx: &PodCertContext,
     pcr: &PodCertificateRequest,
     issuance: &Issuance,
     now: OffsetDateTime,
-) -> Result<(), kube::Error> {
+) -> Result<Answered, kube::Error> {
     let ca = ctx.ca.current();
     let (request, spki) = (issuance.request.clone(), issuance.spki.clone());
     let signed =
@@ -38,10 +48,26 @@ pub async fn issue(
     let cert: PodCertificate = match signed {
         Ok(c) => c,
         Err(why) => {
-            return answer(ctx, pcr, FAILED, &Denial::new(SIGNING_FAILED, why)).await;
+            answer(ctx, pcr, FAILED, &Denial::new(SIGNING_FAILED, why)).await?;
+            return Ok(Answered::Yes);
         }
     };
     let info = &cert.leaf.info;
+    let namespace = pcr.namespace().unwrap_or_default();
+    let entry = PodCertificateRecord {
+        serial_number: info.serial_hex.clone(),
+        not_after: rfc3339(info.not_after),
+        pod: pcr.spec.pod_name.clone(),
+        grants: issuance.grants.clone(),
+    };
+    match record(ctx, &namespace, &issuance.identity, entry, now).await {
+        Ok(()) => {}
+        Err(RecordError::Full(full)) => {
+            tracing::warn!(identity = %issuance.identity, %namespace, error = %full, "pod certificate not issued yet");
+            return Ok(Answered::RecordFull);
+        }
+        Err(RecordError::Kube(e)) => return Err(e),
+    }
     let refresh = begin_refresh_at(
         info.not_before,
         info.not_after,
@@ -61,10 +87,11 @@ pub async fn issue(
     });
     match write_status(ctx, pcr, status).await? {
         Written::Yes => {}
-        Written::AnsweredElsewhere => return Ok(()),
+        Written::AnsweredElsewhere => return Ok(Answered::Yes),
         // The apiserver's validation refuses this answer: writing it again would fail again.
         Written::Refused(why) => {
-            return answer(ctx, pcr, FAILED, &Denial::new(CERTIFICATE_REJECTED, why)).await;
+            answer(ctx, pcr, FAILED, &Denial::new(CERTIFICATE_REJECTED, why)).await?;
+            return Ok(Answered::Yes);
         }
     }
     ctx.reporter.metrics.count_pod_certificate(ISSUED, ISSUED);
@@ -74,7 +101,7 @@ pub async fn issue(
         not_after = %rfc3339(info.not_after), begin_refresh_at = %rfc3339(refresh),
         "pod certificate issued"
     );
-    Ok(())
+    Ok(Answered::Yes)
 }
 
 /// Denies the request (final for the pod) with the denial's reason and message.

@@ -1,5 +1,8 @@
 //! What the pod-certificate signer reads and writes through.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use kube::Client;
 use kube::runtime::reflector::Store;
 use time::Duration;
@@ -25,4 +28,20 @@ pub struct PodCertContext {
     /// The review warning (an identity past its review is suspended).
     pub review_warning: Duration,
     pub reporter: Reporter,
+    /// One writer of each identity's pod-certificate record at a time.
+    pub record_locks: RecordLocks,
+}
+
+/// One lock per identity (`namespace/name`), so its requests' records do not race.
+#[derive(Default)]
+pub struct RecordLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl RecordLocks {
+    pub fn of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.entry(key.to_string()).or_default().clone()
+    }
 }

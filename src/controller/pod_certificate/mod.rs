@@ -8,6 +8,7 @@ pub mod apply;
 pub mod context;
 pub mod facts;
 pub mod plan;
+pub mod record;
 #[cfg(test)]
 mod tests;
 pub mod trust_bundle;
@@ -125,10 +126,10 @@ async fn reconcile(
             apply::deny(&ctx, &pcr, &denial).await?;
             Ok(Action::await_change())
         }
-        Plan::Issue(issuance) => {
-            apply::issue(&ctx, &pcr, &issuance, facts.now).await?;
-            Ok(Action::await_change())
-        }
+        Plan::Issue(issuance) => match apply::issue(&ctx, &pcr, &issuance, facts.now).await? {
+            apply::Answered::Yes => Ok(Action::await_change()),
+            apply::Answered::RecordFull => Ok(Action::requeue(Duration::from_secs(60))),
+        },
     }
 }
 

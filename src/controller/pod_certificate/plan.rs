@@ -4,7 +4,7 @@ use time::Duration;
 
 use super::facts::Facts;
 use nhi_core::issue::inputs::IssuancePolicy;
-use nhi_core::issue::leaf::{CLOCK_SKEW_ALLOWANCE, LeafRequest};
+use nhi_core::issue::leaf::{CLOCK_SKEW_ALLOWANCE, CustomExtensions, LeafRequest};
 use nhi_core::podcert::MIN_LIFETIME;
 use nhi_core::podcert::decide::{
     AMBIGUOUS_IDENTITY, BAD_REQUEST, Claimant, Denial, NO_IDENTITY, NO_IDENTITY_GRACE,
@@ -12,6 +12,7 @@ use nhi_core::podcert::decide::{
 };
 use nhi_core::podcert::identity::{IdentityInputs, resolve_for_pod};
 use nhi_core::podcert::pod_check::PodCheck;
+use nhi_identity::extension;
 
 /// What to do with a request.
 #[derive(Debug)]
@@ -33,6 +34,8 @@ pub struct Issuance {
     /// The pod's public key (SubjectPublicKeyInfo, DER).
     pub spki: Vec<u8>,
     pub renewal_fraction: f64,
+    /// The grants the certificate carries (recorded: a withdrawn one revokes it).
+    pub grants: Vec<String>,
     /// Spreads the refreshes of one identity's pods (`namespace/identity/pod-uid`).
     pub jitter_key: String,
 }
@@ -43,19 +46,27 @@ pub fn about_identities(denial: &Denial) -> bool {
     denial.reason == NO_IDENTITY || denial.reason == AMBIGUOUS_IDENTITY
 }
 
-/// Plans the answer to a request with `facts`.
-pub fn plan(facts: &Facts, issuance: &IssuancePolicy, review_warning: Duration) -> Plan {
+/// What is refused before any identity is looked at: a pod that is not the one named, and user
+/// annotations (none is recognised).
+fn refused_as_asked(facts: &Facts) -> Option<Denial> {
     if let PodCheck::Differs(why) = &facts.pod {
-        return Plan::Deny(Denial::new(POD_MISMATCH, why.clone()));
+        return Some(Denial::new(POD_MISMATCH, why.clone()));
     }
-    if !facts.user_annotations.is_empty() {
-        return Plan::Deny(Denial::new(
+    (!facts.user_annotations.is_empty()).then(|| {
+        Denial::new(
             UNRECOGNIZED_ANNOTATIONS,
             format!(
                 "this signer recognises no userAnnotations; the request has {}",
                 facts.user_annotations.join(", ")
             ),
-        ));
+        )
+    })
+}
+
+/// Plans the answer to a request with `facts`.
+pub fn plan(facts: &Facts, issuance: &IssuancePolicy, review_warning: Duration) -> Plan {
+    if let Some(denial) = refused_as_asked(facts) {
+        return Plan::Deny(denial);
     }
     let claimants: Vec<Claimant> = facts.claimants.iter().map(|(c, _)| c.clone()).collect();
     let bound = match bind(&facts.service_account, &claimants) {
@@ -114,6 +125,7 @@ pub fn plan(facts: &Facts, issuance: &IssuancePolicy, review_warning: Duration) 
             "the request's key is unreadable".into(),
         ));
     };
+    let grants = carried_grants(&resolved.request.extensions);
     let mut leaf = resolved.request;
     leaf.ttl = grant.ttl;
     Plan::Issue(Box::new(Issuance {
@@ -121,6 +133,17 @@ pub fn plan(facts: &Facts, issuance: &IssuancePolicy, review_warning: Duration) 
         request: leaf,
         spki: spki.clone(),
         renewal_fraction: resolved.renewal_fraction,
+        grants,
         jitter_key: format!("{}/{bound}/{}", facts.namespace, facts.pod_uid),
     }))
+}
+
+/// The grants an identity extension among `extensions` carries.
+fn carried_grants(extensions: &CustomExtensions) -> Vec<String> {
+    extensions
+        .iter()
+        .filter(|(oid, _)| oid.as_slice() == extension::EXTENSION_OID)
+        .filter_map(|(_, der)| extension::decode(der).ok())
+        .flat_map(|claims| claims.grants)
+        .collect()
 }

@@ -7,6 +7,7 @@ pub mod decide;
 pub mod identity;
 pub mod key_type;
 pub mod pod_check;
+pub mod record;
 pub mod sign;
 pub mod trust_bundle;
 

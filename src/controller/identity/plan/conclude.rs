@@ -14,6 +14,7 @@ use crate::revoke::Reason;
 use nhi_api::{Condition, KubernetesAccessStatus, MachineIdentity, RevocationStatus};
 use nhi_core::issue::kube_client::kube_user;
 use nhi_core::lifecycle::certificates::{revocations, unexpired};
+use nhi_core::podcert::record::pod_revocations;
 
 /// How long to wait before looking again at an identity whose Secret name is taken.
 const CONFLICT_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
@@ -116,27 +117,37 @@ fn withdrawn_grants(facts: &Facts, grants: &[String], current: &str) -> Option<S
         return None;
     }
     let now = facts.now;
+    let grace = time::Duration::minutes(2);
     let certs: Vec<_> = unexpired(Some(status), None, now)
         .into_iter()
         .filter(|(serial, not_after)| {
-            !serial.eq_ignore_ascii_case(current) && *not_after > now + time::Duration::minutes(2)
+            !serial.eq_ignore_ascii_case(current) && *not_after > now + grace
         })
         .collect();
-    if certs.is_empty() {
+    let key = identity_key(facts);
+    let mut revoked = revocations(&certs, Reason::PrivilegeWithdrawn, &key);
+    // Pod certificates carry the grants current when they were issued: those carrying a
+    // withdrawn one go too (their pods are without a valid certificate until the kubelet's
+    // next refresh).
+    revoked.extend(pod_revocations(
+        Some(status),
+        Some(&withdrawn),
+        Reason::PrivilegeWithdrawn,
+        &key,
+        now,
+        grace,
+    ));
+    if revoked.is_empty() {
         return None;
     }
-    let serials: Vec<String> = certs.iter().map(|(s, _)| s.clone()).collect();
+    let serials: Vec<String> = revoked.iter().map(|r| r.serial_hex.clone()).collect();
     let note = format!(
         "{} no longer granted: revoked {}",
         withdrawn.join(", "),
         serial_list(&serials)
     );
     Some(Step::Revoke(Box::new(Revoke {
-        revocations: Ok(revocations(
-            &certs,
-            Reason::PrivilegeWithdrawn,
-            &identity_key(facts),
-        )),
+        revocations: Ok(revoked),
         on_failure: OnRevokeFailure::FailReconcile,
         if_fresh: vec![Step::Publish(PlannedEvent::normal("GrantWithdrawn", note))],
         if_none_fresh: vec![],

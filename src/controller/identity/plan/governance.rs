@@ -17,6 +17,7 @@ use nhi_api::{Condition, MachineIdentityStatus, RefusedRevocation, RevocationSta
 use nhi_core::lifecycle::certificates::{revocations, unexpired};
 use nhi_core::lifecycle::verdict::{Lifecycle, REVIEW_OVERDUE, RetireCause};
 use nhi_core::lifecycle::workload::WorkloadState;
+use nhi_core::podcert::record::pod_revocations;
 use nhi_core::revocation::quota::Refusal;
 use nhi_identity::certificate::CertificateInfo;
 use nhi_identity::certificate::{leaf_info, leaf_spiffe_id, spiffe_path};
@@ -70,12 +71,21 @@ fn revoke_every_certificate(
 ) -> (Result<Vec<Revocation>, RevokeError>, Vec<String>) {
     match certificate_held(facts) {
         Ok(held) => {
-            let certs = unexpired(facts.identity.status.as_ref(), held.as_ref(), facts.now);
-            let serials = certs.iter().map(|(s, _)| s.clone()).collect();
-            (
-                Ok(revocations(&certs, reason, &identity_key(facts))),
-                serials,
-            )
+            let status = facts.identity.status.as_ref();
+            let certs = unexpired(status, held.as_ref(), facts.now);
+            let key = identity_key(facts);
+            let mut revoked = revocations(&certs, reason, &key);
+            // Its pods' certificates too (issued for the identity, whatever pod holds them).
+            revoked.extend(pod_revocations(
+                status,
+                None,
+                reason,
+                &key,
+                facts.now,
+                time::Duration::ZERO,
+            ));
+            let serials = revoked.iter().map(|r| r.serial_hex.clone()).collect();
+            (Ok(revoked), serials)
         }
         Err(e) => (Err(e), vec![]),
     }

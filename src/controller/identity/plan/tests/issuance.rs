@@ -410,6 +410,46 @@ fn certificates_carrying_a_withdrawn_grant_are_revoked_once_a_new_one_is_held() 
     assert!(revokes(&steps).is_empty());
 }
 
+#[test]
+fn pod_certificates_carrying_a_withdrawn_grant_are_revoked_with_per_pod_keys() {
+    let mut f = holding_current();
+    let now = f.now;
+    with_identity(&mut f, |mi| {
+        let mut status = status_with("0a", now + Duration::minutes(59), &["payments.refund"]);
+        let pod_cert = |serial: &str, pod: &str, grants: &[&str]| PodCertificateRecord {
+            serial_number: serial.into(),
+            not_after: rfc3339(now + Duration::minutes(50)),
+            pod: pod.into(),
+            grants: grants.iter().map(|g| g.to_string()).collect(),
+        };
+        status.pod_certificates = Some(PodCertificatesStatus {
+            outstanding: 2,
+            certificates: vec![
+                pod_cert("c1", "web-0", &["payments.refund"]),
+                pod_cert("c2", "web-1", &[]),
+            ],
+            ..Default::default()
+        });
+        mi.status = Some(status);
+    });
+    let steps = plan(&f, &settings()).steps;
+    let revoked = revokes(&steps);
+    assert_eq!(revoked.len(), 1, "{steps:#?}");
+    assert_eq!(
+        reasons_revoked(revoked[0]),
+        vec![("c1".to_string(), Reason::PrivilegeWithdrawn)],
+        "only the pod certificate carrying the withdrawn grant"
+    );
+    let identities: Vec<String> = revoked[0]
+        .revocations
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|r| r.identity.clone())
+        .collect();
+    assert!(identities[0].ends_with("/pod/web-0"), "{identities:?}");
+}
+
 /// The facts of an identity holding a certificate of the CA retiring in a rotation, the new one
 /// having switched `switched_ago`.
 fn mid_rotation(switched_ago: Duration, renews_in: Duration) -> Facts {

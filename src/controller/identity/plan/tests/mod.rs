@@ -20,7 +20,10 @@ use crate::controller::secret_index::SecretVersion;
 use crate::controller::status::{CERTIFICATE_VALID, ISSUING, READY};
 use crate::controller::status_memory::fingerprint;
 use crate::revoke::{Reason, RevokeError};
-use nhi_api::{CertificateRecord, MachineIdentity, MachineIdentityStatus, RevocationStatus};
+use nhi_api::{
+    CertificateRecord, MachineIdentity, MachineIdentityStatus, PodCertificateRecord,
+    PodCertificatesStatus, RevocationStatus,
+};
 use nhi_core::entitle::resolve::EntitlementFacts;
 use nhi_core::issue::assess::{KnownCertificate, ReissueReason};
 use nhi_core::issue::inputs::{IssuancePolicy, resolve_identity};
