@@ -163,6 +163,7 @@ async fn plugin_list_shows_owner_workload_review_flags_expiry_grants_and_state()
             "REVIEW-BY",
             "EXPIRES",
             "GRANTS",
+            "POD-CERTS",
             "STATE"
         ]
     );
@@ -195,7 +196,7 @@ async fn plugin_list_shows_owner_workload_review_flags_expiry_grants_and_state()
     );
     assert_eq!(
         checkout[5..],
-        ["payments.process,payments.refund", "Ready"],
+        ["payments.process,payments.refund", "-", "Ready"],
         "{table}"
     );
     let reports = cells("reports");

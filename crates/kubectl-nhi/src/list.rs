@@ -49,10 +49,22 @@ pub struct IdentityRow {
     pub serial_number: Option<String>,
     /// `status.entitlements`: the grants the current certificate carries.
     pub grants: Vec<String>,
+    /// Pod certificates (`spec.podCertificates`): the ServiceAccount covered and how many
+    /// certificates its pods hold, or null.
+    pub pod_certificates: Option<PodCertificatesRow>,
     /// `Ready`, the Ready condition's reason when it is not True (for example `ReviewOverdue`,
     /// `WorkloadMissing`), `Pending` before the operator has written a status, `Terminating`
     /// while being deleted.
     pub state: String,
+}
+
+/// The pod certificates of an identity.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodCertificatesRow {
+    pub service_account: String,
+    /// `status.podCertificates.outstanding`: issued and not expired.
+    pub outstanding: i32,
 }
 
 /// The state shown for an identity, from its Ready condition.
@@ -96,6 +108,14 @@ pub fn row_of(mi: &MachineIdentity, now: OffsetDateTime) -> IdentityRow {
         not_after: status.not_after,
         serial_number: status.serial_number,
         grants: status.entitlements,
+        pod_certificates: spec.pod_certificates.as_ref().map(|p| PodCertificatesRow {
+            service_account: p.service_account_name.clone(),
+            outstanding: status
+                .pod_certificates
+                .as_ref()
+                .map(|c| c.outstanding)
+                .unwrap_or(0),
+        }),
         state: state_of(mi),
     }
 }
@@ -109,6 +129,7 @@ pub fn headers(all_namespaces: bool) -> Vec<&'static str> {
         "REVIEW-BY",
         "EXPIRES",
         "GRANTS",
+        "POD-CERTS",
         "STATE",
     ];
     if all_namespaces {
@@ -145,6 +166,10 @@ pub fn cells(row: &IdentityRow, now: OffsetDateTime, all_namespaces: bool) -> Ve
         review,
         expiry,
         grants,
+        row.pod_certificates
+            .as_ref()
+            .map(|p| format!("{} ({})", p.service_account, p.outstanding))
+            .unwrap_or_else(dash),
         row.state.clone(),
     ];
     if all_namespaces {
@@ -230,6 +255,7 @@ mod tests {
                 "2026-06-30",
                 "in 42m",
                 "payments.process,payments.refund",
+                "-",
                 "Ready"
             ]
         );
@@ -246,10 +272,26 @@ mod tests {
             "notAfter",
             "serialNumber",
             "grants",
+            "podCertificates",
             "state",
         ] {
             assert!(json.get(key).is_some(), "missing {key}: {json}");
         }
+    }
+
+    #[test]
+    fn pod_certificates_show_the_service_account_and_how_many() {
+        let mi = identity(serde_json::json!({
+            "apiVersion": "nhi.dev/v1alpha1", "kind": "MachineIdentity",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"owner": {"team": "t"}, "secretName": "web",
+                     "podCertificates": {"serviceAccountName": "web-sa"}},
+            "status": {"podCertificates": {"outstanding": 3, "certificates": []}}
+        }));
+        let row = row_of(&mi, NOW);
+        assert_eq!(cells(&row, NOW, false)[6], "web-sa (3)");
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(json["podCertificates"]["outstanding"], 3);
     }
 
     #[test]
@@ -280,6 +322,7 @@ mod tests {
                 "-",
                 "2026-02-27 (overdue)",
                 "expired",
+                "-",
                 "-",
                 "ReviewOverdue"
             ]
@@ -321,8 +364,8 @@ mod tests {
 
     #[test]
     fn headers_match_cells() {
-        assert_eq!(headers(true).len(), 8);
-        assert_eq!(headers(false).len(), 7);
+        assert_eq!(headers(true).len(), 9);
+        assert_eq!(headers(false).len(), 8);
         assert_eq!(headers(true)[0], "NAMESPACE");
     }
 }
