@@ -118,8 +118,27 @@ yes delete rolebindings.rbac.authorization.k8s.io $OTHER
 no  escalate roles.rbac.authorization.k8s.io $OTHER
 no  bind roles.rbac.authorization.k8s.io $OTHER
 no  create clusterrolebindings.rbac.authorization.k8s.io *
-no  get pods $OTHER
+yes get pods $OTHER
+no  list pods $OTHER
 no  create pods $OTHER
+no  delete pods $OTHER
+yes get podcertificaterequests.certificates.k8s.io $OTHER
+yes list podcertificaterequests.certificates.k8s.io *
+yes watch podcertificaterequests.certificates.k8s.io *
+no  create podcertificaterequests.certificates.k8s.io $OTHER
+no  delete podcertificaterequests.certificates.k8s.io $OTHER
+yes patch podcertificaterequests.certificates.k8s.io/status $OTHER
+no  update podcertificaterequests.certificates.k8s.io/status $OTHER
+yes sign signers.certificates.k8s.io * nhi.dev/identity
+yes attest signers.certificates.k8s.io * nhi.dev/identity
+no  sign signers.certificates.k8s.io * kubernetes.io/kube-apiserver-client-pod
+no  sign signers.certificates.k8s.io * example.com/other
+no  attest signers.certificates.k8s.io * kubernetes.io/kube-apiserver-serving
+yes create clustertrustbundles.certificates.k8s.io * nhi.dev:identity:roots
+yes patch clustertrustbundles.certificates.k8s.io * nhi.dev:identity:roots
+no  patch clustertrustbundles.certificates.k8s.io * kubernetes.io:kube-apiserver-serving:x
+no  delete clustertrustbundles.certificates.k8s.io * nhi.dev:identity:roots
+no  list clustertrustbundles.certificates.k8s.io *
 no  create serviceaccounts/token $OTHER
 no  get serviceaccounts $OTHER
 no  create serviceaccounts $OTHER
