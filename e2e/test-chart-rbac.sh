@@ -138,7 +138,6 @@ yes create clustertrustbundles.certificates.k8s.io * nhi.dev:identity:roots
 yes patch clustertrustbundles.certificates.k8s.io * nhi.dev:identity:roots
 no  patch clustertrustbundles.certificates.k8s.io * kubernetes.io:kube-apiserver-serving:x
 no  delete clustertrustbundles.certificates.k8s.io * nhi.dev:identity:roots
-no  list clustertrustbundles.certificates.k8s.io *
 no  create serviceaccounts/token $OTHER
 no  get serviceaccounts $OTHER
 no  create serviceaccounts $OTHER
