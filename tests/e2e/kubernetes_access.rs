@@ -602,7 +602,7 @@ async fn limited_operator_kubeconfig(client: &Client, ns: &str, dir: &Path) -> P
 #[tokio::test]
 async fn a_role_the_operator_cannot_grant_is_refused_with_the_apiservers_message() {
     // The operator runs with limited RBAC (see limited_operator_kubeconfig): a Role granting
-    // what it does not hold itself (deleting Pods; it may get them, for the pod-certificate
+    // what it does not hold itself (listing Pods; it may get them, for the pod-certificate
     // signer) is refused by the apiserver, and said so.
     let client = client().await;
     let namespace = TestNamespace::create(&client, "kesc").await;
@@ -614,7 +614,7 @@ async fn a_role_the_operator_cannot_grant_is_refused_with_the_apiservers_message
     env.create_entitlement(
         "too-much",
         json!({"subjects": {"names": ["x"]},
-               "kubernetes": {"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]}]},
+               "kubernetes": {"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]},
                "justification": "j"}),
     )
     .await;
