@@ -162,7 +162,7 @@ one_leader() { echo "leader: $(wait_leader)"; }
 check "one leader: the Lease names an operator pod" one_leader
 network_policy() {
   k get networkpolicy -n "$SYSTEM" "$DEPLOYMENT" -o jsonpath='{.spec.podSelector.matchLabels}{" "}{.spec.ingress[0].ports[0].port}' |
-    tee /dev/stderr | grep -q '"app.kubernetes.io/name":"nhi-operator".* 8080'
+    tee /dev/stderr | grep '"app.kubernetes.io/name":"nhi-operator".* 8080' >/dev/null
 }
 check "the chart's NetworkPolicy admitted, selecting the operator's pods (port 8080 only)" network_policy
 
@@ -251,7 +251,7 @@ EOF
   k exec -n "$APP" workload -- /bin/busybox ls -la /var/run/secrets/nhi.dev/identity | tee "$work/ls"
   grep -q -- '..data ->' "$work/ls"
   k exec -n "$APP" workload -- /bin/busybox cat /var/run/secrets/nhi.dev/identity/tls.crt >"$work/tls.crt"
-  openssl x509 -in "$work/tls.crt" -noout -ext subjectAltName | grep -q "spiffe://cluster.local/ns/$APP/mi/web"
+  openssl x509 -in "$work/tls.crt" -noout -ext subjectAltName | grep "spiffe://cluster.local/ns/$APP/mi/web" >/dev/null
 }
 check "a workload pod mounts the identity Secret (kubelet's ..data link) and holds the SPIFFE ID" mounted
 

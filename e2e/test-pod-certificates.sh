@@ -246,11 +246,14 @@ denied() {
   k get podcertificaterequest -n "$NS" "$pcr" -o jsonpath='{.status.conditions[0].reason}: {.status.conditions[0].message}{"\n"}'
   [ "$reason" = "$2" ]
   for _ in $(seq 1 40); do
-    k get events -n "$NS" --field-selector "involvedObject.name=$1,reason=PodCertificateDenied" -o name | grep -q . && break
+    k get events -n "$NS" --field-selector "involvedObject.name=$1,reason=PodCertificateDenied" -o name | grep . >/dev/null && break
     sleep 0.25
   done
-  k get events -n "$NS" --field-selector "involvedObject.name=$1" -o jsonpath='{range .items[*]}{.reason}: {.message}{"\n"}{end}' |
-    tee /dev/stderr | grep -q "^PodCertificateDenied: .*($2)"
+  # (Into a file first: `grep -q` ending a pipe early would fail the pipe under pipefail.)
+  k get events -n "$NS" --field-selector "involvedObject.name=$1,involvedObject.kind=Pod" \
+    -o jsonpath='{range .items[*]}{.reason}: {.message}{"\n"}{end}' >"$work/events-$1"
+  cat "$work/events-$1"
+  grep -q "^PodCertificateDenied: .*($2)" "$work/events-$1"
   [ "$(k get pod -n "$NS" "$1" -o jsonpath='{.status.phase}')" = Pending ]
 }
 denials() {
@@ -314,7 +317,7 @@ withdrawn() {
   k delete entitlement -n "$NS" web-orders --wait=false
   for _ in $(seq 1 200); do
     k get configmap nhi-trust -n "$NS" -o jsonpath='{.data.crl\.pem}' >"$work/crl.pem"
-    if openssl crl -in "$work/crl.pem" -noout -text 2>/dev/null | tr -d ' ' | grep -qi "SerialNumber:$serial\$"; then
+    if openssl crl -in "$work/crl.pem" -noout -text 2>/dev/null | tr -d ' ' | grep -i "SerialNumber:$serial\$" >/dev/null; then
       took=$(python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.2f}')" "$t0")
       echo "pod certificate $serial on the CRL ${took}s after the Entitlement's deletion"
       python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) <= 5 else 1)" "$took"
