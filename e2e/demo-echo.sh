@@ -18,6 +18,9 @@ echo
 echo "== the echo workload (config/samples/echo): mTLS server and client reloading their identities"
 e2e/samples-for.sh "$ns" config/samples/echo | kubectl apply -n "$ns" -f -
 kubectl wait -n "$ns" --for=condition=Ready --timeout=60s machineidentity/echo-server machineidentity/echo-client
+# Started afresh, so the client's counts are this demo's (an earlier demo's client may have run
+# for hours, through a time without an operator).
+kubectl rollout restart -n "$ns" deployment/echo-server deployment/echo-client
 kubectl rollout status -n "$ns" deployment/echo-server --timeout=120s
 kubectl rollout status -n "$ns" deployment/echo-client --timeout=120s
 dir=/var/run/secrets/nhi.dev/identity
