@@ -20,9 +20,13 @@ e2e/samples-for.sh "$ns" config/samples/echo | kubectl apply -n "$ns" -f -
 kubectl wait -n "$ns" --for=condition=Ready --timeout=60s machineidentity/echo-server machineidentity/echo-client
 # Started afresh, so the client's counts are this demo's (an earlier demo's client may have run
 # for hours, through a time without an operator).
+old_pods=$(kubectl get pods -n "$ns" -l 'app in (echo-server, echo-client)' -o name)
 kubectl rollout restart -n "$ns" deployment/echo-server deployment/echo-client
 kubectl rollout status -n "$ns" deployment/echo-server --timeout=120s
 kubectl rollout status -n "$ns" deployment/echo-client --timeout=120s
+# The earlier pods gone, `kubectl logs deploy/...` reads the new ones (one name per word).
+# shellcheck disable=SC2086
+[ -z "$old_pods" ] || kubectl wait -n "$ns" --for=delete --timeout=90s $old_pods >/dev/null
 dir=/var/run/secrets/nhi.dev/identity
 echo
 echo "== kubectl exec deploy/echo-server -- /bin/busybox ls -la $dir   (kubelet's ..data link)"

@@ -115,6 +115,24 @@ fn args() -> Args {
     a
 }
 
+/// Exits at once on SIGTERM or SIGINT: as a container's PID 1 it has no default handler, and
+/// would otherwise wait out the pod's grace period.
+fn exit_on_termination() {
+    tokio::spawn(async {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        println!("terminated");
+        std::process::exit(0);
+    });
+}
+
 /// The serial (lowercase hex) of a DER certificate.
 fn serial_of(der: &[u8]) -> String {
     X509Certificate::from_der(der)
@@ -129,6 +147,7 @@ async fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    exit_on_termination();
     let args = args();
     let options = ReloadOptions {
         revocation: args.revocation.clone(),
