@@ -19,14 +19,19 @@ echo "== the echo workload (config/samples/echo): mTLS server and client reloadi
 e2e/samples-for.sh "$ns" config/samples/echo | kubectl apply -n "$ns" -f -
 kubectl wait -n "$ns" --for=condition=Ready --timeout=60s machineidentity/echo-server machineidentity/echo-client
 # Started afresh, so the client's counts are this demo's (an earlier demo's client may have run
-# for hours, through a time without an operator).
-old_pods=$(kubectl get pods -n "$ns" -l 'app in (echo-server, echo-client)' -o name)
-kubectl rollout restart -n "$ns" deployment/echo-server deployment/echo-client
-kubectl rollout status -n "$ns" deployment/echo-server --timeout=120s
-kubectl rollout status -n "$ns" deployment/echo-client --timeout=120s
-# The earlier pods gone, `kubectl logs deploy/...` reads the new ones (one name per word).
-# shellcheck disable=SC2086
-[ -z "$old_pods" ] || kubectl wait -n "$ns" --for=delete --timeout=90s $old_pods >/dev/null
+# for hours, through a time without an operator): the server first, the client once the old
+# server is gone (its long-lived connection is to the new one), each old pod gone before the
+# next step (`kubectl logs deploy/...` then reads the new one).
+restart() {
+  local old
+  old=$(kubectl get pods -n "$ns" -l "app=$1" -o name)
+  kubectl rollout restart -n "$ns" "deployment/$1"
+  kubectl rollout status -n "$ns" "deployment/$1" --timeout=120s
+  # shellcheck disable=SC2086  # one pod name per word
+  [ -z "$old" ] || kubectl wait -n "$ns" --for=delete --timeout=90s $old >/dev/null
+}
+restart echo-server
+restart echo-client
 dir=/var/run/secrets/nhi.dev/identity
 echo
 echo "== kubectl exec deploy/echo-server -- /bin/busybox ls -la $dir   (kubelet's ..data link)"
