@@ -24,8 +24,7 @@ use crate::revoke::Reason;
 use crate::shutdown::Shutdown;
 use nhi_api::MachineIdentity;
 use nhi_core::labels::{self, REVOKE_FINALIZER};
-use nhi_core::lifecycle::certificates::{revocations, unexpired};
-use nhi_core::podcert::record::pod_revocations;
+use nhi_core::lifecycle::certificates::every_revocation;
 
 /// The annotation `kubectl apply` (client-side) keeps the last applied manifest in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -220,17 +219,14 @@ fn revoke_early(ctx: &IdentityContext, mi: &MachineIdentity) {
     let uid = mi.metadata.uid.as_deref().unwrap_or_default();
     let known = ctx.memory.any_known_certificate(uid);
     let now = OffsetDateTime::now_utc();
-    let certs = unexpired(mi.status.as_ref(), known.as_ref(), now);
     let identity = format!("{}/{}", mi.namespace().unwrap_or_default(), mi.name_any());
-    let mut revs = revocations(&certs, Reason::CessationOfOperation, &identity);
-    revs.extend(pod_revocations(
+    let revs = every_revocation(
         mi.status.as_ref(),
-        None,
+        known.as_ref(),
         Reason::CessationOfOperation,
         &identity,
         now,
-        time::Duration::ZERO,
-    ));
+    );
     let revoker = ctx.revoker.clone();
     tokio::spawn(async move {
         if let Err(e) = revoker.revoke(revs).await {

@@ -17,16 +17,6 @@ use nhi_core::podcert::key_type::{KubeletKeyType, requested_key};
 use nhi_core::podcert::pod_check::{NamedPod, PodCheck, pod_check};
 use nhi_core::policy::EffectivePolicy;
 
-/// Where the identities come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// The cache (every decision but a denial for want of the right identity).
-    Cache,
-    /// A list from the API: a denial that is final for the pod is never made from a cache
-    /// that may lag.
-    Live,
-}
-
 /// The facts of one decision.
 pub struct Facts {
     pub now: OffsetDateTime,
@@ -49,11 +39,10 @@ pub struct Facts {
     pub ca_not_after: OffsetDateTime,
 }
 
-/// Reads the facts of `pcr`, the identities from `source`.
+/// Reads the facts of `pcr`, the identities from the cache.
 pub async fn observe(
     pcr: &PodCertificateRequest,
     ctx: &PodCertContext,
-    source: Source,
 ) -> Result<Facts, kube::Error> {
     let now = OffsetDateTime::now_utc();
     let namespace = pcr.namespace().unwrap_or_default();
@@ -64,14 +53,6 @@ pub async fn observe(
         .as_ref()
         .and_then(|t| OffsetDateTime::from_unix_timestamp(t.0.as_second()).ok())
         .unwrap_or(now);
-    let identities = match source {
-        Source::Cache => ctx.identities.state(),
-        Source::Live => {
-            let api: Api<MachineIdentity> = Api::namespaced(ctx.client.clone(), &namespace);
-            let list = api.list(&ListParams::default()).await?;
-            list.items.into_iter().map(Arc::new).collect()
-        }
-    };
     let (policy, _) = ctx.policies.effective(&namespace);
     let entitlements = entitlement_facts(&ctx.entitlements, &namespace, &policy);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -96,12 +77,24 @@ pub async fn observe(
             .map(|(k, _)| k.clone())
             .collect(),
         key: requested_key(&spec.stub_pkc_s10_request.0).map_err(|e| e.to_string()),
-        claimants: claimants(&identities, &namespace),
+        claimants: claimants(&ctx.identities.state(), &namespace),
         policy,
         entitlements,
         ca_not_after: ctx.ca.current().not_after(),
         namespace,
     })
+}
+
+/// The claimants of `namespace` listed from the API: a denial that is final for the pod (no
+/// identity, or two) is never made from a cache that may lag.
+pub async fn live_claimants(
+    ctx: &PodCertContext,
+    namespace: &str,
+) -> Result<Vec<(Claimant, Arc<MachineIdentity>)>, kube::Error> {
+    let api: Api<MachineIdentity> = Api::namespaced(ctx.client.clone(), namespace);
+    let list = api.list(&ListParams::default()).await?;
+    let identities: Vec<Arc<MachineIdentity>> = list.items.into_iter().map(Arc::new).collect();
+    Ok(claimants(&identities, namespace))
 }
 
 /// The identities of `namespace` naming a ServiceAccount. One being deleted is left out when

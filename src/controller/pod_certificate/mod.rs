@@ -25,7 +25,6 @@ use tracing::{info, warn};
 
 use crate::shutdown::Shutdown;
 use context::PodCertContext;
-use facts::Source;
 use nhi_core::podcert::SIGNER_NAME;
 use plan::Plan;
 
@@ -111,14 +110,14 @@ async fn reconcile(
     if pcr.spec.signer_name != SIGNER_NAME || answered(&pcr) {
         return Ok(Action::await_change());
     }
-    let facts = facts::observe(&pcr, &ctx, Source::Cache).await?;
+    let mut facts = facts::observe(&pcr, &ctx).await?;
     let mut decided = plan::plan(&facts, &ctx.issuance, ctx.review_warning);
     if let Plan::Deny(d) = &decided
         && plan::about_identities(d)
     {
-        // Final for the pod: made again from the API, not from a cache that may lag.
-        let live = facts::observe(&pcr, &ctx, Source::Live).await?;
-        decided = plan::plan(&live, &ctx.issuance, ctx.review_warning);
+        // Final for the pod: made again with the identities listed from the API.
+        facts.claimants = facts::live_claimants(&ctx, &facts.namespace).await?;
+        decided = plan::plan(&facts, &ctx.issuance, ctx.review_warning);
     }
     match decided {
         Plan::Wait(after) => Ok(Action::requeue(after)),

@@ -115,7 +115,7 @@ pub fn plan(facts: &Facts, issuance: &IssuancePolicy, review_warning: Duration) 
         max_expiration: facts.max_expiration,
     };
     let alg = mi.spec.certificate.key_algorithm;
-    let grant = match decide(&bound, &Default::default(), alg, ttl, &request) {
+    let grant = match decide(&bound, alg, ttl, &request) {
         Ok(g) => g,
         Err(d) => return Plan::Deny(d),
     };

@@ -10,8 +10,8 @@ use super::plan::{Plan, plan};
 use nhi_api::MachineIdentity;
 use nhi_core::issue::inputs::IssuancePolicy;
 use nhi_core::podcert::decide::{
-    AMBIGUOUS_IDENTITY, Claimant, NO_IDENTITY, POD_MISMATCH, UNRECOGNIZED_ANNOTATIONS,
-    UNSUPPORTED_KEY_TYPE,
+    AMBIGUOUS_IDENTITY, Claimant, IDENTITY_SUSPENDED, NO_IDENTITY, POD_MISMATCH,
+    UNRECOGNIZED_ANNOTATIONS, UNSUPPORTED_KEY_TYPE,
 };
 use nhi_core::podcert::key_type::KubeletKeyType;
 use nhi_core::podcert::pod_check::PodCheck;
@@ -146,4 +146,19 @@ fn a_ca_near_its_end_shortens_the_certificate_or_waits_for_the_rotation() {
         plan(&f, &issuance(), Duration::days(14)),
         Plan::Wait(_)
     ));
+}
+
+#[test]
+fn a_suspended_identity_is_denied_before_its_key_is_looked_at() {
+    let (claimant, mi) = identity("web", "web");
+    let mut lapsed = (*mi).clone();
+    lapsed.spec.review_by = Some("2026-01-01".into());
+    let mut f = facts(vec![(claimant, Arc::new(lapsed))], Duration::seconds(1));
+    f.now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    f.ca_not_after = f.now + Duration::days(365);
+    f.key = Ok((KubeletKeyType::Rsa4096, vec![]));
+    assert_eq!(
+        denial_reason(plan(&f, &issuance(), Duration::days(14))),
+        IDENTITY_SUSPENDED
+    );
 }

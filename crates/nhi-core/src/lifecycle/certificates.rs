@@ -2,6 +2,7 @@
 
 use time::OffsetDateTime;
 
+use crate::podcert::record::pod_revocations;
 use crate::revocation::{Reason, Revocation};
 use nhi_api::{CertificateRecord, MachineIdentityStatus};
 use nhi_identity::certificate::CertificateInfo;
@@ -59,6 +60,28 @@ pub fn revocations(
         .collect()
 }
 
+/// The revocations of every unexpired certificate of an identity (`identity`:
+/// `namespace/name`) for `reason`: its own (the status's and `also`, see [`unexpired`]) and its
+/// pods' (`status.podCertificates`, each counted as its pod's).
+pub fn every_revocation(
+    status: Option<&MachineIdentityStatus>,
+    also: Option<&CertificateInfo>,
+    reason: Reason,
+    identity: &str,
+    now: OffsetDateTime,
+) -> Vec<Revocation> {
+    let mut all = revocations(&unexpired(status, also, now), reason, identity);
+    all.extend(pod_revocations(
+        status,
+        None,
+        reason,
+        identity,
+        now,
+        time::Duration::ZERO,
+    ));
+    all
+}
+
 /// The earlier certificates after the current one became `new_serial`: the one it replaces joins
 /// them; expired ones leave; at most [`MAX_PREVIOUS`], the newest kept.
 pub fn previous_after(
@@ -98,6 +121,33 @@ mod tests {
     use super::*;
     use time::Duration;
     use time::macros::datetime;
+
+    #[test]
+    fn every_revocation_holds_the_identitys_and_its_pods_certificates() {
+        let now = datetime!(2026-11-23 10:00 UTC);
+        let mut s = status("0a", now + Duration::hours(1), &[]);
+        s.pod_certificates = Some(nhi_api::PodCertificatesStatus {
+            certificates: vec![nhi_api::PodCertificateRecord {
+                serial_number: "c1".into(),
+                not_after: rfc3339(now + Duration::hours(1)),
+                pod: "web-0".into(),
+                grants: vec![],
+            }],
+            ..Default::default()
+        });
+        let all = every_revocation(
+            Some(&s),
+            None,
+            Reason::CessationOfOperation,
+            "shop/web",
+            now,
+        );
+        let got: Vec<(&str, &str)> = all
+            .iter()
+            .map(|r| (r.serial_hex.as_str(), r.identity.as_str()))
+            .collect();
+        assert_eq!(got, [("0a", "shop/web"), ("c1", "shop/web/pod/web-0")]);
+    }
 
     fn status(
         serial: &str,

@@ -115,18 +115,14 @@ pub struct Grant {
     pub ttl: Duration,
 }
 
-/// Decides on a request bound to `identity` (its name, key algorithm and TTL) standing as
-/// `standing`. Checks in order: the identity's standing, the key, the lifetime.
+/// Decides on a request bound to `identity` (its name, key algorithm and TTL), which stands
+/// (see [`standing_denial`] for one that does not): the key, then the lifetime.
 pub fn decide(
     identity: &str,
-    standing: &Standing,
     key_algorithm: KeyAlgorithm,
     identity_ttl: Duration,
     request: &Request,
 ) -> Result<Grant, Denial> {
-    if let Some(denial) = standing_denial(identity, standing) {
-        return Err(denial);
-    }
     check_key(identity, key_algorithm, &request.key)?;
     lifetime(identity, identity_ttl, request.max_expiration).map(|ttl| Grant { ttl })
 }
@@ -277,52 +273,32 @@ mod tests {
     }
 
     #[test]
-    fn standing_is_checked_before_the_key_and_the_lifetime() {
-        let bad_key = request(KubeletKeyType::Rsa4096, Duration::hours(24));
+    fn each_standing_that_is_not_good_has_its_denial() {
         let suspended = Standing {
             suspended: Some("reviewBy 2026-01-01 lapsed".into()),
             ..Standing::default()
         };
-        let d = decide(
-            "web",
-            &suspended,
-            KeyAlgorithm::EcdsaP256,
-            Duration::hours(1),
-            &bad_key,
-        );
-        assert_eq!(d.unwrap_err().reason, IDENTITY_SUSPENDED);
+        let d = standing_denial("web", &suspended);
+        assert_eq!(d.unwrap().reason, IDENTITY_SUSPENDED);
         let deleting = Standing {
             deleting: true,
             ..Standing::default()
         };
-        let d = decide(
-            "web",
-            &deleting,
-            KeyAlgorithm::EcdsaP256,
-            Duration::hours(1),
-            &bad_key,
-        );
-        assert_eq!(d.unwrap_err().reason, IDENTITY_DELETED);
+        let d = standing_denial("web", &deleting);
+        assert_eq!(d.unwrap().reason, IDENTITY_DELETED);
         let refused = Standing {
             refused: Some(("PolicyDenied", "dnsNames not allowed".into())),
             ..Standing::default()
         };
-        let d = decide(
-            "web",
-            &refused,
-            KeyAlgorithm::EcdsaP256,
-            Duration::hours(1),
-            &bad_key,
-        );
-        assert_eq!(d.unwrap_err().reason, "PolicyDenied");
+        let d = standing_denial("web", &refused);
+        assert_eq!(d.unwrap().reason, "PolicyDenied");
+        assert_eq!(standing_denial("web", &Standing::default()), None);
     }
 
     #[test]
     fn another_key_type_is_denied_with_the_one_that_would_do() {
-        let ok = Standing::default();
         let d = decide(
             "web",
-            &ok,
             KeyAlgorithm::EcdsaP256,
             Duration::hours(1),
             &request(KubeletKeyType::Ed25519, Duration::hours(24)),
@@ -337,7 +313,6 @@ mod tests {
         assert!(d.message.contains("keyType: ECDSAP256"), "{}", d.message);
         let d = decide(
             "web",
-            &ok,
             KeyAlgorithm::Rsa2048,
             Duration::hours(1),
             &request(KubeletKeyType::Rsa3072, Duration::hours(24)),
@@ -350,7 +325,6 @@ mod tests {
         };
         let d = decide(
             "web",
-            &ok,
             KeyAlgorithm::EcdsaP256,
             Duration::hours(1),
             &unreadable,
@@ -360,12 +334,10 @@ mod tests {
 
     #[test]
     fn the_lifetime_is_the_identity_ttl_within_the_request_and_at_least_an_hour() {
-        let ok = Standing::default();
         let key = KubeletKeyType::EcdsaP256;
         let issue = |ttl: Duration, max: Duration| {
             decide(
                 "web",
-                &ok,
                 KeyAlgorithm::EcdsaP256,
                 ttl,
                 &request(key.clone(), max),

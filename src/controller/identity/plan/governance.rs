@@ -14,10 +14,9 @@ use crate::controller::status::{
 };
 use crate::revoke::{Reason, Revocation, RevokeError};
 use nhi_api::{Condition, MachineIdentityStatus, RefusedRevocation, RevocationStatus};
-use nhi_core::lifecycle::certificates::{revocations, unexpired};
+use nhi_core::lifecycle::certificates::every_revocation;
 use nhi_core::lifecycle::verdict::{Lifecycle, REVIEW_OVERDUE, RetireCause};
 use nhi_core::lifecycle::workload::WorkloadState;
-use nhi_core::podcert::record::pod_revocations;
 use nhi_core::revocation::quota::Refusal;
 use nhi_identity::certificate::CertificateInfo;
 use nhi_identity::certificate::{leaf_info, leaf_spiffe_id, spiffe_path};
@@ -71,19 +70,13 @@ fn revoke_every_certificate(
 ) -> (Result<Vec<Revocation>, RevokeError>, Vec<String>) {
     match certificate_held(facts) {
         Ok(held) => {
-            let status = facts.identity.status.as_ref();
-            let certs = unexpired(status, held.as_ref(), facts.now);
-            let key = identity_key(facts);
-            let mut revoked = revocations(&certs, reason, &key);
-            // Its pods' certificates too (issued for the identity, whatever pod holds them).
-            revoked.extend(pod_revocations(
-                status,
-                None,
+            let revoked = every_revocation(
+                facts.identity.status.as_ref(),
+                held.as_ref(),
                 reason,
-                &key,
+                &identity_key(facts),
                 facts.now,
-                time::Duration::ZERO,
-            ));
+            );
             let serials = revoked.iter().map(|r| r.serial_hex.clone()).collect();
             (Ok(revoked), serials)
         }
