@@ -251,6 +251,18 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.reason(), "TTLOutOfBounds");
+        // The schema admits down to 10s; the operator's floor (5m here) refuses what is under it.
+        let e = resolve_identity(
+            &mi(CertificateSpec {
+                ttl: Some("30s".into()),
+                ..Default::default()
+            }),
+            &p,
+            vec![],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.reason(), "TTLOutOfBounds");
         let e = resolve_identity(
             &mi(CertificateSpec {
                 ttl: Some("bogus".into()),
