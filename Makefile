@@ -72,8 +72,8 @@ demo: ## Start the control plane and node (unless KUBECONFIG is set), install th
 	@e2e/prereqs.sh demo
 	@e2e/demo.sh
 
-bench: ## Issue N identities at once (default 1000) and compare with a bare-client baseline.
-	@e2e/bench.sh $(N)
+bench: ## Issue N identities at once (default 1000) and compare with a bare-client baseline; MODE=pod-certificates: N PodCertificateRequests against the Secret path.
+	@e2e/bench.sh $(or $(N),1000) $(MODE)
 
 bench-revocation: ## A revoke loop (LOOP=10000, CONCURRENCY=64 at once) and N=20000 identities deleted at once: quotas, latency, sizes, writes.
 	@e2e/bench-revocation.sh $(or $(N),20000) $(or $(LOOP),10000) $(or $(CONCURRENCY),64)

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# `make bench [N=1000]`: builds the operator in release mode and runs examples/bench.rs against
-# the local control plane in $NHI_CLUSTER_DIR (started when not running), or the cluster in
-# $KUBECONFIG.
+# `make bench [N=1000] [MODE=pod-certificates]`: builds the operator in release mode and runs
+# examples/bench against the local control plane in $NHI_CLUSTER_DIR (started when not
+# running), or the cluster in $KUBECONFIG. MODE=pod-certificates times N PodCertificateRequests
+# to Issued against the Secret path instead (no node needed: the requests are created directly).
+#
+#   e2e/bench.sh N [pod-certificates]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=e2e/env.sh
 . e2e/env.sh
 n=${1:-1000}
+mode=()
+case ${2:-} in
+  "") ;;
+  pod-certificates) mode=(--pod-certificates) ;;
+  *) echo "bench: unknown MODE '$2' (pod-certificates, or none)" >&2; exit 2 ;;
+esac
 bin_dir=$(e2e/build-binaries.sh)
 export PATH="$bin_dir:$PATH"
 if [ -z "${KUBECONFIG:-}" ]; then
@@ -16,4 +25,4 @@ fi
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=30s -f crds/ >/dev/null
 cargo build --release --quiet --bin nhi-operator --example bench
-target/release/examples/bench "$n" --operator target/release/nhi-operator
+target/release/examples/bench "$n" --operator target/release/nhi-operator "${mode[@]}"

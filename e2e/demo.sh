@@ -172,12 +172,15 @@ if [ -x target/debug/kubectl-nhi ] || cargo build --quiet --bin kubectl-nhi 2>/d
   target/debug/kubectl-nhi list
 fi
 
-if $on_node; then e2e/demo-echo.sh "$sample_ns"; fi
+if $on_node; then
+  e2e/demo-echo.sh "$sample_ns"
+  e2e/demo-pod-certificates.sh "$sample_ns"
+fi
 
 echo
 if $on_node; then
   echo "The operator runs in namespace $SYSTEM (helm release $RELEASE) on the local node; the echo workload keeps calling."
-  echo "Follow it with: kubectl logs -n $sample_ns deploy/echo-client -f"
+  echo "Follow it with: kubectl logs -n $sample_ns deploy/echo-client -f (and deploy/echo-pc-client, on pod certificates)"
   echo "Stop everything with: make cluster-down"
 else
   pid=$(cat "$state/demo-operator.pid")

@@ -160,6 +160,22 @@ pod_certificates_opt_out() {
     grep -A1 'name: NHI_POD_CERTIFICATES' "$work/no-pc.yaml" | grep -q '"false"'
 }
 check "podCertificates.enabled=false drops the signer's RBAC and turns it off" pod_certificates_opt_out
+pod_certificate_signer_name() {
+  helm template nhi "$CHART" --set podCertificates.signerName=team.example.com/identity >"$work/pc-name.yaml"
+  grep -q 'resourceNames: \["team.example.com/identity"\]' "$work/pc-name.yaml"
+  grep -q 'resourceNames: \["team.example.com:identity:roots"\]' "$work/pc-name.yaml"
+  grep -A1 'name: NHI_POD_CERTIFICATE_SIGNER' "$work/pc-name.yaml" | grep -q '"team.example.com/identity"'
+  if grep -q 'nhi.dev/identity"\]\|nhi.dev:identity:roots' "$work/pc-name.yaml"; then
+    echo "the default signer is still granted"
+    return 1
+  fi
+  if helm template nhi "$CHART" --set podCertificates.signerName=identity >/dev/null 2>"$work/pc-bad"; then
+    echo "a signer name without a domain was rendered"
+    return 1
+  fi
+  grep -q signerName "$work/pc-bad"
+}
+check "podCertificates.signerName: RBAC for that signer and its bundle only, the operator told; a malformed name refused" pod_certificate_signer_name
 kubernetes_access_when_enabled() {
   helm template nhi "$CHART" --set kubernetesAccess.enabled=true | grep -q 'kubernetes.io/kube-apiserver-client'
 }

@@ -24,6 +24,8 @@ SYSTEM=nhi-system-pc
 NS=nhi-pod-certs
 # Another tenant's namespace: its identity names a ServiceAccount of NS's name.
 OTHER=nhi-pod-certs-other
+# The echo pair on pod certificates.
+ECHO_NS=nhi-pod-certs-echo
 RELEASE=nhi
 DIR=/var/run/secrets/nhi.dev/pod
 work=$(mktemp -d)
@@ -36,12 +38,12 @@ failed=0
 cleanup() {
   local mi ns
   helm uninstall "$RELEASE" -n "$SYSTEM" --wait --timeout 60s >/dev/null 2>&1 || true
-  for ns in "$NS" "$OTHER"; do
+  for ns in "$NS" "$OTHER" "$ECHO_NS"; do
     for mi in $(k get machineidentities -n "$ns" -o name 2>/dev/null); do
       k patch -n "$ns" "$mi" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
     done
   done
-  k delete namespace "$SYSTEM" "$NS" "$OTHER" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  k delete namespace "$SYSTEM" "$NS" "$OTHER" "$ECHO_NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -99,9 +101,10 @@ request_of() {
 }
 
 install() {
-  local tar
+  local tar echo
   tar=$(e2e/build-image.sh | tail -n 1)
-  e2e/node.sh import "$tar"
+  echo=$(e2e/build-image.sh --echo | tail -n 1)
+  e2e/node.sh import "$tar" "$echo"
   helm install "$RELEASE" charts/nhi-operator -n "$SYSTEM" --create-namespace \
     --set image.repository=nhi.dev/nhi-operator --set image.tag=dev --set image.pullPolicy=Never \
     --wait --timeout 120s >/dev/null
@@ -113,8 +116,33 @@ install() {
   echo "no leader"
   return 1
 }
-check "the operator's image imported and the chart installed (its RBAC signs for nhi.dev/identity)" install
+check "the operator's and mtls_echo's images imported and the chart installed (its RBAC signs for nhi.dev/identity)" install
 [ "$failed" -eq 0 ] || { summary; exit 1; }
+
+# The echo pair on pod certificates alone (config/samples/echo-pod-certificates): started now,
+# judged at the end. The kubelet refreshes at beginRefreshAt, which Kubernetes keeps at least 10
+# minutes after notBefore, and adds up to 5 minutes of jitter and up to 2 of polling: two
+# refreshes take 20 to 35 minutes, spent on the other checks and then waiting.
+echo_started() {
+  k create namespace "$ECHO_NS"
+  e2e/samples-for.sh "$ECHO_NS" config/samples/echo-pod-certificates | k apply -n "$ECHO_NS" -f -
+  k wait -n "$ECHO_NS" --for=condition=Ready machineidentity/echo-pc-server machineidentity/echo-pc-client --timeout=60s
+  k rollout status -n "$ECHO_NS" deployment/echo-pc-server deployment/echo-pc-client --timeout=120s
+  date +%s >"$work/echo-started"
+  record_requests
+  # Nothing but the pod certificate, the trust bundle and the CRL in the identity directory.
+  local pod
+  pod=$(k get pods -n "$ECHO_NS" -l app=echo-pc-server -o jsonpath='{.items[0].metadata.name}')
+  k get pod -n "$ECHO_NS" "$pod" -o jsonpath='{range .spec.volumes[*].projected.sources[*]}{@}{"\n"}{end}' | tee "$work/echo-sources"
+  if grep -q '"secret"' "$work/echo-sources"; then echo "a Secret is mounted"; return 1; fi
+}
+# record_requests: every PodCertificateRequest of the echo pods seen so far, into
+# $work/echo-requests (kube-controller-manager deletes them 15 minutes after their creation).
+record_requests() {
+  k get podcertificaterequests -n "$ECHO_NS" -o jsonpath='{range .items[*]}{.metadata.name} {.spec.podName} {.metadata.creationTimestamp} {.status.notBefore} {.status.beginRefreshAt} {.status.conditions[0].type}{"\n"}{end}' >>"$work/echo-requests"
+  sort -u -o "$work/echo-requests" "$work/echo-requests"
+}
+check "the echo pair on pod certificates alone (no Secret mounted) runs" echo_started
 
 issued() {
   k create namespace "$NS"
@@ -330,5 +358,55 @@ withdrawn() {
 }
 check "the Entitlement deleted: the pod certificate carrying its grant is on the CRL within seconds" withdrawn
 if [ -f "$work/out" ]; then grep 'on the CRL' "$work/out" | sed 's/^/# /' || true; fi
+
+# The echo pair across two kubelet refreshes: the client saw three server certificates and the
+# server three client certificates, not one request or handshake failed, no container restarted,
+# and each refresh was asked for (a new request) no earlier than the previous beginRefreshAt.
+ECHO_DEADLINE_MINUTES=${NHI_POD_CERT_REFRESH_MINUTES:-42}
+refreshed() {
+  local started line servers=0 clients=0 deadline
+  started=$(cat "$work/echo-started")
+  deadline=$((started + ECHO_DEADLINE_MINUTES * 60))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    record_requests
+    k logs -n "$ECHO_NS" deploy/echo-pc-client >"$work/echo-client.log"
+    line=$(grep '^progress' "$work/echo-client.log" | tail -n 1 || true)
+    servers=$(sed -n 's/.* server_serials=\([0-9]*\).*/\1/p' <<<"$line")
+    clients=$(sed -n 's/.* client_serials=\([0-9]*\).*/\1/p' <<<"$line")
+    [ "${servers:-0}" -ge 3 ] && [ "${clients:-0}" -ge 3 ] && break
+    sleep 15
+  done
+  echo "after $(( ($(date +%s) - started) / 60 )) min: $line"
+  grep -E '^(FAIL|server serial|client serial)' "$work/echo-client.log" || true
+  cat "$work/echo-requests"
+  [ "${servers:-0}" -ge 3 ] && [ "${clients:-0}" -ge 3 ]
+  [[ $line == *" failed_requests=0 "* ]] && [[ $line == *" failed_handshakes=0 "* ]]
+  if grep -q '^FAIL' "$work/echo-client.log"; then return 1; fi
+  [ -z "$(k get pods -n "$ECHO_NS" -o jsonpath='{range .items[*]}{.status.containerStatuses[?(@.restartCount>0)].name}{end}')" ]
+  python3 - "$work/echo-requests" <<'PYEND'
+import collections, datetime, sys
+def t(s): return datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
+issued = {}
+for line in open(sys.argv[1]):
+    fields = line.split()
+    if len(fields) == 6 and fields[5] == "Issued":
+        issued[fields[0]] = fields
+by_pod = collections.defaultdict(list)
+for name, pod, created, not_before, refresh_at, state in issued.values():
+    by_pod[pod].append((t(created), t(not_before), t(refresh_at), state, name))
+ok = len(by_pod) == 2
+for pod, reqs in sorted(by_pod.items()):
+    reqs.sort()
+    ok &= len(reqs) >= 3 and all(r[3] == "Issued" for r in reqs)
+    for before, after in zip(reqs, reqs[1:]):
+        late = (after[0] - before[2]).total_seconds()
+        print(f"# refresh: {pod} asked {after[0]:%H:%M:%S}, {late:.0f}s after beginRefreshAt "
+              f"{before[2]:%H:%M:%S} ({(before[2] - before[1]).total_seconds() / 60:.0f} min after notBefore)")
+        ok &= 0 <= late <= 8 * 60
+sys.exit(0 if ok else 1)
+PYEND
+}
+check "the echo pair keeps zero failed requests across two kubelet refreshes of both pod certificates" refreshed
+if [ -f "$work/out" ]; then grep -E '^(# refresh|after [0-9]+ min)' "$work/out" | sed 's/^\([^#]\)/# \1/' || true; fi
 
 summary

@@ -18,7 +18,7 @@ export KUBECONFIG=${KUBECONFIG:-$NHI_CLUSTER_DIR/kubeconfig}
 NS=${NHI_SAMPLES_TEST_NS:-nhi-samples-test}
 # The operator's default --review-warning: a sample within it would show ReviewDue in the demo.
 REVIEW_WARNING_DAYS=14
-SAMPLES=(config/samples config/samples/echo)
+SAMPLES=(config/samples config/samples/echo config/samples/echo-pod-certificates)
 
 work=$(mktemp -d)
 passed=0

@@ -9,7 +9,7 @@
 //! operator crate.
 
 pub use nhi_api as api;
-pub use nhi_core::{duration, entitle, issue, labels, lifecycle, revocation};
+pub use nhi_core::{duration, entitle, issue, labels, lifecycle, podcert, revocation};
 pub use nhi_identity::{reload, verify};
 
 pub mod agent;

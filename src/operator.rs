@@ -238,8 +238,17 @@ async fn lead(
         reporter: reporter.clone(),
         entitlement_trigger,
     });
-    if settings.pod_certificates {
+    let signer_off = nhi_core::podcert::signer_name::signer_off_reason(
+        settings.pod_certificates,
+        &settings.pod_certificate_signer,
+        ns.is_some(),
+    );
+    if let Some(why) = &signer_off {
+        tracing::info!(signer = %settings.pod_certificate_signer, "the pod-certificate signer is off: {why}");
+    } else {
         let signer = Arc::new(PodCertContext {
+            signer: settings.pod_certificate_signer.clone(),
+            concurrency: settings.concurrency,
             client: client.clone(),
             ca: ca.clone(),
             identities: identities.clone(),
@@ -248,7 +257,7 @@ async fn lead(
             issuance: identity_ctx.settings.issuance.clone(),
             review_warning: identity_ctx.settings.lifecycle.review_warning,
             reporter: reporter.clone(),
-            record_locks: Default::default(),
+            record_queues: Default::default(),
         });
         tokio::spawn(controller::pod_certificate::start(
             signer,

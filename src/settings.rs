@@ -94,7 +94,7 @@ pub struct Settings {
     #[arg(long, env = "NHI_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
-    /// How many identities are reconciled at once.
+    /// How many identities are reconciled at once (and pod-certificate requests answered).
     #[arg(long, env = "NHI_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
 
@@ -149,6 +149,13 @@ pub struct Settings {
     /// `nhi.dev:identity:roots` it publishes the roots in.
     #[arg(long, env = "NHI_POD_CERTIFICATES", default_value_t = true, action = clap::ArgAction::Set)]
     pub pod_certificates: bool,
+
+    /// The signer name the pod-certificate signer answers for (`spec.signerName` of the requests
+    /// and of the ClusterTrustBundle `<name with / as :>:roots` it publishes). A second operator
+    /// on the cluster, or one watching a single namespace, needs a name of its own: with
+    /// `--watch-namespace` the default name leaves the signer off.
+    #[arg(long, env = "NHI_POD_CERTIFICATE_SIGNER", default_value = nhi_core::podcert::DEFAULT_SIGNER_NAME)]
+    pub pod_certificate_signer: String,
 
     /// API server URL written into the kubeconfig of identities with Kubernetes access.
     /// Default: the URL the operator itself uses (in a cluster, the in-cluster address).
@@ -276,6 +283,8 @@ impl Settings {
         if !(self.ca_rotation_reissue_rate.is_finite() && self.ca_rotation_reissue_rate > 0.0) {
             return Err("--ca-rotation-reissue-rate must be a positive number".into());
         }
+        nhi_core::podcert::signer_name::validate_signer_name(&self.pod_certificate_signer)
+            .map_err(|e| format!("--pod-certificate-signer: {e}"))?;
         if self.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());
         }

@@ -9,6 +9,7 @@ mod kubernetes_access;
 mod leader;
 mod lifecycle;
 mod plugin;
+mod pod_certificates;
 mod safety;
 mod support;
 mod tenancy;

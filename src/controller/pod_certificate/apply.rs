@@ -10,9 +10,11 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use time::OffsetDateTime;
 
+use super::SignerError;
 use super::context::PodCertContext;
 use super::plan::Issuance;
-use super::record::{RecordError, record};
+use super::record::record;
+use super::record_queue::RecordError;
 use nhi_api::PodCertificateRecord;
 use nhi_core::podcert::decide::{CERTIFICATE_REJECTED, Denial, SIGNING_FAILED, begin_refresh_at};
 use nhi_core::podcert::sign::{PodCertificate, sign_pod_certificate};
@@ -37,7 +39,7 @@ pub async fn issue(
     pcr: &PodCertificateRequest,
     issuance: &Issuance,
     now: OffsetDateTime,
-) -> Result<Answered, kube::Error> {
+) -> Result<Answered, SignerError> {
     let ca = ctx.ca.current();
     let (request, spki) = (issuance.request.clone(), issuance.spki.clone());
     let signed =
@@ -66,7 +68,7 @@ pub async fn issue(
             tracing::warn!(identity = %issuance.identity, %namespace, error = %full, "pod certificate not issued yet");
             return Ok(Answered::RecordFull);
         }
-        Err(RecordError::Kube(e)) => return Err(e),
+        Err(RecordError::Write(why)) => return Err(SignerError::Record(why)),
     }
     let refresh = begin_refresh_at(
         info.not_before,

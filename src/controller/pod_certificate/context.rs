@@ -1,12 +1,10 @@
 //! What the pod-certificate signer reads and writes through.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use kube::Client;
 use kube::runtime::reflector::Store;
 use time::Duration;
 
+use super::record_queue::RecordQueues;
 use crate::controller::policy_watch::PolicyView;
 use crate::controller::report::Reporter;
 use crate::controller::signing_ca::SigningCa;
@@ -15,6 +13,10 @@ use nhi_core::issue::inputs::IssuancePolicy;
 
 /// The signer's context.
 pub struct PodCertContext {
+    /// The signer name answered for (`--pod-certificate-signer`).
+    pub signer: String,
+    /// Requests answered at once (`--concurrency`, as for identities).
+    pub concurrency: u16,
     pub client: Client,
     /// The CA that signs (the current one, during a rotation too).
     pub ca: SigningCa,
@@ -29,19 +31,5 @@ pub struct PodCertContext {
     pub review_warning: Duration,
     pub reporter: Reporter,
     /// One writer of each identity's pod-certificate record at a time.
-    pub record_locks: RecordLocks,
-}
-
-/// One lock per identity (`namespace/name`), so its requests' records do not race.
-#[derive(Default)]
-pub struct RecordLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
-
-impl RecordLocks {
-    pub fn of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.entry(key.to_string()).or_default().clone()
-    }
+    pub record_queues: RecordQueues,
 }

@@ -66,7 +66,7 @@ pub async fn observe(
     Ok(Facts {
         now,
         age: now - created,
-        pod: pod_check(pod.as_ref(), &named),
+        pod: pod_check(pod.as_ref(), &named, &ctx.signer),
         pod_uid: spec.pod_uid.clone(),
         service_account: spec.service_account_name.clone(),
         max_expiration: Duration::seconds(i64::from(spec.max_expiration_seconds.unwrap_or(86_400))),

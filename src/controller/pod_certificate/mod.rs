@@ -9,6 +9,7 @@ pub mod context;
 pub mod facts;
 pub mod plan;
 pub mod record;
+pub mod record_queue;
 #[cfg(test)]
 mod tests;
 pub mod trust_bundle;
@@ -25,7 +26,6 @@ use tracing::{info, warn};
 
 use crate::shutdown::Shutdown;
 use context::PodCertContext;
-use nhi_core::podcert::SIGNER_NAME;
 use plan::Plan;
 
 /// Whether the cluster serves PodCertificateRequests (certificates.k8s.io/v1, Kubernetes 1.37).
@@ -50,7 +50,8 @@ pub async fn start(
     if !api_available(&ctx.client).await {
         warn!(
             "this cluster does not serve certificates.k8s.io/v1 PodCertificateRequests \
-             (Kubernetes 1.37 and later): the pod-certificate signer {SIGNER_NAME} is off"
+             (Kubernetes 1.37 and later): the pod-certificate signer {} is off",
+            ctx.signer
         );
         return;
     }
@@ -66,6 +67,7 @@ pub async fn start(
     };
     tokio::spawn(trust_bundle::run(
         ctx.client.clone(),
+        ctx.signer.clone(),
         ctx.ca.clone(),
         shutdown.clone(),
     ));
@@ -81,10 +83,10 @@ pub async fn run(ctx: Arc<PodCertContext>, namespace: Option<String>, shutdown: 
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    let selector = watcher::Config::default().fields(&format!("spec.signerName={SIGNER_NAME}"));
-    info!(signer = SIGNER_NAME, "pod-certificate signer started");
+    let selector = watcher::Config::default().fields(&format!("spec.signerName={}", ctx.signer));
+    info!(signer = %ctx.signer, "pod-certificate signer started");
     Controller::new(api, selector)
-        .with_config(Config::default().concurrency(8))
+        .with_config(Config::default().concurrency(ctx.concurrency))
         .graceful_shutdown_on(shutdown.requested())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -101,13 +103,15 @@ pub async fn run(ctx: Arc<PodCertContext>, namespace: Option<String>, shutdown: 
 pub enum SignerError {
     #[error("reading or answering the request failed: {0}")]
     Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Record(String),
 }
 
 async fn reconcile(
     pcr: Arc<PodCertificateRequest>,
     ctx: Arc<PodCertContext>,
 ) -> Result<Action, SignerError> {
-    if pcr.spec.signer_name != SIGNER_NAME || answered(&pcr) {
+    if pcr.spec.signer_name != ctx.signer || answered(&pcr) {
         return Ok(Action::await_change());
     }
     let mut facts = facts::observe(&pcr, &ctx).await?;

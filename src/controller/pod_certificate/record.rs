@@ -1,32 +1,27 @@
 //! Records each pod certificate on its identity (`status.podCertificates`) before the request is
 //! answered, so that whatever later revokes the identity's certificates (a withdrawn grant, a
-//! suspension, its deletion) knows it. One writer per identity at a time; each write names the
-//! version it read.
+//! suspension, its deletion) knows it. One writer per identity at a time, writing every entry
+//! that waited meanwhile in one patch (group commit: a burst of requests for one identity costs
+//! a few writes, not one each); each write names the version it read.
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use time::OffsetDateTime;
+use tokio::sync::oneshot;
 
 use super::context::PodCertContext;
+use super::record_queue::{RecordError, Waiting, lock};
 use nhi_api::{MachineIdentity, PodCertificateRecord};
-use nhi_core::podcert::record::{RecordFull, with_issued};
+use nhi_core::podcert::record::{RecordFull, with_all_issued};
 
 /// The field manager of the signer's status writes.
 const FIELD_MANAGER: &str = "nhi-operator-signer";
-/// Conflicting writes (the identity controller's, another request's) tried again this often.
+/// Conflicting writes (the identity controller's) tried again this often.
 const ATTEMPTS: usize = 8;
 
-/// Why a certificate could not be recorded.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    #[error(transparent)]
-    Full(#[from] RecordFull),
-    #[error("recording the pod certificate on its identity failed: {0}")]
-    Kube(#[from] kube::Error),
-}
-
-/// Adds `entry` to identity `name`'s record in `namespace`.
+/// Adds `entry` to identity `name`'s record in `namespace`; returns once it is written (by this
+/// call, or by the writer that took it with others).
 pub async fn record(
     ctx: &PodCertContext,
     namespace: &str,
@@ -34,28 +29,83 @@ pub async fn record(
     entry: PodCertificateRecord,
     now: OffsetDateTime,
 ) -> Result<(), RecordError> {
-    let lock = ctx.record_locks.of(&format!("{namespace}/{name}"));
-    let _held = lock.lock().await;
+    let queue = ctx.record_queues.of(&format!("{namespace}/{name}"));
+    let (done, mut outcome) = oneshot::channel();
+    lock(&queue.waiting).push(Waiting { entry, done });
+    // Whichever comes first: the entry written by the writer of the moment (with others), or
+    // the turn to write (everything waiting, this entry included unless taken meanwhile).
+    tokio::select! {
+        biased;
+        written = &mut outcome => return written.unwrap_or_else(|_| Err(stopped())),
+        _writer = queue.writer.lock() => {
+            let batch = std::mem::take(&mut *lock(&queue.waiting));
+            if !batch.is_empty() {
+                write_batch(ctx, namespace, name, batch, now).await;
+            }
+        }
+    }
+    outcome.await.unwrap_or_else(|_| Err(stopped()))
+}
+
+fn stopped() -> RecordError {
+    RecordError::Write("the writer of the batch stopped before writing it".into())
+}
+
+/// Writes `batch` in one patch and tells each entry's caller how it went.
+async fn write_batch(
+    ctx: &PodCertContext,
+    namespace: &str,
+    name: &str,
+    batch: Vec<Waiting>,
+    now: OffsetDateTime,
+) {
+    let entries: Vec<PodCertificateRecord> = batch.iter().map(|w| w.entry.clone()).collect();
+    let started = std::time::Instant::now();
+    let written = write(ctx, namespace, name, entries, now).await;
+    tracing::debug!(
+        %namespace, identity = %name, entries = batch.len(),
+        took_ms = started.elapsed().as_millis() as u64, "pod certificates recorded"
+    );
+    for (i, waiting) in batch.into_iter().enumerate() {
+        let outcome = match &written {
+            Ok(outcomes) => outcomes[i].map_err(RecordError::from),
+            Err(e) => Err(RecordError::Write(e.to_string())),
+        };
+        let _ = waiting.done.send(outcome);
+    }
+}
+
+/// Reads the identity, adds `entries` and writes the record, again on a conflict.
+async fn write(
+    ctx: &PodCertContext,
+    namespace: &str,
+    name: &str,
+    entries: Vec<PodCertificateRecord>,
+    now: OffsetDateTime,
+) -> Result<Vec<Result<(), RecordFull>>, kube::Error> {
     let api: Api<MachineIdentity> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
         let mi = api.get(name).await?;
         let current = mi.status.as_ref().and_then(|s| s.pod_certificates.as_ref());
-        let next = with_issued(current, entry.clone(), now)?;
+        let (next, outcomes) = with_all_issued(current, entries.clone(), now);
+        let Some(next) = next else {
+            return Ok(outcomes);
+        };
         let patch = json!({
             "metadata": {"resourceVersion": mi.resource_version()},
             "status": {"podCertificates": next},
         });
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
         match api.patch_status(name, &params, &Patch::Merge(&patch)).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(outcomes),
             // Another write came between: read again (the last attempt's conflict is returned).
             Err(kube::Error::Api(e)) if e.code == 409 && attempt < ATTEMPTS => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Publishes the CA's roots as the signer's ClusterTrustBundle (`nhi.dev:identity:roots`,
-//! `spec.signerName: nhi.dev/identity`): pods mount them with a `clusterTrustBundle` projection
+//! `spec.signerName: nhi.dev/identity`, for the default signer name): pods mount them with a `clusterTrustBundle` projection
 //! by signer name. During a CA rotation the bundle holds both roots, as `ca.crt` does.
 
 use std::time::Duration;
@@ -13,11 +13,8 @@ use tracing::{info, warn};
 use crate::controller::signing_ca::SigningCa;
 use crate::shutdown::Shutdown;
 use nhi_core::labels::{FIELD_MANAGER, MANAGED_BY, MANAGER};
-use nhi_core::podcert::SIGNER_NAME;
+use nhi_core::podcert::signer_name::trust_bundle_name;
 use nhi_core::podcert::trust_bundle::cluster_trust_bundle;
-
-/// The bundle's name: the signer name with `/` as `:`, then a suffix (the API requires the prefix).
-pub const BUNDLE_NAME: &str = "nhi.dev:identity:roots";
 
 /// How often the CA is compared with what was published (in memory).
 const CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -26,8 +23,9 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 const REAPPLY_EVERY: Duration = Duration::from_secs(300);
 
 /// Keeps the bundle at the CA's roots until shutdown.
-pub async fn run(client: Client, ca: SigningCa, shutdown: Shutdown) {
+pub async fn run(client: Client, signer: String, ca: SigningCa, shutdown: Shutdown) {
     let api: Api<ClusterTrustBundle> = Api::all(client);
+    let name = trust_bundle_name(&signer);
     let mut published: Option<(String, tokio::time::Instant)> = None;
     let mut refused: Option<String> = None;
     loop {
@@ -38,22 +36,22 @@ pub async fn run(client: Client, ca: SigningCa, shutdown: Shutdown) {
             .is_some_and(|(_, at)| at.elapsed() >= REAPPLY_EVERY);
         if changed || stale {
             match cluster_trust_bundle(&source) {
-                Ok(roots) => match apply(&api, &roots).await {
+                Ok(roots) => match apply(&api, &name, &signer, &roots).await {
                     Ok(()) => {
                         if changed {
-                            info!(bundle = BUNDLE_NAME, "ClusterTrustBundle published");
+                            info!(bundle = %name, "ClusterTrustBundle published");
                         }
                         published = Some((source, tokio::time::Instant::now()));
                     }
                     Err(e) => warn!(
-                        bundle = BUNDLE_NAME, error = %e,
+                        bundle = %name, error = %e,
                         "publishing the ClusterTrustBundle failed; retrying"
                     ),
                 },
                 // Said once per CA bundle, not every few seconds.
                 Err(why) if refused.as_deref() != Some(source.as_str()) => {
                     warn!(
-                        bundle = BUNDLE_NAME, error = %why,
+                        bundle = %name, error = %why,
                         "the CA bundle cannot be published as a ClusterTrustBundle"
                     );
                     refused = Some(source);
@@ -68,15 +66,20 @@ pub async fn run(client: Client, ca: SigningCa, shutdown: Shutdown) {
     }
 }
 
-async fn apply(api: &Api<ClusterTrustBundle>, roots: &str) -> Result<(), kube::Error> {
+async fn apply(
+    api: &Api<ClusterTrustBundle>,
+    name: &str,
+    signer: &str,
+    roots: &str,
+) -> Result<(), kube::Error> {
     let bundle = json!({
         "apiVersion": "certificates.k8s.io/v1",
         "kind": "ClusterTrustBundle",
-        "metadata": {"name": BUNDLE_NAME, "labels": {MANAGED_BY: MANAGER}},
-        "spec": {"signerName": SIGNER_NAME, "trustBundle": roots},
+        "metadata": {"name": name, "labels": {MANAGED_BY: MANAGER}},
+        "spec": {"signerName": signer, "trustBundle": roots},
     });
     api.patch(
-        BUNDLE_NAME,
+        name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&bundle),
     )

@@ -9,11 +9,10 @@ pub mod key_type;
 pub mod pod_check;
 pub mod record;
 pub mod sign;
+pub mod signer_name;
 pub mod trust_bundle;
 
-/// The signer name the operator serves (`spec.signerName` of the PodCertificateRequests it
-/// answers, and of the ClusterTrustBundle it publishes).
-pub const SIGNER_NAME: &str = "nhi.dev/identity";
+pub use signer_name::DEFAULT_SIGNER_NAME;
 
 /// The shortest certificate Kubernetes lets a pod-certificate signer issue.
 pub const MIN_LIFETIME: time::Duration = time::Duration::hours(1);

@@ -5,8 +5,6 @@
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::SIGNER_NAME;
-
 /// The verdict on the named pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PodCheck {
@@ -24,8 +22,9 @@ pub struct NamedPod<'a> {
     pub node: &'a str,
 }
 
-/// Checks `pod` (as read now; None: it does not exist) against what the request names.
-pub fn pod_check(pod: Option<&Pod>, named: &NamedPod<'_>) -> PodCheck {
+/// Checks `pod` (as read now; None: it does not exist) against what the request names, and
+/// that it has a `podCertificate` volume for `signer`.
+pub fn pod_check(pod: Option<&Pod>, named: &NamedPod<'_>, signer: &str) -> PodCheck {
     let Some(pod) = pod else {
         return PodCheck::Differs(format!("pod {} does not exist", named.name));
     };
@@ -60,11 +59,11 @@ pub fn pod_check(pod: Option<&Pod>, named: &NamedPod<'_>) -> PodCheck {
         .filter_map(|v| v.projected.as_ref()?.sources.as_ref())
         .flatten()
         .filter_map(|source| source.pod_certificate.as_ref())
-        .any(|p| p.signer_name == SIGNER_NAME);
+        .any(|p| p.signer_name == signer);
     match asks {
         true => PodCheck::Matches,
         false => PodCheck::Differs(format!(
-            "pod {} has no podCertificate volume for {SIGNER_NAME}",
+            "pod {} has no podCertificate volume for {signer}",
             named.name
         )),
     }
@@ -84,6 +83,8 @@ mod tests {
         .unwrap()
     }
 
+    const S: &str = crate::podcert::DEFAULT_SIGNER_NAME;
+
     fn named<'a>(uid: &'a str, sa: &'a str) -> NamedPod<'a> {
         NamedPod {
             name: "web-0",
@@ -96,7 +97,7 @@ mod tests {
     #[test]
     fn the_pod_running_with_a_volume_for_the_signer_matches() {
         assert_eq!(
-            pod_check(Some(&pod(SIGNER_NAME)), &named("u1", "web")),
+            pod_check(Some(&pod(S)), &named("u1", "web"), S),
             PodCheck::Matches
         );
     }
@@ -107,18 +108,20 @@ mod tests {
             PodCheck::Differs(why) => assert!(why.contains(text), "{why}"),
             PodCheck::Matches => panic!("matched"),
         };
-        differs(pod_check(None, &named("u1", "web")), "does not exist");
+        differs(pod_check(None, &named("u1", "web"), S), "does not exist");
+        differs(pod_check(Some(&pod(S)), &named("u2", "web"), S), "uid u2");
         differs(
-            pod_check(Some(&pod(SIGNER_NAME)), &named("u2", "web")),
-            "uid u2",
-        );
-        differs(
-            pod_check(Some(&pod(SIGNER_NAME)), &named("u1", "admin")),
+            pod_check(Some(&pod(S)), &named("u1", "admin"), S),
             "ServiceAccount admin",
         );
         differs(
-            pod_check(Some(&pod("example.com/other")), &named("u1", "web")),
-            "no podCertificate volume",
+            pod_check(Some(&pod("example.com/other")), &named("u1", "web"), S),
+            "no podCertificate volume for nhi.dev/identity",
+        );
+        // A pod asking another operator's signer is not this one's.
+        differs(
+            pod_check(Some(&pod(S)), &named("u1", "web"), "bench.nhi.dev/identity"),
+            "no podCertificate volume for bench.nhi.dev/identity",
         );
     }
 }

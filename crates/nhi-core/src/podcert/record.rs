@@ -12,7 +12,7 @@ use crate::revocation::{Reason, Revocation};
 pub const MAX_RECORDED: usize = 2048;
 
 /// The record is full of unexpired certificates: no more can be issued until some expire.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
     "the identity has {MAX_RECORDED} unexpired pod certificates on record, the most it keeps \
      (revocable); more are issued as they expire"
@@ -42,6 +42,27 @@ pub fn with_issued(
         last_issued_pod: Some(pod),
         certificates,
     })
+}
+
+/// The record with each of `new` added in order (one write for many requests): the record, or
+/// None when none fits, and for each entry whether it is in it.
+pub fn with_all_issued(
+    current: Option<&PodCertificatesStatus>,
+    new: Vec<PodCertificateRecord>,
+    now: OffsetDateTime,
+) -> (Option<PodCertificatesStatus>, Vec<Result<(), RecordFull>>) {
+    let mut record: Option<PodCertificatesStatus> = None;
+    let mut outcomes = Vec::with_capacity(new.len());
+    for entry in new {
+        match with_issued(record.as_ref().or(current), entry, now) {
+            Ok(next) => {
+                record = Some(next);
+                outcomes.push(Ok(()));
+            }
+            Err(full) => outcomes.push(Err(full)),
+        }
+    }
+    (record, outcomes)
 }
 
 fn unexpired(c: &PodCertificateRecord, now: OffsetDateTime) -> bool {
@@ -126,6 +147,35 @@ mod tests {
         let next = rec("ffff", "p", now + Duration::hours(1), &[]);
         assert_eq!(with_issued(Some(&full), next.clone(), now), Err(RecordFull));
         assert!(with_issued(Some(&full), next, now + Duration::hours(2)).is_ok());
+    }
+
+    #[test]
+    fn a_batch_is_added_in_one_record_until_it_is_full() {
+        let now = t0();
+        let almost = PodCertificatesStatus {
+            certificates: (0..MAX_RECORDED - 1)
+                .map(|i| rec(&format!("{i:04x}"), "p", now + Duration::hours(1), &[]))
+                .collect(),
+            ..Default::default()
+        };
+        let batch = vec![
+            rec("a1", "x", now + Duration::hours(1), &[]),
+            rec("a2", "y", now + Duration::hours(1), &[]),
+        ];
+        let (record, outcomes) = with_all_issued(Some(&almost), batch.clone(), now);
+        assert_eq!(outcomes, vec![Ok(()), Err(RecordFull)]);
+        let record = record.expect("the first fits");
+        assert_eq!(record.certificates.len(), MAX_RECORDED);
+        assert_eq!(record.last_issued_pod.as_deref(), Some("x"));
+
+        let (record, outcomes) = with_all_issued(None, batch, now);
+        assert_eq!(outcomes, vec![Ok(()), Ok(())]);
+        let record = record.unwrap();
+        assert_eq!(record.outstanding, 2);
+        assert_eq!(record.last_issued_pod.as_deref(), Some("y"));
+
+        let (record, outcomes) = with_all_issued(Some(&almost), vec![], now);
+        assert!(record.is_none() && outcomes.is_empty());
     }
 
     #[test]

@@ -11,7 +11,13 @@
 //! It runs twice: with one IdentityPolicy selecting the namespace, then with none, and reports
 //! the ratio of the two rates.
 //!
-//! Usage: bench [N] [--operator PATH] [--concurrency C]
+//! Pod certificates (`--pod-certificates`, `make bench MODE=pod-certificates`): N
+//! PodCertificateRequests to Issued against N identities to Ready (the Secret path), both by the
+//! same operator binary in the same run (see `pod_certificates.rs`).
+//!
+//! Usage: bench [N] [--operator PATH] [--concurrency C] [--pod-certificates]
+
+mod pod_certificates;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -567,6 +573,10 @@ async fn main() {
     let client = Client::try_default()
         .await
         .expect("a kubeconfig (KUBECONFIG) for the bench cluster");
+    if args.iter().any(|a| a == "--pod-certificates") {
+        pod_certificate_mode(&client, &operator, n, concurrency).await;
+        return;
+    }
 
     // Warm the control plane up (caches, connections, etcd) before measuring anything: whichever
     // run went first on a freshly started apiserver would otherwise pay for it alone.
@@ -738,6 +748,73 @@ async fn main() {
     }
     if ready.len() < n {
         eprintln!("bench: only {} of {n} identities became Ready", ready.len());
+        std::process::exit(1);
+    }
+}
+
+/// The pod-certificate mode: after the same warm-up, the Secret path and the pod-certificate
+/// path in the order Secret, pod, pod, Secret (the control plane fills up as the runs go: each
+/// path gets an early and a late run); the rates of each are averaged, the latencies are the last
+/// run's.
+async fn pod_certificate_mode(client: &Client, operator: &str, n: usize, concurrency: usize) {
+    let warm_up = (n / 5).clamp(50, 200);
+    eprintln!("== warm-up: {warm_up} identities written by the bare client, not measured");
+    let (_, warm_ns) = baseline(client, warm_up, concurrency).await;
+    delete_namespace(client, &warm_ns).await;
+    let (mut secret_rates, mut pod_rates) = (vec![], vec![]);
+    let mut secret_latencies = vec![];
+    let mut last = None;
+    for secret_path in [true, false, false, true] {
+        if secret_path {
+            eprintln!("== Secret path: {n} identities applied at once, timed to Ready");
+            let mut run = operator_run(client, operator, n, concurrency, UNPOLICED).await;
+            run.stop();
+            delete_namespace(client, &run.ns).await;
+            secret_rates.push(run.rate);
+            secret_latencies = run.latencies;
+        } else {
+            eprintln!(
+                "== pod certificates: {n} PodCertificateRequests created at once, timed to Issued"
+            );
+            let run = pod_certificates::pod_certificate_run(client, operator, n, concurrency).await;
+            pod_rates.push(run.rate);
+            last = Some(run);
+        }
+    }
+    let run = last.expect("a pod-certificate run");
+    let mean = |rates: &[f64]| rates.iter().sum::<f64>() / rates.len() as f64;
+    let (pods, secrets) = (mean(&pod_rates), mean(&secret_rates));
+    let runs = |rates: &[f64]| rates.iter().map(|r| format!("{r:.1}")).collect::<Vec<_>>();
+    println!(
+        "requests:                   {n} ({} Issued, {} refused)",
+        run.issued, run.refused
+    );
+    println!(
+        "pod certificates:           {pods:.1} requests/s to Issued (runs {:?})",
+        runs(&pod_rates)
+    );
+    println!(
+        "Secret path:                {secrets:.1} identities/s to Ready (runs {:?})",
+        runs(&secret_rates)
+    );
+    println!("ratio pod certificates/Secret path: {:.2}", pods / secrets);
+    println!(
+        "create-to-Issued p50/p99:   {:.3} / {:.3} s (Secret path apply-to-Ready {:.3} / {:.3} s)",
+        percentile(&run.latencies, 0.50),
+        percentile(&run.latencies, 0.99),
+        percentile(&secret_latencies, 0.50),
+        percentile(&secret_latencies, 0.99),
+    );
+    println!(
+        "operator peak RSS / CPU:    {:.1} MiB / {:.2} s (last pod-certificate run)",
+        run.peak_rss as f64 / 1024.0,
+        run.cpu
+    );
+    if let Some(why) = &run.first_refusal {
+        eprintln!("bench: a request was not issued: {why}");
+    }
+    if run.issued < n {
+        eprintln!("bench: only {} of {n} requests were Issued", run.issued);
         std::process::exit(1);
     }
 }
