@@ -314,11 +314,16 @@ counted() {
   local leader ip
   leader=$(k get lease nhi-operator -n "$SYSTEM" -o jsonpath='{.spec.holderIdentity}')
   ip=$(k get pod -n "$SYSTEM" "$leader" -o jsonpath='{.status.podIP}')
-  curl -fsS --max-time 5 "http://$ip:8080/metrics" | grep '^nhi_pod_certificate_requests_total' | tee "$work/metrics"
-  grep -q 'outcome="Issued",reason="Issued"} [1-9]' "$work/metrics"
-  grep -q 'outcome="Denied",reason="NoIdentity"} 1$' "$work/metrics"
+  curl -fsS --max-time 5 "http://$ip:8080/metrics" | grep '^nhi_pod_certificate_' | tee "$work/metrics"
+  grep -q 'requests_total{outcome="Issued",reason="Issued"} [1-9]' "$work/metrics"
+  grep -q 'requests_total{outcome="Denied",reason="NoIdentity"} 1$' "$work/metrics"
+  # Each answer's wait: the NoIdentity denial waited out its 20 s grace, an issuance did not.
+  grep -q 'answer_wait_seconds_count{outcome="Issued"} [1-9]' "$work/metrics"
+  grep -q 'answer_wait_seconds_bucket{le="10.0",outcome="Issued"} [1-9]' "$work/metrics"
+  grep -q 'answer_wait_seconds_bucket{le="10.0",outcome="Denied"} 3$' "$work/metrics"
+  grep -q 'answer_wait_seconds_count{outcome="Denied"} 4$' "$work/metrics"
 }
-check "the answers counted (nhi_pod_certificate_requests_total by outcome and reason)" counted
+check "the answers counted and timed (nhi_pod_certificate_requests_total by outcome and reason, nhi_pod_certificate_answer_wait_seconds)" counted
 
 # The certificate is on its identity's record (what revokes it), with the grant it carries.
 recorded() {

@@ -70,6 +70,19 @@ pub struct Metrics {
     pub revocations_refused: Family<ReasonLabels, Counter>,
     /// PodCertificateRequests answered, by outcome (Issued, Denied, Failed) and reason.
     pub pod_certificates: Family<OutcomeLabels, Counter>,
+    /// How long each request waited for its answer (from its creation), by outcome.
+    pub pod_certificate_wait: Family<AnswerLabels, Histogram, fn() -> Histogram>,
+}
+
+/// Labels of an answer's wait.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnswerLabels {
+    pub outcome: String,
+}
+
+/// Buckets of a request's wait for its answer, in seconds.
+fn answer_wait_histogram() -> Histogram {
+    Histogram::new([0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 300.0])
 }
 
 /// Labels of an answered request.
@@ -184,8 +197,19 @@ impl Metrics {
             "PodCertificateRequests answered by the signer, by outcome and reason",
             pod_certificates.clone(),
         );
+        let pod_certificate_wait =
+            Family::<AnswerLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                answer_wait_histogram,
+            );
+        registry.register(
+            "pod_certificate_answer_wait_seconds",
+            "Seconds from a PodCertificateRequest's creation (whole seconds, as the API server \
+             keeps it) to the signer's answer, by outcome",
+            pod_certificate_wait.clone(),
+        );
         Metrics {
             pod_certificates,
+            pod_certificate_wait,
             revocation_entries,
             revocation_capacity_used,
             revocations_refused,
@@ -243,6 +267,15 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// Records how long a request waited for its `outcome`.
+    pub fn observe_pod_certificate_wait(&self, outcome: &str, seconds: f64) {
+        self.pod_certificate_wait
+            .get_or_create(&AnswerLabels {
+                outcome: outcome.to_string(),
+            })
+            .observe(seconds);
     }
 
     /// Counts a Normal Event dropped by the budget.
@@ -359,6 +392,22 @@ mod tests {
             m.encode()
                 .contains("nhi_certificate_expiry_earliest_timestamp_seconds 42")
         );
+    }
+
+    #[test]
+    fn a_pod_certificate_answer_wait_is_a_histogram_by_outcome() {
+        let m = Metrics::default();
+        m.observe_pod_certificate_wait("Issued", 0.4);
+        m.observe_pod_certificate_wait("Denied", 21.0);
+        let text = m.encode();
+        for line in [
+            "nhi_pod_certificate_answer_wait_seconds_count{outcome=\"Issued\"} 1",
+            "nhi_pod_certificate_answer_wait_seconds_bucket{le=\"0.5\",outcome=\"Issued\"} 1",
+            "nhi_pod_certificate_answer_wait_seconds_bucket{le=\"20.0\",outcome=\"Denied\"} 0",
+            "nhi_pod_certificate_answer_wait_seconds_bucket{le=\"30.0\",outcome=\"Denied\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]

@@ -97,6 +97,7 @@ pub async fn issue(
         }
     }
     ctx.reporter.metrics.count_pod_certificate(ISSUED, ISSUED);
+    observe_wait(ctx, pcr, ISSUED);
     tracing::info!(
         namespace = %pcr.namespace().unwrap_or_default(), pod = %pcr.spec.pod_name,
         identity = %issuance.identity, serial = %info.serial_hex,
@@ -135,6 +136,7 @@ async fn answer(
     ctx.reporter
         .metrics
         .count_pod_certificate(kind, denial.reason);
+    observe_wait(ctx, pcr, kind);
     // Shown with the pod (kubectl describe pod), where its author looks.
     let pod = Pod {
         metadata: kube::api::ObjectMeta {
@@ -159,6 +161,17 @@ async fn answer(
         note,
     );
     Ok(())
+}
+
+/// Records how long the request waited for its answer (what the kubelet, and the pod, waited).
+fn observe_wait(ctx: &PodCertContext, pcr: &PodCertificateRequest, outcome: &str) {
+    if let Some(created) = &pcr.metadata.creation_timestamp {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let waited = now.duration_since(created.0).as_secs_f64().max(0.0);
+        ctx.reporter
+            .metrics
+            .observe_pod_certificate_wait(outcome, waited);
+    }
 }
 
 fn condition(type_: &str, reason: &str, message: &str, now: OffsetDateTime) -> serde_json::Value {
