@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use nhi_core::labels::TRUST_CONFIGMAP;
 use nhi_identity::certificate::thumbprint;
+use nhi_identity::delegation::{Delegation, delegation_of};
 use nhi_identity::extension::claims_of;
 use nhi_identity::timestamp::rfc3339;
 use nhi_identity::verify::parse_spiffe_id;
@@ -95,7 +96,57 @@ pub struct CertificateReport {
     /// Why the identity extension could not be read, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extension_error: Option<String>,
+    /// A task certificate's delegation: who authorized it, for what (absent for an identity's
+    /// own certificate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<DelegationReport>,
+    /// Why the delegation extension could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation_error: Option<String>,
     pub revocation: Revocation,
+}
+
+/// A task certificate's delegation extension, as `inspect` shows it.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DelegationReport {
+    #[serde(rename = "taskID")]
+    pub task_id: String,
+    pub purpose: String,
+    /// SHA-256 of the task's input, lowercase hexadecimal, when the parent gave one.
+    #[serde(rename = "inputSHA256", skip_serializing_if = "Option::is_none")]
+    pub input_sha256: Option<String>,
+    /// The identity that delegated first, then each task certificate down to the direct parent.
+    pub ancestors: Vec<AncestorReport>,
+}
+
+/// One certificate of a delegation chain.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AncestorReport {
+    pub serial_number: String,
+    #[serde(rename = "spiffeID")]
+    pub spiffe_id: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl From<Delegation> for DelegationReport {
+    fn from(d: Delegation) -> Self {
+        DelegationReport {
+            task_id: d.task_id,
+            purpose: d.purpose,
+            input_sha256: d.input_digest.map(hex::encode),
+            ancestors: d
+                .ancestors
+                .into_iter()
+                .map(|a| AncestorReport {
+                    serial_number: a.serial_hex,
+                    spiffe_id: a.spiffe_id,
+                    attributes: a.attributes,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The first `CERTIFICATE` block of a PEM text (the leaf of a chain; an `identity.pem` starts
@@ -121,6 +172,10 @@ pub fn describe_certificate(
         Ok(c) => (c.grants.into_iter().collect(), c.attributes, None),
         Err(e) => (Vec::new(), BTreeMap::new(), Some(e.to_string())),
     };
+    let (delegation, delegation_error) = match delegation_of(&cert) {
+        Ok(d) => (d.map(DelegationReport::from), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     let not_after = cert.validity().not_after.to_datetime();
     Ok(CertificateReport {
         source: source.to_string(),
@@ -136,6 +191,8 @@ pub fn describe_certificate(
         grants,
         attributes,
         extension_error,
+        delegation,
+        delegation_error,
         revocation: Revocation::unknown("not checked"),
     })
 }
@@ -320,7 +377,7 @@ pub fn render_text(r: &CertificateReport, now: OffsetDateTime) -> String {
         RevocationState::NotRevoked => format!("not revoked ({})", r.revocation.detail),
         RevocationState::Unknown => format!("unknown ({})", r.revocation.detail),
     };
-    fields(&[
+    let mut lines = vec![
         ("Source", r.source.clone()),
         ("Subject", r.subject.clone()),
         ("SPIFFE ID", r.spiffe_id.clone().unwrap_or_else(dash)),
@@ -332,8 +389,47 @@ pub fn render_text(r: &CertificateReport, now: OffsetDateTime) -> String {
         ("SHA-256", r.thumbprint_sha256.clone()),
         ("Grants", grants),
         ("Attributes", attributes),
-        ("Revocation", revocation),
-    ])
+    ];
+    lines.extend(delegation_lines(r));
+    lines.push(("Revocation", revocation));
+    fields(&lines)
+}
+
+/// The task and the chain that delegated it, for a task certificate.
+fn delegation_lines(r: &CertificateReport) -> Vec<(&'static str, String)> {
+    if let Some(e) = &r.delegation_error {
+        return vec![("Delegation", format!("unreadable: {e}"))];
+    }
+    let Some(d) = &r.delegation else {
+        return vec![];
+    };
+    let mut task = format!(
+        "{} ({})",
+        d.task_id,
+        if d.purpose.is_empty() {
+            "-"
+        } else {
+            &d.purpose
+        }
+    );
+    if let Some(digest) = &d.input_sha256 {
+        task.push_str(&format!(", input SHA-256 {digest}"));
+    }
+    let mut lines = vec![("Task", task)];
+    for (i, a) in d.ancestors.iter().enumerate() {
+        let attributes: Vec<String> = a
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let label = if i == 0 { "Delegated by" } else { "" };
+        let mut line = format!("{}. {} (serial {})", i + 1, a.spiffe_id, a.serial_number);
+        if !attributes.is_empty() {
+            line.push_str(&format!(" [{}]", attributes.join(", ")));
+        }
+        lines.push((label, line));
+    }
+    lines
 }
 
 /// Runs `inspect`.
@@ -531,6 +627,76 @@ mod tests {
         };
         let key = generate_key(alg).unwrap();
         issue_leaf(ca, &req, &key, OffsetDateTime::now_utc()).unwrap()
+    }
+
+    #[test]
+    fn a_task_certificate_shows_its_task_and_the_chain_that_delegated_it() {
+        use nhi_identity::delegation::{Ancestor, DELEGATION_OID, Delegation};
+        let ca = ca("delegation");
+        let delegation = Delegation {
+            ancestors: vec![Ancestor {
+                serial_hex: "1c".into(),
+                spiffe_id: "spiffe://cluster.local/ns/shop/mi/checkout".into(),
+                attributes: [("model".to_string(), "m-1".to_string())].into(),
+            }],
+            task_id: "T-1".into(),
+            purpose: "refund order 1042".into(),
+            input_digest: Some([0xab; 32]),
+        };
+        let req = LeafRequest {
+            spiffe_id: "spiffe://cluster.local/ns/shop/mi/checkout/task/T-1".into(),
+            common_name: None,
+            namespace: "shop".into(),
+            dns_names: vec![],
+            usages: vec![Usage::Client],
+            ttl: Duration::minutes(5),
+            not_after_cap: None,
+            extensions: vec![(
+                DELEGATION_OID.to_vec(),
+                nhi_identity::delegation::encode(&delegation).unwrap(),
+            )],
+        };
+        let key = generate_key(KeyAlgorithm::EcdsaP256).unwrap();
+        let issued = issue_leaf(&ca, &req, &key, OffsetDateTime::now_utc()).unwrap();
+        let der = first_certificate(&issued.chain_pem).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let report = describe_certificate(&der, "task.pem", now).unwrap();
+        let d = report.delegation.clone().expect("the delegation");
+        assert_eq!(d.task_id, "T-1");
+        assert_eq!(d.ancestors[0].serial_number, "1c");
+        assert_eq!(d.input_sha256.as_deref(), Some("ab".repeat(32).as_str()));
+        let text = render_text(&report, now);
+        assert!(
+            text.contains("Task:") && text.contains("T-1 (refund order 1042)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Delegated by:")
+                && text.contains(
+                    "1. spiffe://cluster.local/ns/shop/mi/checkout (serial 1c) [model=m-1]"
+                ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["delegation"]["taskID"], "T-1");
+        assert_eq!(
+            json["delegation"]["ancestors"][0]["spiffeID"],
+            "spiffe://cluster.local/ns/shop/mi/checkout"
+        );
+        // An identity's own certificate has none, in text and in JSON.
+        let own = describe_certificate(
+            &first_certificate(&issue(&ca, KeyAlgorithm::EcdsaP256, &[]).chain_pem).unwrap(),
+            "own.pem",
+            now,
+        )
+        .unwrap();
+        assert!(!render_text(&own, now).contains("Task:"));
+        assert!(
+            serde_json::to_value(&own)
+                .unwrap()
+                .get("delegation")
+                .is_none()
+        );
     }
 
     fn crl(ca: &CertificateAuthority, serials: &[&str], next_update: Duration) -> String {

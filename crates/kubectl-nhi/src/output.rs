@@ -75,7 +75,11 @@ pub fn fields(pairs: &[(&str, String)]) -> String {
         .unwrap_or(0);
     pairs
         .iter()
-        .map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:")))
+        // An empty label continues the line above.
+        .map(|(k, v)| match k.is_empty() {
+            true => format!("{:<width$} {v}\n", ""),
+            false => format!("{:<width$} {v}\n", format!("{k}:")),
+        })
         .collect()
 }
 

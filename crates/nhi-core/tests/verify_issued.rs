@@ -1,10 +1,11 @@
 //! What the operator issues verifies with the workload library: chains, usages, grants and
 //! attributes, revocation lists, and the failures a relying service must see.
 
-use nhi_api::{KeyAlgorithm, Usage};
-use nhi_core::ca::CertificateAuthority;
-use nhi_core::issue::keys::generate_key;
-use nhi_core::issue::leaf::{IssuedCertificate, LeafRequest, issue_leaf};
+mod common;
+
+use common::*;
+use nhi_api::Usage;
+use nhi_core::issue::leaf::{IssuedCertificate, LeafRequest};
 use nhi_identity::extension::{EXTENSION_OID, IdentityClaims, encode};
 use nhi_identity::verify::*;
 use rcgen::{
@@ -13,12 +14,6 @@ use rcgen::{
 use rustls_pki_types::CertificateDer;
 use time::Duration;
 use time::OffsetDateTime;
-
-fn ca() -> CertificateAuthority {
-    let now = OffsetDateTime::now_utc();
-    let m = CertificateAuthority::generate_root("test root", Duration::days(30), now).unwrap();
-    CertificateAuthority::from_material(&m, now).unwrap()
-}
 
 fn request(extensions: Vec<(Vec<u64>, Vec<u8>)>, usages: Vec<Usage>) -> LeafRequest {
     LeafRequest {
@@ -39,19 +34,6 @@ fn with_grants(grants: &[&str]) -> Vec<(Vec<u64>, Vec<u8>)> {
         attributes: [("project".to_string(), "shop".to_string())].into(),
     };
     vec![(EXTENSION_OID.to_vec(), encode(&claims).unwrap())]
-}
-
-fn issue(ca: &CertificateAuthority, req: &LeafRequest) -> IssuedCertificate {
-    let key = generate_key(KeyAlgorithm::EcdsaP256).unwrap();
-    issue_leaf(ca, req, &key, OffsetDateTime::now_utc()).unwrap()
-}
-
-fn chain(issued: &IssuedCertificate) -> Vec<CertificateDer<'static>> {
-    certificates_from_pem(&issued.chain_pem).unwrap()
-}
-
-fn trust(ca: &CertificateAuthority) -> TrustBundle {
-    TrustBundle::from_pem(ca.trust_bundle_pem()).unwrap()
 }
 
 #[test]
@@ -157,31 +139,6 @@ fn refuses_a_malformed_extension_with_a_clear_error() {
     assert!(err.to_string().contains("identity extension"), "{err}");
 }
 
-/// A CRL listing `serials`, signed by `ca`, in PEM.
-fn crl_pem(ca: &CertificateAuthority, serials: &[&str]) -> String {
-    let now = OffsetDateTime::now_utc();
-    CertificateRevocationListParams {
-        this_update: now - Duration::minutes(1),
-        next_update: now + Duration::hours(1),
-        crl_number: SerialNumber::from(1u64),
-        issuing_distribution_point: None,
-        revoked_certs: serials
-            .iter()
-            .map(|s| RevokedCertParams {
-                serial_number: SerialNumber::from_slice(&hex::decode(s).unwrap()),
-                revocation_time: now,
-                reason_code: Some(RevocationReason::CessationOfOperation),
-                invalidity_date: None,
-            })
-            .collect(),
-        key_identifier_method: KeyIdMethod::Sha256,
-    }
-    .signed_by(ca.issuer())
-    .unwrap()
-    .pem()
-    .unwrap()
-}
-
 #[test]
 fn during_a_ca_rotation_each_certificate_is_checked_against_its_issuers_crl() {
     // Two roots made alike (same common name, distinct generation), as a rotation makes them;
@@ -266,26 +223,6 @@ fn refuses_a_revoked_certificate_and_accepts_an_unrevoked_one() {
         RevocationList::from_pem("not a crl"),
         Err(VerifyError::BadCrl(_))
     ));
-}
-
-/// Runs `openssl verify` on `leaf_pem` against `ca_pem`; None when openssl is not installed (and
-/// the run does not require it: `NHI_REQUIRE_TOOLS`).
-fn openssl_verify(ca_pem: &str, leaf_pem: &str) -> Option<std::process::Output> {
-    let dir = std::env::temp_dir().join(format!("nhi-openssl-{}", rand::random::<u32>()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
-    std::fs::write(dir.join("leaf.pem"), leaf_pem).unwrap();
-    let out = std::process::Command::new("openssl")
-        .args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"])
-        .arg(dir.join("ca.pem"))
-        .arg(dir.join("leaf.pem"))
-        .output();
-    let _ = std::fs::remove_dir_all(&dir);
-    match out {
-        Ok(out) => Some(out),
-        Err(_) if std::env::var_os("NHI_REQUIRE_TOOLS").is_none() => None,
-        Err(e) => panic!("openssl is required (NHI_REQUIRE_TOOLS) but cannot run: {e}"),
-    }
 }
 
 #[test]

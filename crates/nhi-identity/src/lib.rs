@@ -4,11 +4,13 @@
 //!   and CRL, returning its SPIFFE ID, grants and attributes;
 //! - [`reload`]: a rustls identity that follows a mounted identity directory as it rotates;
 //! - [`extension`]: the identity extension codec (grants and attributes in a certificate);
+//! - [`delegation`]: the delegation extension codec (a task certificate's chain and task);
 //! - [`certificate`], [`pem_chain`], [`timestamp`], [`grant`]: the small helpers those share.
 //!
 //! The `metrics` feature adds Prometheus metrics to the reloading identity.
 
 pub mod certificate;
+pub mod delegation;
 pub mod extension;
 pub mod grant;
 pub mod pem_chain;

@@ -30,6 +30,7 @@ use webpki::{
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::delegation::{Delegation, DelegationError, consistent, delegation_of, serial_der};
 use crate::extension::{ExtensionError, claims_of};
 use crate::pem_chain::pem_certificates;
 pub use spiffe::{SpiffeIdentity, parse_spiffe_id};
@@ -122,6 +123,9 @@ pub struct VerifiedIdentity {
     /// Serial number, lowercase hexadecimal.
     pub serial_hex: String,
     pub not_after: OffsetDateTime,
+    /// A task certificate's delegation (who authorized it, for what task); None for an
+    /// identity's own certificate. Its grants are the task's, never the parent's.
+    pub delegation: Option<Delegation>,
 }
 
 impl VerifiedIdentity {
@@ -175,6 +179,12 @@ pub enum VerifyError {
     BadSpiffeId(String),
     #[error(transparent)]
     Extension(#[from] ExtensionError),
+    #[error(transparent)]
+    Delegation(#[from] DelegationError),
+    #[error("the task certificate's delegation does not match its SPIFFE ID: {0}")]
+    InconsistentDelegation(String),
+    #[error("certificate {0} that delegated this task has been revoked")]
+    AncestorRevoked(String),
 }
 
 /// Reads a PEM chain (leaf first) into DER certificates.
@@ -245,13 +255,38 @@ pub fn verify_identity(
         .map_err(|e| VerifyError::Malformed(e.to_string()))?;
     let identity = parse_spiffe_id(&single_uri_san(&cert)?).map_err(VerifyError::BadSpiffeId)?;
     let claims = claims_of(&cert)?;
+    let delegation = delegation_of(&cert)?;
+    consistent(&identity, delegation.as_ref()).map_err(VerifyError::InconsistentDelegation)?;
+    if let (Some(list), Some(d)) = (crl, &delegation) {
+        ancestors_unrevoked(list, d)?;
+    }
     Ok(VerifiedIdentity {
         identity,
         grants: claims.grants,
         attributes: claims.attributes,
         serial_hex: hex::encode(cert.raw_serial()),
         not_after: cert.validity().not_after.to_datetime(),
+        delegation,
     })
+}
+
+/// A task certificate dies with every certificate that delegated it: none of its ancestors'
+/// serials may be on a CRL of the list (the parent's own revocation ends its descendants
+/// without listing them).
+fn ancestors_unrevoked(list: &RevocationList, d: &Delegation) -> Result<(), VerifyError> {
+    for ancestor in &d.ancestors {
+        let serial = serial_der(&ancestor.serial_hex)
+            .ok_or_else(|| VerifyError::Malformed("an ancestor serial is not hex".into()))?;
+        for crl in &list.crls {
+            let listed = crl
+                .find_serial(&serial)
+                .map_err(|e| VerifyError::BadCrl(format!("{e:?}")))?;
+            if listed.is_some() {
+                return Err(VerifyError::AncestorRevoked(ancestor.serial_hex.clone()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The certificate's one URI subject alternative name (an X.509-SVID has exactly one).

@@ -1,4 +1,5 @@
-//! The SPIFFE ID form of an identity: `spiffe://<trust-domain>/ns/<namespace>/mi/<name>`.
+//! The SPIFFE ID form of an identity, `spiffe://<trust-domain>/ns/<namespace>/mi/<name>`, and of
+//! a task certificate it delegated: `.../mi/<name>/task/<task-id>`, one `task` pair per level.
 
 /// An identity named by its SPIFFE ID.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -6,7 +7,35 @@ pub struct SpiffeIdentity {
     pub spiffe_id: String,
     pub trust_domain: String,
     pub namespace: String,
+    /// The MachineIdentity: the certificate's holder, or for a task certificate the identity that
+    /// delegated (see `tasks`).
     pub name: String,
+    /// The task IDs from the identity down (empty: the identity's own certificate). A task
+    /// certificate is its own identity, never its parent: check this before trusting `name`.
+    pub tasks: Vec<String>,
+}
+
+impl SpiffeIdentity {
+    /// Whether this is a task certificate (delegated), not an identity's own.
+    pub fn is_task(&self) -> bool {
+        !self.tasks.is_empty()
+    }
+}
+
+/// The most `task` levels a SPIFFE ID has.
+pub const MAX_TASK_LEVELS: usize = 8;
+/// The longest task ID.
+pub const MAX_TASK_ID: usize = 64;
+
+/// Whether `id` can be a task ID: one SPIFFE path segment of at most [`MAX_TASK_ID`] letters,
+/// digits, '.', '-' or '_', not '.' or '..'.
+pub fn valid_task_id(id: &str) -> bool {
+    (1..=MAX_TASK_ID).contains(&id.len())
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 /// Parses a SPIFFE ID of the operator's form, refusing anything else (other paths, query,
@@ -26,22 +55,37 @@ pub fn parse_spiffe_id(uri: &str) -> Result<SpiffeIdentity, String> {
     if !td_ok {
         return Err(format!("{uri:?} has an invalid trust domain"));
     }
+    let form = || {
+        format!(
+            "{uri:?} is not of the form spiffe://<trust-domain>/ns/<namespace>/mi/<name>[/task/<id>...]"
+        )
+    };
     let segments: Vec<&str> = path.split('/').collect();
-    let [ns_key, namespace, mi_key, name] = segments.as_slice() else {
-        return Err(format!(
-            "{uri:?} is not of the form spiffe://<trust-domain>/ns/<namespace>/mi/<name>"
-        ));
+    let [ns_key, namespace, mi_key, name, rest @ ..] = segments.as_slice() else {
+        return Err(form());
     };
     if *ns_key != "ns" || *mi_key != "mi" || !dns_label(namespace) || !object_name(name) {
-        return Err(format!(
-            "{uri:?} is not of the form spiffe://<trust-domain>/ns/<namespace>/mi/<name>"
-        ));
+        return Err(form());
+    }
+    if rest.len() % 2 != 0 || rest.len() / 2 > MAX_TASK_LEVELS {
+        return Err(form());
+    }
+    let mut tasks = Vec::with_capacity(rest.len() / 2);
+    for pair in rest.chunks(2) {
+        let [key, id] = pair else {
+            return Err(form());
+        };
+        if *key != "task" || !valid_task_id(id) {
+            return Err(form());
+        }
+        tasks.push(id.to_string());
     }
     Ok(SpiffeIdentity {
         spiffe_id: uri.to_string(),
         trust_domain: trust_domain.to_string(),
         namespace: namespace.to_string(),
         name: name.to_string(),
+        tasks,
     })
 }
 
@@ -68,6 +112,21 @@ mod tests {
         assert_eq!(id.trust_domain, "cluster.local");
         assert_eq!(id.namespace, "payments");
         assert_eq!(id.name, "api");
+        assert!(!id.is_task());
+    }
+
+    #[test]
+    fn parses_task_certificates_as_tasks() {
+        let id = parse_spiffe_id("spiffe://cluster.local/ns/support/mi/agent/task/T-1/task/T-1.a")
+            .unwrap();
+        assert_eq!(id.name, "agent");
+        assert_eq!(id.tasks, ["T-1", "T-1.a"]);
+        assert!(id.is_task());
+        let deep = format!(
+            "spiffe://cluster.local/ns/a/mi/b{}",
+            "/task/t".repeat(MAX_TASK_LEVELS + 1)
+        );
+        assert!(parse_spiffe_id(&deep).is_err());
     }
 
     #[test]
@@ -84,6 +143,11 @@ mod tests {
             "spiffe://cluster.local/ns/../mi/b",
             "spiffe://cluster.local/ns/a/mi/b?x=1",
             "spiffe://cluster.local/ns/A/mi/b",
+            "spiffe://cluster.local/ns/a/mi/b/task",
+            "spiffe://cluster.local/ns/a/mi/b/task/",
+            "spiffe://cluster.local/ns/a/mi/b/task/..",
+            "spiffe://cluster.local/ns/a/mi/b/job/t1",
+            "spiffe://cluster.local/ns/a/mi/b/task/t%201",
         ] {
             assert!(parse_spiffe_id(bad).is_err(), "{bad}");
         }
