@@ -1,4 +1,5 @@
 //! Delegated task identities (pure): whether a parent may delegate a task and what the child
-//! certificate holds ([`decide`]).
+//! certificate holds ([`decide`]), and that certificate signed for the child's own key ([`sign`]).
 
 pub mod decide;
+pub mod sign;
