@@ -423,6 +423,45 @@ async fn bench_policy(client: &Client) -> String {
     name
 }
 
+/// Starts the operator scoped to `ns` (its CA there too) with `extra` flags, and waits until it
+/// has bootstrapped its CA. `NHI_BENCH_LOG` is its RUST_LOG (default `warn`), to look into a run.
+async fn start_operator(
+    client: &Client,
+    operator: &str,
+    ns: &str,
+    concurrency: usize,
+    extra: &[&str],
+) -> std::process::Child {
+    let child = std::process::Command::new(operator)
+        .args([
+            "run",
+            "--watch-namespace",
+            ns,
+            "--operator-namespace",
+            ns,
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--concurrency", &concurrency.to_string()])
+        .args(extra)
+        .env(
+            "RUST_LOG",
+            std::env::var("NHI_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {operator}: {e}"));
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let t = Instant::now();
+    while secrets.get_opt("nhi-ca").await.ok().flatten().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "operator did not bootstrap its CA"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child
+}
+
 /// One operator run: the operator scoped to a fresh namespace labelled `nhi.dev/identity-policy=
 /// <label>`, N identities applied at once, timed until every one is Ready.
 struct OperatorRun {
@@ -452,31 +491,8 @@ async fn operator_run(
     label: &str,
 ) -> OperatorRun {
     let ns = namespace(client, "bench-op", &[(CUSTOM_POLICY_LABEL, label)]).await;
-    let child = std::process::Command::new(operator)
-        .args([
-            "run",
-            "--watch-namespace",
-            &ns,
-            "--operator-namespace",
-            &ns,
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--concurrency", &concurrency.to_string()])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {operator}: {e}"));
+    let child = start_operator(client, operator, &ns, concurrency, &[]).await;
     let pid = child.id();
-    // Wait for the CA to exist (the operator is up) before applying.
-    let sapi: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let t = Instant::now();
-    while sapi.get_opt("nhi-ca").await.ok().flatten().is_none() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "operator did not bootstrap its CA"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns);

@@ -21,14 +21,14 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
     ClusterTrustBundle, PodCertificateRequest, PodCertificateRequestSpec,
 };
-use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use nhi_operator::api::MachineIdentity;
 use serde_json::json;
 
-use crate::{namespace, proc_stats};
+use crate::{namespace, proc_stats, start_operator};
 
 /// Pods the requests are spread over (a Deployment's replicas, say).
 const PODS: usize = 10;
@@ -157,36 +157,15 @@ pub async fn pod_certificate_run(
 ) -> PodCertRun {
     let ns = namespace(client, "bench-pc", &[]).await;
     let signer = format!("bench.nhi.dev/{ns}");
-    let mut child = std::process::Command::new(operator)
-        .args([
-            "run",
-            "--watch-namespace",
-            &ns,
-            "--operator-namespace",
-            &ns,
-            "--http-addr",
-            "127.0.0.1:0",
-            "--pod-certificate-signer",
-            &signer,
-        ])
-        .args(["--concurrency", &concurrency.to_string()])
-        // NHI_BENCH_LOG: the operator's RUST_LOG, to look into a run.
-        .env(
-            "RUST_LOG",
-            std::env::var("NHI_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {operator}: {e}"));
+    let mut child = start_operator(
+        client,
+        operator,
+        &ns,
+        concurrency,
+        &["--pod-certificate-signer", &signer],
+    )
+    .await;
     let pid = child.id();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let t = Instant::now();
-    while secrets.get_opt("nhi-ca").await.ok().flatten().is_none() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "operator did not bootstrap its CA"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let (node, node_uid, sa_uid, pods) = subjects(client, &ns, &signer).await;
     let csrs = tokio::task::spawn_blocking(move || stub_requests(n))
         .await
