@@ -176,6 +176,22 @@ pod_certificate_signer_name() {
   grep -q signerName "$work/pc-bad"
 }
 check "podCertificates.signerName: RBAC for that signer and its bundle only, the operator told; a malformed name refused" pod_certificate_signer_name
+# With watchNamespace and the default name the signer stays off (the cluster's operator's name):
+# so does its RBAC. Under a name of its own, a namespace-scoped install signs.
+pod_certificate_signer_scoped() {
+  helm template nhi "$CHART" --set watchNamespace=team-a >"$work/pc-scoped.yaml"
+  if grep -q 'signers\|clustertrustbundles' "$work/pc-scoped.yaml"; then
+    echo "a namespace-scoped install under the default name is granted the cluster's signer"
+    return 1
+  fi
+  helm template nhi "$CHART" --set watchNamespace=team-a --set podCertificates.signerName=team-a.example.com/identity |
+    grep -q 'resourceNames: \["team-a.example.com/identity"\]'
+  if helm template nhi "$CHART" --set podCertificates.signerName=kubernetes.io/mine >/dev/null 2>&1; then
+    echo "a signer name of the reserved kubernetes.io domain was rendered"
+    return 1
+  fi
+}
+check "podCertificates under watchNamespace: no RBAC for the cluster's signer name, a name of its own signs; kubernetes.io refused" pod_certificate_signer_scoped
 kubernetes_access_when_enabled() {
   helm template nhi "$CHART" --set kubernetesAccess.enabled=true | grep -q 'kubernetes.io/kube-apiserver-client'
 }

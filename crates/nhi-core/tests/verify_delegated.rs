@@ -62,7 +62,7 @@ fn verified(
         Some(l) => Revocation::Check(l),
         None => Revocation::NotChecked,
     };
-    verify_identity(
+    verify_identity_or_task(
         &chain(issued),
         &trust(ca),
         revocation,
@@ -153,6 +153,29 @@ fn a_task_certificate_verifies_as_the_task_with_its_grants_and_chain() {
         canonical_serial_hex(&agent.info.serial_hex)
     );
     assert_eq!(d.ancestors[0].attributes["model"], "m-2026-11");
+    // Only a verification that asks for tasks accepts one: a service that authorizes by identity
+    // name never takes it for the agent.
+    let identities_only = verify_identity(
+        &chain(&child),
+        &trust(&ca),
+        Revocation::NotChecked,
+        Purpose::Client,
+        OffsetDateTime::now_utc(),
+    );
+    assert!(
+        matches!(identities_only, Err(VerifyError::TaskNotAccepted(_))),
+        "{identities_only:?}"
+    );
+    assert!(
+        verify_identity(
+            &chain(&agent),
+            &trust(&ca),
+            Revocation::NotChecked,
+            Purpose::Client,
+            OffsetDateTime::now_utc()
+        )
+        .is_ok()
+    );
     // Any TLS stack accepts it: the delegation extension is not critical.
     if let Some(out) = openssl_verify(ca.trust_bundle_pem(), &child.chain_pem) {
         assert!(

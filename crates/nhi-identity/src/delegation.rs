@@ -113,9 +113,12 @@ struct AttributeDer {
     value: String,
 }
 
-/// Whether `purpose` can be carried: at most [`MAX_PURPOSE`] characters, none a control character.
+/// Whether `purpose` can be carried: at most [`MAX_PURPOSE`] characters, none a control
+/// character or a bidirectional formatting one (which would make `inspect` show other text than
+/// the certificate holds).
 pub fn valid_purpose(purpose: &str) -> bool {
-    purpose.chars().count() <= MAX_PURPOSE && !purpose.chars().any(char::is_control)
+    let bidi = |c: char| matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    purpose.chars().count() <= MAX_PURPOSE && !purpose.chars().any(|c| c.is_control() || bidi(c))
 }
 
 /// DER-encodes `delegation` (the extension's `extnValue` content); what the decoder would refuse
@@ -416,6 +419,10 @@ mod tests {
         );
         assert_eq!(
             bad(&|d| d.purpose = "a\nb".into()),
+            DelegationError::BadPurpose
+        );
+        assert_eq!(
+            bad(&|d| d.purpose = "refund \u{202e}gnp.exe".into()),
             DelegationError::BadPurpose
         );
         let mut der = encode(&sample()).unwrap();

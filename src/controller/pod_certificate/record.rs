@@ -37,10 +37,16 @@ pub async fn record(
     tokio::select! {
         biased;
         written = &mut outcome => return written.unwrap_or_else(|_| Err(stopped())),
-        _writer = queue.writer.lock() => {
+        writer = queue.writer.clone().lock_owned() => {
             let batch = std::mem::take(&mut *lock(&queue.waiting));
             if !batch.is_empty() {
-                write_batch(ctx, namespace, name, batch, now).await;
+                // On a task of its own, holding the writer's turn: a reconcile dropped meanwhile
+                // (shutdown) does not fail the others' entries it took.
+                let (client, namespace, name) = (ctx.client.clone(), namespace.to_string(), name.to_string());
+                tokio::spawn(async move {
+                    write_batch(client, &namespace, &name, batch, now).await;
+                    drop(writer);
+                });
             }
         }
     }
@@ -53,7 +59,7 @@ fn stopped() -> RecordError {
 
 /// Writes `batch` in one patch and tells each entry's caller how it went.
 async fn write_batch(
-    ctx: &PodCertContext,
+    client: kube::Client,
     namespace: &str,
     name: &str,
     batch: Vec<Waiting>,
@@ -61,7 +67,7 @@ async fn write_batch(
 ) {
     let entries: Vec<PodCertificateRecord> = batch.iter().map(|w| w.entry.clone()).collect();
     let started = std::time::Instant::now();
-    let written = write(ctx, namespace, name, entries, now).await;
+    let written = write(client, namespace, name, entries, now).await;
     tracing::debug!(
         %namespace, identity = %name, entries = batch.len(),
         took_ms = started.elapsed().as_millis() as u64, "pod certificates recorded"
@@ -77,13 +83,13 @@ async fn write_batch(
 
 /// Reads the identity, adds `entries` and writes the record, again on a conflict.
 async fn write(
-    ctx: &PodCertContext,
+    client: kube::Client,
     namespace: &str,
     name: &str,
     entries: Vec<PodCertificateRecord>,
     now: OffsetDateTime,
 ) -> Result<Vec<Result<(), RecordFull>>, kube::Error> {
-    let api: Api<MachineIdentity> = Api::namespaced(ctx.client.clone(), namespace);
+    let api: Api<MachineIdentity> = Api::namespaced(client, namespace);
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()

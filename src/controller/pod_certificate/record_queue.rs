@@ -31,7 +31,8 @@ pub struct Waiting {
 #[derive(Default)]
 pub struct RecordQueue {
     pub waiting: Mutex<Vec<Waiting>>,
-    pub writer: tokio::sync::Mutex<()>,
+    /// Held by the one writing (across its spawned write).
+    pub writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The queue of each identity (`namespace/name`).

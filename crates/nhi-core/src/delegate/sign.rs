@@ -85,7 +85,8 @@ mod tests {
     use crate::issue::keys::generate_key;
     use nhi_api::KeyAlgorithm;
     use nhi_identity::verify::{
-        Purpose, Revocation, TrustBundle, VerifyError, certificates_from_pem, verify_identity,
+        Purpose, Revocation, TrustBundle, VerifyError, certificates_from_pem,
+        verify_identity_or_task,
     };
     use rcgen::CertificateParams;
     use time::Duration;
@@ -131,7 +132,7 @@ mod tests {
                 .serialize_request(&child_key)
                 .unwrap();
             let signed = sign_child(&ca, &plan, "support", csr.der(), now).unwrap();
-            let v = verify_identity(
+            let v = verify_identity_or_task(
                 &certificates_from_pem(&signed.chain_pem).unwrap(),
                 &TrustBundle::from_pem(ca.trust_bundle_pem()).unwrap(),
                 Revocation::NotChecked,
@@ -148,7 +149,7 @@ mod tests {
             );
             assert_eq!(v.not_after, plan.not_after.replace_nanosecond(0).unwrap());
             // A client only: it cannot serve TLS as the task.
-            let as_server = verify_identity(
+            let as_server = verify_identity_or_task(
                 &certificates_from_pem(&signed.chain_pem).unwrap(),
                 &TrustBundle::from_pem(ca.trust_bundle_pem()).unwrap(),
                 Revocation::NotChecked,

@@ -11,7 +11,8 @@ pub const DEFAULT_SIGNER_NAME: &str = "nhi.dev/identity";
 pub fn validate_signer_name(name: &str) -> Result<(), String> {
     let shape = || format!("signer name {name:?} must be of the form example.com/signer-name");
     let (domain, path) = name.split_once('/').ok_or_else(shape)?;
-    if path.contains('/') || domain.split('.').count() < 2 || domain.len() > 253 {
+    if path.contains('/') || domain.split('.').count() < 2 || domain.len() > 253 || path.len() > 253
+    {
         return Err(shape());
     }
     for label in domain.split('.').chain(path.split('.')) {
@@ -22,10 +23,12 @@ pub fn validate_signer_name(name: &str) -> Result<(), String> {
             ));
         }
     }
-    if domain == "kubernetes.io" || domain.ends_with(".kubernetes.io") {
-        return Err(format!(
-            "signer name {name:?}: the kubernetes.io domain is reserved for Kubernetes' own signers"
-        ));
+    for reserved in ["kubernetes.io", "k8s.io"] {
+        if domain == reserved || domain.ends_with(&format!(".{reserved}")) {
+            return Err(format!(
+                "signer name {name:?}: the {reserved} domain is reserved for Kubernetes' own signers"
+            ));
+        }
     }
     Ok(())
 }
@@ -89,6 +92,7 @@ mod tests {
             ("nhi.dev/-x", "not a DNS label"),
             ("kubernetes.io/kube-apiserver-client-pod", "reserved"),
             ("x.kubernetes.io/mine", "reserved"),
+            ("k8s.io/mine", "reserved"),
         ] {
             let err = validate_signer_name(bad).expect_err(bad);
             assert!(err.contains(why), "{bad}: {err}");
@@ -103,6 +107,12 @@ mod tests {
         assert!(why.contains("--pod-certificate-signer"), "{why}");
         let why = signer_off_reason(false, "team.example.com/id", false).expect("off");
         assert!(why.contains("--pod-certificates=false"), "{why}");
+    }
+
+    #[test]
+    fn a_path_longer_than_kubernetes_allows_is_refused() {
+        let long = format!("nhi.dev/{}", vec!["a".repeat(60); 5].join("."));
+        assert!(validate_signer_name(&long).is_err());
     }
 
     #[test]

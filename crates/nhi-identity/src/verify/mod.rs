@@ -185,6 +185,8 @@ pub enum VerifyError {
     InconsistentDelegation(String),
     #[error("certificate {0} that delegated this task has been revoked")]
     AncestorRevoked(String),
+    #[error("{0} is a task certificate; this verification accepts identities only")]
+    TaskNotAccepted(String),
 }
 
 /// Reads a PEM chain (leaf first) into DER certificates.
@@ -206,7 +208,27 @@ pub enum Revocation<'a> {
 
 /// Verifies a certificate chain (leaf first, as a TLS peer sends it) against `trust` at `now`,
 /// and its revocation as `revocation` says. Returns the identity with its grants and attributes.
+/// A task certificate (one an identity delegated, see [`verify_identity_or_task`]) is refused:
+/// a service that authorizes by identity name never takes a task for its parent unless it asks
+/// for tasks.
 pub fn verify_identity(
+    chain: &[CertificateDer<'_>],
+    trust: &TrustBundle,
+    revocation: Revocation<'_>,
+    purpose: Purpose,
+    now: OffsetDateTime,
+) -> Result<VerifiedIdentity, VerifyError> {
+    let verified = verify_identity_or_task(chain, trust, revocation, purpose, now)?;
+    match verified.identity.is_task() {
+        false => Ok(verified),
+        true => Err(VerifyError::TaskNotAccepted(verified.identity.spiffe_id)),
+    }
+}
+
+/// Like [`verify_identity`], and also accepts task certificates: each is verified as itself (its
+/// SPIFFE ID ends in `/task/<id>`, `identity.is_task()`; its grants are the task's), and refused
+/// once any certificate that delegated it is on the CRL.
+pub fn verify_identity_or_task(
     chain: &[CertificateDer<'_>],
     trust: &TrustBundle,
     revocation: Revocation<'_>,
