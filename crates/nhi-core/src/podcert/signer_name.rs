@@ -1,6 +1,8 @@
 //! The signer name the operator answers PodCertificateRequests for, and the name of the
 //! ClusterTrustBundle it publishes that signer's roots in (which Kubernetes derives from it).
 
+use nhi_identity::verify::spiffe::dns_label;
+
 /// The signer name by default. A second operator on the same cluster (another trust domain, or
 /// one scoped to a namespace) serves a name of its own.
 pub const DEFAULT_SIGNER_NAME: &str = "nhi.dev/identity";
@@ -16,7 +18,7 @@ pub fn validate_signer_name(name: &str) -> Result<(), String> {
         return Err(shape());
     }
     for label in domain.split('.').chain(path.split('.')) {
-        if !is_dns_label(label) {
+        if !dns_label(label) {
             return Err(format!(
                 "signer name {name:?}: {label:?} is not a DNS label (lowercase letters, digits \
                  and '-', at most 63, starting and ending with a letter or digit)"
@@ -54,16 +56,6 @@ pub fn signer_off_reason(enabled: bool, signer: &str, namespace_scoped: bool) ->
         ));
     }
     None
-}
-
-fn is_dns_label(label: &str) -> bool {
-    let b = label.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
 }
 
 #[cfg(test)]

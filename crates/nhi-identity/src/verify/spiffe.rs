@@ -89,7 +89,9 @@ pub fn parse_spiffe_id(uri: &str) -> Result<SpiffeIdentity, String> {
     })
 }
 
-fn dns_label(s: &str) -> bool {
+/// Whether `s` is a DNS label (RFC 1123): 1 to 63 lowercase letters, digits and '-', starting
+/// and ending with a letter or digit.
+pub fn dns_label(s: &str) -> bool {
     let edge = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     !s.is_empty()
         && s.len() <= 63
