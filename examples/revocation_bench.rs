@@ -86,6 +86,7 @@ fn identity(name: &str) -> MachineIdentity {
             attributes: Default::default(),
             kubernetes_access: None,
             pod_certificates: None,
+            delegation: None,
         },
     )
 }

@@ -207,6 +207,22 @@ fn grants_schema(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// A list of grant names (the delegable subset of an identity's grants).
+pub(crate) fn grants_list_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "description": "Grant names: lowercase words joined by dots, for example `payments.refund`. At most 64.",
+        "maxItems": GRANTS_MAX_ITEMS,
+        "x-kubernetes-list-type": "set",
+        "items": {
+            "type": "string",
+            "maxLength": GRANT_MAX_LENGTH,
+            "pattern": GRANT_PATTERN,
+            "description": "A grant name: lowercase words (a-z, 0-9, '-', '_', starting with a letter) joined by dots."
+        }
+    })
+}
+
 fn names_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",

@@ -15,10 +15,11 @@ pub use identity_policy::{
     SUBJECT_LABEL_PREFIX,
 };
 pub use machine_identity::{
-    CertificateRecord, CertificateSpec, DnsName, KeyAlgorithm, KubernetesAccess,
-    KubernetesAccessStatus, MachineIdentity, MachineIdentitySpec, MachineIdentityStatus, Owner,
-    PodCertificateRecord, PodCertificates, PodCertificatesStatus, RefusedRevocation,
-    ReviewLapseAction, RevocationStatus, Usage, WorkloadRef,
+    CertificateRecord, CertificateSpec, DelegationRecord, DelegationSpec, DelegationStatus,
+    DnsName, KeyAlgorithm, KubernetesAccess, KubernetesAccessStatus, MachineIdentity,
+    MachineIdentitySpec, MachineIdentityStatus, Owner, PodCertificateRecord, PodCertificates,
+    PodCertificatesStatus, RefusedRevocation, ReviewLapseAction, RevocationStatus, Usage,
+    WorkloadRef,
 };
 
 use kube::CustomResourceExt;

@@ -78,6 +78,50 @@ pub struct MachineIdentitySpec {
     /// reason AmbiguousIdentity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_certificates: Option<PodCertificates>,
+
+    /// Delegated task identities (opt-in): a holder of this identity's certificate may ask the
+    /// operator's delegation endpoint for short-lived child certificates, one per task
+    /// (`<spiffe id>/task/<task id>`), each holding a subset of the identity's current grants and
+    /// ending no later than the certificate that asked. Absent: no delegation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<DelegationSpec>,
+}
+
+/// What a holder of the identity may delegate to the tasks it starts.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DelegationSpec {
+    /// The longest a child certificate lives, as a Go duration (10s to 1h). Default 5m. A child
+    /// never outlives the certificate that asked for it either.
+    #[serde(
+        default,
+        rename = "maxChildTTL",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"),
+        length(max = 32)
+    )]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('1h')").message("maxChildTTL must be between 10s and 1h"))]
+    pub max_child_ttl: Option<String>,
+
+    /// How many delegations deep a chain may go: 1 lets the identity's own certificate delegate
+    /// and no child delegate further (1 to 8). Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8))]
+    pub max_depth: Option<i32>,
+
+    /// How many children the identity and all its descendants may be given per minute, together
+    /// (1 to 6000). Default 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 6000))]
+    pub max_per_minute: Option<i32>,
+
+    /// The grants a child may be given: a subset of the identity's. Absent: any grant the
+    /// identity holds. A grant listed here that the identity does not hold is never delegated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::entitlement::grants_list_schema")]
+    pub grants: Option<Vec<String>>,
 }
 
 /// Which pods get the identity's certificate from the pod-certificate signer.
@@ -293,6 +337,55 @@ pub struct MachineIdentityStatus {
     /// expired: written by the signer, read to revoke them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_certificates: Option<PodCertificatesStatus>,
+    /// Children delegated by this identity and its descendants: counts and the most recent,
+    /// written by the delegation endpoint in batches (the audit log has every one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<DelegationStatus>,
+}
+
+/// The delegations of an identity, as far as the status keeps them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DelegationStatus {
+    /// Children signed, in all.
+    #[serde(default)]
+    pub delegated: i64,
+    /// Requests refused, in all.
+    #[serde(default)]
+    pub refused: i64,
+    /// When the last child was signed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delegated_at: Option<String>,
+    /// The most recent children, newest first (at most 16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub recent: Vec<DelegationRecord>,
+}
+
+/// One child certificate delegated.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DelegationRecord {
+    /// The child's serial number (hexadecimal).
+    pub serial_number: String,
+    /// The child's SPIFFE ID.
+    #[serde(rename = "spiffeID")]
+    pub spiffe_id: String,
+    /// The serial number of the certificate that asked (the identity's, or a task's).
+    pub parent_serial_number: String,
+    /// The task ID.
+    #[serde(rename = "taskID")]
+    pub task_id: String,
+    /// The task's purpose.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub purpose: String,
+    /// The grants the child holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<String>,
+    /// When it was signed (RFC 3339).
+    pub delegated_at: String,
+    /// When it expires (RFC 3339).
+    pub not_after: String,
 }
 
 /// The outstanding pod certificates of an identity.

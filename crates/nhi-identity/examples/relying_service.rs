@@ -4,8 +4,12 @@
 //! ```text
 //! cargo run --example relying_service -- --identity-dir ./payments-api \
 //!     --route /payments=payments.process --route /reports=reports.read \
-//!     [--trusted-namespace shop ...] (--crl crl.pem | --no-revocation-check)
+//!     [--trusted-namespace shop ...] [--accept-tasks] (--crl crl.pem | --no-revocation-check)
 //! ```
+//!
+//! `--accept-tasks` also accepts task certificates (children an identity delegated): each is
+//! authorized as itself, by the grants it carries, never as its parent, and refused once any
+//! certificate that delegated it is on the CRL. Without it, a task certificate is refused.
 //!
 //! A grant is asserted by whoever may create Entitlements in the caller's namespace: with
 //! `--trusted-namespace` only callers from those namespaces are authorized.
@@ -30,7 +34,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use nhi_identity::verify::{
     Purpose, Revocation, RevocationList, TrustBundle, VerifiedIdentity, VerifyError,
-    certificates_from_pem, verify_identity,
+    certificates_from_pem, verify_identity, verify_identity_or_task,
 };
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
@@ -46,6 +50,8 @@ struct Options {
     routes: BTreeMap<String, String>,
     /// Namespaces trusted to grant access (all when empty).
     trusted_namespaces: Vec<String>,
+    /// Whether task certificates are accepted (as themselves).
+    accept_tasks: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -53,6 +59,7 @@ fn options() -> Result<Options, String> {
     let (mut identity_dir, mut crl, mut routes) = (None, None, BTreeMap::new());
     let mut trusted_namespaces = vec![];
     let mut no_revocation_check = false;
+    let mut accept_tasks = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -62,6 +69,7 @@ fn options() -> Result<Options, String> {
             "--crl" => crl = Some(PathBuf::from(value()?)),
             "--no-revocation-check" => no_revocation_check = true,
             "--trusted-namespace" => trusted_namespaces.push(value()?),
+            "--accept-tasks" => accept_tasks = true,
             "--route" => {
                 let v = value()?;
                 let (path, grant) = v
@@ -87,6 +95,7 @@ fn options() -> Result<Options, String> {
         crl,
         routes,
         trusted_namespaces,
+        accept_tasks,
     })
 }
 
@@ -234,13 +243,15 @@ async fn main() -> Result<(), String> {
                 .unwrap_or_default();
             // Verified once per connection, offline: chain, validity, CRL, SPIFFE ID, grants.
             let now = time::OffsetDateTime::now_utc();
+            let verify = match opts.accept_tasks {
+                true => verify_identity_or_task,
+                false => verify_identity,
+            };
             let caller = match &crl {
                 // --no-revocation-check: not checked, as asked.
-                None => {
-                    verify_identity(&peer, &trust, Revocation::NotChecked, Purpose::Client, now)
-                }
+                None => verify(&peer, &trust, Revocation::NotChecked, Purpose::Client, now),
                 Some(Ok(list)) => {
-                    verify_identity(&peer, &trust, Revocation::Check(list), Purpose::Client, now)
+                    verify(&peer, &trust, Revocation::Check(list), Purpose::Client, now)
                 }
                 // A CRL that cannot be read refuses every caller (fail closed).
                 Some(Err(e)) => Err(VerifyError::BadCrl(e.clone())),

@@ -104,6 +104,50 @@ impl TestCa {
         }
     }
 
+    /// A client-only task certificate delegated by `parent` (task `t1`), issued at `at`.
+    pub fn task_leaf(&self, at: OffsetDateTime, parent: &TestLeaf) -> TestLeaf {
+        use crate::delegation::{Ancestor, DELEGATION_OID, Delegation, encode};
+        let at = at.replace_nanosecond(0).unwrap();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.not_before = at - Duration::seconds(60);
+        params.not_after = at + Duration::minutes(5);
+        let serial = serial();
+        params.serial_number = Some(serial.clone());
+        let parent_id = "spiffe://cluster.local/ns/test/mi/api";
+        params.subject_alt_names = vec![SanType::URI(
+            format!("{parent_id}/task/t1").try_into().unwrap(),
+        )];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let delegation = Delegation {
+            ancestors: vec![Ancestor {
+                serial_hex: parent.info.serial_hex.clone(),
+                spiffe_id: parent_id.into(),
+                attributes: Default::default(),
+            }],
+            task_id: "t1".into(),
+            purpose: "a test task".into(),
+            input_digest: None,
+        };
+        params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+            DELEGATION_OID,
+            encode(&delegation).unwrap(),
+        )];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        TestLeaf {
+            chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
+            key_pem: key.serialize_pem(),
+            info: CertificateInfo {
+                serial_hex: hex::encode(serial.to_bytes()),
+                thumbprint_sha256: thumbprint(cert.der()),
+                not_before: params.not_before,
+                not_after: params.not_after,
+            },
+        }
+    }
+
     /// A PEM CRL of this CA listing `revoked`, valid until `next_update` (in the past for a
     /// stale one).
     pub fn crl(&self, revoked: &[&TestLeaf], next_update: OffsetDateTime) -> String {

@@ -56,6 +56,8 @@ pub struct Parent {
     /// The identity's grants now (its Entitlements as resolved now): a grant withdrawn since
     /// the parent's certificate was issued is not delegated.
     pub current_grants: BTreeSet<String>,
+    /// When the first of those grants ends (a just-in-time Entitlement): no child outlives it.
+    pub grants_until: Option<OffsetDateTime>,
     pub certificate: ParentCertificate,
 }
 
@@ -155,16 +157,23 @@ pub fn decide(
         );
     }
     let grants = grants(parent, policy, &request.grants)?;
-    let longest = (cert.not_after - now).min(policy.max_child_ttl);
+    let mut longest = (cert.not_after - now).min(policy.max_child_ttl);
+    if let Some(until) = parent.grants_until.filter(|_| !grants.is_empty()) {
+        longest = longest.min(until - now);
+    }
     let ttl = request.ttl.map_or(longest, |asked| asked.min(longest));
     if ttl < MIN_CHILD_TTL {
         return refuse(
             PARENT_EXPIRING,
             format!(
-                "the child would live {}s, under the {}s floor: the parent's certificate ends at {} (renew it, then delegate)",
+                "the child would live {}s, under the {}s floor: the parent's certificate ends at {}{} (renew it, then delegate)",
                 ttl.whole_seconds(),
                 MIN_CHILD_TTL.whole_seconds(),
-                cert.not_after
+                cert.not_after,
+                parent
+                    .grants_until
+                    .map(|u| format!(" and its grants at {u}"))
+                    .unwrap_or_default()
             ),
         );
     }

@@ -2,4 +2,5 @@
 //! certificate holds ([`decide`]), and that certificate signed for the child's own key ([`sign`]).
 
 pub mod decide;
+pub mod parent;
 pub mod sign;

@@ -219,6 +219,7 @@ mod tests {
                 attributes: Default::default(),
                 kubernetes_access: None,
                 pod_certificates: None,
+                delegation: None,
             },
         );
         mi.metadata.namespace = Some("pay".into());

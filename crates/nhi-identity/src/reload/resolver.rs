@@ -22,6 +22,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::revocation::{PeerRevocation, RevocationStatus};
 use super::validate::{IdentityInfo, ValidatedIdentity};
+use crate::verify::{RevocationList, VerifyError, check_ancestors};
 
 /// Everything a handshake needs from the current identity and CRLs: swapped as one unit.
 pub struct ServingIdentity {
@@ -39,6 +40,9 @@ enum PeerVerifiers {
     WebPki {
         server: Arc<WebPkiServerVerifier>,
         client: Arc<dyn ClientCertVerifier>,
+        /// The same CRLs, for the ancestors of a task certificate (a client): a task dies with
+        /// every certificate that delegated it. None when revocation is not checked.
+        ancestors: Option<Arc<RevocationList>>,
     },
     RefuseAll,
 }
@@ -65,13 +69,22 @@ impl ServingIdentity {
         let roots = identity.roots;
         let server = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone());
         let client = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
-        let peers = match revocation {
-            PeerRevocation::NotChecked => PeerVerifiers::WebPki {
+        // `Crls` always holds at least one CRL (rustls checks nothing with none), and `from_ders`
+        // refuses none. The CRLs were validated before they got here; should they not read
+        // again, every peer is refused (a task is never accepted with its ancestors unchecked).
+        let crls = match revocation {
+            PeerRevocation::Crls(crls) => RevocationList::from_ders(&crls.ders)
+                .ok()
+                .map(|list| (crls, Arc::new(list))),
+            PeerRevocation::NotChecked | PeerRevocation::Unavailable(_) => None,
+        };
+        let peers = match (revocation, crls) {
+            (PeerRevocation::NotChecked, _) => PeerVerifiers::WebPki {
                 server: server.build()?,
                 client: client.build()?,
+                ancestors: None,
             },
-            // `Crls` always holds at least one CRL: rustls checks nothing with none.
-            PeerRevocation::Crls(crls) if !crls.ders.is_empty() => PeerVerifiers::WebPki {
+            (_, Some((crls, list))) => PeerVerifiers::WebPki {
                 server: server
                     .with_crls(crls.ders.iter().cloned())
                     .only_check_end_entity_revocation()
@@ -82,8 +95,11 @@ impl ServingIdentity {
                     .only_check_end_entity_revocation()
                     .enforce_revocation_expiration()
                     .build()?,
+                ancestors: Some(list),
             },
-            PeerRevocation::Crls(_) | PeerRevocation::Unavailable(_) => PeerVerifiers::RefuseAll,
+            (PeerRevocation::Crls(_) | PeerRevocation::Unavailable(_), None) => {
+                PeerVerifiers::RefuseAll
+            }
         };
         Ok(ServingIdentity {
             certified_key: identity.certified_key,
@@ -226,8 +242,21 @@ impl ClientCertVerifier for ReloadingClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
         match &self.current.load().peers {
-            PeerVerifiers::WebPki { client, .. } => {
-                client.verify_client_cert(end_entity, intermediates, now)
+            PeerVerifiers::WebPki {
+                client, ancestors, ..
+            } => {
+                let verified = client.verify_client_cert(end_entity, intermediates, now)?;
+                if let Some(list) = ancestors {
+                    check_ancestors(end_entity, list).map_err(|e| match e {
+                        VerifyError::AncestorRevoked(_) => {
+                            Error::InvalidCertificate(CertificateError::Revoked)
+                        }
+                        other => Error::InvalidCertificate(CertificateError::Other(
+                            rustls::OtherError(Arc::new(other)),
+                        )),
+                    })?;
+                }
+                Ok(verified)
             }
             PeerVerifiers::RefuseAll => Err(revocation_unavailable()),
         }

@@ -116,6 +116,37 @@ async fn a_client_revoked_after_the_server_started_is_refused_at_its_next_handsh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_parent_is_revoked_is_refused_though_the_crl_does_not_list_it() {
+    let pair = Pair::new();
+    let task_dir = tempfile::tempdir().unwrap();
+    let task = pair
+        .ca
+        .task_leaf(OffsetDateTime::now_utc(), &pair.client_leaf);
+    publish(task_dir.path(), 1, &task, &pair.ca);
+    let trust_dir = tempfile::tempdir().unwrap();
+    publish_trust(trust_dir.path(), 1, &pair.ca, &fresh_crl(&pair.ca));
+    let server_options = with(RevocationCheck::CrlInDir(trust_dir.path().to_owned()));
+    let server = ReloadingIdentity::load(pair.server_dir.path(), server_options).unwrap();
+    let client = ReloadingIdentity::load(pair.client_dir.path(), events_only()).unwrap();
+    let task_identity = ReloadingIdentity::load(task_dir.path(), events_only()).unwrap();
+    let _watch = server.spawn_watch();
+    let (addr, _, server_task) = start_pair(&server, &client).await;
+    let task_connector = super::test_tls::connector(&task_identity);
+    assert!(served(&task_connector, addr).await, "the task before");
+
+    // The CRL lists the parent only (the identity whose certificate delegated the task).
+    let revoked = pair.ca.crl(&[&pair.client_leaf], day());
+    publish_trust(trust_dir.path(), 2, &pair.ca, &revoked);
+    wait_until("the new CRL", WAIT, || server.crl_reloads() == 1).await;
+    assert_eq!(
+        refusal(&task_connector, addr).await,
+        server_alert(AlertDescription::CertificateRevoked),
+        "the task dies with its parent"
+    );
+    server_task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_revoked_after_the_client_started_is_refused_by_the_client() {
     let pair = Pair::new();
     let (server, client) = pair.load(events_only());

@@ -92,6 +92,18 @@ impl RevocationList {
         Ok(RevocationList { crls })
     }
 
+    /// Reads DER CRLs (at least one).
+    pub fn from_ders(ders: &[CertificateRevocationListDer<'_>]) -> Result<Self, VerifyError> {
+        let mut crls = Vec::with_capacity(ders.len());
+        for der in ders {
+            crls.extend(Self::from_der(der.as_ref())?.crls);
+        }
+        if crls.is_empty() {
+            return Err(VerifyError::BadCrl("no CRL given".into()));
+        }
+        Ok(RevocationList { crls })
+    }
+
     /// Reads a DER CRL.
     pub fn from_der(der: &[u8]) -> Result<Self, VerifyError> {
         let der = CertificateRevocationListDer::from(der.to_vec());
@@ -290,6 +302,21 @@ pub fn verify_identity_or_task(
         not_after: cert.validity().not_after.to_datetime(),
         delegation,
     })
+}
+
+/// Refuses a task certificate (`leaf`) once any certificate that delegated it is on `list`; an
+/// identity's own certificate has no ancestors and passes. For verifiers that check the chain and
+/// the leaf's own revocation themselves (a rustls verifier built with the same CRLs).
+pub fn check_ancestors(
+    leaf: &CertificateDer<'_>,
+    list: &RevocationList,
+) -> Result<(), VerifyError> {
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref())
+        .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    match delegation_of(&cert)? {
+        Some(d) => ancestors_unrevoked(list, &d),
+        None => Ok(()),
+    }
 }
 
 /// A task certificate dies with every certificate that delegated it: none of its ancestors'

@@ -20,6 +20,7 @@ fn parent() -> Parent {
         }),
         standing: Standing::Current,
         current_grants: set(&["orders.read", "payments.refund"]),
+        grants_until: None,
         certificate: ParentCertificate {
             serial_hex: "8f3a".into(),
             spiffe_id: ID.into(),
@@ -192,4 +193,22 @@ fn a_task_id_that_cannot_be_a_spiffe_segment_is_refused() {
     let mut t = task(&[]);
     t.purpose = "two\nlines".into();
     assert_eq!(refused(decide(&parent(), &t, t0())).reason, BAD_TASK);
+}
+
+#[test]
+fn a_child_never_outlives_a_just_in_time_grant_it_carries() {
+    let mut p = parent();
+    p.grants_until = Some(t0() + Duration::minutes(2));
+    let child = decide(&p, &task(&["payments.refund"]), t0()).unwrap();
+    assert_eq!(child.not_after, t0() + Duration::minutes(2));
+    let no_grants = decide(&p, &task(&[]), t0()).unwrap();
+    assert_eq!(
+        no_grants.not_after,
+        t0() + Duration::minutes(5),
+        "a child without grants is not bound by their end"
+    );
+    p.grants_until = Some(t0() + Duration::seconds(5));
+    let r = refused(decide(&p, &task(&["payments.refund"]), t0()));
+    assert_eq!(r.reason, PARENT_EXPIRING);
+    assert!(r.message.contains("its grants at"), "{}", r.message);
 }
