@@ -1,5 +1,5 @@
-//! The `nhi-operator` command: `run` the controller, run the identity `agent`, print the `crd`
-//! YAML.
+//! The `nhi-operator` command: `run` the controller, run the identity `agent`, ask for a task
+//! identity (`delegate`), print the `crd` YAML.
 
 use std::process::ExitCode;
 
@@ -26,6 +26,10 @@ enum Command {
     /// Keep an identity directory current from the identity's Secret (a sidecar or an init
     /// container with --once), written the way kubelet writes a Secret volume.
     Agent(AgentSettings),
+    /// Delegated task identities: a child's own key (`key`), and its certificate asked for with
+    /// the parent's identity (`request`).
+    #[command(subcommand)]
+    Delegate(nhi_operator::delegate_cli::DelegateCommand),
     /// Print the CustomResourceDefinitions as YAML (or write one file per CRD into a directory).
     Crd {
         /// Write `<crd name>.yaml` files into this directory instead of printing.
@@ -38,17 +42,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd { out_dir } => print_crds(out_dir),
+        Command::Delegate(command) => {
+            let runtime = match current_thread_runtime("nhi-operator delegate") {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            match runtime.block_on(nhi_operator::delegate_cli::run(command)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err((message, code)) => {
+                    eprintln!("nhi-operator delegate: {message}");
+                    ExitCode::from(code)
+                }
+            }
+        }
         Command::Agent(settings) => {
             telemetry::init(nhi_operator::settings::LogFormat::Text);
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match current_thread_runtime("nhi-operator agent") {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("nhi-operator agent: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(nhi_operator::agent::run::run(settings)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -90,6 +101,17 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// A single-threaded runtime for a command-line tool, or the exit code after saying why not.
+fn current_thread_runtime(command: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("{command}: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 fn print_crds(out_dir: Option<std::path::PathBuf>) -> ExitCode {

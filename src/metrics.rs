@@ -72,6 +72,10 @@ pub struct Metrics {
     pub pod_certificates: Family<OutcomeLabels, Counter>,
     /// How long each request waited for its answer (from its creation), by outcome.
     pub pod_certificate_wait: Family<AnswerLabels, Histogram, fn() -> Histogram>,
+    /// Delegation requests answered, by outcome (Signed, Refused) and reason.
+    pub delegations: Family<OutcomeLabels, Counter>,
+    /// Seconds from a delegation request's arrival (its body read) to its answer.
+    pub delegation_duration: Histogram,
 }
 
 /// Labels of an answer's wait.
@@ -207,7 +211,23 @@ impl Metrics {
              keeps it) to the signer's answer, by outcome",
             pod_certificate_wait.clone(),
         );
+        let delegations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "delegations",
+            "Delegation requests answered by the delegation endpoint, by outcome and reason",
+            delegations.clone(),
+        );
+        let delegation_duration = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+        ]);
+        registry.register(
+            "delegation_duration_seconds",
+            "Seconds from a delegation request's arrival to its answer (signing included)",
+            delegation_duration.clone(),
+        );
         Metrics {
+            delegations,
+            delegation_duration,
             pod_certificates,
             pod_certificate_wait,
             revocation_entries,
@@ -276,6 +296,17 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// Counts an answered delegation request and how long it took.
+    pub fn count_delegation(&self, outcome: &str, reason: &str, seconds: f64) {
+        self.delegations
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+        self.delegation_duration.observe(seconds);
     }
 
     /// Counts a Normal Event dropped by the budget.

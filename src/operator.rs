@@ -111,7 +111,11 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     // from then on the Lease is renewed alongside everything the leader does, the CA load
     // included, and the leader stops the moment it cannot renew.
     let overdue = shutdown.clone().overdue(SHUTDOWN_GRACE);
+    let delegating = settings.delegation_addr.is_some();
     let Some(cfg) = settings.leader_elect.then(|| lease_config(&settings)) else {
+        if delegating {
+            crate::leader_label::label_own_pod(&client, true).await;
+        }
         let running = (health, metrics, shutdown);
         return tokio::select! {
             result = lead(settings, client, kube_endpoint, running, (revoker, revocations)) => result,
@@ -119,14 +123,23 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         };
     };
     health.standby.store(true, Ordering::Relaxed);
+    if delegating {
+        crate::leader_label::label_own_pod(&client, false).await;
+    }
     let claimed = tokio::select! {
         claimed = leader::acquire(client.clone(), &cfg) => claimed,
         _ = shutdown.clone().requested() => return Ok(()),
     };
     health.standby.store(false, Ordering::Relaxed);
+    if delegating {
+        crate::leader_label::label_own_pod(&client, true).await;
+    }
     let running = (health, metrics, shutdown);
     tokio::select! {
         result = lead(settings, client.clone(), kube_endpoint, running, (revoker, revocations)) => {
+            if delegating {
+                crate::leader_label::label_own_pod(&client, false).await;
+            }
             leader::release(client, &cfg).await;
             result
         }
@@ -265,6 +278,33 @@ async fn lead(
             shutdown.clone(),
             health.clone(),
         ));
+    }
+    if let Some(addr) = settings.delegation_addr {
+        let status = Arc::new(crate::delegation::status::StatusQueue::default());
+        tokio::spawn(crate::delegation::status::run(
+            status.clone(),
+            client.clone(),
+        ));
+        let delegation = Arc::new(crate::delegation::DelegationContext {
+            tls: crate::delegation::tls::TlsSource::new(
+                ca.clone(),
+                &settings.trust_domain,
+                &settings.operator_namespace,
+                settings.delegation_dns_names.clone(),
+            ),
+            ca: ca.clone(),
+            revoker: revoker.clone(),
+            identities: identities.clone(),
+            entitlements: identity_ctx.entitlements.clone(),
+            policies: policies.clone(),
+            trust_domain: settings.trust_domain.clone(),
+            review_warning: identity_ctx.settings.lifecycle.review_warning,
+            metrics: reporter.metrics.clone(),
+            limits: Default::default(),
+            status,
+        });
+        let bound = crate::delegation::server::serve(addr, delegation).await?;
+        info!(address = %bound, "serving the delegation endpoint");
     }
     let entitlement_ctx = Arc::new(EntitlementContext {
         client: client.clone(),

@@ -157,6 +157,21 @@ pub struct Settings {
     #[arg(long, env = "NHI_POD_CERTIFICATE_SIGNER", default_value = nhi_core::podcert::DEFAULT_SIGNER_NAME)]
     pub pod_certificate_signer: String,
 
+    /// Address of the delegation endpoint (HTTPS with client certificates, served by the leader):
+    /// where identities with `spec.delegation` ask for task certificates. Absent: no endpoint.
+    #[arg(long, env = "NHI_DELEGATION_ADDR")]
+    pub delegation_addr: Option<SocketAddr>,
+
+    /// The DNS names of the delegation endpoint's serving certificate (comma-separated): the
+    /// names clients dial, such as the chart's Service `<service>.<namespace>.svc`.
+    #[arg(
+        long,
+        env = "NHI_DELEGATION_DNS_NAMES",
+        value_delimiter = ',',
+        default_value = "localhost"
+    )]
+    pub delegation_dns_names: Vec<String>,
+
     /// API server URL written into the kubeconfig of identities with Kubernetes access.
     /// Default: the URL the operator itself uses (in a cluster, the in-cluster address).
     #[arg(long, env = "NHI_KUBE_API_SERVER")]
@@ -285,6 +300,15 @@ impl Settings {
         }
         nhi_core::podcert::signer_name::validate_signer_name(&self.pod_certificate_signer)
             .map_err(|e| format!("--pod-certificate-signer: {e}"))?;
+        if self.delegation_addr.is_some() && self.delegation_dns_names.is_empty() {
+            return Err("--delegation-dns-names needs at least one name".into());
+        }
+        if let Some(bad) = self.delegation_dns_names.iter().find(|n| {
+            n.split('.')
+                .any(|l| !nhi_identity::verify::spiffe::dns_label(l))
+        }) {
+            return Err(format!("--delegation-dns-names: {bad:?} is not a DNS name"));
+        }
         if self.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());
         }

@@ -59,6 +59,10 @@ pub fn desired_status(
         conditions: vec![],
         observed_generation: generation,
         spiffe_id: spiffe_id.or(prev.spiffe_id.clone()),
+        // Written by the signer and the delegation endpoint, never by this controller: a copy
+        // from a lagging cache would set them back.
+        pod_certificates: None,
+        delegation: None,
         ..prev.clone()
     };
     match outcome {
@@ -234,11 +238,15 @@ pub fn status_changed(old: Option<&MachineIdentityStatus>, new: &MachineIdentity
     old.map(comparable) != Some(comparable(new))
 }
 
-/// The status without condition transition times: what decides whether a write is needed. A
+/// The status without condition transition times, nor the parts other writers own: what decides
+/// whether a write is needed. A
 /// stale cache yields the same status with fresh transition times; that needs no write.
 pub fn comparable(status: &MachineIdentityStatus) -> MachineIdentityStatus {
     MachineIdentityStatus {
         conditions: without_transition_times(&status.conditions),
+        // Other writers' parts (see `desired_status`).
+        pod_certificates: None,
+        delegation: None,
         ..status.clone()
     }
 }
@@ -309,6 +317,30 @@ mod tests {
         );
         assert_eq!(comparable(&from_stale), comparable(&s));
         assert!(status_changed(None, &s));
+    }
+
+    #[test]
+    fn the_parts_other_writers_own_are_never_written_back_nor_make_a_write() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_100).unwrap();
+        let out = Outcome::Retrying {
+            reason: "CAExpiresTooSoon".into(),
+            message: "m".into(),
+            current: Some((info(), now)),
+        };
+        let written = desired_status(None, &out, None, Some(1), now);
+        let mut observed = written.clone();
+        observed.delegation = Some(nhi_api::DelegationStatus {
+            delegated: 3,
+            ..Default::default()
+        });
+        observed.pod_certificates = Some(Default::default());
+        let next = desired_status(Some(&observed), &out, None, Some(1), now);
+        assert_eq!(
+            next.delegation, None,
+            "a stale copy would set the count back"
+        );
+        assert_eq!(next.pod_certificates, None);
+        assert!(!status_changed(Some(&observed), &next));
     }
 
     #[test]

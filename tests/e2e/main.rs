@@ -2,6 +2,7 @@
 
 mod agent;
 mod continuity;
+mod delegation;
 mod entitlements;
 mod gitops;
 mod issuance;
@@ -10,6 +11,7 @@ mod leader;
 mod lifecycle;
 mod plugin;
 mod pod_certificates;
+mod relying;
 mod safety;
 mod support;
 mod tenancy;

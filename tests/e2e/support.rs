@@ -316,11 +316,17 @@ impl Operator {
         if let Some(p) = &self.pod_name {
             cmd.env("POD_NAME", p);
         }
+        // Standard output carries the delegation audit lines only.
+        let audit = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log.with_extension("audit"))
+            .expect("audit file");
         let child = cmd
             .args(&self.args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "warn,nhi_operator=debug")
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(audit))
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start nhi-operator");
@@ -384,6 +390,15 @@ impl Operator {
             "operator not ready within {timeout:?}; log:\n{}",
             self.log_tail()
         );
+    }
+
+    /// The delegation audit lines the operator wrote on its standard output, parsed.
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.log.with_extension("audit"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))
+            .collect()
     }
 
     /// The last lines of the operator's log.

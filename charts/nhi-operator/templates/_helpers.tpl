@@ -55,3 +55,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s:%s" .Values.image.repository $tag }}
 {{- end }}
 {{- end }}
+
+{{/* The delegation Service's DNS names: the serving certificate's names. */}}
+{{- define "nhi-operator.delegationNames" -}}
+{{- $svc := printf "%s-delegation.%s.svc" (include "nhi-operator.fullname" .) .Release.Namespace -}}
+{{- printf "%s,%s.%s" $svc $svc .Values.policy.clusterDomain -}}
+{{- end -}}

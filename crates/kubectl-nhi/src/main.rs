@@ -1,7 +1,9 @@
-//! `kubectl-nhi`: the kubectl plugin for nhi-operator: list, review, revoke and inspect identities.
+//! `kubectl-nhi`: the kubectl plugin for nhi-operator: list, review, revoke and inspect identities,
+//! and show what they delegated.
 
 mod cluster;
 mod dates;
+mod delegations;
 mod error;
 mod inspect;
 mod list;
@@ -43,6 +45,8 @@ enum Command {
     Revoke(revoke::RevokeArgs),
     /// Decode an identity certificate from a Secret or a PEM file, and check its revocation.
     Inspect(inspect::InspectArgs),
+    /// Show what an identity delegated: counts and its most recent task identities.
+    Delegations(delegations::DelegationsArgs),
     /// Show the namespace's tenant policy, and what it refuses of an identity and of Entitlements.
     Policy(policy::PolicyArgs),
 }
@@ -54,6 +58,7 @@ async fn run(cli: Cli) -> Result<String, PluginError> {
         Command::Revoke(args) => revoke::run(&cli.global, args).await,
         Command::Inspect(args) => inspect::run(&cli.global, args).await,
         Command::Policy(args) => policy::run(&cli.global, args).await,
+        Command::Delegations(args) => delegations::run(&cli.global, args).await,
     }
 }
 

@@ -7,9 +7,12 @@
 //! - [`delegation`]: the delegation extension codec (a task certificate's chain and task);
 //! - [`certificate`], [`pem_chain`], [`timestamp`], [`grant`]: the small helpers those share.
 //!
-//! The `metrics` feature adds Prometheus metrics to the reloading identity.
+//! The `metrics` feature adds Prometheus metrics to the reloading identity; the `delegate`
+//! feature adds [`delegate`]: the client of the operator's delegation endpoint.
 
 pub mod certificate;
+#[cfg(feature = "delegate")]
+pub mod delegate;
 pub mod delegation;
 pub mod extension;
 pub mod grant;

@@ -3,4 +3,5 @@
 
 pub mod decide;
 pub mod parent;
+pub mod record;
 pub mod sign;

@@ -1,0 +1,285 @@
+//! Asks the operator's delegation endpoint for a child certificate, authenticating with the
+//! parent's identity directory (`tls.crt`, `tls.key`, `ca.crt`: the TLS handshake is the proof of
+//! possession), over one kept-alive connection.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONTENT_TYPE, HOST, RETRY_AFTER};
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use rustls::RootCertStore;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::child_key::ChildKey;
+use super::wire::{ChildBody, MAX_BODY, PATH, RefusalBody, TaskRequestBody};
+use crate::pem_chain::pem_certificates;
+
+/// A task to delegate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Task {
+    pub id: String,
+    pub purpose: String,
+    /// SHA-256 of the task's input.
+    pub input_sha256: Option<[u8; 32]>,
+    pub grants: Vec<String>,
+    /// The lifetime asked for (None: the longest allowed).
+    pub ttl: Option<Duration>,
+}
+
+impl Task {
+    pub fn new(id: &str, purpose: &str) -> Self {
+        Task {
+            id: id.into(),
+            purpose: purpose.into(),
+            ..Task::default()
+        }
+    }
+
+    /// Asks for `grant` too.
+    pub fn grant(mut self, grant: &str) -> Self {
+        self.grants.push(grant.into());
+        self
+    }
+
+    /// Records the digest of the task's input.
+    pub fn input(mut self, input: &[u8]) -> Self {
+        self.input_sha256 = Some(Sha256::digest(input).into());
+        self
+    }
+
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+/// A child certificate, as the endpoint answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Child {
+    pub spiffe_id: String,
+    pub serial_hex: String,
+    pub not_after: String,
+    pub grants: Vec<String>,
+    /// Leaf and CA chain, PEM.
+    pub chain_pem: String,
+    /// The trust bundle, PEM.
+    pub ca_pem: String,
+}
+
+/// Why no child certificate was obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum DelegateError {
+    #[error("the parent's identity directory cannot be used: {0}")]
+    Identity(String),
+    #[error("the endpoint {0:?} is not an https:// URL with a host")]
+    Endpoint(String),
+    #[error("cannot reach the delegation endpoint: {0}")]
+    Transport(String),
+    #[error("refused ({reason}): {message}")]
+    Refused {
+        status: u16,
+        reason: String,
+        message: String,
+    },
+    #[error("rate limited: try again in {retry_after_seconds}s ({message})")]
+    RateLimited {
+        retry_after_seconds: u64,
+        message: String,
+    },
+    #[error("the endpoint answered something unexpected: {0}")]
+    Protocol(String),
+    #[error("cannot write the child's identity directory: {0}")]
+    Write(String),
+}
+
+impl DelegateError {
+    /// The stable reason of a refusal (None for other failures).
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            DelegateError::Refused { reason, .. } => Some(reason),
+            DelegateError::RateLimited { .. } => Some("RateLimited"),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to the endpoint as a parent.
+pub struct Delegator {
+    sender: SendRequest<Full<Bytes>>,
+    authority: String,
+}
+
+fn read(dir: &Path, file: &str) -> Result<String, DelegateError> {
+    std::fs::read_to_string(dir.join(file))
+        .map_err(|e| DelegateError::Identity(format!("{}: {e}", dir.join(file).display())))
+}
+
+/// The parent's client config: its certificate and key, servers checked against its `ca.crt`.
+fn client_config(parent_dir: &Path) -> Result<rustls::ClientConfig, DelegateError> {
+    let bad =
+        |what: &str, e: &dyn std::fmt::Display| DelegateError::Identity(format!("{what}: {e}"));
+    let chain: Vec<CertificateDer<'static>> = pem_certificates(&read(parent_dir, "tls.crt")?)
+        .map_err(|e| bad("tls.crt", &e))?
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect();
+    // The key's own parse error could quote it: say only that it is unusable.
+    let key = PrivateKeyDer::from_pem_slice(read(parent_dir, "tls.key")?.as_bytes())
+        .map_err(|_| DelegateError::Identity("tls.key holds no usable private key".into()))?;
+    let mut roots = RootCertStore::empty();
+    for ca in pem_certificates(&read(parent_dir, "ca.crt")?).map_err(|e| bad("ca.crt", &e))? {
+        roots
+            .add(CertificateDer::from(ca))
+            .map_err(|e| bad("ca.crt", &e))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS", &e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| bad("tls.crt and tls.key", &e))
+}
+
+impl Delegator {
+    /// Connects to `endpoint` (`https://host:port`) as the identity of `parent_dir`.
+    pub async fn connect(endpoint: &str, parent_dir: &Path) -> Result<Self, DelegateError> {
+        let uri: Uri = endpoint
+            .parse()
+            .map_err(|_| DelegateError::Endpoint(endpoint.into()))?;
+        let (Some("https"), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return Err(DelegateError::Endpoint(endpoint.into()));
+        };
+        let port = uri.port_u16().unwrap_or(443);
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|_| DelegateError::Endpoint(endpoint.into()))?;
+        let connector = TlsConnector::from(Arc::new(client_config(parent_dir)?));
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| DelegateError::Transport(format!("{host}:{port}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| DelegateError::Transport(format!("TLS: {e}")))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| DelegateError::Transport(format!("HTTP: {e}")))?;
+        tokio::spawn(connection);
+        Ok(Delegator {
+            sender,
+            authority: format!("{host}:{port}"),
+        })
+    }
+
+    /// Asks for a child certificate for `task` and the child's request `csr_pem`.
+    pub async fn request(&mut self, task: &Task, csr_pem: &str) -> Result<Child, DelegateError> {
+        let body = TaskRequestBody {
+            task_id: task.id.clone(),
+            purpose: task.purpose.clone(),
+            input_sha256: task.input_sha256.map(hex::encode),
+            grants: task.grants.clone(),
+            ttl_seconds: task.ttl.map(|t| t.as_secs()),
+            csr: csr_pem.to_string(),
+        };
+        let json = serde_json::to_vec(&body).map_err(|e| DelegateError::Protocol(e.to_string()))?;
+        let request = Request::post(PATH)
+            .header(HOST, &self.authority)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(json)))
+            .map_err(|e| DelegateError::Protocol(e.to_string()))?;
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| DelegateError::Transport(e.to_string()))?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| DelegateError::Transport(e.to_string()))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let bytes = Limited::new(response.into_body(), MAX_BODY * 4)
+            .collect()
+            .await
+            .map_err(|e| DelegateError::Transport(e.to_string()))?
+            .to_bytes();
+        if status == StatusCode::OK {
+            let child: ChildBody = serde_json::from_slice(&bytes)
+                .map_err(|e| DelegateError::Protocol(format!("the child: {e}")))?;
+            return Ok(Child {
+                spiffe_id: child.spiffe_id,
+                serial_hex: child.serial_number,
+                not_after: child.not_after,
+                grants: child.grants,
+                chain_pem: child.certificate,
+                ca_pem: child.ca_bundle,
+            });
+        }
+        let refusal: RefusalBody = serde_json::from_slice(&bytes).map_err(|_| {
+            DelegateError::Protocol(format!(
+                "status {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(256)])
+            ))
+        })?;
+        match (status, retry_after) {
+            (StatusCode::TOO_MANY_REQUESTS, Some(seconds)) => Err(DelegateError::RateLimited {
+                retry_after_seconds: seconds,
+                message: refusal.message,
+            }),
+            _ => Err(DelegateError::Refused {
+                status: status.as_u16(),
+                reason: refusal.reason,
+                message: refusal.message,
+            }),
+        }
+    }
+}
+
+impl Child {
+    /// Writes the child's identity directory: `tls.crt` and `ca.crt`, and `tls.key` when `key`
+    /// is given (mode 0600). A directory the child already keeps its key in is written without it.
+    pub fn write_dir(&self, dir: &Path, key: Option<&ChildKey>) -> Result<(), DelegateError> {
+        let write = |file: &str, text: &str, private: bool| -> Result<(), DelegateError> {
+            let path = dir.join(file);
+            let tmp = dir.join(format!(".{file}.tmp"));
+            let fail = |e: std::io::Error| DelegateError::Write(format!("{}: {e}", path.display()));
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(if private { 0o600 } else { 0o644 });
+            }
+            let _ = private;
+            use std::io::Write;
+            let mut f = options.open(&tmp).map_err(fail)?;
+            f.write_all(text.as_bytes()).map_err(fail)?;
+            f.sync_all().map_err(fail)?;
+            std::fs::rename(&tmp, &path).map_err(fail)
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| DelegateError::Write(format!("{}: {e}", dir.display())))?;
+        if let Some(key) = key {
+            write("tls.key", &key.private_key_pem(), true)?;
+        }
+        write("ca.crt", &self.ca_pem, false)?;
+        write("tls.crt", &self.chain_pem, false)
+    }
+}
