@@ -2,9 +2,10 @@
 # `make bench [N=1000] [MODE=pod-certificates]`: builds the operator in release mode and runs
 # examples/bench against the local control plane in $NHI_CLUSTER_DIR (started when not
 # running), or the cluster in $KUBECONFIG. MODE=pod-certificates times N PodCertificateRequests
-# to Issued against the Secret path instead (no node needed: the requests are created directly).
+# to Issued against the Secret path instead (no node needed: the requests are created directly);
+# MODE=delegation times children signed over the delegation endpoint against the signing floor.
 #
-#   e2e/bench.sh N [pod-certificates]
+#   e2e/bench.sh N [pod-certificates|delegation]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=e2e/env.sh
@@ -14,7 +15,8 @@ mode=()
 case ${2:-} in
   "") ;;
   pod-certificates) mode=(--pod-certificates) ;;
-  *) echo "bench: unknown MODE '$2' (pod-certificates, or none)" >&2; exit 2 ;;
+  delegation) mode=(--delegation) ;;
+  *) echo "bench: unknown MODE '$2' (pod-certificates, delegation, or none)" >&2; exit 2 ;;
 esac
 bin_dir=$(e2e/build-binaries.sh)
 export PATH="$bin_dir:$PATH"

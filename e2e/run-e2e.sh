@@ -70,8 +70,9 @@ e2e/wait-gc-ready.sh
 
 echo "== operator end-to-end tests"
 # The example relying service the entitlement tests talk mTLS to, and the mTLS echo pair of the
-# continuity test.
-cargo build -p nhi-identity --example relying_service --example mtls_echo
+# continuity test, and the task agent of the delegation test.
+cargo build -p nhi-identity --features delegate --example relying_service --example mtls_echo \
+  --example task_agent
 cargo build --bins
 cargo test --test e2e -- --test-threads="${NHI_E2E_THREADS:-3}"
 

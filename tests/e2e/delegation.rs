@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -34,9 +34,12 @@ async fn identity_dir(env: &OperatorNamespace, secret: &str, grants: &[&str], di
         let chain = certificates_from_pem(&secret_text(&s, "tls.crt")).ok()?;
         let trust = TrustBundle::from_pem(&secret_text(&s, "ca.crt")).ok()?;
         let now = OffsetDateTime::now_utc();
-        let v =
-            verify_identity_or_task(&chain, &trust, Revocation::NotChecked, Purpose::Client, now)
-                .ok()?;
+        // A server identity (no client usage) verifies as one.
+        let v = [Purpose::Client, Purpose::Server]
+            .into_iter()
+            .find_map(|purpose| {
+                verify_identity_or_task(&chain, &trust, Revocation::NotChecked, purpose, now).ok()
+            })?;
         grants.iter().all(|g| v.has_grant(g)).then_some(s)
     })
     .await;
@@ -90,12 +93,12 @@ async fn first_child(
 }
 
 /// Publishes the namespace's CRL into `file`, as kubelet updates a mounted `crl.pem`.
-async fn publish_crl(client: &kube::Client, ns: &str, file: &Path) {
-    if let Some((_, crl)) = trust_documents(client, ns).await {
-        let tmp = file.with_extension("tmp");
-        std::fs::write(&tmp, crl).unwrap();
-        std::fs::rename(&tmp, file).unwrap();
-    }
+async fn publish_crl(client: &kube::Client, ns: &str, file: &Path) -> Option<()> {
+    let (_, crl) = trust_documents(client, ns).await?;
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, crl).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+    Some(())
 }
 
 #[tokio::test]
@@ -128,6 +131,18 @@ async fn a_task_holds_what_its_parent_delegated_and_dies_with_it() {
                "certificate": {"usages": ["client"]}}),
     )
     .await;
+    env.create_identity(
+        "lapsing",
+        json!({"owner": {"team": "support"}, "secretName": "lapsing-identity",
+               "certificate": {"usages": ["client"]}, "delegation": {}}),
+    )
+    .await;
+    env.create_identity(
+        "brief",
+        json!({"owner": {"team": "support"}, "secretName": "brief-identity",
+               "certificate": {"usages": ["client"], "ttl": "15s"}, "delegation": {}}),
+    )
+    .await;
     env.create_entitlement(
         "agent-grants",
         json!({"subjects": {"names": ["support-agent"]},
@@ -152,8 +167,17 @@ async fn a_task_holds_what_its_parent_delegated_and_dies_with_it() {
     )
     .await;
     identity_dir(&env, "reporting-identity", &["orders.read"], &reporting_dir).await;
+    let lapsing_dir = work.path().join("lapsing");
+    identity_dir(&env, "lapsing-identity", &[], &lapsing_dir).await;
+    // A copy of a 15 s certificate, kept past its end.
+    let brief_dir = work.path().join("brief");
+    identity_dir(&env, "brief-identity", &[], &brief_dir).await;
+    let brief_ends = OffsetDateTime::now_utc() + time::Duration::seconds(16);
     let crl = work.path().join("crl.pem");
-    publish_crl(&env.client, &ns, &crl).await;
+    wait_for(Duration::from_secs(10), "the namespace's CRL", || {
+        publish_crl(&env.client, &ns, &crl)
+    })
+    .await;
     let service = RelyingService::start_with_args(
         &server_dir,
         &["/refunds=payments.refund", "/orders=orders.read"],
@@ -259,6 +283,44 @@ async fn a_task_holds_what_its_parent_delegated_and_dies_with_it() {
         200
     );
 
+    // The example agent hands a task to its tool runner, which calls the service as the task.
+    let agent_run = |task: &str, path: &str| {
+        Command::new(example_binary("task_agent", "NHI_E2E_TASK_AGENT"))
+            .args([
+                "run",
+                "--identity-dir",
+                agent_dir.to_str().unwrap(),
+                "--endpoint",
+                &url,
+            ])
+            .args([
+                "--service",
+                &format!("https://{server_name}:{}", service.port),
+            ])
+            .args(["--connect", &format!("127.0.0.1:{}", service.port)])
+            .args(["--task", task, "--grant", "payments.refund", "--path", path])
+            .output()
+            .expect("the task agent runs")
+    };
+    let refund = agent_run("T-agent-1", "/refunds/7");
+    let said = String::from_utf8_lossy(&refund.stdout).into_owned();
+    assert!(
+        refund.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&refund.stderr)
+    );
+    assert!(
+        said.contains("/mi/support-agent/task/T-agent-1") && said.contains("HTTP 200"),
+        "{said}"
+    );
+    let orders = agent_run("T-agent-2", "/orders/7");
+    assert_eq!(
+        orders.status.code(),
+        Some(2),
+        "the runner holds payments.refund only"
+    );
+    assert!(String::from_utf8_lossy(&orders.stdout).contains("HTTP 403"));
+
     // Escalations, each refused with its reason.
     let mut agent = Delegator::connect(&url, &agent_dir).await.unwrap();
     let csr = ChildKey::generate().unwrap();
@@ -343,7 +405,7 @@ async fn a_task_holds_what_its_parent_delegated_and_dies_with_it() {
     wait_for(Duration::from_secs(15), "status.delegation", || async {
         let mi: MachineIdentity = mis.get("support-agent").await.ok()?;
         let d = mi.status?.delegation?;
-        (d.delegated >= 4 && d.refused >= 3 && d.recent.iter().any(|r| r.task_id == "T-1"))
+        (d.delegated >= 6 && d.refused >= 4 && d.recent.iter().any(|r| r.task_id == "T-1"))
             .then_some(())
     })
     .await;
@@ -357,32 +419,25 @@ async fn a_task_holds_what_its_parent_delegated_and_dies_with_it() {
     assert_eq!(t1["child"]["grants"], json!(["payments.refund"]));
     assert!(audit.iter().any(|l| l["reason"] == "GrantNotHeld"));
 
-    // The review lapses: the parent is suspended.
+    // The parent's certificate is revoked (as `kubectl nhi revoke` asks): its descendants are
+    // refused within the target, the unrelated identity is not.
+    assert_eq!(
+        service.status_for(&server_name, &child_dir, "/refunds/1042"),
+        200
+    );
+    assert_eq!(
+        service.status_for(&server_name, &grandchild_dir, "/refunds/1042"),
+        200
+    );
+    let revoked_at = Instant::now();
+    let request = format!("e2e-{:08x}", rand::random::<u32>());
     mis.patch(
         "support-agent",
         &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"reviewBy": "2026-01-31"}})),
+        &Patch::Merge(json!({"metadata": {"annotations": {"nhi.dev/revoke-requested": request}}})),
     )
     .await
     .unwrap();
-    let (r, m) = wait_for(Duration::from_secs(10), "the suspension", || async {
-        let mut agent = Delegator::connect(&url, &agent_dir).await.ok()?;
-        match agent.request(&Task::new("T-4", ""), csr.csr_pem()).await {
-            Err(DelegateError::Refused {
-                reason, message, ..
-            }) if reason == "ParentSuspended" => Some((reason, message)),
-            _ => None,
-        }
-    })
-    .await;
-    assert!(m.contains("reviewBy 2026-01-31"), "{r}: {m}");
-
-    // The parent is revoked (deleted): its descendants are refused within the target, the
-    // unrelated identity is not.
-    let revoked_at = Instant::now();
-    mis.delete("support-agent", &DeleteParams::default())
-        .await
-        .unwrap();
     wait_for(
         Duration::from_secs(10),
         "the descendants refused",
@@ -396,7 +451,7 @@ async fn a_task_holds_what_its_parent_delegated_and_dies_with_it() {
     .await;
     let took = revoked_at.elapsed();
     eprintln!(
-        "descendants refused {} ms after the parent's deletion",
+        "descendants refused {} ms after the parent's revocation was asked for",
         took.as_millis()
     );
     assert!(
@@ -407,6 +462,43 @@ async fn a_task_holds_what_its_parent_delegated_and_dies_with_it() {
         service.status_for(&server_name, &reporting_dir, "/orders/1"),
         200
     );
+    // The revoked certificate can delegate no more.
+    let (r, m) = reason(agent.request(&Task::new("T-5", ""), csr.csr_pem()).await);
+    assert_eq!(r, "ParentRevoked", "{m}");
+
+    // Another parent's review lapses: it is suspended.
+    mis.patch(
+        "lapsing",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"reviewBy": "2026-01-31"}})),
+    )
+    .await
+    .unwrap();
+    let (r, m) = wait_for(Duration::from_secs(10), "the suspension", || async {
+        let mut agent = Delegator::connect(&url, &lapsing_dir).await.ok()?;
+        match agent.request(&Task::new("T-4", ""), csr.csr_pem()).await {
+            Err(DelegateError::Refused {
+                reason, message, ..
+            }) if reason == "ParentSuspended" => Some((reason, message)),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(m.contains("reviewBy 2026-01-31"), "{r}: {m}");
+
+    // An expired parent certificate is refused in the handshake, the alert naming why.
+    let wait = brief_ends - OffsetDateTime::now_utc();
+    if wait > time::Duration::ZERO {
+        tokio::time::sleep(wait.unsigned_abs()).await;
+    }
+    let expired = match Delegator::connect(&url, &brief_dir).await {
+        Err(e) => e.to_string(),
+        Ok(mut d) => match d.request(&Task::new("late", ""), csr.csr_pem()).await {
+            Err(e) => e.to_string(),
+            Ok(child) => panic!("an expired parent got {}", child.spiffe_id),
+        },
+    };
+    assert!(expired.contains("CertificateExpired"), "{expired}");
 }
 
 #[tokio::test]

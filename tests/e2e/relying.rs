@@ -20,7 +20,7 @@ pub fn project(secret: &Secret, dir: &Path) {
 /// A running relying service; killed on drop.
 pub struct RelyingService {
     child: Child,
-    port: u16,
+    pub port: u16,
 }
 
 impl RelyingService {

@@ -115,6 +115,9 @@ impl DelegateError {
 pub struct Delegator {
     sender: SendRequest<Full<Bytes>>,
     authority: String,
+    /// The connection's task: how it ended says why a request failed (a TLS alert such as
+    /// `CertificateExpired` arrives after the handshake, with TLS 1.3).
+    connection: tokio::task::JoinHandle<Result<(), hyper::Error>>,
 }
 
 fn read(dir: &Path, file: &str) -> Result<String, DelegateError> {
@@ -122,8 +125,9 @@ fn read(dir: &Path, file: &str) -> Result<String, DelegateError> {
         .map_err(|e| DelegateError::Identity(format!("{}: {e}", dir.join(file).display())))
 }
 
-/// The parent's client config: its certificate and key, servers checked against its `ca.crt`.
-fn client_config(parent_dir: &Path) -> Result<rustls::ClientConfig, DelegateError> {
+/// A client config for the identity directory `parent_dir` (an identity's or a task's, the same
+/// layout): its certificate and key, servers checked against its `ca.crt`.
+pub fn client_config(parent_dir: &Path) -> Result<rustls::ClientConfig, DelegateError> {
     let bad =
         |what: &str, e: &dyn std::fmt::Display| DelegateError::Identity(format!("{what}: {e}"));
     let chain: Vec<CertificateDer<'static>> = pem_certificates(&read(parent_dir, "tls.crt")?)
@@ -177,10 +181,10 @@ impl Delegator {
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| DelegateError::Transport(format!("HTTP: {e}")))?;
-        tokio::spawn(connection);
         Ok(Delegator {
             sender,
             authority: format!("{host}:{port}"),
+            connection: tokio::spawn(connection),
         })
     }
 
@@ -200,15 +204,14 @@ impl Delegator {
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(json)))
             .map_err(|e| DelegateError::Protocol(e.to_string()))?;
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| DelegateError::Transport(e.to_string()))?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|e| DelegateError::Transport(e.to_string()))?;
+        let sent = match self.sender.ready().await {
+            Ok(()) => self.sender.send_request(request).await,
+            Err(e) => Err(e),
+        };
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => return Err(DelegateError::Transport(self.why(e).await)),
+        };
         let status = response.status();
         let retry_after = response
             .headers()
@@ -249,6 +252,25 @@ impl Delegator {
                 message: refusal.message,
             }),
         }
+    }
+}
+
+impl Delegator {
+    /// Why the connection failed: its own error (with its causes) when it has ended, else `e`.
+    async fn why(&mut self, e: hyper::Error) -> String {
+        let ended = tokio::time::timeout(Duration::from_secs(1), &mut self.connection).await;
+        let cause = match ended {
+            Ok(Ok(Err(conn))) => conn,
+            _ => e,
+        };
+        let mut text = cause.to_string();
+        let mut source = std::error::Error::source(&cause);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
     }
 }
 
