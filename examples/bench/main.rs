@@ -453,6 +453,8 @@ async fn start_operator(
             "RUST_LOG",
             std::env::var("NHI_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
         )
+        // Its standard output is the delegation audit log: not the bench's report.
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {operator}: {e}"));
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -790,7 +792,7 @@ async fn delegation_mode(client: &Client, operator: &str, n: usize) {
         ms(&run.floor, 0.99)
     );
     println!(
-        "at {RATE}/s p50/p99:         {:.2} / {:.2} ms request to signed certificate (achieved {:.1}/s)",
+        "at {RATE}/s p50/p99:        {:.2} / {:.2} ms request to signed certificate (achieved {:.1}/s)",
         ms(&run.steady, 0.50),
         ms(&run.steady, 0.99),
         run.steady_rate
