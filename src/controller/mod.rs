@@ -19,6 +19,7 @@ pub mod secret_index;
 pub mod signing_ca;
 pub mod status;
 pub mod status_memory;
+pub mod status_write;
 pub mod uid_key;
 pub mod warning_limits;
 pub mod workload_watch;

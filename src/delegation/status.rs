@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::Notify;
 
+use crate::controller::status_write::write_status_part;
 use nhi_api::{DelegationRecord, MachineIdentity};
 use nhi_core::delegate::record::{Batch, with_batch};
 
@@ -79,26 +79,13 @@ async fn write(
     batch: &Batch,
 ) -> Result<(), kube::Error> {
     let api: Api<MachineIdentity> = Api::namespaced(client.clone(), namespace);
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let Some(mi) = api.get_opt(name).await? else {
-            return Ok(());
-        };
+    let written = write_status_part(&api, name, ("delegation", FIELD_MANAGER, ATTEMPTS), |mi| {
         let current = mi.status.as_ref().and_then(|s| s.delegation.as_ref());
-        let patch = json!({
-            "metadata": {"resourceVersion": mi.resource_version()},
-            "status": {"delegation": with_batch(current, batch)},
-        });
-        match api.patch_status(name, &params, &Patch::Merge(&patch)).await {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 409 && attempt < ATTEMPTS => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
-            Err(e) => return Err(e),
-        }
+        (Some(json!(with_batch(current, batch))), ())
+    })
+    .await;
+    match written {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        other => other,
     }
 }

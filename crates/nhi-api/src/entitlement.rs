@@ -193,25 +193,23 @@ pub struct KubernetesRbacStatus {
 pub const MAX_LISTED_BINDINGS: usize = 256;
 
 fn grants_schema(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": "array",
-        "description": "Entitlement names embedded in each subject's certificate: lowercase words joined by dots, for example `payments.process`. At most 64; at least one unless `kubernetes` is given.",
-        "maxItems": GRANTS_MAX_ITEMS,
-        "x-kubernetes-list-type": "set",
-        "items": {
-            "type": "string",
-            "maxLength": GRANT_MAX_LENGTH,
-            "pattern": GRANT_PATTERN,
-            "description": "A grant name: lowercase words (a-z, 0-9, '-', '_', starting with a letter) joined by dots."
-        }
-    })
+    grant_names(
+        "Entitlement names embedded in each subject's certificate: lowercase words joined by dots, for example `payments.process`. At most 64; at least one unless `kubernetes` is given.",
+    )
 }
 
 /// A list of grant names (the delegable subset of an identity's grants).
 pub(crate) fn grants_list_schema(_: &mut SchemaGenerator) -> Schema {
+    grant_names(
+        "Grant names: lowercase words joined by dots, for example `payments.refund`. At most 64.",
+    )
+}
+
+/// A set of at most 64 grant names, described as `description`.
+fn grant_names(description: &str) -> Schema {
     json_schema!({
         "type": "array",
-        "description": "Grant names: lowercase words joined by dots, for example `payments.refund`. At most 64.",
+        "description": description,
         "maxItems": GRANTS_MAX_ITEMS,
         "x-kubernetes-list-type": "set",
         "items": {

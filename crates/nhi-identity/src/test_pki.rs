@@ -90,18 +90,7 @@ impl TestCa {
             ExtendedKeyUsagePurpose::ClientAuth,
             ExtendedKeyUsagePurpose::ServerAuth,
         ];
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        TestLeaf {
-            chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
-            key_pem: key.serialize_pem(),
-            info: CertificateInfo {
-                serial_hex: hex::encode(serial.to_bytes()),
-                thumbprint_sha256: thumbprint(cert.der()),
-                not_before: params.not_before,
-                not_after: params.not_after,
-            },
-        }
+        self.sign(params, &key, &serial)
     }
 
     /// A client-only task certificate delegated by `parent` (task `t1`), issued at `at`.
@@ -120,7 +109,6 @@ impl TestCa {
         )];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
         let delegation = Delegation {
             ancestors: vec![Ancestor {
                 serial_hex: parent.info.serial_hex.clone(),
@@ -135,7 +123,18 @@ impl TestCa {
             DELEGATION_OID,
             encode(&delegation).unwrap(),
         )];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        self.sign(params, &key, &serial)
+    }
+
+    /// Signs `params` for `key` (its serial `serial`), with the authority key identifier.
+    fn sign(
+        &self,
+        mut params: CertificateParams,
+        key: &KeyPair,
+        serial: &SerialNumber,
+    ) -> TestLeaf {
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(key, &self.issuer).unwrap();
         TestLeaf {
             chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
             key_pem: key.serialize_pem(),

@@ -4,14 +4,14 @@
 //! that waited meanwhile in one patch (group commit: a burst of requests for one identity costs
 //! a few writes, not one each); each write names the version it read.
 
-use kube::api::{Patch, PatchParams};
-use kube::{Api, ResourceExt};
+use kube::Api;
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 use super::context::PodCertContext;
 use super::record_queue::{RecordError, Waiting, lock};
+use crate::controller::status_write::write_status_part;
 use nhi_api::{MachineIdentity, PodCertificateRecord};
 use nhi_core::podcert::record::{RecordFull, with_all_issued};
 
@@ -90,28 +90,15 @@ async fn write(
     now: OffsetDateTime,
 ) -> Result<Vec<Result<(), RecordFull>>, kube::Error> {
     let api: Api<MachineIdentity> = Api::namespaced(client, namespace);
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let mi = api.get(name).await?;
-        let current = mi.status.as_ref().and_then(|s| s.pod_certificates.as_ref());
-        let (next, outcomes) = with_all_issued(current, entries.clone(), now);
-        let Some(next) = next else {
-            return Ok(outcomes);
-        };
-        let patch = json!({
-            "metadata": {"resourceVersion": mi.resource_version()},
-            "status": {"podCertificates": next},
-        });
-        match api.patch_status(name, &params, &Patch::Merge(&patch)).await {
-            Ok(_) => return Ok(outcomes),
-            // Another write came between: read again (the last attempt's conflict is returned).
-            Err(kube::Error::Api(e)) if e.code == 409 && attempt < ATTEMPTS => {}
-            Err(e) => return Err(e),
-        }
-    }
+    write_status_part(
+        &api,
+        name,
+        ("podCertificates", FIELD_MANAGER, ATTEMPTS),
+        |mi| {
+            let current = mi.status.as_ref().and_then(|s| s.pod_certificates.as_ref());
+            let (next, outcomes) = with_all_issued(current, entries.clone(), now);
+            (next.map(|n| json!(n)), outcomes)
+        },
+    )
+    .await
 }
