@@ -156,10 +156,27 @@ no_kubernetes_access_by_default() {
 check "the default chart grants no CSR approval and no RBAC writes" no_kubernetes_access_by_default
 pod_certificates_opt_out() {
   helm template nhi "$CHART" --set podCertificates.enabled=false >"$work/no-pc.yaml"
-  ! grep -Eq 'signers|podcertificaterequests|clustertrustbundles|resources: \["pods"\]' "$work/no-pc.yaml" &&
+  # The signer reads pods cluster-wide; the delegation endpoint's Role patches the operator's own.
+  helm template nhi "$CHART" --set podCertificates.enabled=false --show-only templates/clusterrole.yaml \
+    >"$work/no-pc-clusterrole.yaml"
+  ! grep -Eq 'signers|podcertificaterequests|clustertrustbundles' "$work/no-pc.yaml" &&
+    ! grep -Eq 'resources: \["pods"\]' "$work/no-pc-clusterrole.yaml" &&
     grep -A1 'name: NHI_POD_CERTIFICATES' "$work/no-pc.yaml" | grep -q '"false"'
 }
 check "podCertificates.enabled=false drops the signer's RBAC and turns it off" pod_certificates_opt_out
+delegation_by_default_and_opt_out() {
+  helm template nhi "$CHART" >"$work/dlg.yaml"
+  helm template nhi "$CHART" --show-only templates/service-delegation.yaml >"$work/dlg-svc.yaml"
+  helm template nhi "$CHART" --set delegation.enabled=false >"$work/no-dlg.yaml"
+  helm template nhi "$CHART" --set delegation.enabled=false --show-only templates/role.yaml \
+    >"$work/no-dlg-role.yaml"
+  grep -q 'nhi.dev/leader: "true"' "$work/dlg-svc.yaml" &&
+    grep -A1 'name: NHI_DELEGATION_DNS_NAMES' "$work/dlg.yaml" |
+    grep -q 'operator-delegation.default.svc,nhi-nhi-operator-delegation.default.svc.cluster.local' &&
+    ! grep -Eq 'NHI_DELEGATION|name: delegation|nhi.dev/leader' "$work/no-dlg.yaml" &&
+    ! grep -q 'pods' "$work/no-dlg-role.yaml"
+}
+check "the delegation Service selects the leader's pod; delegation.enabled=false drops it, its port and the pod label RBAC" delegation_by_default_and_opt_out
 pod_certificate_signer_name() {
   helm template nhi "$CHART" --set podCertificates.signerName=team.example.com/identity >"$work/pc-name.yaml"
   grep -q 'resourceNames: \["team.example.com/identity"\]' "$work/pc-name.yaml"
