@@ -84,7 +84,7 @@ fn key(out: &Path) -> Result<(), String> {
 /// Writes the key into `out/tls.key` (0600), nothing else.
 fn write_private(out: &Path, key: &ChildKey) -> Result<(), String> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let path = out.join("tls.key");
     let mut f = std::fs::OpenOptions::new()
@@ -93,6 +93,9 @@ fn write_private(out: &Path, key: &ChildKey) -> Result<(), String> {
         .truncate(true)
         .mode(0o600)
         .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // A file left from an earlier run keeps its mode through `open`: set it.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     f.write_all(key.private_key_pem().as_bytes())
         .map_err(|e| format!("{}: {e}", path.display()))

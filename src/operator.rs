@@ -111,11 +111,16 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     // from then on the Lease is renewed alongside everything the leader does, the CA load
     // included, and the leader stops the moment it cannot renew.
     let overdue = shutdown.clone().overdue(SHUTDOWN_GRACE);
+    // The pod label the delegation Service selects: `true` once the endpoint listens (in
+    // `lead`), `false` as a standby and whenever this replica stops leading.
     let delegating = settings.delegation_addr.is_some();
-    let Some(cfg) = settings.leader_elect.then(|| lease_config(&settings)) else {
+    let unlabel = |client: Client| async move {
         if delegating {
-            crate::leader_label::label_own_pod(&client, true).await;
+            let unlabel = crate::leader_label::label_own_pod(&client, false, 1);
+            let _ = tokio::time::timeout(Duration::from_secs(2), unlabel).await;
         }
+    };
+    let Some(cfg) = settings.leader_elect.then(|| lease_config(&settings)) else {
         let running = (health, metrics, shutdown);
         return tokio::select! {
             result = lead(settings, client, kube_endpoint, running, (revoker, revocations)) => result,
@@ -124,32 +129,34 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     };
     health.standby.store(true, Ordering::Relaxed);
     if delegating {
-        crate::leader_label::label_own_pod(&client, false).await;
+        // A restarted leader's pod keeps its labels: say at once that this replica is not one.
+        crate::leader_label::label_own_pod(&client, false, 3).await;
     }
     let claimed = tokio::select! {
         claimed = leader::acquire(client.clone(), &cfg) => claimed,
         _ = shutdown.clone().requested() => return Ok(()),
     };
     health.standby.store(false, Ordering::Relaxed);
-    if delegating {
-        crate::leader_label::label_own_pod(&client, true).await;
-    }
     let running = (health, metrics, shutdown);
     tokio::select! {
         result = lead(settings, client.clone(), kube_endpoint, running, (revoker, revocations)) => {
-            if delegating {
-                crate::leader_label::label_own_pod(&client, false).await;
-            }
+            unlabel(client.clone()).await;
             leader::release(client, &cfg).await;
             result
         }
         _ = overdue => {
             // The Lease expires by itself if this cannot be done quickly.
-            let release = leader::release(client, &cfg);
+            let release = async {
+                unlabel(client.clone()).await;
+                leader::release(client.clone(), &cfg).await;
+            };
             let _ = tokio::time::timeout(Duration::from_secs(2), release).await;
             Err(StartError::ShutdownOverdue)
         }
-        _ = leader::hold(client.clone(), &cfg, claimed) => Err(StartError::LostLeadership),
+        _ = leader::hold(client.clone(), &cfg, claimed) => {
+            unlabel(client).await;
+            Err(StartError::LostLeadership)
+        }
     }
 }
 
@@ -305,6 +312,8 @@ async fn lead(
         });
         let bound = crate::delegation::server::serve(addr, delegation).await?;
         info!(address = %bound, "serving the delegation endpoint");
+        // Now the Service may route here.
+        crate::leader_label::label_own_pod(&client, true, 3).await;
     }
     let entitlement_ctx = Arc::new(EntitlementContext {
         client: client.clone(),

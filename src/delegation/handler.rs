@@ -15,6 +15,7 @@ use super::parent::read_parent;
 use super::tls::Served;
 use nhi_api::DelegationRecord;
 use nhi_core::delegate::decide::{Refusal, TaskRequest, decide};
+use nhi_core::delegate::parent::DEFAULT_PER_MINUTE;
 use nhi_core::delegate::sign::{SignChildError, sign_child};
 use nhi_identity::delegate::wire::{ChildBody, PATH, RefusalBody, TaskRequestBody};
 use nhi_identity::delegation::DIGEST_LEN;
@@ -41,7 +42,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn refused(status: StatusCode, reason: &str, message: String) -> Self {
+    pub fn refused(status: StatusCode, reason: &str, message: String) -> Self {
         let body = serde_json::to_vec(&RefusalBody {
             reason: reason.into(),
             message,
@@ -63,6 +64,8 @@ struct Refused {
     retry_after: Option<u64>,
     /// Whether the parent's identity is known here (its status counts the refusal).
     known: bool,
+    /// Whether the refusal gets an audit line (a run of rate-limit refusals gets one).
+    audited: bool,
 }
 
 impl Refused {
@@ -73,6 +76,7 @@ impl Refused {
             message,
             retry_after: None,
             known: true,
+            audited: true,
         }
     }
 
@@ -136,9 +140,10 @@ pub fn answer(
             return Answer::refused(StatusCode::FORBIDDEN, PARENT_INVALID, e.to_string());
         }
     };
-    let request: Result<TaskRequestBody, String> = serde_json::from_slice(body)
-        .map_err(|e| format!("the request is not a delegation request: {e}"));
+    let request: Result<TaskRequestBody, String> =
+        serde_json::from_slice(body).map_err(|e| request_error(&e));
     let outcome = decide_and_sign(ctx, served, &caller, request.as_ref(), now);
+    let mut audited = true;
     let mut record = AuditRecord {
         kind: audit::KIND,
         version: audit::VERSION,
@@ -196,6 +201,7 @@ pub fn answer(
             if refused.known {
                 ctx.status.refused(ns, name);
             }
+            audited = refused.audited;
             ctx.metrics
                 .count_delegation("Refused", &refused.reason, seconds);
             record.outcome = "Refused";
@@ -206,8 +212,35 @@ pub fn answer(
             answer
         }
     };
-    audit::write(&record);
+    if audited {
+        audit::write(&record);
+    }
     answer
+}
+
+/// What is wrong with a request body, without quoting its values (only the documented field
+/// names, or the one the caller added).
+fn request_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let what = match e.classify() {
+        serde_json::error::Category::Data
+            if text.starts_with("missing field") || text.starts_with("unknown field") =>
+        {
+            text.split(" at line")
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        }
+        serde_json::error::Category::Data => "a field has the wrong type or value".into(),
+        serde_json::error::Category::Syntax => "it is not JSON".into(),
+        serde_json::error::Category::Eof => "the JSON ends early".into(),
+        serde_json::error::Category::Io => "it cannot be read".into(),
+    };
+    format!(
+        "the request is not a delegation request: {what} (line {}, column {})",
+        e.line(),
+        e.column()
+    )
 }
 
 /// The decision and, when it is yes, the signed child (its audit facts, and the answer).
@@ -218,7 +251,32 @@ fn decide_and_sign(
     request: Result<&TaskRequestBody, &String>,
     now: OffsetDateTime,
 ) -> Result<Signed, Refused> {
-    let asker = read_parent(ctx, caller, now).map_err(|r| Refused {
+    // Every authenticated request takes from its identity's budget, refused ones too.
+    let asker = read_parent(ctx, caller, now);
+    let (bucket, per_minute) = match &asker {
+        Ok(a) => (a.uid.clone(), a.per_minute),
+        Err(_) => (
+            format!("{}/{}", caller.identity.namespace, caller.identity.name),
+            DEFAULT_PER_MINUTE,
+        ),
+    };
+    if let Err(spent) = ctx.limits.take(&bucket, per_minute, Instant::now()) {
+        let seconds = spent.wait.as_secs_f64().ceil().max(1.0) as u64;
+        return Err(Refused {
+            retry_after: Some(seconds),
+            known: false,
+            audited: spent.first,
+            ..Refused::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                RATE_LIMITED,
+                format!(
+                    "MachineIdentity {}/{} may make {per_minute} delegation requests per minute (spec.delegation.maxPerMinute); try again in {seconds}s",
+                    caller.identity.namespace, caller.identity.name
+                ),
+            )
+        });
+    }
+    let asker = asker.map_err(|r| Refused {
         known: r.reason != super::parent::PARENT_UNKNOWN,
         ..Refused::of(StatusCode::FORBIDDEN, r)
     })?;
@@ -240,23 +298,6 @@ fn decide_and_sign(
         };
         Refused::of(status, r)
     })?;
-    if let Err(wait) = ctx
-        .limits
-        .take(&asker.uid, asker.per_minute, Instant::now())
-    {
-        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-        return Err(Refused {
-            retry_after: Some(seconds),
-            ..Refused::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                RATE_LIMITED,
-                format!(
-                    "MachineIdentity {} may be given {} children per minute (spec.delegation.maxPerMinute); try again in {seconds}s",
-                    asker.parent.identity, asker.per_minute
-                ),
-            )
-        });
-    }
     let ca = ctx.ca.current();
     let signed =
         sign_child(&ca, &plan, &caller.identity.namespace, &csr, now).map_err(|e| match e {

@@ -9,7 +9,7 @@ use super::DelegationContext;
 use crate::controller::identity::facts::entitlement_facts;
 use nhi_api::MachineIdentity;
 use nhi_core::delegate::decide::{Parent, ParentCertificate, Refusal, Standing};
-use nhi_core::delegate::parent::{limits, revoked_in_chain, standing};
+use nhi_core::delegate::parent::{DEFAULT_PER_MINUTE, limits, revoked_in_chain, standing};
 use nhi_core::entitle::resolve::effective_grants;
 use nhi_identity::verify::VerifiedIdentity;
 
@@ -23,6 +23,7 @@ pub struct Asker {
     pub parent: Parent,
     /// The identity's UID (its rate-limit bucket).
     pub uid: String,
+    /// Its requests per minute (`maxPerMinute`; the default without delegation).
     pub per_minute: u32,
 }
 
@@ -75,13 +76,13 @@ pub fn read_parent(
     let uid = mi.uid().unwrap_or_default();
     let grants = effective_grants(&id.name, &uid, mi.labels(), &entitlements, now);
     Ok(Asker {
-        per_minute: limits.as_ref().map_or(0, |l| l.per_minute),
+        per_minute: limits.as_ref().map_or(DEFAULT_PER_MINUTE, |l| l.per_minute),
         parent: Parent {
             identity: key,
             policy: limits.map(|l| l.policy),
             standing,
             current_grants: grants.grants,
-            grants_until: grants.not_after_cap,
+            grant_ends: grants.grant_ends,
             certificate,
         },
         uid,

@@ -1,6 +1,7 @@
 //! The per-identity delegation budget (`spec.delegation.maxPerMinute`): one bucket per identity
 //! at the root of the chain, shared by its children and theirs, so delegating further never
-//! multiplies it.
+//! multiplies it. Every authenticated request takes from it, refused ones too: a caller cannot
+//! make the endpoint work (or write audit lines) faster than its identity's budget.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,12 +22,23 @@ struct Bucket {
     tokens: f64,
     last: Instant,
     per_minute: u32,
+    /// Whether a request was refused since the last one taken (only the first is audited).
+    refusing: bool,
+}
+
+/// The budget is spent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spent {
+    /// How long until the next request may be taken.
+    pub wait: Duration,
+    /// Whether this is the first refusal since a request was last taken.
+    pub first: bool,
 }
 
 impl RateLimits {
-    /// Takes one child from `identity`'s budget of `per_minute` at `now`; when it is spent, how
+    /// Takes one request from `identity`'s budget of `per_minute` at `now`; when it is spent, how
     /// long until the next.
-    pub fn take(&self, identity: &str, per_minute: u32, now: Instant) -> Result<(), Duration> {
+    pub fn take(&self, identity: &str, per_minute: u32, now: Instant) -> Result<(), Spent> {
         let Ok(mut buckets) = self.buckets.lock() else {
             return Ok(());
         };
@@ -39,6 +51,7 @@ impl RateLimits {
             tokens: burst,
             last: now,
             per_minute,
+            refusing: false,
         });
         if bucket.per_minute != per_minute {
             // The identity's limit changed: never more than the new burst.
@@ -46,9 +59,14 @@ impl RateLimits {
             bucket.per_minute = per_minute;
         }
         if take(&mut bucket.tokens, &mut bucket.last, now, burst, per_second) {
+            bucket.refusing = false;
             return Ok(());
         }
-        Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
+        let first = !std::mem::replace(&mut bucket.refusing, true);
+        Err(Spent {
+            wait: Duration::from_secs_f64((1.0 - bucket.tokens) / per_second),
+            first,
+        })
     }
 }
 
@@ -72,17 +90,22 @@ mod tests {
         for _ in 0..6 {
             assert!(limits.take("a", 6, t0).is_ok());
         }
-        let wait = limits.take("a", 6, t0).unwrap_err();
+        let spent = limits.take("a", 6, t0).unwrap_err();
         assert!(
-            (wait.as_secs_f64() - 10.0).abs() < 0.01,
-            "one child every 10 s at 6 per minute: {wait:?}"
+            (spent.wait.as_secs_f64() - 10.0).abs() < 0.01,
+            "one child every 10 s at 6 per minute: {spent:?}"
         );
+        assert!(spent.first);
+        assert!(!limits.take("a", 6, t0).unwrap_err().first, "audited once");
         assert!(
             limits.take("b", 6, t0).is_ok(),
             "another identity has its own"
         );
         assert!(limits.take("a", 6, t0 + Duration::from_secs(10)).is_ok());
-        assert!(limits.take("a", 6, t0 + Duration::from_secs(10)).is_err());
+        let again = limits
+            .take("a", 6, t0 + Duration::from_secs(10))
+            .unwrap_err();
+        assert!(again.first, "a new run of refusals is audited again");
     }
 
     #[test]

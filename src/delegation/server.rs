@@ -19,13 +19,16 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::DelegationContext;
-use super::handler::{Answer, BAD_REQUEST, answer};
+use super::handler::{Answer, BAD_REQUEST, NOT_READY, answer};
 use nhi_identity::delegate::wire::MAX_BODY;
 
 /// Connections served at once, at most (others wait to be accepted).
 pub const MAX_CONNECTIONS: usize = 1024;
-/// How long a TLS handshake, or a request's headers, may take.
+/// How long a TLS handshake, or a request's headers, may take (and a kept-alive connection may
+/// stay idle).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request's body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Listens on `addr` and serves in the background; returns the bound address.
 pub async fn serve(addr: SocketAddr, ctx: Arc<DelegationContext>) -> std::io::Result<SocketAddr> {
@@ -58,20 +61,18 @@ pub async fn serve(addr: SocketAddr, ctx: Arc<DelegationContext>) -> std::io::Re
 
 /// Serves one connection.
 async fn connection(ctx: Arc<DelegationContext>, tcp: tokio::net::TcpStream) {
-    let served = match ctx.tls.current().await {
-        Ok(s) => s,
-        Err(e) => {
+    // The configuration (made afresh after a CA change) and the handshake, within one bound.
+    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let served = ctx.tls.current().await.map_err(|e| {
             tracing::error!(error = %e, "delegation endpoint: no TLS configuration");
-            return;
-        }
-    };
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, served.acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
+        })?;
+        served.acceptor.accept(tcp).await.map_err(|e| {
             tracing::debug!(error = %e, "delegation endpoint: handshake refused");
-            return;
-        }
-        Err(_) => return,
+        })
+    })
+    .await;
+    let Ok(Ok(tls)) = accepted else {
+        return;
     };
     let peer: Arc<Vec<CertificateDer<'static>>> = Arc::new(
         tls.get_ref()
@@ -81,20 +82,26 @@ async fn connection(ctx: Arc<DelegationContext>, tcp: tokio::net::TcpStream) {
             .unwrap_or_default(),
     );
     let service = service_fn(move |req: Request<Incoming>| {
-        let (ctx, served, peer) = (ctx.clone(), served.clone(), peer.clone());
+        let (ctx, peer) = (ctx.clone(), peer.clone());
         async move {
             let (parts, body) = req.into_parts();
-            let answer = match Limited::new(body, MAX_BODY).collect().await {
-                Ok(body) => {
-                    let body = body.to_bytes();
-                    answer(
-                        &ctx,
-                        &served,
-                        &peer,
-                        (&parts.method, parts.uri.path(), &body),
-                    )
-                }
-                Err(_) => too_large_or_broken(),
+            let body = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect());
+            let answer = match body.await {
+                // The configuration of now: a kept-alive connection made before a CA change is
+                // judged against the current bundle, and its children get that bundle.
+                Ok(Ok(body)) => match ctx.tls.current().await {
+                    Ok(served) => {
+                        let body = body.to_bytes();
+                        answer(
+                            &ctx,
+                            &served,
+                            &peer,
+                            (&parts.method, parts.uri.path(), &body),
+                        )
+                    }
+                    Err(e) => unavailable(e),
+                },
+                Ok(Err(_)) | Err(_) => too_large_or_broken(),
             };
             Ok::<_, Infallible>(response(answer))
         }
@@ -110,16 +117,23 @@ async fn connection(ctx: Arc<DelegationContext>, tcp: tokio::net::TcpStream) {
 }
 
 fn too_large_or_broken() -> Answer {
-    let body = serde_json::to_vec(&nhi_identity::delegate::wire::RefusalBody {
-        reason: BAD_REQUEST.into(),
-        message: format!("the request body is unreadable or over {MAX_BODY} bytes"),
-    })
-    .unwrap_or_default();
-    Answer {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        body,
-        retry_after: None,
-    }
+    Answer::refused(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        BAD_REQUEST,
+        format!(
+            "the request body is unreadable, over {MAX_BODY} bytes, or slower than {}s",
+            BODY_TIMEOUT.as_secs()
+        ),
+    )
+}
+
+fn unavailable(why: String) -> Answer {
+    tracing::error!(error = %why, "delegation endpoint: no TLS configuration");
+    Answer::refused(
+        StatusCode::SERVICE_UNAVAILABLE,
+        NOT_READY,
+        "the endpoint cannot sign now; try again".into(),
+    )
 }
 
 fn response(answer: Answer) -> Response<Full<Bytes>> {

@@ -505,6 +505,12 @@ async fn a_task_holds_what_its_parent_delegated_and_dies_with_it() {
 async fn the_budget_holds_under_a_tight_loop_and_spares_other_parents() {
     let addr = free_port();
     let env = OperatorNamespace::start("dlgrate", &["--delegation-addr", &addr.to_string()]).await;
+    env.create_identity(
+        "off",
+        json!({"owner": {"team": "t"}, "secretName": "off-identity",
+               "certificate": {"usages": ["client"]}}),
+    )
+    .await;
     for (name, per_minute) in [("busy", 5), ("calm", 60)] {
         env.create_identity(
             name,
@@ -561,4 +567,31 @@ async fn the_budget_holds_under_a_tight_loop_and_spares_other_parents() {
             .await
             .expect("another parent keeps its own budget");
     }
+
+    // Refused requests take from the budget too (the default 60 without spec.delegation), and a
+    // run of rate-limit refusals is audited once.
+    let off_dir = work.path().join("off");
+    identity_dir(&env, "off-identity", &[], &off_dir).await;
+    let mut off = Delegator::connect(&url, &off_dir).await.unwrap();
+    let (mut not_enabled, mut limited) = (0, 0);
+    for i in 0..70 {
+        match off
+            .request(&Task::new(&format!("o-{i}"), ""), key.csr_pem())
+            .await
+        {
+            Err(DelegateError::Refused { reason, .. }) if reason == "DelegationNotEnabled" => {
+                not_enabled += 1
+            }
+            Err(DelegateError::RateLimited { .. }) => limited += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((not_enabled, limited), (60, 10));
+    let audited = env
+        .op
+        .audit_lines()
+        .iter()
+        .filter(|l| l["identity"] == format!("{}/off", env.ns) && l["reason"] == "RateLimited")
+        .count();
+    assert_eq!(audited, 1, "a run of 429s is one audit line");
 }

@@ -82,7 +82,7 @@ fn parent_of(v: &VerifiedIdentity) -> Parent {
         }),
         standing: Standing::Current,
         current_grants: set(&["orders.read", "payments.refund"]),
-        grants_until: None,
+        grant_ends: Default::default(),
         certificate: ParentCertificate {
             serial_hex: v.serial_hex.clone(),
             spiffe_id: v.identity.spiffe_id.clone(),

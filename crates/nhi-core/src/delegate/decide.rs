@@ -56,8 +56,9 @@ pub struct Parent {
     /// The identity's grants now (its Entitlements as resolved now): a grant withdrawn since
     /// the parent's certificate was issued is not delegated.
     pub current_grants: BTreeSet<String>,
-    /// When the first of those grants ends (a just-in-time Entitlement): no child outlives it.
-    pub grants_until: Option<OffsetDateTime>,
+    /// When those of the grants that end (just-in-time Entitlements) end: no child outlives a
+    /// grant it carries.
+    pub grant_ends: std::collections::BTreeMap<String, OffsetDateTime>,
     pub certificate: ParentCertificate,
 }
 
@@ -158,8 +159,9 @@ pub fn decide(
     }
     let grants = grants(parent, policy, &request.grants)?;
     let mut longest = (cert.not_after - now).min(policy.max_child_ttl);
-    if let Some(until) = parent.grants_until.filter(|_| !grants.is_empty()) {
-        longest = longest.min(until - now);
+    let grants_until = grants.iter().filter_map(|g| parent.grant_ends.get(g)).min();
+    if let Some(until) = grants_until {
+        longest = longest.min(*until - now);
     }
     let ttl = request.ttl.map_or(longest, |asked| asked.min(longest));
     if ttl < MIN_CHILD_TTL {
@@ -170,9 +172,8 @@ pub fn decide(
                 ttl.whole_seconds(),
                 MIN_CHILD_TTL.whole_seconds(),
                 cert.not_after,
-                parent
-                    .grants_until
-                    .map(|u| format!(" and its grants at {u}"))
+                grants_until
+                    .map(|u| format!(" and a grant it would carry at {u}"))
                     .unwrap_or_default()
             ),
         );

@@ -101,7 +101,7 @@ mod tests {
             }),
             standing: Standing::Current,
             current_grants: ["payments.refund".to_string()].into(),
-            grants_until: None,
+            grant_ends: Default::default(),
             certificate: ParentCertificate {
                 serial_hex: "7f01".into(),
                 spiffe_id: "spiffe://cluster.local/ns/support/mi/agent".into(),

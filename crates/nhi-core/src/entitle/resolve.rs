@@ -157,6 +157,9 @@ impl EntitlementFacts {
 pub struct EffectiveGrants {
     /// The union of the grants of the active Entitlements selecting the identity.
     pub grants: BTreeSet<String>,
+    /// When each grant that ends ends: the latest expiry among its givers (a grant some giver
+    /// gives for good is not here).
+    pub grant_ends: BTreeMap<String, OffsetDateTime>,
     /// The latest moment a certificate carrying `grants` may be valid: for each grant, the
     /// latest expiry among the Entitlements giving it (none if one never expires), and the
     /// earliest of those over all grants.
@@ -202,6 +205,10 @@ pub fn effective_grants(
     }
     out.not_after_cap = expiry.values().flatten().min().copied();
     out.grants = expiry.keys().map(|g| g.to_string()).collect();
+    out.grant_ends = expiry
+        .iter()
+        .filter_map(|(g, end)| end.map(|end| (g.to_string(), end)))
+        .collect();
     out.selected_by.sort();
     out
 }
@@ -336,6 +343,15 @@ mod tests {
         // db.write ends at 5 min (only `short` gives it), so that is the cap.
         let e = effective_grants_of("api", &no_labels(), &[short.clone(), long.clone()], t0());
         assert_eq!(e.not_after_cap, Some(t0() + Duration::minutes(5)));
+        // Each grant's own end: a task carrying db.read only lasts until 50 min.
+        assert_eq!(
+            e.grant_ends,
+            [
+                ("db.read".to_string(), t0() + Duration::minutes(50)),
+                ("db.write".to_string(), t0() + Duration::minutes(5)),
+            ]
+            .into()
+        );
         // Without db.write, db.read lasts until the longest giver ends...
         let mut short_read = short.clone();
         short_read.grants = set(&["db.read"]);
@@ -345,6 +361,7 @@ mod tests {
         // ...and is not capped at all when one giver never expires.
         let e = effective_grants_of("api", &no_labels(), &[short_read, forever], t0());
         assert_eq!(e.not_after_cap, None);
+        assert!(e.grant_ends.is_empty());
     }
 
     #[test]

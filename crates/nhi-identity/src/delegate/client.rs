@@ -22,6 +22,11 @@ use super::child_key::ChildKey;
 use super::wire::{ChildBody, MAX_BODY, PATH, RefusalBody, TaskRequestBody};
 use crate::pem_chain::pem_certificates;
 
+/// How long connecting (TCP and TLS) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request may wait for its answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A task to delegate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Task {
@@ -170,14 +175,24 @@ impl Delegator {
         let server_name = ServerName::try_from(host.clone())
             .map_err(|_| DelegateError::Endpoint(endpoint.into()))?;
         let connector = TlsConnector::from(Arc::new(client_config(parent_dir)?));
-        let tcp = TcpStream::connect((host.as_str(), port))
+        let connect = async {
+            let tcp = TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(|e| DelegateError::Transport(format!("{host}:{port}: {e}")))?;
+            let _ = tcp.set_nodelay(true);
+            connector
+                .connect(server_name, tcp)
+                .await
+                .map_err(|e| DelegateError::Transport(format!("TLS: {e}")))
+        };
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
-            .map_err(|e| DelegateError::Transport(format!("{host}:{port}: {e}")))?;
-        let _ = tcp.set_nodelay(true);
-        let tls = connector
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| DelegateError::Transport(format!("TLS: {e}")))?;
+            .map_err(|_| {
+                DelegateError::Transport(format!(
+                    "{host}:{port}: no connection within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                ))
+            })??;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| DelegateError::Transport(format!("HTTP: {e}")))?;
@@ -188,8 +203,17 @@ impl Delegator {
         })
     }
 
-    /// Asks for a child certificate for `task` and the child's request `csr_pem`.
+    /// Asks for a child certificate for `task` and the child's request `csr_pem` (giving up
+    /// after [`REQUEST_TIMEOUT`]).
     pub async fn request(&mut self, task: &Task, csr_pem: &str) -> Result<Child, DelegateError> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.request_now(task, csr_pem))
+            .await
+            .map_err(|_| {
+                DelegateError::Transport(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))
+            })?
+    }
+
+    async fn request_now(&mut self, task: &Task, csr_pem: &str) -> Result<Child, DelegateError> {
         let body = TaskRequestBody {
             task_id: task.id.clone(),
             purpose: task.purpose.clone(),
@@ -289,9 +313,17 @@ impl Child {
                 use std::os::unix::fs::OpenOptionsExt;
                 options.mode(if private { 0o600 } else { 0o644 });
             }
-            let _ = private;
             use std::io::Write;
             let mut f = options.open(&tmp).map_err(fail)?;
+            // A file left from an earlier run keeps its mode through `open`: set it.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = if private { 0o600 } else { 0o644 };
+                f.set_permissions(std::fs::Permissions::from_mode(mode))
+                    .map_err(fail)?;
+            }
+            let _ = private;
             f.write_all(text.as_bytes()).map_err(fail)?;
             f.sync_all().map_err(fail)?;
             std::fs::rename(&tmp, &path).map_err(fail)

@@ -1,8 +1,9 @@
 //! The delegation endpoint's wire format: one JSON request, and a child or a refusal back.
 //!
 //! `POST /v1/delegations` over mTLS (the parent's certificate is the client certificate):
-//! a [`TaskRequestBody`]; answered `200` with a [`ChildBody`], or `400`/`403`/`429`/`503` with a
-//! [`RefusalBody`] (`429` carries `Retry-After`, in seconds).
+//! a [`TaskRequestBody`]; answered `200` with a [`ChildBody`], or with a [`RefusalBody`]: `400`,
+//! `403`, `404`, `405`, `413`, `429` (with `Retry-After`, in seconds), `500` or `503`. The reasons
+//! are listed in `docs/delegation.md`.
 
 use serde::{Deserialize, Serialize};
 

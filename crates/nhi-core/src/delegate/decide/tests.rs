@@ -20,7 +20,7 @@ fn parent() -> Parent {
         }),
         standing: Standing::Current,
         current_grants: set(&["orders.read", "payments.refund"]),
-        grants_until: None,
+        grant_ends: Default::default(),
         certificate: ParentCertificate {
             serial_hex: "8f3a".into(),
             spiffe_id: ID.into(),
@@ -196,19 +196,23 @@ fn a_task_id_that_cannot_be_a_spiffe_segment_is_refused() {
 }
 
 #[test]
-fn a_child_never_outlives_a_just_in_time_grant_it_carries() {
+fn a_child_never_outlives_a_just_in_time_grant_it_carries_and_only_those() {
     let mut p = parent();
-    p.grants_until = Some(t0() + Duration::minutes(2));
+    p.grant_ends = [("payments.refund".to_string(), t0() + Duration::minutes(2))].into();
     let child = decide(&p, &task(&["payments.refund"]), t0()).unwrap();
     assert_eq!(child.not_after, t0() + Duration::minutes(2));
-    let no_grants = decide(&p, &task(&[]), t0()).unwrap();
+    let lasting = decide(&p, &task(&["orders.read"]), t0()).unwrap();
     assert_eq!(
-        no_grants.not_after,
+        lasting.not_after,
         t0() + Duration::minutes(5),
-        "a child without grants is not bound by their end"
+        "a grant the child does not carry does not bind it"
     );
-    p.grants_until = Some(t0() + Duration::seconds(5));
+    p.grant_ends = [("payments.refund".to_string(), t0() + Duration::seconds(5))].into();
     let r = refused(decide(&p, &task(&["payments.refund"]), t0()));
     assert_eq!(r.reason, PARENT_EXPIRING);
-    assert!(r.message.contains("its grants at"), "{}", r.message);
+    assert!(
+        r.message.contains("a grant it would carry"),
+        "{}",
+        r.message
+    );
 }
