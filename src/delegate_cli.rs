@@ -74,31 +74,12 @@ pub async fn run(command: DelegateCommand) -> Result<(), (String, u8)> {
 
 fn key(out: &Path) -> Result<(), String> {
     let key = ChildKey::generate().map_err(|e| e.to_string())?;
-    write_private(out, &key)?;
+    key.write_private_key(out)
+        .map_err(|e| format!("{}: {e}", out.join("tls.key").display()))?;
     std::fs::write(out.join(CSR_FILE), key.csr_pem())
         .map_err(|e| format!("{}: {e}", out.join(CSR_FILE).display()))?;
     println!("{}", out.join(CSR_FILE).display());
     Ok(())
-}
-
-/// Writes the key into `out/tls.key` (0600), nothing else.
-fn write_private(out: &Path, key: &ChildKey) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let path = out.join("tls.key");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    // A file left from an earlier run keeps its mode through `open`: set it.
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(key.private_key_pem().as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 async fn request(args: RequestArgs) -> Result<(), (String, u8)> {

@@ -62,8 +62,9 @@ struct Refused {
     reason: String,
     message: String,
     retry_after: Option<u64>,
-    /// Whether the parent's identity is known here (its status counts the refusal).
-    known: bool,
+    /// Whether the identity's status counts the refusal (not for an identity unknown here, nor
+    /// for a rate-limit refusal: those would make the writes the budget prevents).
+    counted: bool,
     /// Whether the refusal gets an audit line (a run of rate-limit refusals gets one).
     audited: bool,
 }
@@ -75,7 +76,7 @@ impl Refused {
             reason: reason.into(),
             message,
             retry_after: None,
-            known: true,
+            counted: true,
             audited: true,
         }
     }
@@ -198,7 +199,7 @@ pub fn answer(
             answer
         }
         Err(refused) => {
-            if refused.known {
+            if refused.counted {
                 ctx.status.refused(ns, name);
             }
             audited = refused.audited;
@@ -264,7 +265,7 @@ fn decide_and_sign(
         let seconds = spent.wait.as_secs_f64().ceil().max(1.0) as u64;
         return Err(Refused {
             retry_after: Some(seconds),
-            known: false,
+            counted: false,
             audited: spent.first,
             ..Refused::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -277,7 +278,7 @@ fn decide_and_sign(
         });
     }
     let asker = asker.map_err(|r| Refused {
-        known: r.reason != super::parent::PARENT_UNKNOWN,
+        counted: r.reason != super::parent::PARENT_UNKNOWN,
         ..Refused::of(StatusCode::FORBIDDEN, r)
     })?;
     let bad_request = |message: String| Refused::new(StatusCode::BAD_REQUEST, BAD_REQUEST, message);

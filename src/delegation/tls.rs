@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use rustls::RootCertStore;
-use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+use rustls::pki_types::PrivateKeyDer;
 use rustls::server::WebPkiClientVerifier;
 use time::{Duration, OffsetDateTime};
 use tokio_rustls::TlsAcceptor;
@@ -14,6 +13,7 @@ use nhi_api::{KeyAlgorithm, Usage};
 use nhi_core::ca::CertificateAuthority;
 use nhi_core::issue::keys::generate_key;
 use nhi_core::issue::leaf::{LeafRequest, issue_leaf};
+use nhi_identity::pem_chain::root_store;
 use nhi_identity::verify::{TrustBundle, certificates_from_pem};
 
 use crate::controller::signing_ca::SigningCa;
@@ -92,7 +92,7 @@ impl TlsSource {
         let served = Arc::new(Served {
             acceptor: TlsAcceptor::from(Arc::new(server_config(
                 &issued.chain_pem,
-                &issued.key_pem,
+                PrivateKeyDer::Pkcs8(key.serialize_der().into()),
                 ca.trust_bundle_pem(),
             )?)),
             bundle: Arc::new(
@@ -115,18 +115,11 @@ impl TlsSource {
 /// A server config presenting `chain_pem` and requiring clients chained to `bundle_pem`.
 fn server_config(
     chain_pem: &str,
-    key_pem: &str,
+    key: PrivateKeyDer<'static>,
     bundle_pem: &str,
 ) -> Result<rustls::ServerConfig, String> {
     let chain = certificates_from_pem(chain_pem).map_err(|e| e.to_string())?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|_| "the serving key cannot be read back".to_string())?;
-    let mut roots = RootCertStore::empty();
-    for ca in certificates_from_pem(bundle_pem).map_err(|e| e.to_string())? {
-        roots
-            .add(ca)
-            .map_err(|e| format!("the trust bundle: {e}"))?;
-    }
+    let roots = root_store(bundle_pem).map_err(|e| format!("the trust bundle: {e}"))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()

@@ -185,6 +185,8 @@ async fn a_task_holds_what_its_parent_delegated_and_dies_with_it() {
         Some(&crl),
         &["--accept-tasks"],
     );
+    // The relying service's answer to curl presenting the identity in `dir`.
+    let status = |dir: &Path, path: &str| service.status_for(&server_name, dir, path);
     let url = endpoint(addr);
 
     // The child makes its own key and request; the parent asks for its certificate.
@@ -270,18 +272,9 @@ async fn a_task_holds_what_its_parent_delegated_and_dies_with_it() {
     assert!(task.not_after <= now + time::Duration::minutes(2) + time::Duration::seconds(2));
 
     // The relying service (curl as the client) takes the task as itself.
-    assert_eq!(
-        service.status_for(&server_name, &child_dir, "/refunds/1042"),
-        200
-    );
-    assert_eq!(
-        service.status_for(&server_name, &child_dir, "/orders/1042"),
-        403
-    );
-    assert_eq!(
-        service.status_for(&server_name, &reporting_dir, "/orders/1"),
-        200
-    );
+    assert_eq!(status(&child_dir, "/refunds/1042"), 200);
+    assert_eq!(status(&child_dir, "/orders/1042"), 403);
+    assert_eq!(status(&reporting_dir, "/orders/1"), 200);
 
     // The example agent hands a task to its tool runner, which calls the service as the task.
     let agent_run = |task: &str, path: &str| {
@@ -395,10 +388,7 @@ async fn a_task_holds_what_its_parent_delegated_and_dies_with_it() {
     let mut deepest = Delegator::connect(&url, &grandchild_dir).await.unwrap();
     let (r, _) = reason(deepest.request(&Task::new("T-1b", ""), csr.csr_pem()).await);
     assert_eq!(r, "DepthExceeded");
-    assert_eq!(
-        service.status_for(&server_name, &grandchild_dir, "/refunds/1042"),
-        200
-    );
+    assert_eq!(status(&grandchild_dir, "/refunds/1042"), 200);
 
     // The parent's status counts them, and the audit log has each, with the model version.
     let mis = env.identities();
@@ -421,14 +411,8 @@ async fn a_task_holds_what_its_parent_delegated_and_dies_with_it() {
 
     // The parent's certificate is revoked (as `kubectl nhi revoke` asks): its descendants are
     // refused within the target, the unrelated identity is not.
-    assert_eq!(
-        service.status_for(&server_name, &child_dir, "/refunds/1042"),
-        200
-    );
-    assert_eq!(
-        service.status_for(&server_name, &grandchild_dir, "/refunds/1042"),
-        200
-    );
+    assert_eq!(status(&child_dir, "/refunds/1042"), 200);
+    assert_eq!(status(&grandchild_dir, "/refunds/1042"), 200);
     let revoked_at = Instant::now();
     let request = format!("e2e-{:08x}", rand::random::<u32>());
     mis.patch(
@@ -443,8 +427,8 @@ async fn a_task_holds_what_its_parent_delegated_and_dies_with_it() {
         "the descendants refused",
         || async {
             publish_crl(&env.client, &ns, &crl).await;
-            (service.status_for(&server_name, &child_dir, "/refunds/1042") == 401
-                && service.status_for(&server_name, &grandchild_dir, "/refunds/1042") == 401)
+            (status(&child_dir, "/refunds/1042") == 401
+                && status(&grandchild_dir, "/refunds/1042") == 401)
                 .then_some(())
         },
     )
@@ -458,10 +442,7 @@ async fn a_task_holds_what_its_parent_delegated_and_dies_with_it() {
         took < Duration::from_secs(2),
         "the revocation target: {took:?}"
     );
-    assert_eq!(
-        service.status_for(&server_name, &reporting_dir, "/orders/1"),
-        200
-    );
+    assert_eq!(status(&reporting_dir, "/orders/1"), 200);
     // The revoked certificate can delegate no more.
     let (r, m) = reason(agent.request(&Task::new("T-5", ""), csr.csr_pem()).await);
     assert_eq!(r, "ParentRevoked", "{m}");

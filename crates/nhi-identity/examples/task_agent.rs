@@ -53,8 +53,7 @@ fn flag<'a>(pairs: &'a [(String, String)], name: &str) -> Result<&'a str, String
 async fn tool(pairs: &[(String, String)]) -> Result<bool, String> {
     let dir = PathBuf::from(flag(pairs, "dir")?);
     let key = ChildKey::generate().map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    write_private(&dir.join("tls.key"), &key.private_key_pem())?;
+    key.write_private_key(&dir).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("request.csr"), key.csr_pem()).map_err(|e| e.to_string())?;
     let started = Instant::now();
     while !dir.join("tls.crt").exists() {
@@ -65,18 +64,6 @@ async fn tool(pairs: &[(String, String)]) -> Result<bool, String> {
     }
     let status = call(pairs, &dir).await?;
     Ok((200..300).contains(&status))
-}
-
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes()).map_err(|e| e.to_string())
 }
 
 /// GET `--path` from `--service` (dialled at `--connect`), as the identity in `dir`.

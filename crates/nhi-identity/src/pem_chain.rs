@@ -15,6 +15,17 @@ pub fn pem_certificates(pem_text: &str) -> Result<Vec<Vec<u8>>, rustls_pki_types
     Ok(certs)
 }
 
+/// Every certificate of a PEM bundle as a rustls trust root (a bundle without one is an error).
+pub fn root_store(bundle_pem: &str) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in pem_certificates(bundle_pem).map_err(|e| e.to_string())? {
+        roots
+            .add(CertificateDer::from(der))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(roots)
+}
+
 /// Encodes DER certificates as a PEM chain, one block each, in order.
 pub fn to_pem_chain(certs: &[Vec<u8>]) -> String {
     certs.iter().map(|der| certificate_pem(der)).collect()

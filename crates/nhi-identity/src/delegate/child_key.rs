@@ -54,9 +54,39 @@ impl ChildKey {
         self.key.serialize_pem()
     }
 
+    /// Writes the private key to `dir/tls.key`, mode 0600 (also when the file existed: `open`
+    /// keeps an old file's mode), creating `dir`.
+    pub fn write_private_key(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        write_file(dir, "tls.key", &self.private_key_pem(), 0o600)
+    }
+
     /// The public key, DER SubjectPublicKeyInfo.
     pub fn public_key_der(&self) -> Vec<u8> {
         use rcgen::PublicKeyData;
         self.key.subject_public_key_info()
     }
+}
+
+/// Writes `text` to `dir/file` with `mode` through a temporary file renamed into place (a reader
+/// never sees half a file), creating `dir`.
+pub(super) fn write_file(
+    dir: &std::path::Path,
+    file: &str,
+    text: &str,
+    mode: u32,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{file}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(file))
 }

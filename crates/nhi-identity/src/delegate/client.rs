@@ -12,15 +12,14 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONTENT_TYPE, HOST, RETRY_AFTER};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::child_key::ChildKey;
+use super::child_key::{ChildKey, write_file};
 use super::wire::{ChildBody, MAX_BODY, PATH, RefusalBody, TaskRequestBody};
-use crate::pem_chain::pem_certificates;
+use crate::pem_chain::{pem_certificates, root_store};
 
 /// How long connecting (TCP and TLS) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -143,12 +142,7 @@ pub fn client_config(parent_dir: &Path) -> Result<rustls::ClientConfig, Delegate
     // The key's own parse error could quote it: say only that it is unusable.
     let key = PrivateKeyDer::from_pem_slice(read(parent_dir, "tls.key")?.as_bytes())
         .map_err(|_| DelegateError::Identity("tls.key holds no usable private key".into()))?;
-    let mut roots = RootCertStore::empty();
-    for ca in pem_certificates(&read(parent_dir, "ca.crt")?).map_err(|e| bad("ca.crt", &e))? {
-        roots
-            .add(CertificateDer::from(ca))
-            .map_err(|e| bad("ca.crt", &e))?;
-    }
+    let roots = root_store(&read(parent_dir, "ca.crt")?).map_err(|e| bad("ca.crt", &e))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -302,38 +296,16 @@ impl Child {
     /// Writes the child's identity directory: `tls.crt` and `ca.crt`, and `tls.key` when `key`
     /// is given (mode 0600). A directory the child already keeps its key in is written without it.
     pub fn write_dir(&self, dir: &Path, key: Option<&ChildKey>) -> Result<(), DelegateError> {
-        let write = |file: &str, text: &str, private: bool| -> Result<(), DelegateError> {
-            let path = dir.join(file);
-            let tmp = dir.join(format!(".{file}.tmp"));
-            let fail = |e: std::io::Error| DelegateError::Write(format!("{}: {e}", path.display()));
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(if private { 0o600 } else { 0o644 });
-            }
-            use std::io::Write;
-            let mut f = options.open(&tmp).map_err(fail)?;
-            // A file left from an earlier run keeps its mode through `open`: set it.
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = if private { 0o600 } else { 0o644 };
-                f.set_permissions(std::fs::Permissions::from_mode(mode))
-                    .map_err(fail)?;
-            }
-            let _ = private;
-            f.write_all(text.as_bytes()).map_err(fail)?;
-            f.sync_all().map_err(fail)?;
-            std::fs::rename(&tmp, &path).map_err(fail)
+        let written = |file: &str, r: std::io::Result<()>| {
+            r.map_err(|e| DelegateError::Write(format!("{}: {e}", dir.join(file).display())))
         };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| DelegateError::Write(format!("{}: {e}", dir.display())))?;
         if let Some(key) = key {
-            write("tls.key", &key.private_key_pem(), true)?;
+            written("tls.key", key.write_private_key(dir))?;
         }
-        write("ca.crt", &self.ca_pem, false)?;
-        write("tls.crt", &self.chain_pem, false)
+        written("ca.crt", write_file(dir, "ca.crt", &self.ca_pem, 0o644))?;
+        written(
+            "tls.crt",
+            write_file(dir, "tls.crt", &self.chain_pem, 0o644),
+        )
     }
 }

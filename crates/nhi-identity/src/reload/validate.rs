@@ -13,8 +13,6 @@ use time::OffsetDateTime;
 use webpki::{EndEntityCert, KeyUsage};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::pem_chain::pem_certificates;
-
 /// Public facts about the identity being served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityInfo {
@@ -154,13 +152,7 @@ fn check_validity(info: &IdentityInfo, now: OffsetDateTime) -> Result<(), Invali
 fn trust_roots(bundle_pem: &[u8]) -> Result<RootCertStore, InvalidIdentity> {
     let bad = |e: String| InvalidIdentity::BadTrustBundle(e);
     let text = std::str::from_utf8(bundle_pem).map_err(|e| bad(e.to_string()))?;
-    let mut roots = RootCertStore::empty();
-    for der in pem_certificates(text).map_err(|e| bad(e.to_string()))? {
-        roots
-            .add(CertificateDer::from(der))
-            .map_err(|e| bad(e.to_string()))?;
-    }
-    Ok(roots)
+    crate::pem_chain::root_store(text).map_err(bad)
 }
 
 /// Verifies that the leaf chains to one of the roots, for server or client use (a leaf with an

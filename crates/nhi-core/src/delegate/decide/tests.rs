@@ -88,6 +88,16 @@ fn a_grant_the_parent_lacks_is_refused_by_name_never_dropped() {
 }
 
 #[test]
+fn listing_a_grant_as_delegable_never_gives_it() {
+    // Who may edit the identity (not its Entitlements) lists a grant the identity lacks.
+    let mut p = parent();
+    p.policy.as_mut().unwrap().delegable = Some(set(&["payments.refund", "admin.all"]));
+    let r = refused(decide(&p, &task(&["admin.all"]), t0()));
+    assert_eq!(r.reason, GRANT_NOT_HELD);
+    assert!(r.message.contains("admin.all"), "{}", r.message);
+}
+
+#[test]
 fn only_delegable_grants_are_delegated() {
     let mut p = parent();
     p.policy.as_mut().unwrap().delegable = Some(set(&["orders.read"]));
