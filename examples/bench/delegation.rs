@@ -1,6 +1,7 @@
 //! `make bench MODE=delegation`: children signed by the delegation endpoint over mTLS on
-//! loopback, with no Kubernetes write on the path. One parent identity; its children's keys and
-//! requests are made beforehand (the child's work, not the endpoint's). Measured in one run:
+//! loopback, with no Kubernetes write on the path. One parent identity (its namespace's
+//! IdentityPolicy allows delegation); its children's keys and requests are made beforehand (the
+//! child's work, not the endpoint's). Measured in one run:
 //!
 //! - the signing floor: a child key generated and its certificate signed in this process, one
 //!   at a time, with a CA of the same algorithm (what no endpoint can beat);
@@ -18,7 +19,7 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use nhi_identity::delegate::child_key::ChildKey;
 use nhi_identity::delegate::client::{Delegator, Task};
-use nhi_operator::api::MachineIdentity;
+use nhi_operator::api::{CUSTOM_POLICY_LABEL, IdentityPolicy, MachineIdentity};
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -110,7 +111,18 @@ async fn send(pool: &[Mutex<Delegator>], i: usize, csr: &str) {
 
 /// The run: a parent with delegation, the floor, the steady load at `rate`, then capacity.
 pub async fn delegation_run(client: &Client, operator: &str, n: usize, rate: f64) -> DelegationRun {
-    let ns = namespace(client, "bench-dlg", &[]).await;
+    let label = format!("bench-dlg-{:06x}", rand::random::<u32>() & 0xffffff);
+    let ns = namespace(client, "bench-dlg", &[(CUSTOM_POLICY_LABEL, &label)]).await;
+    let policy: IdentityPolicy = serde_json::from_value(json!({
+        "apiVersion": "nhi.dev/v1alpha1", "kind": "IdentityPolicy",
+        "metadata": {"name": label},
+        "spec": {"namespaceSelector": {"matchLabels": {CUSTOM_POLICY_LABEL: label}},
+                 "delegation": {"maxPerMinute": 6000}}}))
+    .expect("the delegation policy");
+    Api::<IdentityPolicy>::all(client.clone())
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("create the delegation IdentityPolicy");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")

@@ -271,7 +271,7 @@ fn decide_and_sign(
                 StatusCode::TOO_MANY_REQUESTS,
                 RATE_LIMITED,
                 format!(
-                    "MachineIdentity {}/{} may make {per_minute} delegation requests per minute (spec.delegation.maxPerMinute); try again in {seconds}s",
+                    "MachineIdentity {}/{} may make {per_minute} delegation requests per minute (spec.delegation.maxPerMinute, within its namespace's IdentityPolicies); try again in {seconds}s",
                     caller.identity.namespace, caller.identity.name
                 ),
             )

@@ -1,5 +1,6 @@
 //! The parent as the endpoint sees it: the verified client certificate, and from the caches its
-//! MachineIdentity's delegation limits, standing and current grants.
+//! MachineIdentity's delegation limits (within its namespace's IdentityPolicies), standing and
+//! current grants.
 
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
@@ -9,8 +10,9 @@ use super::DelegationContext;
 use crate::controller::identity::facts::entitlement_facts;
 use nhi_api::MachineIdentity;
 use nhi_core::delegate::decide::{Parent, ParentCertificate, Refusal, Standing};
-use nhi_core::delegate::parent::{DEFAULT_PER_MINUTE, limits, revoked_in_chain, standing};
+use nhi_core::delegate::parent::{DEFAULT_PER_MINUTE, limits, revoked_in_chain, standing, within};
 use nhi_core::entitle::resolve::effective_grants;
+use nhi_core::policy::delegation::delegation_bound;
 use nhi_identity::verify::VerifiedIdentity;
 
 /// A parent not known here (another trust domain, or no such MachineIdentity).
@@ -49,12 +51,17 @@ pub fn read_parent(
         .identities
         .get(&ObjectRef::new(&id.name).within(&id.namespace))
         .ok_or_else(|| unknown(format!("MachineIdentity {key} does not exist")))?;
+    let (policy, _) = ctx.policies.effective(&id.namespace);
+    let bound = delegation_bound(&policy);
     let limits = match &mi.spec.delegation {
         None => None,
-        Some(spec) => Some(limits(spec).map_err(|message| Refusal {
-            reason: INVALID_DELEGATION,
-            message,
-        })?),
+        Some(spec) => Some(within(
+            limits(spec).map_err(|message| Refusal {
+                reason: INVALID_DELEGATION,
+                message,
+            })?,
+            &bound,
+        )),
     };
     let certificate = ParentCertificate {
         serial_hex: caller.serial_hex.clone(),
@@ -71,7 +78,6 @@ pub fn read_parent(
     {
         standing = Standing::Revoked(serial);
     }
-    let (policy, _) = ctx.policies.effective(&id.namespace);
     let entitlements = entitlement_facts(&ctx.entitlements, &id.namespace, &policy);
     let uid = mi.uid().unwrap_or_default();
     let grants = effective_grants(&id.name, &uid, mi.labels(), &entitlements, now);
@@ -79,6 +85,7 @@ pub fn read_parent(
         per_minute: limits.as_ref().map_or(DEFAULT_PER_MINUTE, |l| l.per_minute),
         parent: Parent {
             identity: key,
+            policy_denial: limits.as_ref().and(bound.denial()),
             policy: limits.map(|l| l.policy),
             standing,
             current_grants: grants.grants,

@@ -22,12 +22,12 @@ use nhi_operator::verify::{
 };
 
 /// The operator's endpoint, as a client dials it.
-fn endpoint(addr: std::net::SocketAddr) -> String {
+pub fn endpoint(addr: std::net::SocketAddr) -> String {
     format!("https://localhost:{}", addr.port())
 }
 
 /// Waits for the identity's Secret to carry `grants`, and projects it into `dir`.
-async fn identity_dir(env: &OperatorNamespace, secret: &str, grants: &[&str], dir: &Path) {
+pub async fn identity_dir(env: &OperatorNamespace, secret: &str, grants: &[&str], dir: &Path) {
     let secrets = env.secrets();
     let s: Secret = wait_for(Duration::from_secs(20), "the identity's grants", || async {
         let s = secrets.get_opt(secret).await.ok().flatten()?;
@@ -61,7 +61,7 @@ fn delegate_cli(args: &[&str]) -> (i32, String, String) {
 }
 
 /// The reason of a refusal (panics on a child).
-fn reason(r: Result<nhi_identity::delegate::client::Child, DelegateError>) -> (String, String) {
+pub fn reason(r: Result<nhi_identity::delegate::client::Child, DelegateError>) -> (String, String) {
     match r {
         Err(DelegateError::Refused {
             reason, message, ..
@@ -71,7 +71,7 @@ fn reason(r: Result<nhi_identity::delegate::client::Child, DelegateError>) -> (S
 }
 
 /// Asks for a child from `parent_dir`, retrying while the operator is not ready yet.
-async fn first_child(
+pub async fn first_child(
     addr: &str,
     parent_dir: &Path,
     task: &Task,

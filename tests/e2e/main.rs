@@ -3,6 +3,7 @@
 mod agent;
 mod continuity;
 mod delegation;
+mod delegation_policy;
 mod entitlements;
 mod gitops;
 mod issuance;
@@ -11,6 +12,7 @@ mod leader;
 mod lifecycle;
 mod plugin;
 mod pod_certificates;
+mod policy_fixtures;
 mod relying;
 mod safety;
 mod support;

@@ -19,6 +19,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use crate::policy_fixtures::*;
 use crate::support::*;
 use crate::tenant_setup::ADMISSION_OFF_LABEL;
 
@@ -65,64 +66,6 @@ pub async fn grant_tenant(client: &Client, ns: &str, user: &str, edit: bool, res
     if edit {
         let b = bind(format!("{user}-edit"), "ClusterRole", "edit".into());
         bindings.create(&pp, &b).await.unwrap();
-    }
-}
-
-/// An IdentityPolicy deleted when dropped.
-struct ClusterPolicy {
-    name: String,
-}
-
-impl ClusterPolicy {
-    async fn create(client: &Client, name: &str, spec: serde_json::Value) -> Self {
-        let api: Api<IdentityPolicy> = Api::all(client.clone());
-        let policy: IdentityPolicy = serde_json::from_value(json!({
-            "apiVersion": "nhi.dev/v1alpha1", "kind": "IdentityPolicy",
-            "metadata": {"name": name}, "spec": spec
-        }))
-        .expect("an IdentityPolicy");
-        api.create(&PostParams::default(), &policy)
-            .await
-            .unwrap_or_else(|e| panic!("create IdentityPolicy {name}: {e}"));
-        ClusterPolicy { name: name.into() }
-    }
-}
-
-impl Drop for ClusterPolicy {
-    fn drop(&mut self) {
-        let name = std::mem::take(&mut self.name);
-        clean_up_from_drop(move |client| async move {
-            let api: Api<IdentityPolicy> = Api::all(client);
-            let _ = api.delete(&name, &DeleteParams::default()).await;
-        });
-    }
-}
-
-/// The message of a creation admission refuses (403). Admission learns of new IdentityPolicies
-/// through a cache: dry runs are tried until one is refused (10 s at most), then the creation
-/// itself must be refused too.
-async fn refused<K>(api: &Api<K>, obj: &K) -> String
-where
-    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let dry = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    wait_for(
-        Duration::from_secs(10),
-        "a refusal at admission",
-        || async {
-            match api.create(&dry, obj).await {
-                Err(kube::Error::Api(s)) if s.code == 403 => Some(()),
-                _ => None,
-            }
-        },
-    )
-    .await;
-    match api.create(&PostParams::default(), obj).await {
-        Err(kube::Error::Api(s)) if s.code == 403 => s.message,
-        other => panic!("expected a refusal at admission, got {other:?}"),
     }
 }
 

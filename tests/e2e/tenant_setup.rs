@@ -117,7 +117,8 @@ fn e2e_policy() -> serde_json::Value {
             "kubernetesAccess": true,
             "kubernetesRules": [
                 {"apiGroups": [""], "resources": ["configmaps", "pods"], "verbs": ["get", "list", "watch"]}
-            ]
+            ],
+            "delegation": {}
         }
     })
 }

@@ -164,6 +164,18 @@ pub fn describe(policy: &EffectivePolicy) -> String {
             "Reserved attributes",
             each(&|s| list(s.reserved_attributes.clone(), "none")),
         ),
+        (
+            "Delegation",
+            each(&|s| match &s.delegation {
+                None => "not allowed".into(),
+                Some(d) => format!(
+                    "child TTL up to {}, depth up to {}, up to {} children per minute",
+                    d.max_child_ttl.as_deref().unwrap_or("1h"),
+                    d.max_depth.unwrap_or(8),
+                    d.max_per_minute.unwrap_or(6000)
+                ),
+            }),
+        ),
     ];
     fields(&pairs)
 }

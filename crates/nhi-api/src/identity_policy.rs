@@ -91,6 +91,37 @@ pub struct IdentityPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "reserved_attributes_schema")]
     pub reserved_attributes: Vec<String>,
+
+    /// Whether identities may delegate to task identities (`spec.delegation`), and the widest
+    /// limits they may set. Absent: no delegation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<DelegationBounds>,
+}
+
+/// The widest delegation limits identities may set. An identity that sets a wider one is
+/// refused at admission; one that leaves a limit out gets its default, narrowed to the bound.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DelegationBounds {
+    /// The longest a child certificate may live, as a Go duration (10s to 1h). Absent: 1h.
+    #[serde(
+        default,
+        rename = "maxChildTTL",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(schema_with = "crate::machine_identity::child_ttl_schema")]
+    pub max_child_ttl: Option<String>,
+
+    /// How many delegations deep a chain may go (1 to 8). Absent: 8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8))]
+    pub max_depth: Option<i32>,
+
+    /// How many children an identity and its descendants may be given per minute (1 to 6000).
+    /// Absent: 6000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 6000))]
+    pub max_per_minute: Option<i32>,
 }
 
 /// Names that may be claimed: patterns, and whether the selected namespaces claim them alone.

@@ -11,8 +11,8 @@ pub use entitlement::{
     KubernetesRbacStatus, KubernetesRule, PinnedSubject, Subjects,
 };
 pub use identity_policy::{
-    CUSTOM_POLICY_LABEL, ClaimRule, IdentityPolicy, IdentityPolicySpec, IdentityPolicyStatus,
-    SUBJECT_LABEL_PREFIX,
+    CUSTOM_POLICY_LABEL, ClaimRule, DelegationBounds, IdentityPolicy, IdentityPolicySpec,
+    IdentityPolicyStatus, SUBJECT_LABEL_PREFIX,
 };
 pub use machine_identity::{
     CertificateRecord, CertificateSpec, DelegationRecord, DelegationSpec, DelegationStatus,

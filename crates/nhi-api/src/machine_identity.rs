@@ -98,11 +98,7 @@ pub struct DelegationSpec {
         rename = "maxChildTTL",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(
-        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"),
-        length(max = 32)
-    )]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('1h')").message("maxChildTTL must be between 10s and 1h"))]
+    #[schemars(schema_with = "child_ttl_schema")]
     pub max_child_ttl: Option<String>,
 
     /// How many delegations deep a chain may go: 1 lets the identity's own certificate delegate
@@ -122,6 +118,19 @@ pub struct DelegationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::entitlement::grants_list_schema")]
     pub grants: Option<Vec<String>>,
+}
+
+/// A child's lifetime (an identity's limit, or a policy's bound): a Go duration, 10s to 1h.
+pub(crate) fn child_ttl_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "maxLength": 32,
+        "pattern": r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$",
+        "x-kubernetes-validations": [{
+            "rule": "duration(self) >= duration('10s') && duration(self) <= duration('1h')",
+            "message": "maxChildTTL must be between 10s and 1h"
+        }]
+    })
 }
 
 /// Which pods get the identity's certificate from the pod-certificate signer.

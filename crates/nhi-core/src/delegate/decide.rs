@@ -18,6 +18,8 @@ pub struct DelegationPolicy {
     pub max_depth: usize,
     /// The grants that may be delegated (None: any the parent holds).
     pub delegable: Option<BTreeSet<String>>,
+    /// The IdentityPolicy whose bound `max_depth` is (None: the identity's own limit).
+    pub max_depth_by: Option<String>,
 }
 
 /// Where the identity at the root of the chain stands.
@@ -50,8 +52,11 @@ pub struct ParentCertificate {
 pub struct Parent {
     /// The identity at the root of the chain (`namespace/name`).
     pub identity: String,
-    /// Its `spec.delegation` (None: delegation is off).
+    /// Its `spec.delegation` within its namespace's bounds (None: delegation is off).
     pub policy: Option<DelegationPolicy>,
+    /// Why its namespace's IdentityPolicies refuse delegation the identity allows (None: they
+    /// do not).
+    pub policy_denial: Option<String>,
     pub standing: Standing,
     /// The identity's grants now (its Entitlements as resolved now): a grant withdrawn since
     /// the parent's certificate was issued is not delegated.
@@ -92,6 +97,8 @@ pub struct Refusal {
 }
 
 pub const NOT_ENABLED: &str = "DelegationNotEnabled";
+/// The namespace's IdentityPolicies do not allow delegation.
+pub const POLICY_DENIED: &str = "PolicyDenied";
 pub const PARENT_SUSPENDED: &str = "ParentSuspended";
 pub const PARENT_DELETING: &str = "ParentDeleting";
 pub const PARENT_REVOKED: &str = "ParentRevoked";
@@ -123,6 +130,15 @@ pub fn decide(
             ),
         );
     };
+    if let Some(denial) = &parent.policy_denial {
+        return refuse(
+            POLICY_DENIED,
+            format!(
+                "MachineIdentity {} may not delegate: {denial}",
+                parent.identity
+            ),
+        );
+    }
     match &parent.standing {
         Standing::Current => {}
         Standing::Suspended(why) => {
@@ -152,8 +168,11 @@ pub fn decide(
         return refuse(
             DEPTH_EXCEEDED,
             format!(
-                "a child would be {depth} delegations deep; MachineIdentity {} allows {max_depth}",
-                parent.identity
+                "a child would be {depth} delegations deep; {} allows {max_depth}",
+                policy
+                    .max_depth_by
+                    .clone()
+                    .unwrap_or_else(|| format!("MachineIdentity {}", parent.identity))
             ),
         );
     }

@@ -7,6 +7,7 @@ use time::{Duration, OffsetDateTime};
 use super::decide::{DelegationPolicy, ParentCertificate, Standing};
 use crate::duration::parse_go_duration;
 use crate::lifecycle::review::{ReviewState, parse_review_date, review_state};
+use crate::policy::delegation::DelegationBound;
 use nhi_api::{DelegationSpec, MachineIdentity};
 use nhi_identity::delegation::MAX_CHAIN;
 use nhi_identity::timestamp::rfc3339;
@@ -59,9 +60,37 @@ pub fn limits(spec: &DelegationSpec) -> Result<DelegationLimits, String> {
             max_child_ttl,
             max_depth,
             delegable: spec.grants.as_ref().map(|g| g.iter().cloned().collect()),
+            max_depth_by: None,
         },
         per_minute,
     })
+}
+
+/// `limits` narrowed to what the namespace's IdentityPolicies allow: each limit at most its
+/// bound (the policy that sets a tighter depth is named in refusals). A `Denied` bound leaves
+/// them as they are: the denial is the parent's, and refuses everything.
+pub fn within(mut limits: DelegationLimits, bound: &DelegationBound) -> DelegationLimits {
+    let DelegationBound::Allowed {
+        max_child_ttl,
+        max_depth,
+        max_per_minute,
+    } = bound
+    else {
+        return limits;
+    };
+    if let Some(b) = max_child_ttl {
+        limits.policy.max_child_ttl = limits.policy.max_child_ttl.min(b.value);
+    }
+    if let Some(b) = max_depth
+        && b.value < limits.policy.max_depth
+    {
+        limits.policy.max_depth = b.value;
+        limits.policy.max_depth_by = Some(b.policy.clone());
+    }
+    if let Some(b) = max_per_minute {
+        limits.per_minute = limits.per_minute.min(b.value);
+    }
+    limits
 }
 
 /// Where `mi` stands for delegation at `now` (its review lapses `review_warning` after the
@@ -175,6 +204,48 @@ mod tests {
             let e = limits(&spec).unwrap_err();
             assert!(e.starts_with("spec.delegation."), "{e}");
         }
+    }
+
+    #[test]
+    fn the_namespace_bound_narrows_each_limit_and_never_widens_one() {
+        use crate::policy::delegation::Bound;
+        let asked = limits(&DelegationSpec {
+            max_child_ttl: Some("20m".into()),
+            max_depth: Some(3),
+            max_per_minute: Some(5),
+            grants: None,
+        })
+        .unwrap();
+        let bound = |ttl: i64, depth: usize, per_minute: u32| DelegationBound::Allowed {
+            max_child_ttl: Some(Bound {
+                value: Duration::minutes(ttl),
+                policy: "IdentityPolicy p".into(),
+            }),
+            max_depth: Some(Bound {
+                value: depth,
+                policy: "IdentityPolicy p".into(),
+            }),
+            max_per_minute: Some(Bound {
+                value: per_minute,
+                policy: "IdentityPolicy p".into(),
+            }),
+        };
+        let narrowed = within(asked.clone(), &bound(10, 2, 100));
+        assert_eq!(narrowed.policy.max_child_ttl, Duration::minutes(10));
+        assert_eq!(narrowed.policy.max_depth, 2);
+        assert_eq!(
+            narrowed.policy.max_depth_by.as_deref(),
+            Some("IdentityPolicy p")
+        );
+        assert_eq!(narrowed.per_minute, 5, "the identity's own, tighter");
+        let wide = within(asked.clone(), &bound(60, 8, 6000));
+        assert_eq!(wide, asked, "a wider bound changes nothing");
+        let unbounded = DelegationBound::Allowed {
+            max_child_ttl: None,
+            max_depth: None,
+            max_per_minute: None,
+        };
+        assert_eq!(within(asked.clone(), &unbounded), asked);
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub fn effective_policy<'a>(
 }
 
 /// The empty policy: own service names, no grants, no Kubernetes access or rules, any key
-/// algorithm, the operator's TTL bounds, no reserved attributes.
+/// algorithm, the operator's TTL bounds, no reserved attributes, no delegation.
 pub fn built_in_default() -> IdentityPolicySpec {
     IdentityPolicySpec {
         namespace_selector: Default::default(),
@@ -117,6 +117,7 @@ pub fn built_in_default() -> IdentityPolicySpec {
         kubernetes_access: None,
         kubernetes_rules: vec![],
         reserved_attributes: vec![],
+        delegation: None,
     }
 }
 

@@ -1,10 +1,12 @@
 //! What a MachineIdentity may claim under its namespace's policy: the DNS names, attributes,
-//! lifetime and Kubernetes access its certificate may carry, and what is refused.
+//! lifetime and Kubernetes access its certificate may carry, the delegation it may allow, and
+//! what is refused.
 
 use std::collections::BTreeMap;
 
 use time::Duration;
 
+use super::delegation::{delegation_bound, delegation_refusals};
 use super::effective::EffectivePolicy;
 use super::pattern::{attribute_reserved, dns_matches, dns_overlaps, own_service_name};
 use super::{Refusal, refusal_message};
@@ -57,6 +59,9 @@ pub fn check_identity(spec: &MachineIdentitySpec, policy: &EffectivePolicy) -> I
     let key_allowed = key_algorithm_allowed(spec, policy, &mut refusals);
     let wants_access = spec.kubernetes_access.as_ref().is_some_and(|k| k.enabled);
     let kubernetes_access = wants_access && kubernetes_access_allowed(policy, &mut refusals);
+    if let Some(delegation) = &spec.delegation {
+        refusals.extend(delegation_refusals(delegation, &delegation_bound(policy)));
+    }
     IdentityAllowance {
         dns_names,
         attributes,

@@ -1,7 +1,8 @@
 //! Tenant policy, pure: which IdentityPolicies apply to a namespace ([`effective`]), what its
-//! identities may claim ([`identity`]), what its Entitlements may give ([`entitlement`]), and the
+//! identities may claim ([`identity`]) and delegate ([`delegation`]), what its Entitlements may give ([`entitlement`]), and the
 //! pattern and rule matching they share ([`pattern`], [`rules`]).
 
+pub mod delegation;
 pub mod effective;
 pub mod entitlement;
 pub mod identity;

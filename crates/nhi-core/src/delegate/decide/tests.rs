@@ -17,7 +17,9 @@ fn parent() -> Parent {
             max_child_ttl: Duration::minutes(5),
             max_depth: 2,
             delegable: None,
+            max_depth_by: None,
         }),
+        policy_denial: None,
         standing: Standing::Current,
         current_grants: set(&["orders.read", "payments.refund"]),
         grant_ends: Default::default(),
@@ -164,9 +166,27 @@ fn depth_is_bounded_by_the_identity_and_a_child_of_a_child_holds_no_more() {
     assert_eq!(r.reason, GRANT_NOT_HELD);
     // A third level: beyond max_depth 2.
     as_child.certificate.delegation = Some(second.delegation.clone());
-    assert_eq!(
-        refused(decide(&as_child, &sub, t0())).reason,
-        DEPTH_EXCEEDED
+    let r = refused(decide(&as_child, &sub, t0()));
+    assert_eq!(r.reason, DEPTH_EXCEEDED);
+    assert!(
+        r.message
+            .ends_with("MachineIdentity support/agent allows 2"),
+        "{}",
+        r.message
+    );
+    // A namespace's policy that bounds the depth tighter is named instead.
+    let mut bounded = parent();
+    if let Some(policy) = bounded.policy.as_mut() {
+        policy.max_depth = 1;
+        policy.max_depth_by = Some("IdentityPolicy agents".into());
+    }
+    bounded.certificate.delegation = Some(first.delegation.clone());
+    let r = refused(decide(&bounded, &sub, t0()));
+    assert_eq!(r.reason, DEPTH_EXCEEDED);
+    assert!(
+        r.message.ends_with("IdentityPolicy agents allows 1"),
+        "{}",
+        r.message
     );
 }
 
@@ -175,6 +195,13 @@ fn no_delegation_unless_enabled_and_the_parent_stands() {
     let mut p = parent();
     p.policy = None;
     assert_eq!(refused(decide(&p, &task(&[]), t0())).reason, NOT_ENABLED);
+    // Allowed by the identity, refused by its namespace's policy: before anything else.
+    let mut p = parent();
+    p.policy_denial = Some("refused by IdentityPolicy agents: no delegation".into());
+    p.standing = Standing::Deleting;
+    let r = refused(decide(&p, &task(&[]), t0()));
+    assert_eq!(r.reason, POLICY_DENIED);
+    assert!(r.message.contains("IdentityPolicy agents"), "{}", r.message);
     for (standing, reason) in [
         (
             Standing::Suspended("review lapsed".into()),

@@ -124,6 +124,7 @@ pub(crate) fn open_policy(namespace: &str) -> nhi_core::policy::EffectivePolicy 
                 resource_names: vec![],
             }],
             reserved_attributes: vec![],
+            delegation: None,
         },
     );
     nhi_core::policy::effective_policy(namespace, &Default::default(), &[open], "cluster.local")
