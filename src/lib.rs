@@ -14,6 +14,7 @@ pub use nhi_identity::{reload, verify};
 
 pub mod agent;
 pub mod ca;
+pub mod cache;
 pub mod controller;
 pub mod delegate_cli;
 pub mod delegation;

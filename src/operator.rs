@@ -202,7 +202,7 @@ async fn lead(
     };
     let ns = settings.watch_namespace.clone();
     let ca = SigningCa::new(ca);
-    let (identities, identity_cache) = kube::runtime::reflector::store();
+    let (identities, identity_cache) = crate::cache::indexed_store();
     // The revocation service: one writer of the record per operator, signing with whatever CA
     // is current.
     tokio::spawn(crate::revoke::service::run(
@@ -210,7 +210,7 @@ async fn lead(
         RevocationDeps {
             client: client.clone(),
             ca: ca.shared(),
-            identities: identities.clone(),
+            identities: identities.store(),
             health: health.clone(),
             metrics: reporter.metrics.clone(),
             recorder: Recorder::new(client.clone(), event_source()),
@@ -233,7 +233,7 @@ async fn lead(
         ns.as_deref(),
         health.clone(),
     );
-    let (entitlements, entitlement_cache) = kube::runtime::reflector::store();
+    let (entitlements, entitlement_cache) = crate::cache::indexed_store();
     let (policies, policy_watch) = controller::policy_watch::policy_view(
         client.clone(),
         ns.clone(),
@@ -301,7 +301,7 @@ async fn lead(
             ),
             ca: ca.clone(),
             revoker: revoker.clone(),
-            identities: identities.clone(),
+            identities: identities.store(),
             entitlements: identity_ctx.entitlements.clone(),
             policies: policies.clone(),
             trust_domain: settings.trust_domain.clone(),

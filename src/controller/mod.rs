@@ -28,11 +28,12 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tracing::info;
 
+use crate::cache::IndexedWriter;
 use crate::shutdown::Shutdown;
 use ca_rotation_controller::{RotationContext, RotationSettings};
 use entitlement::EntitlementContext;
@@ -45,9 +46,9 @@ pub struct Wiring<S> {
     /// The identity-Secret watch whose index is in the identity context.
     pub secret_stream: S,
     /// The writer of the identity cache whose reader the other contexts hold.
-    pub identity_cache: reflector::store::Writer<MachineIdentity>,
+    pub identity_cache: IndexedWriter<MachineIdentity>,
     /// The writer of the Entitlement cache whose reader the identity context holds.
-    pub entitlement_cache: reflector::store::Writer<Entitlement>,
+    pub entitlement_cache: IndexedWriter<Entitlement>,
     /// The receiving end of the channel the identity context asks for Entitlement refreshes on.
     pub entitlement_requests: UnboundedReceiver<ObjectRef<Entitlement>>,
     /// The watch filling the policy caches whose view the contexts hold.
@@ -86,7 +87,7 @@ pub async fn run_controllers<S>(
         .wire(store.clone(), to_identities.clone());
     tokio::spawn(ca_rotation_controller::run(
         rotation_ctx,
-        store.clone(),
+        store.store(),
         to_identities.clone(),
         rotation,
     ));

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::info;
 
+use crate::cache::IndexedStore;
 use crate::health::Health;
 use nhi_api::{Entitlement, IdentityPolicy, MachineIdentity};
 use nhi_core::policy::{EffectivePolicy, effective_policy};
@@ -101,8 +102,8 @@ impl PolicyGenerations {
 
 /// Where the watch sends what a change affects.
 pub struct Recheck {
-    pub identities: Store<MachineIdentity>,
-    pub entitlements: Store<Entitlement>,
+    pub identities: IndexedStore<MachineIdentity>,
+    pub entitlements: IndexedStore<Entitlement>,
     pub to_identities: UnboundedSender<ObjectRef<MachineIdentity>>,
     pub to_entitlements: UnboundedSender<ObjectRef<Entitlement>>,
 }
@@ -110,16 +111,18 @@ pub struct Recheck {
 impl Recheck {
     /// Sends every identity and Entitlement (of `namespace`, or all) to be reconciled.
     fn send(&self, namespace: Option<&str>) {
-        let within = |ns: Option<String>| namespace.is_none() || ns.as_deref() == namespace;
-        for mi in self.identities.state() {
-            if within(mi.namespace()) {
-                let _ = self.to_identities.send(ObjectRef::from_obj(mi.as_ref()));
-            }
+        let (identities, entitlements) = match namespace {
+            Some(ns) => (
+                self.identities.in_namespace(ns),
+                self.entitlements.in_namespace(ns),
+            ),
+            None => (self.identities.state(), self.entitlements.state()),
+        };
+        for mi in identities {
+            let _ = self.to_identities.send(ObjectRef::from_obj(mi.as_ref()));
         }
-        for ent in self.entitlements.state() {
-            if within(ent.namespace()) {
-                let _ = self.to_entitlements.send(ObjectRef::from_obj(ent.as_ref()));
-            }
+        for ent in entitlements {
+            let _ = self.to_entitlements.send(ObjectRef::from_obj(ent.as_ref()));
         }
     }
 }

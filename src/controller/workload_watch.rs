@@ -12,12 +12,13 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::core::{GroupVersionKind, PartialObjectMeta};
 use kube::discovery::{Scope, pinned_kind};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 
+use crate::cache::IndexedStore;
 use nhi_api::{MachineIdentity, WorkloadRef};
 use nhi_core::lifecycle::workload::{Presence, WATCH_STARTING};
 
@@ -38,7 +39,7 @@ struct KindWatch {
 
 /// Where to send identities to look at again, and the identity cache to find them in.
 struct Wiring {
-    identities: Store<MachineIdentity>,
+    identities: IndexedStore<MachineIdentity>,
     trigger: UnboundedSender<ObjectRef<MachineIdentity>>,
 }
 
@@ -74,7 +75,7 @@ impl WorkloadWatches {
     /// Connects the watches to the identity cache and the identity controller's trigger.
     pub fn wire(
         &self,
-        identities: Store<MachineIdentity>,
+        identities: IndexedStore<MachineIdentity>,
         trigger: UnboundedSender<ObjectRef<MachineIdentity>>,
     ) {
         let _ = self.wiring.set(Wiring {
@@ -128,7 +129,12 @@ impl WorkloadWatches {
             return;
         };
         let key = kind_key(w);
-        for mi in wiring.identities.state() {
+        // One workload's change looks at its namespace's identities only.
+        let identities = match only.and_then(|o| o.split_once('/')) {
+            Some((ns, _)) => wiring.identities.in_namespace(ns),
+            None => wiring.identities.state(),
+        };
+        for mi in identities {
             let Some(r) = mi.spec.workload_ref.as_ref() else {
                 continue;
             };

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use kube::runtime::reflector::Store;
 use time::Duration;
 
+use crate::cache::IndexedStore;
 use crate::controller::policy_watch::PolicyView;
 use crate::controller::signing_ca::SigningCa;
 use crate::metrics::Metrics;
@@ -29,7 +30,7 @@ pub struct DelegationContext {
     /// Which certificates are revoked (the leader's record, current to the write).
     pub revoker: Revoker,
     pub identities: Store<MachineIdentity>,
-    pub entitlements: Store<Entitlement>,
+    pub entitlements: IndexedStore<Entitlement>,
     pub policies: PolicyView,
     /// The operator's trust domain: a parent of another is refused.
     pub trust_domain: String,

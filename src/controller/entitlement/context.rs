@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use kube::Client;
-use kube::runtime::reflector::Store;
 
+use crate::cache::IndexedStore;
 use crate::controller::policy_watch::PolicyView;
 use crate::controller::report::Reporter;
 use crate::controller::status_memory::RecentStatusWrites;
@@ -15,7 +15,7 @@ use nhi_api::MachineIdentity;
 pub struct EntitlementContext {
     pub client: Client,
     /// The MachineIdentity cache of the identity controller (subjects and their certificates).
-    pub identities: Store<MachineIdentity>,
+    pub identities: IndexedStore<MachineIdentity>,
     /// The tenant policy: what each namespace's Entitlements may give.
     pub policies: PolicyView,
     pub reporter: Reporter,

@@ -68,9 +68,8 @@ pub async fn observe(
     let now = OffsetDateTime::now_utc();
     let identities: Vec<Identity> = ctx
         .identities
-        .state()
+        .in_namespace(&namespace)
         .iter()
-        .filter(|mi| mi.metadata.namespace.as_deref() == Some(namespace.as_str()))
         .filter(|mi| mi.metadata.deletion_timestamp.is_none())
         .map(|mi| identity(mi, &policy, now, &|serial| ctx.revoker.is_revoked(serial)))
         .collect();

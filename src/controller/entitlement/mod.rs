@@ -20,12 +20,13 @@ use futures::StreamExt;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tracing::warn;
 
 use super::report::report_failure;
+use crate::cache::IndexedWriter;
 use crate::kube_api::scoped_api;
 use crate::shutdown::Shutdown;
 pub use context::EntitlementContext;
@@ -61,13 +62,13 @@ pub fn error_policy(
 /// controller; until `shutdown` is requested.
 pub async fn run(
     ctx: Arc<EntitlementContext>,
-    cache: reflector::store::Writer<Entitlement>,
+    cache: IndexedWriter<Entitlement>,
     mut requests: UnboundedReceiver<ObjectRef<Entitlement>>,
     to_identities: UnboundedSender<ObjectRef<MachineIdentity>>,
     (namespace, concurrency): (Option<String>, u16),
     shutdown: Shutdown,
 ) {
-    let store = cache.as_reader();
+    let store = cache.as_reader().store();
     let changes = watch::entitlement_stream(
         ctx.client.clone(),
         namespace.as_deref(),

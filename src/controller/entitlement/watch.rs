@@ -6,11 +6,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
-use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::cache::{IndexedStore, IndexedWriter};
 use crate::health::Health;
 use nhi_api::{Entitlement, MachineIdentity};
 use nhi_core::entitle::resolve::EntitlementFacts;
@@ -94,7 +95,7 @@ struct SelectionMemory {
 fn map_event(
     memory: &mut SelectionMemory,
     ev: &watcher::Event<Entitlement>,
-    identities: &Store<MachineIdentity>,
+    identities: &IndexedStore<MachineIdentity>,
 ) -> Vec<(String, BTreeSet<String>)> {
     let (ent, gone) = match ev {
         watcher::Event::Init => {
@@ -156,7 +157,7 @@ fn map_event(
 /// relist shows no Delete for them); the identities they selected are rechecked.
 fn vanished_during_relist(
     memory: &mut SelectionMemory,
-    identities: &Store<MachineIdentity>,
+    identities: &IndexedStore<MachineIdentity>,
 ) -> Vec<(String, BTreeSet<String>)> {
     let Some(seen) = memory.relisted.take() else {
         return vec![];
@@ -180,12 +181,11 @@ fn vanished_during_relist(
 }
 
 /// The cached identities of a namespace.
-fn carriers(identities: &Store<MachineIdentity>, namespace: &str) -> Vec<Arc<MachineIdentity>> {
-    identities
-        .state()
-        .into_iter()
-        .filter(|mi| mi.metadata.namespace.as_deref() == Some(namespace))
-        .collect()
+fn carriers(
+    identities: &IndexedStore<MachineIdentity>,
+    namespace: &str,
+) -> Vec<Arc<MachineIdentity>> {
+    identities.in_namespace(namespace)
 }
 
 impl<'a> From<&'a Arc<MachineIdentity>> for IdentityView<'a> {
@@ -207,8 +207,8 @@ impl<'a> From<&'a Arc<MachineIdentity>> for IdentityView<'a> {
 pub fn entitlement_stream(
     client: Client,
     namespace: Option<&str>,
-    writer: Writer<Entitlement>,
-    identities: Store<MachineIdentity>,
+    mut writer: IndexedWriter<Entitlement>,
+    identities: IndexedStore<MachineIdentity>,
     to_identities: UnboundedSender<ObjectRef<MachineIdentity>>,
     health: Arc<Health>,
 ) -> impl Stream<Item = Result<Entitlement, watcher::Error>> + Send + 'static {
@@ -217,7 +217,12 @@ pub fn entitlement_stream(
     watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(|e: &mut Entitlement| e.metadata.managed_fields = None)
-        .reflect(writer)
+        .map(move |ev| {
+            if let Ok(ev) = &ev {
+                writer.apply(ev);
+            }
+            ev
+        })
         .inspect(move |ev| {
             let Ok(ev) = ev else {
                 return;
@@ -346,7 +351,7 @@ mod tests {
 
     #[test]
     fn status_writes_map_to_nothing_and_missed_deletions_are_caught_at_relist() {
-        let (store, _writer) = kube::runtime::reflector::store::<MachineIdentity>();
+        let (store, _writer) = crate::cache::indexed_store::<MachineIdentity>();
         let mut memory = SelectionMemory::default();
         let e1 = entitlement("u1", 1, &["api"]);
         assert_eq!(

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use kube::Client;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::memory::IdentityMemory;
 use super::settings::Settings;
+use crate::cache::IndexedStore;
 use crate::controller::policy_watch::PolicyView;
 use crate::controller::reissue_pacing::ReissuePacing;
 use crate::controller::report::Reporter;
@@ -32,7 +33,7 @@ pub struct IdentityContext {
     /// Metadata index of the operator's own (labelled) identity Secrets.
     pub secrets: Arc<SecretIndex>,
     /// The Entitlement cache: what the grants of each identity are resolved from.
-    pub entitlements: Store<Entitlement>,
+    pub entitlements: IndexedStore<Entitlement>,
     /// The tenant policy: what each namespace's identities may claim.
     pub policies: PolicyView,
     /// Whether the caches have synced.

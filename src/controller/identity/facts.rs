@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use time::OffsetDateTime;
 
 use super::context::IdentityContext;
 use crate::ca::CertificateAuthority;
+use crate::cache::IndexedStore;
 use crate::controller::error::ReconcileError;
 use crate::controller::secret_index::SecretVersion;
 use nhi_api::{Entitlement, MachineIdentity, RevocationStatus};
@@ -230,14 +230,13 @@ fn namespace_entitlements(
 /// The Entitlements of `namespace` in `store` that its `policy` allows, as plain data (what
 /// grants resolve from, for Secrets and pod certificates alike).
 pub fn entitlement_facts(
-    store: &Store<Entitlement>,
+    store: &IndexedStore<Entitlement>,
     namespace: &str,
     policy: &EffectivePolicy,
 ) -> Vec<EntitlementFacts> {
     store
-        .state()
+        .in_namespace(namespace)
         .iter()
-        .filter(|e| e.metadata.namespace.as_deref() == Some(namespace))
         .filter(|e| check_entitlement(&e.spec, policy).is_empty())
         .filter_map(|e| EntitlementFacts::from_resource(e).ok())
         .collect()

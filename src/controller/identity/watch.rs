@@ -9,13 +9,14 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use super::context::IdentityContext;
+use crate::cache::IndexedWriter;
 use crate::controller::entitlement::watch as entitlement_watch;
 use crate::controller::secret_index::SecretIndex;
 use crate::health::Health;
@@ -65,7 +66,7 @@ pub struct IdentitySources<S, R> {
     /// The identity-Secret watch whose index is in the context.
     pub secrets: S,
     /// The writer of the identity cache (the other controllers read it).
-    pub cache: reflector::store::Writer<MachineIdentity>,
+    pub cache: IndexedWriter<MachineIdentity>,
     /// Identities other controllers ask to be looked at.
     pub requests: R,
     /// The one namespace watched, or None for all.
@@ -81,7 +82,7 @@ where
     S: futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
     R: futures::Stream<Item = ObjectRef<MachineIdentity>> + Send + 'static,
 {
-    let store = sources.cache.as_reader();
+    let store = sources.cache.as_reader().store();
     let identities = identity_stream(ctx.clone(), sources.namespace.as_deref(), sources.cache);
     let health = ctx.health.clone();
     health.controller_alive.store(true, Ordering::Relaxed);
@@ -112,7 +113,7 @@ where
 fn identity_stream(
     ctx: Arc<IdentityContext>,
     namespace: Option<&str>,
-    cache: reflector::store::Writer<MachineIdentity>,
+    mut cache: IndexedWriter<MachineIdentity>,
 ) -> impl futures::Stream<Item = Result<MachineIdentity, watcher::Error>> + Send + 'static {
     let api: Api<MachineIdentity> = scoped_api(ctx.client.clone(), namespace);
     let relisting = Arc::new(AtomicBool::new(false));
@@ -126,7 +127,12 @@ fn identity_stream(
                 identity_event_seen(&seen_ctx, ev, &relist_flag);
             }
         })
-        .reflect(cache)
+        .map(move |ev| {
+            if let Ok(ev) = &ev {
+                cache.apply(ev);
+            }
+            ev
+        })
         .inspect(move |ev| {
             if let Ok(ev) = ev {
                 refresh_entitlements(&refresh_ctx, ev);
@@ -198,7 +204,9 @@ fn refresh_entitlements(ctx: &IdentityContext, ev: &watcher::Event<MachineIdenti
             }
         }
         watcher::Event::Apply(mi) | watcher::Event::Delete(mi) => {
-            let entitlements = ctx.entitlements.state();
+            let entitlements = ctx
+                .entitlements
+                .in_namespace(mi.metadata.namespace.as_deref().unwrap_or_default());
             for e in entitlement_watch::entitlements_to_refresh(mi, &entitlements) {
                 ctx.refresh_entitlement(e.namespace.as_deref().unwrap_or_default(), &e.name);
             }

@@ -1,10 +1,10 @@
 //! What the pod-certificate signer reads and writes through.
 
 use kube::Client;
-use kube::runtime::reflector::Store;
 use time::Duration;
 
 use super::record_queue::RecordQueues;
+use crate::cache::IndexedStore;
 use crate::controller::policy_watch::PolicyView;
 use crate::controller::report::Reporter;
 use crate::controller::signing_ca::SigningCa;
@@ -21,9 +21,9 @@ pub struct PodCertContext {
     /// The CA that signs (the current one, during a rotation too).
     pub ca: SigningCa,
     /// The MachineIdentity cache: which identity covers a pod.
-    pub identities: Store<MachineIdentity>,
+    pub identities: IndexedStore<MachineIdentity>,
     /// The Entitlement cache: the grants a pod certificate carries.
-    pub entitlements: Store<Entitlement>,
+    pub entitlements: IndexedStore<Entitlement>,
     /// The tenant policy.
     pub policies: PolicyView,
     pub issuance: IssuancePolicy,

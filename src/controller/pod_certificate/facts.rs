@@ -77,7 +77,7 @@ pub async fn observe(
             .map(|(k, _)| k.clone())
             .collect(),
         key: requested_key(&spec.stub_pkc_s10_request.0).map_err(|e| e.to_string()),
-        claimants: claimants(&ctx.identities.state(), &namespace),
+        claimants: claimants(&ctx.identities.in_namespace(&namespace), &namespace),
         policy,
         entitlements,
         ca_not_after: ctx.ca.current().not_after(),
