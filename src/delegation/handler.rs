@@ -28,8 +28,7 @@ pub const BAD_REQUEST: &str = "BadRequest";
 pub const RATE_LIMITED: &str = "RateLimited";
 /// The client certificate names no identity this endpoint serves.
 pub const PARENT_INVALID: &str = "ParentInvalid";
-/// The operator cannot answer yet.
-pub const NOT_READY: &str = "NotReady";
+pub use super::parent::NOT_READY;
 /// The CA could not sign.
 pub const SIGNING_FAILED: &str = "SigningFailed";
 
@@ -115,12 +114,20 @@ pub fn answer(
             format!("POST {PATH}"),
         );
     }
-    // Until the revocation record is loaded, a revoked parent could not be told from others.
+    // Until the revocation record is loaded, a revoked parent could not be told from others;
+    // until the tenant policies are, a namespace's bounds could not be.
     if ctx.revoker.record_crl_bytes().is_none() {
         return Answer::refused(
             StatusCode::SERVICE_UNAVAILABLE,
             NOT_READY,
             "the operator has not loaded its revocation record yet; try again".into(),
+        );
+    }
+    if !ctx.policies.is_synced() {
+        return Answer::refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            NOT_READY,
+            "the operator has not loaded the tenant policies yet; try again".into(),
         );
     }
     // The handshake checked the chain; this reads who it is (and refuses what is no identity).
@@ -277,9 +284,15 @@ fn decide_and_sign(
             )
         });
     }
-    let asker = asker.map_err(|r| Refused {
-        counted: r.reason != super::parent::PARENT_UNKNOWN,
-        ..Refused::of(StatusCode::FORBIDDEN, r)
+    let asker = asker.map_err(|r| {
+        let status = match r.reason {
+            NOT_READY => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::FORBIDDEN,
+        };
+        Refused {
+            counted: r.reason != super::parent::PARENT_UNKNOWN,
+            ..Refused::of(status, r)
+        }
     })?;
     let bad_request = |message: String| Refused::new(StatusCode::BAD_REQUEST, BAD_REQUEST, message);
     let body = request.map_err(|e| bad_request(e.clone()))?;

@@ -17,6 +17,8 @@ use nhi_identity::verify::VerifiedIdentity;
 
 /// A parent not known here (another trust domain, or no such MachineIdentity).
 pub const PARENT_UNKNOWN: &str = "ParentUnknown";
+/// The operator cannot answer yet (a cache it decides from is not loaded).
+pub const NOT_READY: &str = "NotReady";
 /// The identity's `spec.delegation` holds a value the schema should have refused.
 pub const INVALID_DELEGATION: &str = "InvalidDelegation";
 
@@ -51,7 +53,17 @@ pub fn read_parent(
         .identities
         .get(&ObjectRef::new(&id.name).within(&id.namespace))
         .ok_or_else(|| unknown(format!("MachineIdentity {key} does not exist")))?;
-    let (policy, _) = ctx.policies.effective(&id.namespace);
+    let (policy, namespace_known) = ctx.policies.effective(&id.namespace);
+    if !namespace_known {
+        // Its labels decide which policies apply: without them, none can be told.
+        return Err(Refusal {
+            reason: NOT_READY,
+            message: format!(
+                "namespace {} is not known here yet; try again",
+                id.namespace
+            ),
+        });
+    }
     let bound = delegation_bound(&policy);
     let limits = match &mi.spec.delegation {
         None => None,

@@ -39,9 +39,9 @@ impl RateLimits {
     /// Takes one request from `identity`'s budget of `per_minute` at `now`; when it is spent, how
     /// long until the next.
     pub fn take(&self, identity: &str, per_minute: u32, now: Instant) -> Result<(), Spent> {
-        let Ok(mut buckets) = self.buckets.lock() else {
-            return Ok(());
-        };
+        // A panic elsewhere leaves the counts as they were: they still limit.
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let per_minute = per_minute.max(1);
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(identity) {
             prune(&mut buckets, now);
         }
@@ -115,6 +115,15 @@ mod tests {
         assert!(limits.take("a", 100, t0).is_ok());
         assert!(limits.take("a", 1, t0).is_ok());
         assert!(limits.take("a", 1, t0).is_err());
+    }
+
+    #[test]
+    fn a_zero_limit_is_one_a_minute_never_a_panic() {
+        let limits = RateLimits::default();
+        let t0 = Instant::now();
+        assert!(limits.take("a", 0, t0).is_ok());
+        let spent = limits.take("a", 0, t0).unwrap_err();
+        assert!((spent.wait.as_secs_f64() - 60.0).abs() < 0.01, "{spent:?}");
     }
 
     #[test]

@@ -132,16 +132,28 @@ async fn a_namespace_policy_bounds_what_its_identities_delegate() {
         "{denied}"
     );
 
-    // The platform withdraws delegation: the endpoint refuses the identity (admission could not
-    // see this), and admission refuses new identities that ask for it.
-    policies
-        .patch(
-            &policy.name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"delegation": null}})),
-        )
-        .await
-        .unwrap();
+    // An explicit null is no delegation on either side (the apiserver drops it before admission).
+    env.create_identity(
+        "nulled",
+        json!({"owner": {"team": "t"}, "secretName": "nulled-identity", "delegation": null}),
+    )
+    .await;
+    let nulled = mis.get("nulled").await.unwrap();
+    assert!(nulled.spec.delegation.is_none());
+
+    // The platform adds a second policy for the namespace, written with `delegation: null`: the
+    // policies intersect, so delegation is withdrawn. The endpoint refuses the identity admitted
+    // before (admission could not see this), and admission refuses new identities that ask.
+    let denying = ClusterPolicy::create(
+        &client,
+        &format!("{}-deny", policy.name),
+        json!({"namespaceSelector": {"matchLabels": {"nhi.dev/identity-policy": label}},
+               "grants": {"allowed": ["*"]}, "delegation": null}),
+    )
+    .await;
+    let stored = policies.get(&denying.name).await.unwrap();
+    assert!(stored.spec.delegation.is_none(), "the null is dropped");
+    let named = format!("IdentityPolicy {}", denying.name);
     let message = wait_for(
         Duration::from_secs(15),
         "the withdrawn delegation",

@@ -95,6 +95,7 @@ pub struct IdentityPolicySpec {
     /// Whether identities may delegate to task identities (`spec.delegation`), and the widest
     /// limits they may set. Absent: no delegation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::machine_identity::not_nullable)]
     pub delegation: Option<DelegationBounds>,
 }
 
@@ -114,13 +115,13 @@ pub struct DelegationBounds {
 
     /// How many delegations deep a chain may go (1 to 8). Absent: 8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 8))]
+    #[schemars(range(min = 1, max = 8), transform = crate::machine_identity::not_nullable)]
     pub max_depth: Option<i32>,
 
     /// How many children an identity and its descendants may be given per minute (1 to 6000).
     /// Absent: 6000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 6000))]
+    #[schemars(range(min = 1, max = 6000), transform = crate::machine_identity::not_nullable)]
     pub max_per_minute: Option<i32>,
 }
 

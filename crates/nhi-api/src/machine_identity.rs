@@ -84,6 +84,7 @@ pub struct MachineIdentitySpec {
     /// (`<spiffe id>/task/<task id>`), each holding a subset of the identity's current grants and
     /// ending no later than the certificate that asked. Absent: no delegation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = not_nullable)]
     pub delegation: Option<DelegationSpec>,
 }
 
@@ -104,13 +105,13 @@ pub struct DelegationSpec {
     /// How many delegations deep a chain may go: 1 lets the identity's own certificate delegate
     /// and no child delegate further (1 to 8). Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 8))]
+    #[schemars(range(min = 1, max = 8), transform = not_nullable)]
     pub max_depth: Option<i32>,
 
     /// How many children the identity and all its descendants may be given per minute, together
     /// (1 to 6000). Default 60.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 6000))]
+    #[schemars(range(min = 1, max = 6000), transform = not_nullable)]
     pub max_per_minute: Option<i32>,
 
     /// The grants a child may be given: a subset of the identity's. Absent: any grant the
@@ -118,6 +119,42 @@ pub struct DelegationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::entitlement::grants_list_schema")]
     pub grants: Option<Vec<String>>,
+}
+
+/// Leaves `nullable` out of an optional field's schema: the apiserver then drops an explicit
+/// `null` before admission, so a policy's CEL never sees one (`has()` is true of a null).
+pub(crate) fn not_nullable(schema: &mut Schema) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    obj.remove("nullable");
+    // Until the generator's transforms make them `nullable`, an optional field's schema is
+    // `type: [<its type>, "null"]`, or `anyOf: [<its schema>, {type: "null"}]`: keep the type.
+    if let Some(types) = obj.get_mut("type").and_then(|t| t.as_array_mut()) {
+        types.retain(|t| t != "null");
+        if let [only] = types.as_slice() {
+            let only = only.clone();
+            obj.insert("type".into(), only);
+        }
+    }
+    let option = match obj
+        .get("anyOf")
+        .and_then(|a| a.as_array())
+        .map(Vec::as_slice)
+    {
+        Some([first, null])
+            if null.get("type") == Some(&serde_json::json!("null"))
+                || null.get("enum") == Some(&serde_json::json!([null])) =>
+        {
+            first.as_object().cloned()
+        }
+        _ => None,
+    };
+    if let Some(mut first) = option {
+        obj.remove("anyOf");
+        first.remove("nullable");
+        obj.append(&mut first);
+    }
 }
 
 /// A child's lifetime (an identity's limit, or a policy's bound): a Go duration, 10s to 1h.

@@ -50,8 +50,16 @@ fn narrow<T: Ord + Copy>(current: &mut Option<Bound<T>>, value: T, policy: &str)
     }
 }
 
+/// Why a bound the schema should have refused denies delegation.
+fn out_of_range(field: &str, value: Option<i32>) -> String {
+    format!(
+        "the policy's delegation.{field} {} is out of range",
+        value.unwrap_or_default()
+    )
+}
+
 /// The delegation bound of `policy`: denied when any policy that applies has no `delegation`
-/// (or one that cannot be read), else the narrowest of their bounds.
+/// (or one with a bound that cannot be read or is out of range), else the narrowest of their bounds.
 pub fn delegation_bound(policy: &EffectivePolicy) -> DelegationBound {
     let (mut max_child_ttl, mut max_depth, mut max_per_minute) = (None, None, None);
     for p in &policy.applied {
@@ -72,15 +80,21 @@ pub fn delegation_bound(policy: &EffectivePolicy) -> DelegationBound {
                 }
             }
         }
-        if let Some(d) = bounds.max_depth {
-            narrow(&mut max_depth, usize::try_from(d).unwrap_or(0), &p.source);
+        match bounds
+            .max_depth
+            .map(|d| usize::try_from(d).ok().filter(|d| *d >= 1))
+        {
+            None => {}
+            Some(Some(d)) => narrow(&mut max_depth, d, &p.source),
+            Some(None) => return denied(out_of_range("maxDepth", bounds.max_depth)),
         }
-        if let Some(n) = bounds.max_per_minute {
-            narrow(
-                &mut max_per_minute,
-                u32::try_from(n).unwrap_or(0),
-                &p.source,
-            );
+        match bounds
+            .max_per_minute
+            .map(|n| u32::try_from(n).ok().filter(|n| *n >= 1))
+        {
+            None => {}
+            Some(Some(n)) => narrow(&mut max_per_minute, n, &p.source),
+            Some(None) => return denied(out_of_range("maxPerMinute", bounds.max_per_minute)),
         }
     }
     DelegationBound::Allowed {
@@ -226,6 +240,13 @@ mod tests {
             spec_with(Some(bounds(Some("99999999999999999999h"), None, None))),
         )]);
         assert!(b.denial().unwrap().contains("cannot be read"), "{b:?}");
+        for (depth, per_minute) in [(Some(0), None), (None, Some(0)), (Some(-3), None)] {
+            let b = bound_of(vec![(
+                "a",
+                spec_with(Some(bounds(None, depth, per_minute))),
+            )]);
+            assert!(b.denial().unwrap().contains("out of range"), "{b:?}");
+        }
     }
 
     #[test]
