@@ -469,7 +469,22 @@ EOF
   wait_ready etcd "/health ok" etcd_healthy
 
   local pki=$STATE/pki
+  # The audit log records who wrote what and when (writes only, metadata only): the chaos and
+  # fencing tests read it to show a replica wrote nothing after it lost the Lease.
+  cat >"$STATE/audit-policy.yaml" <<'EOF_AUDIT'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    verbs: [get, list, watch]
+  - level: Metadata
+EOF_AUDIT
   start kube-apiserver "$bin/kube-apiserver" \
+    --audit-policy-file="$STATE/audit-policy.yaml" \
+    --audit-log-path="$STATE/audit.log" \
+    --audit-log-maxsize=100 \
+    --audit-log-maxbackup=3 \
     --etcd-servers="$etcd_url" \
     --bind-address=127.0.0.1 \
     --advertise-address=127.0.0.1 \

@@ -17,3 +17,18 @@ where
         None => Api::all(client),
     }
 }
+
+/// Names this replica in the apiserver's audit log and request logs:
+/// `nhi-operator/<version> (<POD_NAME>)` (the host name out of a pod), as kubectl and
+/// controllers name themselves.
+pub fn identify(config: &mut kube::Config) {
+    let instance = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "local".into());
+    let agent = format!("nhi-operator/{} ({instance})", env!("CARGO_PKG_VERSION"));
+    if let Ok(value) = hyper::http::HeaderValue::from_str(&agent) {
+        config
+            .headers
+            .push((hyper::http::header::USER_AGENT, value));
+    }
+}

@@ -11,6 +11,8 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tracing::{debug, info, warn};
 
+use crate::fence::Fence;
+
 /// Where the Lease lives and its timing.
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
@@ -160,11 +162,15 @@ pub async fn acquire(client: Client, cfg: &LeaseConfig) -> tokio::time::Instant 
 /// Renews the Lease, held since the claim that started at `claimed`, until no renewal has
 /// succeeded within the renew deadline; then returns, and the caller must stop writing at once.
 /// The deadline is absolute: counted from the start of the last successful renewal, it bounds
-/// every wait and every request, so the holder stops before a standby can take over.
-pub async fn hold(client: Client, cfg: &LeaseConfig, claimed: tokio::time::Instant) {
+/// every wait and every request, so the holder stops before a standby can take over. `fence`
+/// follows each renewal (and closes when this returns): the writers check it, so a holder
+/// paused past its deadline writes nothing when it resumes, whichever task runs first.
+pub async fn hold(client: Client, cfg: &LeaseConfig, claimed: tokio::time::Instant, fence: &Fence) {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     let mut observed = Observed::default();
     let mut renewed = claimed;
+    fence.renewed(claimed);
+    let _closed = CloseOnDrop(fence);
     loop {
         let deadline = renewed + cfg.renew_deadline;
         tokio::time::sleep_until((tokio::time::Instant::now() + cfg.retry_period).min(deadline))
@@ -175,7 +181,10 @@ pub async fn hold(client: Client, cfg: &LeaseConfig, claimed: tokio::time::Insta
             return;
         }
         match tokio::time::timeout_at(deadline, try_claim(&api, cfg, &mut observed)).await {
-            Ok(Ok(true)) => renewed = started,
+            Ok(Ok(true)) => {
+                renewed = started;
+                fence.renewed(started);
+            }
             Ok(Ok(false)) => {
                 warn!(lease = %cfg.name, "another replica took the Lease");
                 return;
@@ -183,6 +192,15 @@ pub async fn hold(client: Client, cfg: &LeaseConfig, claimed: tokio::time::Insta
             Ok(Err(e)) => warn!(error = %e, "renewing the Lease failed"),
             Err(_) => warn!(lease = %cfg.name, "renewing the Lease timed out"),
         }
+    }
+}
+
+/// Closes the fence when the holder stops holding, however it stops.
+struct CloseOnDrop<'a>(&'a Fence);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 

@@ -18,6 +18,7 @@ pub mod cache;
 pub mod controller;
 pub mod delegate_cli;
 pub mod delegation;
+pub mod fence;
 pub mod health;
 pub mod http;
 pub mod http_trust;

@@ -20,6 +20,7 @@ use crate::controller::report::Reporter;
 use crate::controller::signing_ca::SigningCa;
 use crate::controller::workload_watch::WorkloadWatches;
 use crate::controller::{self, Wiring};
+use crate::fence::{Fence, FenceLayer};
 use crate::health::Health;
 use crate::http;
 use crate::leader::{self, LeaseConfig};
@@ -83,11 +84,21 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 pub async fn run(settings: Settings) -> Result<(), StartError> {
     settings.validate().map_err(StartError::Settings)?;
     let shutdown = Shutdown::listen();
-    let config = kube::Config::infer().await?;
+    let mut config = kube::Config::infer().await?;
+    crate::kube_api::identify(&mut config);
     let kube_endpoint = match settings.kubernetes_access {
         true => Some(kube_endpoint(&settings, &config)?),
         false => None,
     };
+    // Two clients: the Lease and the pod label go through `client`; everything the leader does
+    // goes through `writer`, whose writes pass the fence (open without leader election).
+    let fence = match settings.leader_elect {
+        true => Fence::leased(settings.renew_deadline.0.unsigned_abs()),
+        false => Fence::open(),
+    };
+    let writer = kube::client::ClientBuilder::try_from(config.clone())?
+        .with_layer(&FenceLayer(fence.clone()))
+        .build();
     let client = Client::try_from(config)?;
     let health = Arc::new(Health::default());
     let metrics = Arc::new(Metrics::new(settings.metrics_per_identity));
@@ -123,7 +134,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let Some(cfg) = settings.leader_elect.then(|| lease_config(&settings)) else {
         let running = (health, metrics, shutdown);
         return tokio::select! {
-            result = lead(settings, client, kube_endpoint, running, (revoker, revocations)) => result,
+            result = lead(settings, writer, kube_endpoint, running, (revoker, revocations)) => result,
             _ = overdue => Err(StartError::ShutdownOverdue),
         };
     };
@@ -139,7 +150,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     health.standby.store(false, Ordering::Relaxed);
     let running = (health, metrics, shutdown);
     tokio::select! {
-        result = lead(settings, client.clone(), kube_endpoint, running, (revoker, revocations)) => {
+        result = lead(settings, writer, kube_endpoint, running, (revoker, revocations)) => {
             unlabel(client.clone()).await;
             leader::release(client, &cfg).await;
             result
@@ -153,7 +164,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
             let _ = tokio::time::timeout(Duration::from_secs(2), release).await;
             Err(StartError::ShutdownOverdue)
         }
-        _ = leader::hold(client.clone(), &cfg, claimed) => {
+        _ = leader::hold(client.clone(), &cfg, claimed, &fence) => {
             unlabel(client).await;
             Err(StartError::LostLeadership)
         }

@@ -1,5 +1,6 @@
-//! High availability: two operators with leader election; the leader dies during a burst of 200
-//! issuances; the standby takes over; every identity ends Ready with exactly one certificate.
+//! High availability: two operators with leader election; the leader dies (or is paused past its
+//! Lease and resumed) during a burst of 200 issuances; the standby takes over; every identity
+//! ends Ready with exactly one certificate.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -32,10 +33,31 @@ async fn wait_for_holder(leases: &Api<Lease>, who: &str, timeout: Duration, what
     .await
 }
 
+/// How the leader is taken out mid-burst.
+#[derive(Clone, Copy, PartialEq)]
+enum Disruption {
+    /// `kill -9`.
+    Kill,
+    /// SIGSTOP until the standby holds the Lease, then SIGCONT: the old leader resumes with
+    /// its in-flight work, and must write nothing of it.
+    Pause,
+}
+
 #[tokio::test]
 async fn the_standby_takes_over_a_burst_without_issuing_twice() {
+    handover_during_a_burst("leader", Disruption::Kill).await;
+}
+
+#[tokio::test]
+async fn a_paused_leader_resumes_fenced_and_nothing_is_issued_twice() {
+    handover_during_a_burst("paused", Disruption::Pause).await;
+}
+
+/// Two replicas, a burst of N issuances, the leader taken out mid-burst by `disruption`: the
+/// standby takes over, every identity ends Ready with exactly one certificate ever written.
+async fn handover_during_a_burst(prefix: &str, disruption: Disruption) {
     let client = client().await;
-    let ns = TestNamespace::create(&client, "leader").await;
+    let ns = TestNamespace::create(&client, prefix).await;
     let flags = [
         "--leader-elect",
         "--lease-duration",
@@ -105,13 +127,14 @@ async fn the_standby_takes_over_a_burst_without_issuing_twice() {
     )
     .await;
     let killed = Instant::now();
-    let (survivor, survivor_op) = if first == "op-a" {
-        a.kill();
-        ("op-b", &b)
-    } else {
-        b.kill();
-        ("op-a", &a)
+    let (survivor, survivor_op, leader_op) = match first.as_str() {
+        "op-a" => ("op-b", &b, &mut a),
+        _ => ("op-a", &a, &mut b),
     };
+    match disruption {
+        Disruption::Kill => leader_op.kill(),
+        Disruption::Pause => leader_op.signal("STOP"),
+    }
     let issued_before_kill = serials.lock().unwrap().len();
     assert!(
         issued_before_kill < N,
@@ -135,6 +158,38 @@ async fn the_standby_takes_over_a_burst_without_issuing_twice() {
         assert_eq!(standby_ca, published_ca);
         let crl = ok(survivor_op.get("/crl.pem").await).expect("the standby serves /crl.pem");
         assert!(crl.contains("BEGIN X509 CRL"));
+    }
+    if disruption == Disruption::Pause {
+        // Resumed once the standby leads: the old leader finds its Lease past the deadline and
+        // stops, and whatever it had begun is refused by the fence before it is written.
+        wait_for_holder(&leases, survivor, Duration::from_secs(30), "the takeover").await;
+        let resumed_at = time::OffsetDateTime::now_utc();
+        leader_op.signal("CONT");
+        wait_for(
+            Duration::from_secs(15),
+            "the resumed leader to stop",
+            || std::future::ready((!leader_op.alive()).then_some(())),
+        )
+        .await;
+        let log = leader_op.log_text();
+        assert!(
+            log.contains("could not renew the Lease within the deadline")
+                || log.contains("another replica took the Lease"),
+            "the resumed leader stopped for its Lease:\n{}",
+            leader_op.log_tail()
+        );
+        // What it sent before the pause was received before it resumed: anything later was
+        // written after it lost the Lease.
+        let leader_name = if survivor == "op-a" { "op-b" } else { "op-a" };
+        let agent = format!("({leader_name})");
+        let all = audited_writes(&agent, &ns.name, time::OffsetDateTime::UNIX_EPOCH);
+        assert!(!all.is_empty(), "the audit log names the leader's writes");
+        let late = audited_writes(&agent, &ns.name, resumed_at);
+        assert!(late.is_empty(), "the resumed leader wrote: {late:?}");
+        eprintln!(
+            "paused leader: {} writes refused by the fence after it resumed, none received",
+            log.matches("write refused by the fence").count()
+        );
     }
     burst.await.expect("every identity created");
 

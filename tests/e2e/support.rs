@@ -29,6 +29,43 @@ pub fn kubeconfig_path() -> PathBuf {
         .join("kubeconfig")
 }
 
+/// The local control plane's audit log (writes only, metadata only: who wrote what, when), next
+/// to its kubeconfig.
+pub fn audit_log_path() -> PathBuf {
+    kubeconfig_path().with_file_name("audit.log")
+}
+
+/// The writes in namespace `namespace` the apiserver received from a client whose user agent
+/// contains `agent` at or after `since`, as `verb resource/name` (the audit log is written
+/// before each response is sent).
+pub fn audited_writes(agent: &str, namespace: &str, since: time::OffsetDateTime) -> Vec<String> {
+    let path = audit_log_path();
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the control plane's audit log {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["userAgent"].as_str().is_some_and(|a| a.contains(agent)))
+        .filter(|e| e["objectRef"]["namespace"] == namespace)
+        .filter(|e| {
+            e["requestReceivedTimestamp"]
+                .as_str()
+                .and_then(|t| {
+                    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .is_some_and(|t| t >= since)
+        })
+        .map(|e| {
+            format!(
+                "{} {}/{}",
+                e["verb"].as_str().unwrap_or_default(),
+                e["objectRef"]["resource"].as_str().unwrap_or_default(),
+                e["objectRef"]["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 /// The kubeconfig the operator process runs with: `NHI_E2E_OPERATOR_KUBECONFIG` (for example a
 /// token of the Helm chart's ServiceAccount, to prove its RBAC suffices), else the tests' own.
 pub fn operator_kubeconfig_path() -> PathBuf {
@@ -357,6 +394,21 @@ impl Operator {
         let _ = c.kill();
         let _ = c.wait();
         None
+    }
+
+    /// Sends `signal` (such as `STOP` or `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        if let Some(c) = &self.child {
+            let status = Command::new("kill")
+                .args([format!("-{signal}"), c.id().to_string()])
+                .status();
+            assert!(status.is_ok_and(|s| s.success()), "kill -{signal}");
+        }
+    }
+
+    /// The whole log.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Starts the same process again after [`Operator::kill`].
