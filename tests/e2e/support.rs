@@ -40,8 +40,16 @@ pub fn audit_log_path() -> PathBuf {
 /// before each response is sent).
 pub fn audited_writes(agent: &str, namespace: &str, since: time::OffsetDateTime) -> Vec<String> {
     let path = audit_log_path();
-    let text = std::fs::read_to_string(&path)
+    let mut text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("the control plane's audit log {}: {e}", path.display()));
+    // And the files it was rotated into (audit-<time>.log).
+    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("audit-") && name.ends_with(".log") {
+            text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e["userAgent"].as_str().is_some_and(|a| a.contains(agent)))
