@@ -10,7 +10,7 @@ TEST_CLUSTER_DIR := e2e/.cluster-test
 CARGO ?= cargo
 
 .PHONY: help prereqs build binaries cluster-up cluster-down cluster-status crds crds-check fmt lint \
-        unit-test static-binary-test e2e-test test demo bench bench-revocation clean
+        unit-test static-binary-test e2e-test test chaos demo bench bench-revocation clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -68,6 +68,11 @@ test: ## Every test: set-up, lint, unit, then end-to-end on a control plane of i
 	$(MAKE) static-binary-test
 	@NHI_CLUSTER_DIR=$(TEST_CLUSTER_DIR) NHI_REQUIRE_TOOLS=1 e2e/run-e2e.sh --own-cluster
 
+chaos: ## The chaos suite at full size (1,000 identities, 20 SIGKILLs; the paused leader) on a control plane of its own; make test runs it small.
+	@e2e/prereqs.sh test
+	@NHI_CLUSTER_DIR=e2e/.cluster-chaos NHI_CHAOS=full NHI_E2E_ONLY="chaos:: leader::a_paused" \
+		e2e/run-e2e.sh --own-cluster
+
 demo: ## Start the control plane and node (unless KUBECONFIG is set), install the chart, apply the samples, show a workload across rotations.
 	@e2e/prereqs.sh demo
 	@e2e/demo.sh
@@ -81,4 +86,5 @@ bench-revocation: ## A revoke loop (LOOP=10000, CONCURRENCY=64 at once) and N=20
 clean: ## Remove build output and the local clusters' state (the demo's and the tests').
 	-e2e/cluster.sh down
 	-NHI_CLUSTER_DIR=$(TEST_CLUSTER_DIR) e2e/cluster.sh down
+	-NHI_CLUSTER_DIR=e2e/.cluster-chaos e2e/cluster.sh down
 	$(CARGO) clean

@@ -12,6 +12,9 @@
 #                                  is stopped first) and stopped at the end, also on failure
 #                                  (make test); a demo on e2e/.cluster is left alone
 #
+# NHI_E2E_ONLY="filter ..." runs only the operator tests those cargo filters select, one at a
+# time, and nothing after them (make chaos).
+#
 # KUBECONFIG is always set to that control plane's kubeconfig, so no test reaches another cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,6 +77,16 @@ echo "== operator end-to-end tests"
 cargo build -p nhi-identity --features delegate --example relying_service --example mtls_echo \
   --example task_agent
 cargo build --bins
+if [ -n "${NHI_E2E_ONLY:-}" ]; then
+  # make chaos: only these tests (NHI_E2E_ONLY, cargo test filters), one at a time, then stop.
+  read -r -a only <<<"$NHI_E2E_ONLY"
+  cargo test --test e2e -- --test-threads=1 --nocapture "${only[@]}"
+  if $own; then
+    trap - EXIT
+    e2e/cluster.sh down
+  fi
+  exit 0
+fi
 cargo test --test e2e -- --test-threads="${NHI_E2E_THREADS:-3}"
 
 echo "== the samples: every workloadRef resolves, nothing lapses soon, the operator issues them"

@@ -1,6 +1,7 @@
 //! End-to-end tests against the local control plane (`make cluster-up`, or run by `make test`).
 
 mod agent;
+mod chaos;
 mod continuity;
 mod delegation;
 mod delegation_policy;
