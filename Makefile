@@ -68,7 +68,7 @@ test: ## Every test: set-up, lint, unit, then end-to-end on a control plane of i
 	$(MAKE) static-binary-test
 	@NHI_CLUSTER_DIR=$(TEST_CLUSTER_DIR) NHI_REQUIRE_TOOLS=1 e2e/run-e2e.sh --own-cluster
 
-chaos: ## The chaos suite at full size (1,000 identities, 20 SIGKILLs; the paused leader) on a control plane of its own; make test runs it small.
+chaos: ## The chaos suite at full size (1,000 identities, 20 SIGKILLs; the paused leader; etcd and apiserver restarts) on a control plane of its own; make test runs part of it small.
 	@e2e/prereqs.sh test
 	@NHI_CLUSTER_DIR=e2e/.cluster-chaos NHI_CHAOS=full NHI_E2E_ONLY="chaos:: leader::a_paused" \
 		e2e/run-e2e.sh --own-cluster

@@ -3,9 +3,10 @@
 # examples/bench against the local control plane in $NHI_CLUSTER_DIR (started when not
 # running), or the cluster in $KUBECONFIG. MODE=pod-certificates times N PodCertificateRequests
 # to Issued against the Secret path instead (no node needed: the requests are created directly);
-# MODE=delegation times children signed over the delegation endpoint against the signing floor.
+# MODE=delegation times children signed over the delegation endpoint against the signing floor;
+# MODE=steady applies new identities at 50/s over N in place (p50/p99 to Ready, against the burst).
 #
-#   e2e/bench.sh N [pod-certificates|delegation]
+#   e2e/bench.sh N [pod-certificates|delegation|steady]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=e2e/env.sh
@@ -16,7 +17,8 @@ case ${2:-} in
   "") ;;
   pod-certificates) mode=(--pod-certificates) ;;
   delegation) mode=(--delegation) ;;
-  *) echo "bench: unknown MODE '$2' (pod-certificates, delegation, or none)" >&2; exit 2 ;;
+  steady) mode=(--steady) ;;
+  *) echo "bench: unknown MODE '$2' (pod-certificates, delegation, steady, or none)" >&2; exit 2 ;;
 esac
 bin_dir=$(e2e/build-binaries.sh)
 export PATH="$bin_dir:$PATH"

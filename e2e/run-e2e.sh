@@ -80,7 +80,7 @@ cargo build --bins
 if [ -n "${NHI_E2E_ONLY:-}" ]; then
   # make chaos: only these tests (NHI_E2E_ONLY, cargo test filters), one at a time, then stop.
   read -r -a only <<<"$NHI_E2E_ONLY"
-  cargo test --test e2e -- --test-threads=1 --nocapture "${only[@]}"
+  cargo test --test e2e -- --test-threads=1 --nocapture --include-ignored "${only[@]}"
   if $own; then
     trap - EXIT
     e2e/cluster.sh down

@@ -18,10 +18,19 @@
 //! Delegation (`--delegation`, `make bench MODE=delegation`): children signed by the delegation
 //! endpoint over mTLS, against the signing floor measured in the same run (see `delegation.rs`).
 //!
-//! Usage: bench [N] [--operator PATH] [--concurrency C] [--pod-certificates | --delegation]
+//! Steady (`--steady`, `make bench MODE=steady`): with N identities in place (applied at once,
+//! the burst), new ones applied at 50/s for `--steady-seconds` (default 60), each timed from its
+//! create to Ready; both reported (see `steady.rs`).
+//!
+//! Every operator run but the delegation's reports the renewal spread of the identities it
+//! applied at once: the busiest second of their renewals against the mean over the window.
+//!
+//! Usage: bench [N] [--operator PATH] [--concurrency C] [--pod-certificates | --delegation |
+//! --steady [--steady-seconds S]]
 
 mod delegation;
 mod pod_certificates;
+mod steady;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -604,6 +613,13 @@ async fn main() {
         delegation_mode(&client, &operator, n).await;
         return;
     }
+    if args.iter().any(|a| a == "--steady") {
+        let seconds = flag("--steady-seconds")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60.0);
+        steady_mode(&client, &operator, n, concurrency, seconds).await;
+        return;
+    }
 
     // Warm the control plane up (caches, connections, etcd) before measuring anything: whichever
     // run went first on a freshly started apiserver would otherwise pay for it alone.
@@ -657,6 +673,8 @@ async fn main() {
         cpu,
         ready,
     } = run;
+
+    let spread = steady::renewal_spread(&client, &ns, "o").await;
 
     // Revocation propagation: R identities deleted at once; each one's serial must reach the
     // published CRL (the nhi-trust ConfigMap). Baseline: the bare client deletes the same number
@@ -744,6 +762,7 @@ async fn main() {
         peak_rss as f64 / 1024.0
     );
     println!("operator CPU:               {cpu:.2} s");
+    print_spread(spread.as_ref());
     if let (Some(b), Some(o)) = (cp_base, cp_op) {
         println!(
             "apiserver+etcd CPU per identity: baseline {:.1} ms, operator run {:.1} ms",
@@ -775,6 +794,63 @@ async fn main() {
     }
     if ready.len() < n {
         eprintln!("bench: only {} of {n} identities became Ready", ready.len());
+        std::process::exit(1);
+    }
+}
+
+/// The renewal spread line (see [`steady::renewal_spread`]).
+fn print_spread(spread: Option<&steady::Spread>) {
+    match spread {
+        Some(s) => println!(
+            "renewal spread:             {} identities over {} s: busiest second {} = {:.2} x the mean {:.2}/s; by tenth of the window {:?}",
+            s.identities,
+            s.window_seconds,
+            s.busiest,
+            s.busiest as f64 / s.mean,
+            s.mean,
+            s.tenths
+        ),
+        None => println!("renewal spread:             no renewal times"),
+    }
+}
+
+/// The steady mode: N identities at once (the burst), then new ones at 50/s for `seconds` over
+/// them; fails when the steady p99 is 200 ms or more.
+async fn steady_mode(client: &Client, operator: &str, n: usize, concurrency: usize, seconds: f64) {
+    const RATE: f64 = 50.0;
+    eprintln!("== burst: {n} identities at once");
+    let mut run = operator_run(client, operator, n, concurrency, UNPOLICED).await;
+    let count = (RATE * seconds) as usize;
+    eprintln!("== steady: {count} identities at {RATE}/s over the {n} in place");
+    let steady = steady::steady_phase(client, &run.ns, RATE, count).await;
+    let spread = steady::renewal_spread(client, &run.ns, "o").await;
+    let (rss, cpu) = proc_stats(run.pid);
+    run.stop();
+    delete_namespace(client, &run.ns).await;
+    let ms = |v: &[f64], p: f64| percentile(v, p) * 1000.0;
+    println!(
+        "identities in place:        {n} (burst: {:.1}/s to Ready)",
+        run.rate
+    );
+    println!(
+        "burst apply-to-Ready p50/p99: {:.0} / {:.0} ms (queueing: all applied at once)",
+        ms(&run.latencies, 0.50),
+        ms(&run.latencies, 0.99)
+    );
+    println!(
+        "steady {RATE}/s apply-to-Ready p50/p99: {:.0} / {:.0} ms ({} of {count} Ready)",
+        ms(&steady, 0.50),
+        ms(&steady, 0.99),
+        steady.len()
+    );
+    println!(
+        "operator RSS at the end:    {:.1} MiB (peak in the burst {:.1} MiB), CPU {cpu:.2} s",
+        rss as f64 / 1024.0,
+        run.peak_rss as f64 / 1024.0
+    );
+    print_spread(spread.as_ref());
+    if steady.len() < count || ms(&steady, 0.99) >= 200.0 {
+        eprintln!("bench: the steady p99 must be under 200 ms, every identity Ready");
         std::process::exit(1);
     }
 }

@@ -169,14 +169,14 @@ pub async fn run(settings: AgentSettings) -> Result<(), AgentError> {
     // Only this Secret and this ConfigMap: the agent's RBAC can be get/list/watch on those names.
     let by_name = |n: &str| watcher::Config::default().fields(&format!("metadata.name={n}"));
     let secrets = watcher(api, by_name(&settings.secret))
-        .default_backoff()
+        .backoff(crate::kube_api::watch_backoff())
         .applied_objects()
         .map(Change::Secret)
         .boxed();
     let trust_changes = match trust_name.is_empty() {
         true => futures::stream::pending().boxed(),
         false => watcher(trust, by_name(&trust_name))
-            .default_backoff()
+            .backoff(crate::kube_api::watch_backoff())
             .applied_objects()
             .map(Change::Trust)
             .boxed(),

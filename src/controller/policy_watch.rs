@@ -189,7 +189,7 @@ impl PolicyWatch {
         let mut generations = PolicyGenerations::default();
         let changed = &self.changed;
         let policy_events = watcher(policy_api, watcher::Config::default())
-            .default_backoff()
+            .backoff(crate::kube_api::watch_backoff())
             .modify(|p: &mut IdentityPolicy| p.metadata.managed_fields = None)
             .reflect(self.policy_writer)
             .for_each(|ev| {
@@ -214,7 +214,7 @@ impl PolicyWatch {
         };
         let mut seen_labels: HashMap<String, BTreeMap<String, String>> = HashMap::new();
         let namespace_events = watcher(namespace_api, config)
-            .default_backoff()
+            .backoff(crate::kube_api::watch_backoff())
             .modify(|n: &mut PartialObjectMeta<Namespace>| n.metadata.managed_fields = None)
             .reflect(self.namespace_writer)
             .for_each(|ev| {

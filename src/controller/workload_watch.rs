@@ -167,7 +167,7 @@ impl WorkloadWatches {
             None => Api::all_with(self.client.clone(), &resource),
         };
         let mut events = watcher(api, watcher::Config::default())
-            .default_backoff()
+            .backoff(crate::kube_api::watch_backoff())
             .boxed();
         let mut relist: Option<HashSet<String>> = None;
         while let Some(ev) = events.next().await {

@@ -53,7 +53,9 @@ pub(super) async fn run(
     let cfg = watcher::Config::default()
         .labels(&trust_selector())
         .fields(&trust_field_selector());
-    let mut trust_changes = watcher(api, cfg).default_backoff().boxed();
+    let mut trust_changes = watcher(api, cfg)
+        .backoff(crate::kube_api::watch_backoff())
+        .boxed();
     // The namespaces a relist of the trust ConfigMaps has shown so far.
     let mut relisted: Option<HashSet<String>> = None;
     let mut sync_due = true;

@@ -45,7 +45,7 @@ pub async fn run(
         Api::<PartialObjectMeta<Secret>>::namespaced(ctx.client.clone(), &loc.namespace),
         watcher::Config::default().fields(&format!("metadata.name={}", loc.secret_name)),
     )
-    .default_backoff()
+    .backoff(crate::kube_api::watch_backoff())
     .boxed();
     let mut rotator = Rotator {
         ctx,

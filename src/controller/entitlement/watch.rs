@@ -215,7 +215,7 @@ pub fn entitlement_stream(
     let api: Api<Entitlement> = crate::kube_api::scoped_api(client.clone(), namespace);
     let memory = Mutex::new(SelectionMemory::default());
     watcher(api, watcher::Config::default())
-        .default_backoff()
+        .backoff(crate::kube_api::watch_backoff())
         .modify(|e: &mut Entitlement| e.metadata.managed_fields = None)
         .map(move |ev| {
             if let Ok(ev) = &ev {

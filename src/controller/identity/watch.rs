@@ -48,7 +48,7 @@ pub fn identity_secret_watch(
     let writer = index.clone();
     let cfg = watcher::Config::default().labels(&labels::identity_secret_selector());
     let stream = watcher(api, cfg)
-        .default_backoff()
+        .backoff(crate::kube_api::watch_backoff())
         .inspect(move |ev| {
             if let Ok(ev) = ev {
                 writer.apply(ev);
@@ -120,7 +120,7 @@ fn identity_stream(
     let (seen_ctx, refresh_ctx, filter_ctx) = (ctx.clone(), ctx.clone(), ctx);
     let relist_flag = relisting.clone();
     watcher(api, watcher::Config::default())
-        .default_backoff()
+        .backoff(crate::kube_api::watch_backoff())
         .modify(strip_unread_fields)
         .inspect(move |ev| {
             if let Ok(ev) = ev {
