@@ -147,14 +147,29 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if is_write(request.method())
-            && let Err(fenced) = self.fence.check(Instant::now())
-        {
-            tracing::warn!(method = %request.method(), path = request.uri().path(), reason = %fenced, "write refused by the fence");
-            return Box::pin(std::future::ready(Err(Box::new(fenced) as BoxError)));
+        if !is_write(request.method()) {
+            let call = self.inner.call(request);
+            return Box::pin(async move { call.await.map_err(Into::into) });
         }
-        let call = self.inner.call(request);
-        Box::pin(async move { call.await.map_err(Into::into) })
+        let what = format!("{} {}", request.method(), request.uri().path());
+        let refuse = move |fenced: Fenced| {
+            tracing::warn!(request = %what, reason = %fenced, "write refused by the fence");
+            Box::new(fenced) as BoxError
+        };
+        // Checked before the request is handed on (a service may start sending at once), and
+        // at every poll after: what runs inside (kube's retries of a 429 or 503, token refresh,
+        // connecting) may send it long after it was made.
+        let fence = self.fence.clone();
+        if let Err(fenced) = fence.check(Instant::now()) {
+            return Box::pin(std::future::ready(Err(refuse(fenced))));
+        }
+        let mut call = Box::pin(self.inner.call(request));
+        Box::pin(std::future::poll_fn(move |cx| {
+            if let Err(fenced) = fence.check(Instant::now()) {
+                return Poll::Ready(Err(refuse(fenced)));
+            }
+            call.as_mut().poll(cx).map_err(Into::into)
+        }))
     }
 }
 
@@ -181,6 +196,28 @@ mod tests {
             "given up"
         );
         assert!(Fence::open().check(t0 + Duration::from_secs(3600)).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_still_under_way_when_the_lease_ends_is_refused_then() {
+        let fence = Fence::leased(Duration::from_secs(4));
+        fence.renewed(Instant::now());
+        let sent = Arc::new(Mutex::new(false));
+        let flag = sent.clone();
+        // An inner service that sends only after 10 s (a retry after a 503, say).
+        let inner = tower::service_fn(move |_: Request<()>| {
+            let flag = flag.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                *flag.lock().unwrap() = true;
+                Ok::<_, std::convert::Infallible>(())
+            }
+        });
+        let mut service = FenceLayer(fence).layer(inner);
+        let request = Request::builder().method(Method::PUT).body(()).unwrap();
+        let refused = service.call(request).await.unwrap_err();
+        assert!(refused.to_string().contains("not writing"), "{refused}");
+        assert!(!*sent.lock().unwrap(), "never sent");
     }
 
     #[tokio::test]

@@ -147,6 +147,8 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         claimed = leader::acquire(client.clone(), &cfg) => claimed,
         _ = shutdown.clone().requested() => return Ok(()),
     };
+    // Open before anything leads: `hold` renews it from here.
+    fence.renewed(claimed);
     health.standby.store(false, Ordering::Relaxed);
     let running = (health, metrics, shutdown);
     tokio::select! {

@@ -366,6 +366,7 @@ async fn etcd_and_apiserver_restarts_mid_burst_lose_nothing() {
     apiserver_back(&client).await;
     let apiserver_back_at = Instant::now();
     burst.await.expect("the first half");
+    let created = apiserver_back_at.elapsed();
     // Recovered: every identity created so far Ready again.
     all_ready(&api, identities / 2).await;
     let recovered = apiserver_back_at.elapsed();
@@ -391,7 +392,7 @@ async fn etcd_and_apiserver_restarts_mid_burst_lose_nothing() {
     }
     all_ready(&api, identities - revoked.len()).await;
     eprintln!(
-        "control-plane chaos: {identities} identities, {} revoked; the first half Ready {recovered:?} after the apiserver came back ({:?} after etcd did); all converged {:?} after",
+        "control-plane chaos: {identities} identities, {} revoked; the first half created {created:?} and Ready {recovered:?} after the apiserver came back ({:?} after etcd did); all converged {:?} after",
         revoked.len(),
         recovered + (apiserver_back_at - etcd_back),
         apiserver_back_at.elapsed()
