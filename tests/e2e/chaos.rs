@@ -65,6 +65,7 @@ async fn sigkill_during_a_burst_and_its_revocations_loses_nothing() {
     });
     // Every tenth identity is deleted once it has a certificate: the serial it had is what
     // must end on the CRL, acknowledged by its finalizer's release.
+    let serials = SerialLog::start(&client, &ns);
     let deleter_api = api.clone();
     let deleter = tokio::spawn(async move {
         let mut deleted: BTreeMap<String, String> = BTreeMap::new();
@@ -114,6 +115,106 @@ async fn sigkill_during_a_burst_and_its_revocations_loses_nothing() {
         last_kill.elapsed()
     );
     check_invariants(&client, &ns, &deleted, &env.op.log_text()).await;
+    // No certificate issued to a deleted identity once it was gone (its revocation recorded
+    // and its finalizer released): nothing could revoke it any more.
+    for name in deleted.keys() {
+        let gone = serials
+            .gone_at(name)
+            .expect("the identity's deletion was seen");
+        let late = serials.seen_after(&format!("{name}-id"), gone);
+        assert!(
+            late.is_empty(),
+            "{name}: issued after it was gone: {late:?}"
+        );
+    }
+    eprintln!(
+        "chaos: {} serials seen across the identity Secrets, none issued to a deleted identity",
+        serials.count()
+    );
+}
+
+/// Every serial each identity Secret of a namespace was seen with, and when each identity was
+/// seen gone (two watches).
+struct SerialLog {
+    seen: std::sync::Arc<std::sync::Mutex<HashMap<String, Vec<(Instant, String)>>>>,
+    gone: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl SerialLog {
+    fn start(client: &kube::Client, ns: &str) -> Self {
+        use futures::TryStreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let seen: std::sync::Arc<std::sync::Mutex<HashMap<String, Vec<(Instant, String)>>>> =
+            Default::default();
+        let log = seen.clone();
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let task = tokio::spawn(async move {
+            let _ = watcher(
+                secrets,
+                watcher::Config::default().labels("nhi.dev/identity"),
+            )
+            .applied_objects()
+            .try_for_each(|s: Secret| {
+                let log = log.clone();
+                async move {
+                    if let Some(serial) = serial_of(&s) {
+                        let mut log = log.lock().unwrap();
+                        let entry = log.entry(s.name_any()).or_default();
+                        if entry.last().is_none_or(|(_, last)| *last != serial) {
+                            entry.push((Instant::now(), serial));
+                        }
+                    }
+                    Ok(())
+                }
+            })
+            .await;
+        });
+        let gone: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
+        let log = gone.clone();
+        let identities: Api<MachineIdentity> = Api::namespaced(client.clone(), ns);
+        let deletions = tokio::spawn(async move {
+            let _ = watcher(identities, watcher::Config::default())
+                .try_for_each(|ev| {
+                    if let watcher::Event::Delete(mi) = ev {
+                        log.lock().unwrap().insert(mi.name_any(), Instant::now());
+                    }
+                    futures::future::ready(Ok(()))
+                })
+                .await;
+        });
+        SerialLog {
+            seen,
+            gone,
+            tasks: [task, deletions],
+        }
+    }
+
+    /// When identity `name` was seen deleted (gone from the API).
+    fn gone_at(&self, name: &str) -> Option<Instant> {
+        self.gone.lock().unwrap().get(name).copied()
+    }
+
+    /// The serials `secret` was first seen with after `at`.
+    fn seen_after(&self, secret: &str, at: Instant) -> Vec<String> {
+        let seen = self.seen.lock().unwrap();
+        seen.get(secret)
+            .into_iter()
+            .flatten()
+            .filter(|(when, _)| *when > at)
+            .map(|(_, serial)| serial.clone())
+            .collect()
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().values().map(Vec::len).sum()
+    }
+}
+
+impl Drop for SerialLog {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|t| t.abort());
+    }
 }
 
 /// Waits (up to [`CONVERGENCE`]) until `api` lists exactly `live` identities, every one Ready.
