@@ -133,10 +133,13 @@ async fn sigkill_during_a_burst_and_its_revocations_loses_nothing() {
     );
 }
 
+/// Each identity Secret's serials, in the order seen, with when each was first seen.
+type Serials = std::sync::Arc<std::sync::Mutex<HashMap<String, Vec<(Instant, String)>>>>;
+
 /// Every serial each identity Secret of a namespace was seen with, and when each identity was
 /// seen gone (two watches).
 struct SerialLog {
-    seen: std::sync::Arc<std::sync::Mutex<HashMap<String, Vec<(Instant, String)>>>>,
+    seen: Serials,
     gone: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>>,
     tasks: [tokio::task::JoinHandle<()>; 2],
 }
@@ -145,8 +148,7 @@ impl SerialLog {
     fn start(client: &kube::Client, ns: &str) -> Self {
         use futures::TryStreamExt;
         use kube::runtime::{WatchStreamExt, watcher};
-        let seen: std::sync::Arc<std::sync::Mutex<HashMap<String, Vec<(Instant, String)>>>> =
-            Default::default();
+        let seen: Serials = Default::default();
         let log = seen.clone();
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
         let task = tokio::spawn(async move {
