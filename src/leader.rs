@@ -139,9 +139,9 @@ async fn try_claim(
     }
 }
 
-/// Waits until this process holds the Lease; returns when the successful claim started (the
-/// renewal time written is no earlier than that).
-pub async fn acquire(client: Client, cfg: &LeaseConfig) -> tokio::time::Instant {
+/// Waits until this process holds the Lease, then opens `fence` from the moment the successful
+/// claim started (the renewal time written is no earlier than that), which it returns.
+pub async fn acquire(client: Client, cfg: &LeaseConfig, fence: &Fence) -> tokio::time::Instant {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     info!(lease = %cfg.name, identity = %cfg.identity, "waiting to become the leader");
     let mut observed = Observed::default();
@@ -150,6 +150,7 @@ pub async fn acquire(client: Client, cfg: &LeaseConfig) -> tokio::time::Instant 
         match try_claim(&api, cfg, &mut observed).await {
             Ok(true) => {
                 info!(lease = %cfg.name, identity = %cfg.identity, "became the leader");
+                fence.renewed(started);
                 return started;
             }
             Ok(false) => debug!("another replica leads"),
@@ -169,7 +170,6 @@ pub async fn hold(client: Client, cfg: &LeaseConfig, claimed: tokio::time::Insta
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     let mut observed = Observed::default();
     let mut renewed = claimed;
-    fence.renewed(claimed);
     let _closed = CloseOnDrop(fence);
     loop {
         let deadline = renewed + cfg.renew_deadline;

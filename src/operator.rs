@@ -144,11 +144,9 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         crate::leader_label::label_own_pod(&client, false, 3).await;
     }
     let claimed = tokio::select! {
-        claimed = leader::acquire(client.clone(), &cfg) => claimed,
+        claimed = leader::acquire(client.clone(), &cfg, &fence) => claimed,
         _ = shutdown.clone().requested() => return Ok(()),
     };
-    // Open before anything leads: `hold` renews it from here.
-    fence.renewed(claimed);
     health.standby.store(false, Ordering::Relaxed);
     let running = (health, metrics, shutdown);
     tokio::select! {

@@ -499,24 +499,17 @@ impl OperatorRun {
     }
 }
 
-async fn operator_run(
-    client: &Client,
-    operator: &str,
-    n: usize,
-    concurrency: usize,
-    label: &str,
-) -> OperatorRun {
-    let ns = namespace(client, "bench-op", &[(CUSTOM_POLICY_LABEL, label)]).await;
-    let child = start_operator(client, operator, &ns, concurrency, &[]).await;
-    let pid = child.id();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+/// When each identity of `mis` was first seen Ready, with the serial it had then (a watch; abort
+/// the handle when done).
+pub(crate) type Ready = Arc<Mutex<HashMap<String, (Instant, String)>>>;
 
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns);
-    let applied: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let ready: Arc<Mutex<HashMap<String, (Instant, String)>>> = Arc::default();
+pub(crate) fn watch_ready(
+    mis: Api<MachineIdentity>,
+) -> (Ready, tokio::task::JoinHandle<Result<(), watcher::Error>>) {
+    let ready: Ready = Arc::default();
     let watch_ready = ready.clone();
     let watch = tokio::spawn(
-        watcher(mis.clone(), watcher::Config::default())
+        watcher(mis, watcher::Config::default())
             .applied_objects()
             .try_for_each(move |mi: MachineIdentity| {
                 let ready = watch_ready.clone();
@@ -538,6 +531,24 @@ async fn operator_run(
                 }
             }),
     );
+    (ready, watch)
+}
+
+async fn operator_run(
+    client: &Client,
+    operator: &str,
+    n: usize,
+    concurrency: usize,
+    label: &str,
+) -> OperatorRun {
+    let ns = namespace(client, "bench-op", &[(CUSTOM_POLICY_LABEL, label)]).await;
+    let child = start_operator(client, operator, &ns, concurrency, &[]).await;
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns);
+    let applied: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let (ready, watch) = watch_ready(mis.clone());
     let start = Instant::now();
     stream::iter(0..n)
         .for_each_concurrent(concurrency, |i| {

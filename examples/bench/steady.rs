@@ -6,43 +6,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
 use kube::api::PostParams;
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use nhi_operator::api::MachineIdentity;
 use time::OffsetDateTime;
 
-use crate::served_identity;
+use crate::{served_identity, watch_ready};
 
 /// Applies `count` identities to `ns` at `rate` per second, each when it is due (a late create
 /// does not delay the next), and returns each one's create-to-Ready latency in seconds, sorted.
 pub async fn steady_phase(client: &Client, ns: &str, rate: f64, count: usize) -> Vec<f64> {
     let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), ns);
     let applied: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let ready: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let seen = ready.clone();
-    let watch = tokio::spawn(
-        watcher(mis.clone(), watcher::Config::default())
-            .applied_objects()
-            .try_for_each(move |mi: MachineIdentity| {
-                let seen = seen.clone();
-                async move {
-                    let is_ready = mi.status.as_ref().is_some_and(|s| {
-                        s.conditions
-                            .iter()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                    });
-                    if is_ready && mi.name_any().starts_with('s') {
-                        seen.lock()
-                            .unwrap()
-                            .entry(mi.name_any())
-                            .or_insert_with(Instant::now);
-                    }
-                    Ok(())
-                }
-            }),
-    );
+    let (ready, watch) = watch_ready(mis.clone());
     // Let the watch list what exists before the first create.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let start = tokio::time::Instant::now();
@@ -61,16 +37,23 @@ pub async fn steady_phase(client: &Client, ns: &str, rate: f64, count: usize) ->
     for c in creates {
         c.await.expect("a create");
     }
+    let applied = applied.lock().unwrap().clone();
+    let steady_ready = |ready: &HashMap<String, (Instant, String)>| {
+        applied.keys().filter(|k| ready.contains_key(*k)).count()
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while ready.lock().unwrap().len() < count && Instant::now() < deadline {
+    while steady_ready(&ready.lock().unwrap()) < count && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     watch.abort();
     let ready = ready.lock().unwrap().clone();
-    let applied = applied.lock().unwrap().clone();
-    let mut latencies: Vec<f64> = ready
+    let mut latencies: Vec<f64> = applied
         .iter()
-        .filter_map(|(k, r)| applied.get(k).map(|a| r.duration_since(*a).as_secs_f64()))
+        .filter_map(|(k, a)| {
+            ready
+                .get(k)
+                .map(|(r, _)| r.duration_since(*a).as_secs_f64())
+        })
         .collect();
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     latencies
