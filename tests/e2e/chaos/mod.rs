@@ -4,7 +4,11 @@
 //! serial in two Secrets, no orphan Secret, every acknowledged revocation on the published CRL,
 //! no panic. `make test` runs the operator kills small; `make chaos` (NHI_CHAOS=full) runs
 //! 1,000 identities and 20 kills, and the control-plane restarts (ignored elsewhere: they would
-//! hit every test running beside them).
+//! hit every test running beside them). Kills during a CA rotation: `rotation`; during a mass
+//! revocation, and a namespace deleted with its identities: `revocation`.
+
+mod revocation;
+mod rotation;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -19,12 +23,12 @@ use crate::support::*;
 use nhi_operator::api::MachineIdentity;
 
 /// How much chaos: the short run inside `make test`, or `make chaos`.
-struct Scale {
-    identities: usize,
-    kills: usize,
+pub(crate) struct Scale {
+    pub identities: usize,
+    pub kills: usize,
 }
 
-fn scale() -> Scale {
+pub(crate) fn scale() -> Scale {
     match std::env::var("NHI_CHAOS").as_deref() {
         Ok("full") => Scale {
             identities: 1000,
@@ -38,7 +42,7 @@ fn scale() -> Scale {
 }
 
 /// How long every live identity may take to be Ready after the last kill.
-const CONVERGENCE: Duration = Duration::from_secs(120);
+pub(crate) const CONVERGENCE: Duration = Duration::from_secs(120);
 
 #[tokio::test]
 async fn sigkill_during_a_burst_and_its_revocations_loses_nothing() {
@@ -92,13 +96,7 @@ async fn sigkill_during_a_burst_and_its_revocations_loses_nothing() {
     });
 
     // SIGKILL at random moments (0.3 to 1.5 s apart) while the burst and the deletions run.
-    let mut rng = rand::rng();
-    let mut last_kill = Instant::now();
-    for _ in 0..kills {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
-        env.op.restart();
-        last_kill = Instant::now();
-    }
+    let last_kill = kill_repeatedly(&mut env.op, kills, 1500).await;
     burst.await.expect("the burst");
     let deleted = deleter.await.expect("the deletions");
     assert_eq!(
@@ -114,7 +112,7 @@ async fn sigkill_during_a_burst_and_its_revocations_loses_nothing() {
         deleted.len(),
         last_kill.elapsed()
     );
-    check_invariants(&client, &ns, &deleted, &env.op.log_text()).await;
+    check_invariants(&client, &ns, &deleted, &env.op.log_text(), 1..=1).await;
     // No certificate issued to a deleted identity once it was gone (its revocation recorded
     // and its finalizer released): nothing could revoke it any more.
     for name in deleted.keys() {
@@ -138,14 +136,14 @@ type Serials = std::sync::Arc<std::sync::Mutex<HashMap<String, Vec<(Instant, Str
 
 /// Every serial each identity Secret of a namespace was seen with, and when each identity was
 /// seen gone (two watches).
-struct SerialLog {
+pub(crate) struct SerialLog {
     seen: Serials,
     gone: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>>,
     tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl SerialLog {
-    fn start(client: &kube::Client, ns: &str) -> Self {
+    pub(crate) fn start(client: &kube::Client, ns: &str) -> Self {
         use futures::TryStreamExt;
         use kube::runtime::{WatchStreamExt, watcher};
         let seen: Serials = Default::default();
@@ -193,12 +191,12 @@ impl SerialLog {
     }
 
     /// When identity `name` was seen deleted (gone from the API).
-    fn gone_at(&self, name: &str) -> Option<Instant> {
+    pub(crate) fn gone_at(&self, name: &str) -> Option<Instant> {
         self.gone.lock().unwrap().get(name).copied()
     }
 
     /// The serials `secret` was first seen with after `at`.
-    fn seen_after(&self, secret: &str, at: Instant) -> Vec<String> {
+    pub(crate) fn seen_after(&self, secret: &str, at: Instant) -> Vec<String> {
         let seen = self.seen.lock().unwrap();
         seen.get(secret)
             .into_iter()
@@ -208,7 +206,7 @@ impl SerialLog {
             .collect()
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.seen.lock().unwrap().values().map(Vec::len).sum()
     }
 }
@@ -220,7 +218,7 @@ impl Drop for SerialLog {
 }
 
 /// Waits (up to [`CONVERGENCE`]) until `api` lists exactly `live` identities, every one Ready.
-async fn all_ready(api: &Api<MachineIdentity>, live: usize) {
+pub(crate) async fn all_ready(api: &Api<MachineIdentity>, live: usize) {
     wait_for(
         CONVERGENCE,
         "every live identity Ready, no other",
@@ -232,9 +230,42 @@ async fn all_ready(api: &Api<MachineIdentity>, live: usize) {
     .await
 }
 
+/// Creates identities `<prefix>0..<prefix>n` (Secret `<name>-id`), 16 at a time.
+pub(crate) async fn create_identities(api: &Api<MachineIdentity>, prefix: &str, n: usize) {
+    use futures::StreamExt;
+    futures::stream::iter(0..n)
+        .for_each_concurrent(16, |i| async move {
+            let name = format!("{prefix}{i}");
+            let mi = identity(
+                &name,
+                json!({"owner": {"team": "t"}, "secretName": format!("{name}-id")}),
+            );
+            api.create(&PostParams::default(), &mi)
+                .await
+                .expect("create an identity");
+        })
+        .await;
+}
+
+/// SIGKILLs and restarts `op` `kills` times, each after a random 0.3 to `max_gap_ms` ms; returns
+/// when the last one was.
+pub(crate) async fn kill_repeatedly(op: &mut Operator, kills: usize, max_gap_ms: u64) -> Instant {
+    let mut last = Instant::now();
+    for _ in 0..kills {
+        let gap = rand::rng().random_range(300..max_gap_ms);
+        tokio::time::sleep(Duration::from_millis(gap)).await;
+        op.restart();
+        last = Instant::now();
+    }
+    last
+}
+
 /// Deletes `mi` only as it was read (a precondition on its version), so the serial its status
 /// names is the one it held when deleted; returns that serial when deleted.
-async fn delete_as_read(api: &Api<MachineIdentity>, mi: &MachineIdentity) -> Option<String> {
+pub(crate) async fn delete_as_read(
+    api: &Api<MachineIdentity>,
+    mi: &MachineIdentity,
+) -> Option<String> {
     let serial = mi.status.as_ref()?.serial_number.clone()?;
     let exactly = DeleteParams {
         preconditions: Some(kube::api::Preconditions {
@@ -247,92 +278,109 @@ async fn delete_as_read(api: &Api<MachineIdentity>, mi: &MachineIdentity) -> Opt
     Some(serial)
 }
 
-/// The invariants after convergence, for the identities of `ns`; `revoked` maps each deleted
-/// identity (its finalizer released) to the serial it held.
-async fn check_invariants(
-    client: &kube::Client,
-    ns: &str,
-    revoked: &BTreeMap<String, String>,
-    log: &str,
-) {
-    let identities: Vec<MachineIdentity> = Api::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .expect("list identities")
-        .items;
-    // A deleted identity's Secret goes with it through its owner reference: the garbage
-    // collector's work (kube-controller-manager), which may lag; none may stay.
-    let live: std::collections::HashSet<String> = identities
-        .iter()
-        .map(|mi| mi.spec.secret_name.clone())
-        .collect();
-    let secret_api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let listed = || async {
-        secret_api
-            .list(&ListParams::default().labels("nhi.dev/identity"))
-            .await
-            .expect("list identity Secrets")
-            .items
-    };
-    let started = Instant::now();
-    let mut secrets = listed().await;
-    while secrets
-        .iter()
-        .any(|s| !live.contains(s.metadata.name.as_deref().unwrap_or_default()))
-        && started.elapsed() < Duration::from_secs(60)
-    {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        secrets = listed().await;
-    }
-    eprintln!(
-        "chaos: deleted identities' Secrets collected {:?} after convergence",
-        started.elapsed()
-    );
-    // One CA in the published bundle.
-    let (ca, crl) = trust_documents(client, ns)
-        .await
-        .expect("the trust documents");
-    let cas = pem::parse_many(&ca).expect("PEM").len();
-    assert_eq!(cas, 1, "exactly one CA is published");
-    // No serial in two Secrets; each Secret's serial is its identity's.
+/// What is wrong between identities and their Secrets: a serial in two Secrets, an orphan
+/// Secret (no live identity names it, or not owned by the one that does), a Secret whose serial
+/// is not the one its identity's status names, an identity without its Secret.
+fn secret_problems(identities: &[MachineIdentity], secrets: &[Secret]) -> Vec<String> {
+    let mut problems = vec![];
     let mut holders: HashMap<String, Vec<String>> = HashMap::new();
-    for s in &secrets {
-        let name = s.metadata.name.clone().unwrap_or_default();
+    for s in secrets {
         holders
             .entry(serial_of(s).unwrap_or_default())
             .or_default()
-            .push(name);
+            .push(s.name_any());
     }
-    let shared: Vec<_> = holders.iter().filter(|(_, h)| h.len() > 1).collect();
-    assert!(shared.is_empty(), "serials held by two Secrets: {shared:?}");
+    problems.extend(
+        holders
+            .iter()
+            .filter(|(_, h)| h.len() > 1)
+            .map(|(serial, h)| format!("serial {serial} held by {h:?}")),
+    );
     let by_secret: HashMap<String, &MachineIdentity> = identities
         .iter()
         .map(|mi| (mi.spec.secret_name.clone(), mi))
         .collect();
-    for s in &secrets {
-        let name = s.metadata.name.clone().unwrap_or_default();
-        // No orphan: every identity Secret belongs to a live identity, which names its serial.
+    for s in secrets {
+        let name = s.name_any();
         let Some(mi) = by_secret.get(&name) else {
-            panic!("orphan identity Secret {name}");
+            problems.push(format!("orphan Secret {name}"));
+            continue;
         };
         let owned = s
             .metadata
             .owner_references
             .iter()
             .flatten()
-            .any(|o| o.uid == mi.metadata.uid.clone().unwrap_or_default());
-        assert!(owned, "Secret {name} is owned by its identity");
+            .any(|o| Some(&o.uid) == mi.metadata.uid.as_ref());
+        if !owned {
+            problems.push(format!("Secret {name} not owned by its identity"));
+        }
         let status = mi.status.as_ref().and_then(|st| st.serial_number.clone());
-        assert_eq!(
-            status,
-            serial_of(s),
-            "{name}: the status names the Secret's certificate"
-        );
+        if status != serial_of(s) {
+            problems.push(format!(
+                "{name}: status names {status:?}, the Secret holds {:?}",
+                serial_of(s)
+            ));
+        }
     }
-    assert_eq!(
-        secrets.len(),
-        identities.len(),
-        "one Secret per live identity"
+    if secrets.len() != identities.len() {
+        problems.push(format!(
+            "{} Secrets for {} identities",
+            secrets.len(),
+            identities.len()
+        ));
+    }
+    problems
+}
+
+/// The invariants after convergence, for the identities of `ns`; `revoked` maps each deleted
+/// identity (its finalizer released) to the serial it held; `cas`: how many CAs the published
+/// bundle may hold (one, or a rotation's two).
+pub(crate) async fn check_invariants(
+    client: &kube::Client,
+    ns: &str,
+    revoked: &BTreeMap<String, String>,
+    log: &str,
+    cas: std::ops::RangeInclusive<usize>,
+) {
+    // Identities and their Secrets, read together until they agree: a deleted identity's Secret
+    // goes through its owner reference (the garbage collector's work, which may lag), and an
+    // identity renewing between the two lists shows its new serial in one only. A disagreement
+    // that lasts 60 s is a broken invariant.
+    let identity_api: Api<MachineIdentity> = Api::namespaced(client.clone(), ns);
+    let secret_api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    let mut problems = vec![];
+    for _ in 0..120 {
+        let identities = identity_api
+            .list(&ListParams::default())
+            .await
+            .expect("list identities")
+            .items;
+        let secrets = secret_api
+            .list(&ListParams::default().labels("nhi.dev/identity"))
+            .await
+            .expect("list identity Secrets")
+            .items;
+        problems = secret_problems(&identities, &secrets);
+        if problems.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(problems.is_empty(), "identity Secrets: {problems:?}");
+    eprintln!(
+        "chaos: identities and Secrets agree {:?} after convergence",
+        started.elapsed()
+    );
+    // One CA in the published bundle (or a rotation's two).
+    let (ca, crl) = trust_documents(client, ns)
+        .await
+        .expect("the trust documents");
+    let published = pem::parse_many(&ca).expect("PEM").len();
+    assert!(
+        cas.contains(&published),
+        "{published} CAs published, {cas:?} expected"
     );
     // Every acknowledged revocation (recorded before the finalizer is released) is on the
     // published CRL once the publication that follows the record has run: within seconds.
@@ -501,5 +549,5 @@ async fn etcd_and_apiserver_restarts_mid_burst_lose_nothing() {
         apiserver_back_at.elapsed()
     );
     assert!(env.op.alive(), "the operator rode the restarts out");
-    check_invariants(&client, &ns, &revoked, &env.op.log_text()).await;
+    check_invariants(&client, &ns, &revoked, &env.op.log_text(), 1..=1).await;
 }
