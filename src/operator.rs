@@ -206,7 +206,8 @@ async fn lead(
 
     let reporter = Reporter {
         events: Arc::new(EventPublisher::new(
-            Recorder::new(client.clone(), event_source()),
+            client.clone(),
+            event_source(),
             EventBudget::new(settings.event_burst, settings.event_qps),
         )),
         metrics,

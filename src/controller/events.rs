@@ -1,29 +1,45 @@
 //! Publishing Events (about identities, Entitlements and the CA Secret): in the background, with
 //! a token bucket for routine (Normal) Events so that a burst of thousands of issuances does not
 //! make the Events API compete with the writes that matter, and with per-object limits on
-//! repeated Warnings ([`WarningLimits`]).
+//! repeated Warnings ([`WarningLimits`]). Only Warnings go through a recorder that remembers
+//! what it published (to count repeats into a series): a routine Event is about one issuance and
+//! never repeats, and remembering each for the recorder's six minutes would cost memory and a
+//! scan of them all on every publish, growing with the identities issued.
 
 use std::time::Instant;
 
-use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
 
 use super::warning_limits::WarningLimits;
 use crate::metrics::Metrics;
 
 /// Publishes Events through a [`Recorder`], within an [`EventBudget`] and [`WarningLimits`].
 pub struct EventPublisher {
-    recorder: Recorder,
+    client: Client,
+    reporter: Reporter,
+    /// The recorder of Warnings, which counts their repeats.
+    warnings_recorder: Recorder,
     budget: EventBudget,
     warnings: WarningLimits,
 }
 
 impl EventPublisher {
-    pub fn new(recorder: Recorder, budget: EventBudget) -> Self {
+    pub fn new(client: Client, reporter: Reporter, budget: EventBudget) -> Self {
         EventPublisher {
-            recorder,
+            warnings_recorder: Recorder::new(client.clone(), reporter.clone()),
+            client,
+            reporter,
             budget,
             warnings: WarningLimits::default(),
+        }
+    }
+
+    /// The recorder for an Event of `type_`: a fresh one, remembering nothing, for a Normal one.
+    fn recorder(&self, type_: EventType) -> Recorder {
+        match type_ {
+            EventType::Normal => Recorder::new(self.client.clone(), self.reporter.clone()),
+            EventType::Warning => self.warnings_recorder.clone(),
         }
     }
 
@@ -54,7 +70,7 @@ impl EventPublisher {
             metrics.count_event_dropped();
             return;
         }
-        let recorder = self.recorder.clone();
+        let recorder = self.recorder(type_);
         let ev = Event {
             type_,
             reason: reason.to_string(),
