@@ -27,6 +27,7 @@ pub mod leader;
 pub mod leader_label;
 pub mod metrics;
 pub mod operator;
+pub mod request_retry;
 pub mod revoke;
 pub mod settings;
 pub mod shutdown;

@@ -96,10 +96,10 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         true => Fence::leased(settings.renew_deadline.0.unsigned_abs()),
         false => Fence::open(),
     };
-    let writer = kube::client::ClientBuilder::try_from(config.clone())?
+    let writer = crate::request_retry::client_builder(config.clone())?
         .with_layer(&FenceLayer(fence.clone()))
         .build();
-    let client = Client::try_from(config)?;
+    let client = crate::request_retry::client_builder(config)?.build();
     let health = Arc::new(Health::default());
     let metrics = Arc::new(Metrics::new(settings.metrics_per_identity));
     // Revocations are answered by the leader; the trust documents it publishes are served over
