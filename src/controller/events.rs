@@ -54,7 +54,10 @@ impl EventPublisher {
         reason: &str,
         note: String,
     ) {
-        let reference = obj.object_ref(&());
+        let mut reference = obj.object_ref(&());
+        // The recorder counts a Warning's repeats by the object it is about: without the
+        // object's version, which changes with every status write, or no repeat would count.
+        reference.resource_version = None;
         let allowed = match type_ {
             EventType::Normal => self.budget.try_take(Instant::now()),
             EventType::Warning => {
