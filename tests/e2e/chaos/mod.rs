@@ -69,7 +69,7 @@ async fn sigkill_during_a_burst_and_its_revocations_loses_nothing() {
     });
     // Every tenth identity is deleted once it has a certificate: the serial it had is what
     // must end on the CRL, acknowledged by its finalizer's release.
-    let serials = SerialLog::start(&client, &ns);
+    let serials = SerialLog::start(&client, &ns).await;
     let deleter_api = api.clone();
     let deleter = tokio::spawn(async move {
         let mut deleted: BTreeMap<String, String> = BTreeMap::new();
@@ -112,7 +112,7 @@ async fn sigkill_during_a_burst_and_its_revocations_loses_nothing() {
         deleted.len(),
         last_kill.elapsed()
     );
-    check_invariants(&client, &ns, &deleted, &env.op.log_text(), 1..=1).await;
+    check_invariants(&client, &ns, &deleted, &env.op.log_text()).await;
     // No certificate issued to a deleted identity once it was gone (its revocation recorded
     // and its finalizer released): nothing could revoke it any more.
     for name in deleted.keys() {
@@ -143,51 +143,72 @@ pub(crate) struct SerialLog {
 }
 
 impl SerialLog {
-    pub(crate) fn start(client: &kube::Client, ns: &str) -> Self {
+    /// Starts both watches and returns once each has listed what exists (an event before that
+    /// could be missed).
+    pub(crate) async fn start(client: &kube::Client, ns: &str) -> Self {
         use futures::TryStreamExt;
-        use kube::runtime::{WatchStreamExt, watcher};
+        use kube::runtime::watcher;
+        let listed = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
         let seen: Serials = Default::default();
         let log = seen.clone();
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let secrets_listed = listed.clone();
         let task = tokio::spawn(async move {
             let _ = watcher(
                 secrets,
                 watcher::Config::default().labels("nhi.dev/identity"),
             )
-            .applied_objects()
-            .try_for_each(|s: Secret| {
-                let log = log.clone();
-                async move {
-                    if let Some(serial) = serial_of(&s) {
-                        let mut log = log.lock().unwrap();
-                        let entry = log.entry(s.name_any()).or_default();
-                        if entry.last().is_none_or(|(_, last)| *last != serial) {
-                            entry.push((Instant::now(), serial));
+            .try_for_each(|ev| {
+                match ev {
+                    watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
+                        if let Some(serial) = serial_of(&s) {
+                            let mut log = log.lock().unwrap();
+                            let entry = log.entry(s.name_any()).or_default();
+                            if entry.last().is_none_or(|(_, last)| *last != serial) {
+                                entry.push((Instant::now(), serial));
+                            }
                         }
                     }
-                    Ok(())
+                    watcher::Event::InitDone => secrets_listed.add_permits(1),
+                    _ => {}
                 }
+                futures::future::ready(Ok(()))
             })
             .await;
         });
         let gone: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
         let log = gone.clone();
         let identities: Api<MachineIdentity> = Api::namespaced(client.clone(), ns);
+        let identities_listed = listed.clone();
         let deletions = tokio::spawn(async move {
             let _ = watcher(identities, watcher::Config::default())
                 .try_for_each(|ev| {
-                    if let watcher::Event::Delete(mi) = ev {
-                        log.lock().unwrap().insert(mi.name_any(), Instant::now());
+                    match ev {
+                        watcher::Event::Delete(mi) => {
+                            log.lock().unwrap().insert(mi.name_any(), Instant::now());
+                        }
+                        watcher::Event::InitDone => identities_listed.add_permits(1),
+                        _ => {}
                     }
                     futures::future::ready(Ok(()))
                 })
                 .await;
         });
+        let both = tokio::time::timeout(Duration::from_secs(30), listed.acquire_many(2)).await;
+        assert!(
+            both.is_ok_and(|p| p.is_ok()),
+            "the serial log's watches did not list in time"
+        );
         SerialLog {
             seen,
             gone,
             tasks: [task, deletions],
         }
+    }
+
+    /// The identities seen deleted so far.
+    pub(crate) fn gone_names(&self) -> Vec<String> {
+        self.gone.lock().unwrap().keys().cloned().collect()
     }
 
     /// When identity `name` was seen deleted (gone from the API).
@@ -334,24 +355,23 @@ fn secret_problems(identities: &[MachineIdentity], secrets: &[Secret]) -> Vec<St
 }
 
 /// The invariants after convergence, for the identities of `ns`; `revoked` maps each deleted
-/// identity (its finalizer released) to the serial it held; `cas`: how many CAs the published
-/// bundle may hold (one, or a rotation's two).
+/// identity (its finalizer released) to the serial it held.
 pub(crate) async fn check_invariants(
     client: &kube::Client,
     ns: &str,
     revoked: &BTreeMap<String, String>,
     log: &str,
-    cas: std::ops::RangeInclusive<usize>,
 ) {
     // Identities and their Secrets, read together until they agree: a deleted identity's Secret
     // goes through its owner reference (the garbage collector's work, which may lag), and an
     // identity renewing between the two lists shows its new serial in one only. A disagreement
-    // that lasts 60 s is a broken invariant.
+    // that lasts 120 s is a broken invariant (the collector has been seen to take 54 s).
     let identity_api: Api<MachineIdentity> = Api::namespaced(client.clone(), ns);
     let secret_api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let started = Instant::now();
     let mut problems = vec![];
-    for _ in 0..120 {
+    let mut first_problems = vec![];
+    while started.elapsed() < Duration::from_secs(120) {
         let identities = identity_api
             .list(&ListParams::default())
             .await
@@ -363,25 +383,33 @@ pub(crate) async fn check_invariants(
             .expect("list identity Secrets")
             .items;
         problems = secret_problems(&identities, &secrets);
+        // A serial in two Secrets is never right, not even for a moment.
+        let shared: Vec<&String> = problems
+            .iter()
+            .filter(|p| p.starts_with("serial "))
+            .collect();
+        assert!(shared.is_empty(), "{shared:?}");
         if problems.is_empty() {
             break;
+        }
+        if first_problems.is_empty() {
+            first_problems = problems.clone();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(problems.is_empty(), "identity Secrets: {problems:?}");
     eprintln!(
-        "chaos: identities and Secrets agree {:?} after convergence",
-        started.elapsed()
+        "chaos: identities and Secrets agree {:?} after convergence (first seen: {} problems, {:?})",
+        started.elapsed(),
+        first_problems.len(),
+        first_problems.iter().take(3).collect::<Vec<_>>()
     );
-    // One CA in the published bundle (or a rotation's two).
+    // One CA in the published bundle.
     let (ca, crl) = trust_documents(client, ns)
         .await
         .expect("the trust documents");
-    let published = pem::parse_many(&ca).expect("PEM").len();
-    assert!(
-        cas.contains(&published),
-        "{published} CAs published, {cas:?} expected"
-    );
+    let cas = pem::parse_many(&ca).expect("PEM").len();
+    assert_eq!(cas, 1, "exactly one CA is published");
     // Every acknowledged revocation (recorded before the finalizer is released) is on the
     // published CRL once the publication that follows the record has run: within seconds.
     let missing = |crl: &str| -> Vec<(String, String)> {
@@ -478,6 +506,10 @@ async fn apiserver_back(client: &kube::Client) {
     .await;
 }
 
+/// How soon after the apiserver is back every identity created before must be Ready (the
+/// rest of them created meanwhile).
+const RESTART_RECOVERY: Duration = Duration::from_secs(20);
+
 #[tokio::test]
 #[ignore = "kills etcd and the apiserver under every test running: make chaos runs it alone"]
 async fn etcd_and_apiserver_restarts_mid_burst_lose_nothing() {
@@ -549,5 +581,11 @@ async fn etcd_and_apiserver_restarts_mid_burst_lose_nothing() {
         apiserver_back_at.elapsed()
     );
     assert!(env.op.alive(), "the operator rode the restarts out");
-    check_invariants(&client, &ns, &revoked, &env.op.log_text(), 1..=1).await;
+    // Its requests give a failing apiserver up within seconds and its watches retry within 5 s
+    // (kube's default retry slept for tens of seconds after the apiserver was back).
+    assert!(
+        recovered < RESTART_RECOVERY,
+        "the first half took {recovered:?} to be Ready after the apiserver came back"
+    );
+    check_invariants(&client, &ns, &revoked, &env.op.log_text()).await;
 }
