@@ -53,6 +53,7 @@ unit-test: ## Unit tests, doc examples and the CRD freshness test (no cluster ne
 	$(CARGO) test --workspace --exclude nhi-operator --lib --bins --tests
 	$(CARGO) test -p nhi-identity --lib --features metrics
 	$(CARGO) test -p nhi-operator --lib --bins --test crd_fresh
+	$(CARGO) test -p nhi-operator --example bench
 	$(CARGO) test --workspace --doc
 
 static-binary-test: ## The container's binary: a static musl build that runs.
@@ -77,7 +78,7 @@ demo: ## Start the control plane and node (unless KUBECONFIG is set), install th
 	@e2e/prereqs.sh demo
 	@e2e/demo.sh
 
-bench: ## Issue N identities at once (default 1000) and compare with a bare-client baseline; MODE=pod-certificates: N PodCertificateRequests against the Secret path.
+bench: ## Issue N identities at once (default 1000) and compare with a bare-client baseline; MODE=steady, delegation, pod-certificates, or scale (the mode from N=50000: restart, 20,000 revoked; a control plane of its own).
 	@e2e/bench.sh $(or $(N),1000) $(MODE)
 
 bench-revocation: ## A revoke loop (LOOP=10000, CONCURRENCY=64 at once) and N=20000 identities deleted at once: quotas, latency, sizes, writes.
@@ -87,4 +88,5 @@ clean: ## Remove build output and the local clusters' state (the demo's and the 
 	-e2e/cluster.sh down
 	-NHI_CLUSTER_DIR=$(TEST_CLUSTER_DIR) e2e/cluster.sh down
 	-NHI_CLUSTER_DIR=e2e/.cluster-chaos e2e/cluster.sh down
+	-NHI_CLUSTER_DIR=e2e/.cluster-scale e2e/cluster.sh down
 	$(CARGO) clean

@@ -455,6 +455,10 @@ EOF
     "$STATE/pki/kube-proxy.crt" "$STATE/pki/kube-proxy.key" "https://$NODE_IP:6443"
 
   local etcd_url=http://127.0.0.1:$ETCD_PORT peer_url=http://127.0.0.1:$ETCD_PEER_PORT
+  # Sized as a production control plane is for 100,000 objects of a kind (`make bench
+  # N=100000`): etcd's quota at its recommended maximum of 8 GiB (the 2 GiB default fills with
+  # 100,000 identities, their Secrets and the revisions between compactions), and the
+  # apiserver's in-flight limits (the seats API Priority and Fairness shares out) doubled.
   start etcd "$bin/etcd" \
     --name=nhi-e2e \
     --data-dir="$STATE/etcd" \
@@ -465,6 +469,7 @@ EOF
     --initial-cluster="nhi-e2e=$peer_url" \
     --initial-cluster-state=new \
     --unsafe-no-fsync=true \
+    --quota-backend-bytes=8589934592 \
     --log-level=warn
   wait_ready etcd "/health ok" etcd_healthy
 
@@ -486,6 +491,8 @@ EOF_AUDIT
     --audit-log-maxsize=100 \
     --audit-log-maxbackup=3 \
     --etcd-servers="$etcd_url" \
+    --max-requests-inflight=800 \
+    --max-mutating-requests-inflight=400 \
     --bind-address=127.0.0.1 \
     --advertise-address=127.0.0.1 \
     --secure-port="$APISERVER_PORT" \

@@ -22,14 +22,19 @@
 //! the burst), new ones applied at 50/s for `--steady-seconds` (default 60), each timed from its
 //! create to Ready; both reported (see `steady.rs`).
 //!
+//! Scale (`make bench N=100000`: `--scale-baseline FILE` on one control plane, then `--scale FILE`
+//! on another): one replica over N identities against the bare client, a restart over them
+//! (catch-up, nothing re-issued), a revocation of 20,000 at once (see `scale.rs`).
+//!
 //! Every operator run but the delegation's reports the renewal spread of the identities it
 //! applied at once: the busiest second of their renewals against the mean over the window.
 //!
 //! Usage: bench [N] [--operator PATH] [--concurrency C] [--pod-certificates | --delegation |
-//! --steady [--steady-seconds S]]
+//! --steady [--steady-seconds S] | --scale-baseline FILE | --scale FILE]
 
 mod delegation;
 mod pod_certificates;
+mod scale;
 mod steady;
 
 use std::collections::HashMap;
@@ -90,7 +95,7 @@ async fn namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -> St
     name
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -99,7 +104,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// The bare-client baseline: returns identities/s and the namespace it wrote to (its identities
 /// are the baseline of the revocation phase).
-async fn baseline(client: &Client, n: usize, concurrency: usize) -> (f64, String) {
+pub(crate) async fn baseline(client: &Client, n: usize, concurrency: usize) -> (f64, String) {
     let ns = namespace(client, "bench-base", &[]).await;
     let now = time::OffsetDateTime::now_utc();
     let material =
@@ -221,7 +226,7 @@ async fn delete_namespace(client: &Client, ns: &str) {
 
 /// Deletes `names` at `concurrency` and measures, per name, the time from its delete request
 /// until its serial is in the `data` of ConfigMap `configmap` (parsed by `serials_of`).
-async fn propagation(
+pub(crate) async fn propagation(
     client: &Client,
     ns: &str,
     names: &[(String, String)],
@@ -299,7 +304,10 @@ async fn propagation(
 
 /// The baseline's revocation writer: one task, like the operator's, writing every serial that
 /// has arrived since its last write into the ConfigMap `baseline-crl` in one merge patch.
-async fn baseline_writer(client: Client, ns: String) -> tokio::sync::mpsc::UnboundedSender<String> {
+pub(crate) async fn baseline_writer(
+    client: Client,
+    ns: String,
+) -> tokio::sync::mpsc::UnboundedSender<String> {
     use k8s_openapi::api::core::v1::ConfigMap;
     let cms: Api<ConfigMap> = Api::namespaced(client, &ns);
     let empty: ConfigMap =
@@ -330,7 +338,7 @@ async fn baseline_writer(client: Client, ns: String) -> tokio::sync::mpsc::Unbou
     tx
 }
 
-fn crl_serials(data: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+pub(crate) fn crl_serials(data: &std::collections::BTreeMap<String, String>) -> Vec<String> {
     use x509_parser::prelude::FromDer;
     let Some(pem_text) = data.get("crl.pem") else {
         return vec![];
@@ -348,7 +356,7 @@ fn crl_serials(data: &std::collections::BTreeMap<String, String>) -> Vec<String>
         .collect()
 }
 
-fn baseline_keys(data: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+pub(crate) fn baseline_keys(data: &std::collections::BTreeMap<String, String>) -> Vec<String> {
     data.keys().cloned().collect()
 }
 
@@ -372,7 +380,7 @@ fn control_plane_cpu() -> Option<f64> {
     Some(total)
 }
 
-fn proc_stats(pid: u32) -> (u64, f64) {
+pub(crate) fn proc_stats(pid: u32) -> (u64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm_kib = status
         .lines()
@@ -398,7 +406,7 @@ fn proc_stats(pid: u32) -> (u64, f64) {
 
 /// The namespace label of the run under a policy, and of the run under none.
 const POLICED: &str = "bench";
-const UNPOLICED: &str = "bench-none";
+pub(crate) const UNPOLICED: &str = "bench-none";
 
 /// An identity as the operator runs create it: its service names and an attribute, so that a
 /// policy has something to check (and what the built-in default allows too).
@@ -446,6 +454,18 @@ async fn start_operator(
     concurrency: usize,
     extra: &[&str],
 ) -> std::process::Child {
+    start_operator_at(client, operator, ns, concurrency, extra, "127.0.0.1:0").await
+}
+
+/// [`start_operator`], serving its metrics and probes on `http_addr`.
+pub(crate) async fn start_operator_at(
+    client: &Client,
+    operator: &str,
+    ns: &str,
+    concurrency: usize,
+    extra: &[&str],
+    http_addr: &str,
+) -> std::process::Child {
     let child = std::process::Command::new(operator)
         .args([
             "run",
@@ -454,7 +474,7 @@ async fn start_operator(
             "--operator-namespace",
             ns,
             "--http-addr",
-            "127.0.0.1:0",
+            http_addr,
         ])
         .args(["--concurrency", &concurrency.to_string()])
         .args(extra)
@@ -480,15 +500,17 @@ async fn start_operator(
 
 /// One operator run: the operator scoped to a fresh namespace labelled `nhi.dev/identity-policy=
 /// <label>`, N identities applied at once, timed until every one is Ready.
-struct OperatorRun {
-    ns: String,
+pub(crate) struct OperatorRun {
+    pub ns: String,
     child: std::process::Child,
-    pid: u32,
-    rate: f64,
-    latencies: Vec<f64>,
-    peak_rss: u64,
-    cpu: f64,
-    ready: HashMap<String, (Instant, String)>,
+    pub pid: u32,
+    pub rate: f64,
+    pub latencies: Vec<f64>,
+    pub peak_rss: u64,
+    /// Its peak RSS before the first identity (KiB).
+    pub idle_rss: u64,
+    pub cpu: f64,
+    pub ready: HashMap<String, (Instant, String)>,
 }
 
 impl OperatorRun {
@@ -534,17 +556,19 @@ pub(crate) fn watch_ready(
     (ready, watch)
 }
 
-async fn operator_run(
+pub(crate) async fn operator_run(
     client: &Client,
     operator: &str,
     n: usize,
     concurrency: usize,
     label: &str,
+    extra: &[&str],
 ) -> OperatorRun {
     let ns = namespace(client, "bench-op", &[(CUSTOM_POLICY_LABEL, label)]).await;
-    let child = start_operator(client, operator, &ns, concurrency, &[]).await;
+    let child = start_operator(client, operator, &ns, concurrency, extra).await;
     let pid = child.id();
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let (idle_rss, _) = proc_stats(pid);
 
     let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), &ns);
     let applied: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -562,7 +586,8 @@ async fn operator_run(
             }
         })
         .await;
-    let deadline = Instant::now() + Duration::from_secs(600);
+    // At least 20 identities/s (the slowest rate seen, on a control plane filling up).
+    let deadline = Instant::now() + Duration::from_secs(600.max(n as u64 / 20));
     let mut peak_rss = 0;
     loop {
         let (rss, _) = proc_stats(pid);
@@ -590,6 +615,7 @@ async fn operator_run(
         rate: ready.len() as f64 / elapsed,
         latencies,
         peak_rss,
+        idle_rss,
         cpu,
         ready,
     }
@@ -622,6 +648,14 @@ async fn main() {
     }
     if args.iter().any(|a| a == "--delegation") {
         delegation_mode(&client, &operator, n).await;
+        return;
+    }
+    if let Some(out) = flag("--scale-baseline") {
+        scale::scale_baseline(&client, n, concurrency, &out).await;
+        return;
+    }
+    if let Some(baseline) = flag("--scale") {
+        scale::scale_mode(&client, &operator, n, concurrency, &baseline).await;
         return;
     }
     if args.iter().any(|a| a == "--steady") {
@@ -662,7 +696,7 @@ async fn main() {
     let mut stopped = vec![];
     for label in [UNPOLICED, POLICED, POLICED] {
         eprintln!("== operator under namespace label {label}: applying {n} identities at once");
-        let mut earlier = operator_run(&client, &operator, n, concurrency, label).await;
+        let mut earlier = operator_run(&client, &operator, n, concurrency, label, &[]).await;
         earlier.stop();
         match label {
             POLICED => policed_rates.push(earlier.rate),
@@ -672,7 +706,7 @@ async fn main() {
     }
     eprintln!("== operator without policy: applying {n} identities at once");
     let cp1 = control_plane_cpu();
-    let run = operator_run(&client, &operator, n, concurrency, UNPOLICED).await;
+    let run = operator_run(&client, &operator, n, concurrency, UNPOLICED, &[]).await;
     let cp_op = control_plane_cpu().zip(cp1).map(|(b, a)| b - a);
     let OperatorRun {
         ns,
@@ -683,6 +717,7 @@ async fn main() {
         mut peak_rss,
         cpu,
         ready,
+        ..
     } = run;
 
     let spread = steady::renewal_spread(&client, &ns, "o").await;
@@ -810,7 +845,7 @@ async fn main() {
 }
 
 /// The renewal spread line (see [`steady::renewal_spread`]).
-fn print_spread(spread: Option<&steady::Spread>) {
+pub(crate) fn print_spread(spread: Option<&steady::Spread>) {
     match spread {
         Some(s) => println!(
             "renewal spread:             {} identities over {} s: busiest second {} = {:.2} x the mean {:.2}/s; by tenth of the window {:?}",
@@ -830,7 +865,7 @@ fn print_spread(spread: Option<&steady::Spread>) {
 async fn steady_mode(client: &Client, operator: &str, n: usize, concurrency: usize, seconds: f64) {
     const RATE: f64 = 50.0;
     eprintln!("== burst: {n} identities at once");
-    let mut run = operator_run(client, operator, n, concurrency, UNPOLICED).await;
+    let mut run = operator_run(client, operator, n, concurrency, UNPOLICED, &[]).await;
     let count = (RATE * seconds) as usize;
     eprintln!("== steady: {count} identities at {RATE}/s over the {n} in place");
     let steady = steady::steady_phase(client, &run.ns, RATE, count).await;
@@ -914,7 +949,7 @@ async fn pod_certificate_mode(client: &Client, operator: &str, n: usize, concurr
     for secret_path in [true, false, false, true] {
         if secret_path {
             eprintln!("== Secret path: {n} identities applied at once, timed to Ready");
-            let mut run = operator_run(client, operator, n, concurrency, UNPOLICED).await;
+            let mut run = operator_run(client, operator, n, concurrency, UNPOLICED, &[]).await;
             run.stop();
             delete_namespace(client, &run.ns).await;
             secret_rates.push(run.rate);

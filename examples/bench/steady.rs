@@ -72,10 +72,8 @@ pub struct Spread {
 /// The renewal spread of the identities in `ns` whose names start with `prefix` (from each
 /// one's `status.renewalTime`).
 pub async fn renewal_spread(client: &Client, ns: &str, prefix: &str) -> Option<Spread> {
-    let mis: Api<MachineIdentity> = Api::namespaced(client.clone(), ns);
-    let list = mis.list(&Default::default()).await.ok()?;
-    let times: Vec<i64> = list
-        .items
+    let times: Vec<i64> = crate::scale::list_all(client, ns)
+        .await
         .iter()
         .filter(|mi| mi.name_any().starts_with(prefix))
         .filter_map(|mi| mi.status.as_ref()?.renewal_time.clone())
