@@ -13,25 +13,10 @@ use kube::api::{DeleteParams, ListParams};
 
 use super::{
     CONVERGENCE, Scale, SerialLog, all_ready, check_invariants, create_identities, delete_as_read,
-    kill_repeatedly, scale,
+    kill_repeatedly, nothing_issued_after_gone, scale,
 };
 use crate::support::*;
 use nhi_operator::api::MachineIdentity;
-
-/// Asserts no certificate reached the Secret of any identity in `deleted` after it was seen
-/// gone.
-fn nothing_issued_after_gone(serials: &SerialLog, deleted: &BTreeMap<String, String>) {
-    for name in deleted.keys() {
-        let gone = serials
-            .gone_at(name)
-            .unwrap_or_else(|| panic!("{name}: its deletion was not seen"));
-        let late = serials.seen_after(&format!("{name}-id"), gone);
-        assert!(
-            late.is_empty(),
-            "{name}: issued after it was gone: {late:?}"
-        );
-    }
-}
 
 #[tokio::test]
 async fn sigkill_during_a_mass_revocation_loses_nothing() {
