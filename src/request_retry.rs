@@ -23,8 +23,9 @@ const RETRIES: u32 = 6;
 /// the apiserver was back. Past these tries the error reaches the caller (a watch retries by
 /// [`crate::kube_api::watch_backoff`], a reconcile is requeued).
 pub fn request_retry() -> RetryLayer<RetryPolicy> {
-    let policy =
-        RetryPolicy::new(FIRST, MAX, RETRIES, true).expect("the request retry's bounds are valid");
+    // The bounds are constants kube accepts; were they refused, kube's own bounded default
+    // (0.5 s to 5 s, three tries) is the fallback rather than a panic at start-up.
+    let policy = RetryPolicy::new(FIRST, MAX, RETRIES, true).unwrap_or_default();
     RetryLayer::new(policy)
 }
 
