@@ -75,7 +75,7 @@ pub fn desired_status(
             set_certificate(&mut status, &prev, info, *renew_at, now);
             status.entitlements = grants.clone();
             if kubernetes_access.is_some() {
-                status.kubernetes_access = kubernetes_access.clone();
+                status.kubernetes_access = kubernetes_access.clone().map(Box::new);
             }
         }
         Outcome::Retrying {
@@ -206,7 +206,7 @@ pub fn with_lifecycle(
         &rfc3339(now),
     ));
     if revocation.is_some() {
-        status.last_revocation = revocation;
+        status.last_revocation = revocation.map(Box::new);
     }
     status
 }
@@ -329,10 +329,10 @@ mod tests {
         };
         let written = desired_status(None, &out, None, Some(1), now);
         let mut observed = written.clone();
-        observed.delegation = Some(nhi_api::DelegationStatus {
+        observed.delegation = Some(Box::new(nhi_api::DelegationStatus {
             delegated: 3,
             ..Default::default()
-        });
+        }));
         observed.pod_certificates = Some(Default::default());
         let next = desired_status(Some(&observed), &out, None, Some(1), now);
         assert_eq!(

@@ -80,7 +80,7 @@ async fn write(
 ) -> Result<(), kube::Error> {
     let api: Api<MachineIdentity> = Api::namespaced(client.clone(), namespace);
     let written = write_status_part(&api, name, ("delegation", FIELD_MANAGER, ATTEMPTS), |mi| {
-        let current = mi.status.as_ref().and_then(|s| s.delegation.as_ref());
+        let current = mi.status.as_ref().and_then(|s| s.delegation.as_deref());
         (Some(json!(with_batch(current, batch))), ())
     })
     .await;

@@ -80,7 +80,7 @@ pub async fn run(global: &GlobalArgs, args: &DelegationsArgs) -> Result<String, 
             },
         )
     })?;
-    let status = mi.status.as_ref().and_then(|s| s.delegation.as_ref());
+    let status = mi.status.as_ref().and_then(|s| s.delegation.as_deref());
     if let Some(text) = structured(&status.cloned().unwrap_or_default(), args.output)? {
         return Ok(text);
     }

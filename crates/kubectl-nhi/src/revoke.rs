@@ -78,7 +78,7 @@ pub fn refusal_of<'a>(
     mi.status
         .as_ref()?
         .refused_revocation
-        .as_ref()
+        .as_deref()
         .filter(|r| r.request == request)
 }
 

@@ -37,7 +37,7 @@ pub struct MachineIdentitySpec {
     /// The object this identity serves (for example a Deployment or ServiceAccount) in the same
     /// namespace. When it no longer exists past a grace period, the identity lapses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workload_ref: Option<WorkloadRef>,
+    pub workload_ref: Option<Box<WorkloadRef>>,
 
     /// The date (YYYY-MM-DD) by which a person must re-attest that this identity is still needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,7 +77,7 @@ pub struct MachineIdentitySpec {
     /// ServiceAccount is covered by at most one identity (a second makes every request denied,
     /// reason AmbiguousIdentity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_certificates: Option<PodCertificates>,
+    pub pod_certificates: Option<Box<PodCertificates>>,
 
     /// Delegated task identities (opt-in): a holder of this identity's certificate may ask the
     /// operator's delegation endpoint for short-lived child certificates, one per task
@@ -85,7 +85,7 @@ pub struct MachineIdentitySpec {
     /// ending no later than the certificate that asked. Absent: no delegation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = not_nullable)]
-    pub delegation: Option<DelegationSpec>,
+    pub delegation: Option<Box<DelegationSpec>>,
 }
 
 /// What a holder of the identity may delegate to the tasks it starts.
@@ -366,7 +366,7 @@ pub struct MachineIdentityStatus {
     pub entitlements: Vec<String>,
     /// The Kubernetes client credential in the Secret's `kubeconfig`, when access is enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubernetes_access: Option<KubernetesAccessStatus>,
+    pub kubernetes_access: Option<Box<KubernetesAccessStatus>>,
     /// Certificates issued to this identity before the current one that have not expired yet:
     /// they are revoked with it when the identity is retired.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -374,19 +374,19 @@ pub struct MachineIdentityStatus {
     pub previous_certificates: Vec<CertificateRecord>,
     /// The last revocation of this identity's certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_revocation: Option<RevocationStatus>,
+    pub last_revocation: Option<Box<RevocationStatus>>,
     /// The last `kubectl nhi revoke` request refused (over a revocation quota), until a later
     /// one is accepted. The certificates it named stay valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refused_revocation: Option<RefusedRevocation>,
+    pub refused_revocation: Option<Box<RefusedRevocation>>,
     /// Pod certificates issued for this identity (signer `nhi.dev/identity`) that have not
     /// expired: written by the signer, read to revoke them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_certificates: Option<PodCertificatesStatus>,
+    pub pod_certificates: Option<Box<PodCertificatesStatus>>,
     /// Children delegated by this identity and its descendants: counts and the most recent,
     /// written by the delegation endpoint in batches (the audit log has every one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delegation: Option<DelegationStatus>,
+    pub delegation: Option<Box<DelegationStatus>>,
 }
 
 /// The delegations of an identity, as far as the status keeps them.

@@ -95,7 +95,10 @@ async fn write(
         name,
         ("podCertificates", FIELD_MANAGER, ATTEMPTS),
         |mi| {
-            let current = mi.status.as_ref().and_then(|s| s.pod_certificates.as_ref());
+            let current = mi
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_certificates.as_deref());
             let (next, outcomes) = with_all_issued(current, entries.clone(), now);
             (next.map(|n| json!(n)), outcomes)
         },

@@ -126,7 +126,7 @@ mod tests {
     fn every_revocation_holds_the_identitys_and_its_pods_certificates() {
         let now = datetime!(2026-11-23 10:00 UTC);
         let mut s = status("0a", now + Duration::hours(1), &[]);
-        s.pod_certificates = Some(nhi_api::PodCertificatesStatus {
+        s.pod_certificates = Some(Box::new(nhi_api::PodCertificatesStatus {
             certificates: vec![nhi_api::PodCertificateRecord {
                 serial_number: "c1".into(),
                 not_after: rfc3339(now + Duration::hours(1)),
@@ -134,7 +134,7 @@ mod tests {
                 grants: vec![],
             }],
             ..Default::default()
-        });
+        }));
         let all = every_revocation(
             Some(&s),
             None,

@@ -182,14 +182,14 @@ mod tests {
     fn a_withdrawn_grant_revokes_the_certificates_that_carry_it_per_pod() {
         let now = t0();
         let status = MachineIdentityStatus {
-            pod_certificates: Some(PodCertificatesStatus {
+            pod_certificates: Some(Box::new(PodCertificatesStatus {
                 certificates: vec![
                     rec("01", "a", now + Duration::hours(1), &["orders.read"]),
                     rec("02", "b", now + Duration::hours(1), &[]),
                     rec("03", "c", now + Duration::minutes(1), &["orders.read"]),
                 ],
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         let grace = Duration::minutes(2);

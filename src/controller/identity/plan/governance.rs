@@ -481,7 +481,7 @@ pub fn revoke_request_refused(facts: &Facts, refusal: &Refusal) -> Vec<Step> {
             status.observed_generation,
             &rfc3339(facts.now),
         ));
-    status.refused_revocation = Some(refused);
+    status.refused_revocation = Some(Box::new(refused));
     let mut steps = vec![];
     if !already {
         steps.push(Step::Publish(PlannedEvent::warning(

@@ -57,7 +57,7 @@ pub fn plan(facts: &Facts, settings: &Settings) -> Plan {
     let lifecycle = assess_lifecycle(facts, settings);
     let previous = previous_conditions(facts);
     let conditions = carry_while_starting(
-        lifecycle_conditions(&lifecycle, mi.spec.workload_ref.as_ref()),
+        lifecycle_conditions(&lifecycle, mi.spec.workload_ref.as_deref()),
         &lifecycle,
         previous,
     );

@@ -422,14 +422,14 @@ fn pod_certificates_carrying_a_withdrawn_grant_are_revoked_with_per_pod_keys() {
             pod: pod.into(),
             grants: grants.iter().map(|g| g.to_string()).collect(),
         };
-        status.pod_certificates = Some(PodCertificatesStatus {
+        status.pod_certificates = Some(Box::new(PodCertificatesStatus {
             outstanding: 2,
             certificates: vec![
                 pod_cert("c1", "web-0", &["payments.refund"]),
                 pod_cert("c2", "web-1", &[]),
             ],
             ..Default::default()
-        });
+        }));
         mi.status = Some(status);
     });
     let steps = plan(&f, &settings()).steps;
