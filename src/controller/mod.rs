@@ -4,6 +4,7 @@
 //! together; each controller's context is built by the operator's entry point.
 
 pub mod ca_rotation_controller;
+pub mod compact_text;
 pub mod entitlement;
 pub mod error;
 pub mod events;

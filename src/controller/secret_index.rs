@@ -3,11 +3,13 @@
 //! compact index rather than a cache of objects: at 10,000 identities it is a tenth of the memory.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
+
+use super::compact_text::CompactText;
 
 /// One identity Secret as the watch last saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,11 +22,71 @@ pub struct SecretVersion {
     pub trust_bundle: Option<String>,
 }
 
+/// One identity Secret as the index keeps it: a resourceVersion and a uid in binary form, and
+/// the trust bundle fingerprint shared by every Secret that carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    resource_version: CompactText,
+    controller_uid: Option<CompactText>,
+    trust_bundle: Option<Arc<str>>,
+}
+
+impl Entry {
+    fn version(&self) -> SecretVersion {
+        SecretVersion {
+            resource_version: self.resource_version.to_string(),
+            controller_uid: self.controller_uid.as_ref().map(ToString::to_string),
+            trust_bundle: self.trust_bundle.as_deref().map(str::to_string),
+        }
+    }
+}
+
+type Entries = HashMap<Box<str>, Entry>;
+
 #[derive(Default)]
 struct State {
-    live: HashMap<String, SecretVersion>,
+    live: Entries,
     /// Entries of a relist in progress; they replace `live` when it completes.
-    relisting: Option<HashMap<String, SecretVersion>>,
+    relisting: Option<Entries>,
+    /// The trust bundle fingerprints in use (one, two during a CA rotation), each kept once.
+    fingerprints: Vec<Arc<str>>,
+}
+
+impl State {
+    /// The index entry for a Secret's metadata, under its `namespace/name`.
+    fn entry(&mut self, meta: &PartialObjectMeta<Secret>) -> Option<(Box<str>, Entry)> {
+        let m = &meta.metadata;
+        let k = key(m.namespace.as_deref()?, m.name.as_deref()?);
+        let controller_uid = m
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true))
+            .map(|r| CompactText::new(&r.uid));
+        let trust_bundle = m
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(nhi_core::labels::TRUST_BUNDLE))
+            .map(|fp| self.fingerprint(fp));
+        let entry = Entry {
+            resource_version: CompactText::new(m.resource_version.as_deref().unwrap_or_default()),
+            controller_uid,
+            trust_bundle,
+        };
+        Some((k, entry))
+    }
+
+    /// `fingerprint`, shared with the Secrets already carrying it; fingerprints no Secret
+    /// carries any more are let go.
+    fn fingerprint(&mut self, fingerprint: &str) -> Arc<str> {
+        if let Some(f) = self.fingerprints.iter().find(|f| &***f == fingerprint) {
+            return f.clone();
+        }
+        self.fingerprints.retain(|f| Arc::strong_count(f) > 1);
+        let f: Arc<str> = fingerprint.into();
+        self.fingerprints.push(f.clone());
+        f
+    }
 }
 
 /// The index, shared between the watch (writer) and the reconcilers (readers).
@@ -33,37 +95,15 @@ pub struct SecretIndex {
     state: RwLock<State>,
 }
 
-fn key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
-}
-
-fn entry(meta: &PartialObjectMeta<Secret>) -> Option<(String, SecretVersion)> {
-    let m = &meta.metadata;
-    let k = key(m.namespace.as_deref()?, m.name.as_deref()?);
-    let controller_uid = m
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|r| r.controller == Some(true))
-        .map(|r| r.uid.clone());
-    let trust_bundle = m
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(nhi_core::labels::TRUST_BUNDLE))
-        .cloned();
-    let version = SecretVersion {
-        resource_version: m.resource_version.clone().unwrap_or_default(),
-        controller_uid,
-        trust_bundle,
-    };
-    Some((k, version))
+fn key(namespace: &str, name: &str) -> Box<str> {
+    format!("{namespace}/{name}").into_boxed_str()
 }
 
 impl SecretIndex {
     /// The Secret `namespace/name` as last seen, or None when the watch has not seen it.
     pub fn get(&self, namespace: &str, name: &str) -> Option<SecretVersion> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        state.live.get(&key(namespace, name)).cloned()
+        state.live.get(&key(namespace, name)).map(Entry::version)
     }
 
     /// How many of the indexed identity Secrets controlled by an identity `live` accepts carry
@@ -74,10 +114,11 @@ impl SecretIndex {
         live: impl Fn(&str) -> bool,
     ) -> (usize, usize) {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let ours = state
-            .live
-            .values()
-            .filter(|v| v.controller_uid.as_deref().is_some_and(&live));
+        let ours = state.live.values().filter(|v| {
+            v.controller_uid
+                .as_ref()
+                .is_some_and(|u| live(&u.to_string()))
+        });
         let (mut behind, mut total) = (0, 0);
         for v in ours {
             total += 1;
@@ -98,11 +139,12 @@ impl SecretIndex {
     /// Applies one watch event. A relist (Init … InitDone) updates entries as it goes and, when
     /// complete, drops those it did not find: Secrets deleted while the watch was down.
     pub fn apply(&self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let state = &mut *guard;
         match event {
             watcher::Event::Init => state.relisting = Some(HashMap::new()),
             watcher::Event::InitApply(s) => {
-                if let Some((k, v)) = entry(s) {
+                if let Some((k, v)) = state.entry(s) {
                     // Live at once too: the reconcile this event triggers must see the version
                     // the relist found, not one from before the watch went down.
                     state.live.insert(k.clone(), v.clone());
@@ -118,12 +160,12 @@ impl SecretIndex {
                 }
             }
             watcher::Event::Apply(s) => {
-                if let Some((k, v)) = entry(s) {
+                if let Some((k, v)) = state.entry(s) {
                     state.live.insert(k, v);
                 }
             }
             watcher::Event::Delete(s) => {
-                if let Some((k, _)) = entry(s) {
+                if let Some((k, _)) = state.entry(s) {
                     state.live.remove(&k);
                 }
             }
@@ -205,6 +247,16 @@ mod tests {
         index.apply(&watcher::Event::Apply(with_bundle("b", Some("new"))));
         index.apply(&watcher::Event::Apply(with_bundle("c", Some("new"))));
         assert_eq!(index.bundle_laggards("new", all), (0, 3));
+        // One copy of the fingerprint for every Secret carrying it; the old one is let go.
+        index.apply(&watcher::Event::Apply(with_bundle("d", Some("newer"))));
+        let state = index.state.read().unwrap();
+        let (a, c) = (&state.live["ns/a"], &state.live["ns/c"]);
+        assert!(Arc::ptr_eq(
+            a.trust_bundle.as_ref().unwrap(),
+            c.trust_bundle.as_ref().unwrap()
+        ));
+        let kept: Vec<&str> = state.fingerprints.iter().map(|f| &**f).collect();
+        assert_eq!(kept, ["new", "newer"]);
     }
 
     #[test]

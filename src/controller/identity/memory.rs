@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 
+use super::remembered_certificate::RememberedCertificate;
 use crate::controller::status_memory::RecentStatusWrites;
 use crate::controller::uid_key::{UidKey, uid_key};
 use nhi_api::{MachineIdentity, RevocationStatus};
@@ -17,7 +18,7 @@ use nhi_identity::certificate::CertificateInfo;
 pub struct IdentityMemory {
     /// The certificate in each identity's Secret, with the Secret's resourceVersion it was seen
     /// at: while that version is current, the Secret need not be read.
-    certificates: Mutex<HashMap<UidKey, (String, KnownCertificate)>>,
+    certificates: Mutex<HashMap<UidKey, RememberedCertificate>>,
     /// The last revocation made per identity: the status shows it even when the cache does not
     /// show our own status write yet.
     revocations: Mutex<HashMap<UidKey, RevocationStatus>>,
@@ -74,14 +75,13 @@ impl IdentityMemory {
     /// The certificate known for identity `uid` if its Secret is still at `resource_version`.
     pub fn known_certificate(&self, uid: &str, resource_version: &str) -> Option<KnownCertificate> {
         let known = self.certificates.lock().ok()?;
-        let (rv, cert) = known.get(&uid_key(uid))?;
-        (rv == resource_version).then(|| cert.clone())
+        known.get(&uid_key(uid))?.at_version(resource_version)
     }
 
     /// The certificate last known for identity `uid`, whatever the Secret's version.
     pub fn any_known_certificate(&self, uid: &str) -> Option<CertificateInfo> {
         let known = self.certificates.lock().ok()?;
-        known.get(&uid_key(uid)).map(|(_, c)| c.info.clone())
+        known.get(&uid_key(uid)).map(RememberedCertificate::info)
     }
 
     /// Whether any certificate is known for identity `uid` (its Secret was seen or written).
@@ -100,7 +100,7 @@ impl IdentityMemory {
         cert: KnownCertificate,
     ) {
         if let (Ok(mut known), Some(rv)) = (self.certificates.lock(), resource_version) {
-            known.insert(uid_key(uid), (rv, cert));
+            known.insert(uid_key(uid), RememberedCertificate::new(rv, cert));
         }
     }
 

@@ -20,6 +20,7 @@ pub mod facts;
 mod issuance;
 pub mod memory;
 pub mod plan;
+mod remembered_certificate;
 pub mod settings;
 pub mod watch;
 
