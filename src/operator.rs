@@ -264,6 +264,7 @@ async fn lead(
         policies: policies.clone(),
         health: health.clone(),
         memory: Default::default(),
+        renewals: Default::default(),
         revoker: revoker.clone(),
         workloads: Arc::new(WorkloadWatches::new(client.clone(), ns.clone())),
         pacing: pacing.clone(),

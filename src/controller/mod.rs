@@ -100,12 +100,17 @@ pub async fn run_controllers<S>(
         (wiring.namespace.clone(), wiring.concurrency),
         wiring.shutdown.clone(),
     );
+    // What the other controllers ask for, and the identities whose wake-up is due.
+    let requests = futures::stream::select(
+        futures::stream::poll_fn(move |cx| identity_requests.poll_recv(cx)),
+        identity_ctx.renewals.clone().due(),
+    );
     let identity_controller = identity::watch::run(
         identity_ctx,
         IdentitySources {
             secrets: wiring.secret_stream,
             cache: wiring.identity_cache,
-            requests: futures::stream::poll_fn(move |cx| identity_requests.poll_recv(cx)),
+            requests,
             namespace: wiring.namespace,
             concurrency: wiring.concurrency,
             shutdown: wiring.shutdown,

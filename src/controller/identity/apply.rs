@@ -13,7 +13,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::context::IdentityContext;
 use super::facts::Facts;
 use super::issuance::issue;
-use super::plan::{self, Failure, OnRevokeFailure, Plan, Revoke, Step};
+use super::plan::{self, Failure, OnRevokeFailure, Plan, Requeue, Revoke, Step};
 use crate::controller::error::ReconcileError;
 use crate::controller::identity_secret::{keys, trust_bundle_patch};
 use crate::controller::status::comparable;
@@ -131,9 +131,21 @@ impl Run<'_> {
                 return Err(ReconcileError::KubeApiError(e));
             }
             Step::Fail(Failure::SecretAppeared) => return Err(ReconcileError::SecretAppeared),
-            Step::Finish(requeue) => return Ok(Next::Finish(requeue.action())),
+            Step::Finish(requeue) => return Ok(Next::Finish(self.look_again(requeue))),
         }
         Ok(Next::Continue)
+    }
+
+    /// The identity is to be looked at again later: the controller's own timer keeps that, and
+    /// the controller itself waits for a change.
+    fn look_again(&self, requeue: Requeue) -> Action {
+        if let Requeue::After(after) = requeue {
+            let mi = self.mi();
+            let uid = mi.metadata.uid.as_deref().unwrap_or_default();
+            let name = mi.name_any();
+            (self.ctx.renewals).wake_after(uid, &self.facts.namespace, &name, after);
+        }
+        Action::await_change()
     }
 
     /// Revokes, then follows the branch the answer picks; a failure fails the reconcile or, for

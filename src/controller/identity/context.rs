@@ -7,6 +7,7 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::memory::IdentityMemory;
+use super::renewal_timer::RenewalTimer;
 use super::settings::Settings;
 use crate::cache::IndexedStore;
 use crate::controller::policy_watch::PolicyView;
@@ -39,6 +40,8 @@ pub struct IdentityContext {
     /// Whether the caches have synced.
     pub health: Arc<Health>,
     pub memory: IdentityMemory,
+    /// When each identity is to be reconciled again (its renewal, mostly).
+    pub renewals: Arc<RenewalTimer>,
     /// Revokes certificates and publishes the CRL.
     pub revoker: Revoker,
     /// The watches of the objects identities serve.

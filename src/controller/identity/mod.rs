@@ -21,7 +21,9 @@ mod issuance;
 pub mod memory;
 pub mod plan;
 mod remembered_certificate;
+pub mod renewal_timer;
 pub mod settings;
+mod wakeups;
 pub mod watch;
 
 use std::sync::Arc;

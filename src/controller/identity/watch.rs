@@ -185,8 +185,9 @@ fn identity_event_seen(
             ctx.revoker.identity_gone();
             let metrics = &ctx.reporter.metrics;
             metrics.forget(&mi.namespace().unwrap_or_default(), &mi.name_any());
-            ctx.memory
-                .forget(mi.metadata.uid.as_deref().unwrap_or_default());
+            let uid = mi.metadata.uid.as_deref().unwrap_or_default();
+            ctx.memory.forget(uid);
+            ctx.renewals.forget(uid);
         }
         watcher::Event::InitApply(_) => {}
     }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use kube::runtime::controller::Action;
 use time::OffsetDateTime;
 
 use crate::revoke::{Revocation, RevokeError};
@@ -158,15 +157,6 @@ pub enum Requeue {
     After(std::time::Duration),
     /// Only when something changes.
     AwaitChange,
-}
-
-impl Requeue {
-    pub fn action(self) -> Action {
-        match self {
-            Requeue::After(d) => Action::requeue(d),
-            Requeue::AwaitChange => Action::await_change(),
-        }
-    }
 }
 
 /// A certificate to issue, and what settles the outcome.
