@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::controller::uid_key::{UidKey, uid_key};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -44,8 +46,8 @@ pub struct Metrics {
     /// with `per_identity`.
     pub expiry: Family<IdentityLabels, Gauge<i64>>,
     per_identity: bool,
-    /// notAfter of each identity's current certificate, whatever is exported.
-    expiries: Mutex<HashMap<(String, String), i64>>,
+    /// notAfter of each identity's current certificate (by uid), whatever is exported.
+    expiries: Mutex<HashMap<UidKey, i64>>,
     /// How many identities hold a certificate.
     pub certificates: Gauge<i64>,
     /// The earliest notAfter of them (Unix seconds; 0 when none).
@@ -314,10 +316,10 @@ impl Metrics {
         self.events_dropped.inc();
     }
 
-    /// Records an identity's certificate expiry.
-    pub fn set_expiry(&self, namespace: &str, name: &str, not_after_unix: i64) {
+    /// Records the certificate expiry of identity `uid` (`namespace/name`).
+    pub fn set_expiry(&self, uid: &str, namespace: &str, name: &str, not_after_unix: i64) {
         if let Ok(mut e) = self.expiries.lock() {
-            e.insert((namespace.to_string(), name.to_string()), not_after_unix);
+            e.insert(uid_key(uid), not_after_unix);
         }
         if self.per_identity {
             let labels = IdentityLabels {
@@ -328,10 +330,11 @@ impl Metrics {
         }
     }
 
-    /// Forgets an identity (deleted): keeps the series count bounded by live identities.
-    pub fn forget(&self, namespace: &str, name: &str) {
+    /// Forgets identity `uid` (`namespace/name`, deleted): keeps the series count bounded by
+    /// live identities.
+    pub fn forget(&self, uid: &str, namespace: &str, name: &str) {
         if let Ok(mut e) = self.expiries.lock() {
-            e.remove(&(namespace.to_string(), name.to_string()));
+            e.remove(&uid_key(uid));
         }
         self.expiry.remove(&IdentityLabels {
             namespace: namespace.to_string(),
@@ -409,8 +412,8 @@ mod tests {
     #[test]
     fn by_default_no_series_names_an_identity() {
         let m = Metrics::default();
-        m.set_expiry("ns", "a", 42);
-        m.set_expiry("ns", "b", 40);
+        m.set_expiry("ua", "ns", "a", 42);
+        m.set_expiry("ub", "ns", "b", 40);
         let text = m.encode();
         assert!(!text.contains("name=\"a\""), "{text}");
         assert!(text.contains("nhi_identities_with_certificate 2"), "{text}");
@@ -418,7 +421,7 @@ mod tests {
             text.contains("nhi_certificate_expiry_earliest_timestamp_seconds 40"),
             "{text}"
         );
-        m.forget("ns", "b");
+        m.forget("ub", "ns", "b");
         assert!(
             m.encode()
                 .contains("nhi_certificate_expiry_earliest_timestamp_seconds 42")
@@ -445,7 +448,7 @@ mod tests {
     fn encodes_counters_and_forgets_identities() {
         let m = Metrics::new(true);
         m.count_issued("SecretMissing");
-        m.set_expiry("ns", "a", 42);
+        m.set_expiry("ua", "ns", "a", 42);
         {
             let _t = m.time_reconcile();
         }
@@ -472,7 +475,7 @@ mod tests {
             m.encode()
                 .contains("nhi_reconciles_total{controller=\"machineidentity\"} 1")
         );
-        m.forget("ns", "a");
+        m.forget("ua", "ns", "a");
         assert!(!m.encode().contains("name=\"a\""));
     }
 }

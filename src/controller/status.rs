@@ -101,9 +101,9 @@ fn set_certificate(
     status.previous_certificates = previous_after(prev, &info.serial_hex, now);
     status.serial_number = Some(info.serial_hex.clone());
     status.thumbprint_sha256 = Some(info.thumbprint_sha256.clone());
-    status.not_before = Some(rfc3339(info.not_before));
-    status.not_after = Some(rfc3339(info.not_after));
-    status.renewal_time = Some(rfc3339(renew_at));
+    status.not_before = Some(rfc3339(info.not_before).into());
+    status.not_after = Some(rfc3339(info.not_after).into());
+    status.renewal_time = Some(rfc3339(renew_at).into());
 }
 
 /// The `Ready` and `Issuing` conditions after `outcome`.
@@ -170,7 +170,7 @@ pub fn deny_ready(
     denied.observed_generation = ready.observed_generation;
     denied.last_transition_time = match was_denied {
         Some(c) => c.last_transition_time.clone(),
-        None => rfc3339(now),
+        None => rfc3339(now).into(),
     };
     *ready = denied;
 }

@@ -86,7 +86,7 @@ fn expected_state(mi: &MachineIdentity) -> String {
     match condition(mi, "Ready") {
         None => "Pending".into(),
         Some(c) if c.status == "True" => "Ready".into(),
-        Some(c) => c.reason.clone(),
+        Some(c) => c.reason.to_string(),
     }
 }
 

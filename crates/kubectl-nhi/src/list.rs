@@ -80,7 +80,7 @@ pub fn state_of(mi: &MachineIdentity) -> String {
         None => "Pending".to_string(),
         Some(c) if c.is_true() => "Ready".to_string(),
         Some(c) if c.reason.is_empty() => "NotReady".to_string(),
-        Some(c) => c.reason.clone(),
+        Some(c) => c.reason.to_string(),
     }
 }
 
@@ -105,7 +105,7 @@ pub fn row_of(mi: &MachineIdentity, now: OffsetDateTime) -> IdentityRow {
             ReviewStanding::Current => "current",
         }),
         review_days_left: review_date.map(|d| (d - today_utc(now)).whole_days()),
-        not_after: status.not_after,
+        not_after: status.not_after.map(String::from),
         serial_number: status.serial_number,
         grants: status.entitlements,
         pod_certificates: spec.pod_certificates.as_ref().map(|p| PodCertificatesRow {

@@ -2,24 +2,27 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 
 /// One aspect of the object's current state, in the shape `kubectl wait --for=condition=...`,
 /// Flux and Argo CD understand.
+// The short fields are `SmolStr`: held inline up to 23 bytes, they take no allocation in the
+// operator's cache of every identity.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     /// The aspect this condition describes, for example `Ready`.
     #[serde(rename = "type")]
-    pub type_: String,
+    pub type_: SmolStr,
     /// `True`, `False` or `Unknown`.
-    pub status: String,
+    pub status: SmolStr,
     /// A stable CamelCase word saying why the condition has its status.
-    pub reason: String,
+    pub reason: SmolStr,
     /// A human-readable explanation.
     #[serde(default)]
     pub message: String,
     /// When the status last changed (RFC 3339).
-    pub last_transition_time: String,
+    pub last_transition_time: SmolStr,
     /// The object generation this condition was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -29,11 +32,11 @@ impl Condition {
     /// A condition with the given verdict; its transition time is set by [`merge_conditions`].
     pub fn new(type_: &str, status: bool, reason: &str, message: impl Into<String>) -> Self {
         Condition {
-            type_: type_.to_string(),
-            status: if status { "True" } else { "False" }.to_string(),
-            reason: reason.to_string(),
+            type_: type_.into(),
+            status: SmolStr::new_static(if status { "True" } else { "False" }),
+            reason: reason.into(),
             message: message.into(),
-            last_transition_time: String::new(),
+            last_transition_time: SmolStr::default(),
             observed_generation: None,
         }
     }
@@ -50,7 +53,7 @@ pub fn without_transition_times(conditions: &[Condition]) -> Vec<Condition> {
     conditions
         .iter()
         .map(|c| Condition {
-            last_transition_time: String::new(),
+            last_transition_time: SmolStr::default(),
             ..c.clone()
         })
         .collect()
@@ -72,7 +75,7 @@ pub fn merge_conditions(
                 .iter()
                 .find(|p| p.type_ == c.type_ && p.status == c.status)
                 .map(|p| p.last_transition_time.clone())
-                .unwrap_or_else(|| now.to_string());
+                .unwrap_or_else(|| now.into());
             c
         })
         .collect()

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 
 use super::condition::Condition;
 
@@ -353,13 +354,13 @@ pub struct MachineIdentityStatus {
     pub thumbprint_sha256: Option<String>,
     /// Start of the current certificate's validity (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<String>,
+    pub not_before: Option<SmolStr>,
     /// End of the current certificate's validity (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_after: Option<String>,
+    pub not_after: Option<SmolStr>,
     /// When the operator will renew the certificate (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub renewal_time: Option<String>,
+    pub renewal_time: Option<SmolStr>,
     /// The identity's effective grants: what its current certificate carries, from every active
     /// Entitlement that selects it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

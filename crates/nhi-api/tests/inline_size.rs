@@ -25,3 +25,25 @@ fn a_cached_identity_stays_small_inline() {
         size_of::<MachineIdentity>()
     );
 }
+
+#[test]
+fn the_short_status_texts_take_no_allocation() {
+    let status: MachineIdentityStatus = serde_json::from_value(serde_json::json!({
+        "conditions": [{
+            "type": "Ready", "status": "True", "reason": "CertificateValid",
+            "message": "certificate 589af7da9ba85afe5377da88456c9b65 valid until 2026-12-06T06:37:12Z",
+            "lastTransitionTime": "2026-12-06T05:37:12Z", "observedGeneration": 1
+        }],
+        "notBefore": "2026-12-06T05:36:12Z",
+        "notAfter": "2026-12-06T06:37:12Z",
+        "renewalTime": "2026-12-06T06:15:25Z"
+    }))
+    .unwrap();
+    let c = &status.conditions[0];
+    for text in [&c.type_, &c.status, &c.reason, &c.last_transition_time] {
+        assert!(!text.is_heap_allocated(), "{text}");
+    }
+    for text in [&status.not_before, &status.not_after, &status.renewal_time] {
+        assert!(!text.as_ref().unwrap().is_heap_allocated());
+    }
+}

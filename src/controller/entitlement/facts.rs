@@ -128,7 +128,7 @@ fn identity(
             grants: status.entitlements.into_iter().collect(),
             serial_number: status.serial_number,
             thumbprint_sha256: status.thumbprint_sha256,
-            not_after: status.not_after,
+            not_after: status.not_after.map(String::from),
         },
     }
 }

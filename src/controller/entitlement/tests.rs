@@ -213,7 +213,7 @@ fn the_requeue_follows_what_is_pending() {
         Requeue::After(std::time::Duration::from_secs(2))
     );
     let mut waiting = Condition::new("Ready", false, "Binding", "waiting");
-    waiting.last_transition_time = rfc3339(now - Duration::minutes(2));
+    waiting.last_transition_time = rfc3339(now - Duration::minutes(2)).into();
     let mut ent = (*f.entitlement).clone();
     ent.status = Some(EntitlementStatus {
         conditions: vec![waiting],

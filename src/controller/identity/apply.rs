@@ -108,11 +108,13 @@ impl Run<'_> {
             Step::SetExpiry { not_after_unix } => {
                 let name = self.mi().name_any();
                 let metrics = &ctx.reporter.metrics;
-                metrics.set_expiry(&self.facts.namespace, &name, not_after_unix);
+                let uid = self.mi().metadata.uid.as_deref().unwrap_or_default();
+                metrics.set_expiry(uid, &self.facts.namespace, &name, not_after_unix);
             }
             Step::ForgetMetrics => {
                 let name = self.mi().name_any();
-                ctx.reporter.metrics.forget(&self.facts.namespace, &name);
+                let uid = self.mi().metadata.uid.as_deref().unwrap_or_default();
+                (ctx.reporter.metrics).forget(uid, &self.facts.namespace, &name);
             }
             Step::RememberCertificate {
                 version,

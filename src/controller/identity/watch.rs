@@ -183,9 +183,9 @@ fn identity_event_seen(
         }
         watcher::Event::Delete(mi) => {
             ctx.revoker.identity_gone();
-            let metrics = &ctx.reporter.metrics;
-            metrics.forget(&mi.namespace().unwrap_or_default(), &mi.name_any());
             let uid = mi.metadata.uid.as_deref().unwrap_or_default();
+            let metrics = &ctx.reporter.metrics;
+            metrics.forget(uid, &mi.namespace().unwrap_or_default(), &mi.name_any());
             ctx.memory.forget(uid);
             ctx.renewals.forget(uid);
         }

@@ -96,7 +96,7 @@ pub fn previous_after(
     {
         list.push(CertificateRecord {
             serial_number: serial.clone(),
-            not_after: not_after.clone(),
+            not_after: not_after.to_string(),
         });
     }
     list.retain(|c| {
@@ -156,7 +156,7 @@ mod tests {
     ) -> MachineIdentityStatus {
         MachineIdentityStatus {
             serial_number: Some(serial.into()),
-            not_after: Some(rfc3339(not_after)),
+            not_after: Some(rfc3339(not_after).into()),
             previous_certificates: previous
                 .iter()
                 .map(|(s, t)| CertificateRecord {
@@ -218,7 +218,7 @@ mod tests {
         // The same certificate again (a status rewrite) changes nothing.
         let again = MachineIdentityStatus {
             serial_number: Some("0d".into()),
-            not_after: Some(rfc3339(now + Duration::hours(1))),
+            not_after: Some(rfc3339(now + Duration::hours(1)).into()),
             previous_certificates: next.clone(),
             ..Default::default()
         };

@@ -220,7 +220,7 @@ pub fn transition_events(previous: &[Condition], next: &[Condition]) -> Vec<Life
                 warning,
                 reason: match (c.type_.as_str(), warning) {
                     (WORKLOAD_FOUND, false) => WORKLOAD_FOUND.to_string(),
-                    _ => c.reason.clone(),
+                    _ => c.reason.to_string(),
                 },
                 message: c.message.clone(),
             });

@@ -98,7 +98,7 @@ fn a_workload_missing_past_its_grace_period_retires_the_identity() {
             "WorkloadMissing",
             "Deployment api does not exist",
         );
-        missing.last_transition_time = rfc3339(now - Duration::minutes(6));
+        missing.last_transition_time = rfc3339(now - Duration::minutes(6)).into();
         status.conditions = vec![missing];
         mi.status = Some(status);
     });
@@ -125,7 +125,7 @@ fn a_workload_missing_past_its_grace_period_retires_the_identity() {
     // Within the grace period: kept, said, and looked at again when it ends.
     with_identity(&mut f, |mi| {
         if let Some(c) = mi.status.as_mut().unwrap().conditions.first_mut() {
-            c.last_transition_time = rfc3339(now - Duration::minutes(2));
+            c.last_transition_time = rfc3339(now - Duration::minutes(2)).into();
         }
     });
     let steps = plan(&f, &settings()).steps;

@@ -208,7 +208,7 @@ fn real_secret(facts: &Facts) -> k8s_openapi::api::core::v1::Secret {
 fn status_with(serial: &str, not_after: OffsetDateTime, grants: &[&str]) -> MachineIdentityStatus {
     MachineIdentityStatus {
         serial_number: Some(serial.into()),
-        not_after: Some(rfc3339(not_after)),
+        not_after: Some(rfc3339(not_after).into()),
         entitlements: grants.iter().map(|g| g.to_string()).collect(),
         ..Default::default()
     }
@@ -266,7 +266,7 @@ fn written_status(steps: &[Step]) -> Option<&MachineIdentityStatus> {
 fn ready_reason(steps: &[Step]) -> (bool, String) {
     let status = written_status(steps).expect("a status is written");
     let ready = status.conditions.iter().find(|c| c.type_ == READY).unwrap();
-    (ready.is_true(), ready.reason.clone())
+    (ready.is_true(), ready.reason.to_string())
 }
 
 fn issuance(steps: &[Step]) -> &Issuance {
