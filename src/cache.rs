@@ -8,9 +8,11 @@ use std::sync::{Arc, RwLock};
 use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::watcher;
+use smol_str::SmolStr;
 
-/// Object names by namespace.
-type Names = HashMap<String, BTreeSet<String>>;
+/// Object names by namespace (a name of up to 23 bytes is held inline: no allocation per
+/// object).
+type Names = HashMap<String, BTreeSet<SmolStr>>;
 
 /// The reading side: a reflector [`Store`] (all of its methods, through `Deref`) and the names
 /// of each namespace's objects.
@@ -31,7 +33,7 @@ impl<K: Resource<DynamicType = ()> + 'static> Clone for IndexedStore<K> {
 impl<K: Resource<DynamicType = ()> + Clone + 'static> IndexedStore<K> {
     /// The cached objects of `namespace`, in name order.
     pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
-        let names: Vec<String> = {
+        let names: Vec<SmolStr> = {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
             match index.get(namespace) {
                 Some(names) => names.iter().cloned().collect(),
@@ -100,7 +102,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> IndexedWriter<K> {
         let key = |obj: &K| {
             (
                 obj.meta().namespace.clone().unwrap_or_default(),
-                obj.meta().name.clone().unwrap_or_default(),
+                SmolStr::new(obj.meta().name.as_deref().unwrap_or_default()),
             )
         };
         match event {

@@ -142,16 +142,19 @@ impl SecretIndex {
         let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
         let state = &mut *guard;
         match event {
-            watcher::Event::Init => state.relisting = Some(HashMap::new()),
+            // The first list has nothing to drop: it fills the live entries alone (a second
+            // map would double the index while the operator starts over every Secret).
+            watcher::Event::Init => {
+                state.relisting = (!state.live.is_empty()).then(HashMap::new);
+            }
             watcher::Event::InitApply(s) => {
                 if let Some((k, v)) = state.entry(s) {
                     // Live at once too: the reconcile this event triggers must see the version
                     // the relist found, not one from before the watch went down.
-                    state.live.insert(k.clone(), v.clone());
-                    state
-                        .relisting
-                        .get_or_insert_with(HashMap::new)
-                        .insert(k, v);
+                    if let Some(relisting) = state.relisting.as_mut() {
+                        relisting.insert(k.clone(), v.clone());
+                    }
+                    state.live.insert(k, v);
                 }
             }
             watcher::Event::InitDone => {
@@ -271,6 +274,18 @@ mod tests {
         index.apply(&watcher::Event::InitDone);
         assert_eq!(index.get("ns", "gone"), None);
         assert_eq!(index.get("ns", "kept").unwrap().resource_version, "5");
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn the_first_list_fills_the_index_without_a_second_copy() {
+        let index = SecretIndex::default();
+        index.apply(&watcher::Event::Init);
+        index.apply(&watcher::Event::InitApply(secret("a", "5", Some("u"))));
+        assert!(index.state.read().unwrap().relisting.is_none());
+        assert_eq!(index.get("ns", "a").unwrap().resource_version, "5");
+        index.apply(&watcher::Event::InitDone);
+        assert_eq!(index.get("ns", "a").unwrap().resource_version, "5");
         assert_eq!(index.len(), 1);
     }
 }
