@@ -13,6 +13,7 @@ use crate::controller::ca_rotation_controller::{RotationContext, RotationSetting
 use crate::controller::entitlement::EntitlementContext;
 use crate::controller::events::{EventBudget, EventPublisher};
 use crate::controller::identity::context::IdentityContext;
+use crate::controller::identity::renewal_timer::RenewalTimer;
 use crate::controller::identity::settings::{LifecyclePolicy, Settings as PlanSettings};
 use crate::controller::pod_certificate::context::PodCertContext;
 use crate::controller::reissue_pacing::ReissuePacing;
@@ -240,10 +241,12 @@ async fn lead(
             },
         },
     ));
+    let renewals = Arc::new(RenewalTimer::default());
     let (secrets, secret_stream) = controller::identity::watch::identity_secret_watch(
         client.clone(),
         ns.as_deref(),
         health.clone(),
+        renewals.clone(),
     );
     let (entitlements, entitlement_cache) = crate::cache::indexed_store();
     let (policies, policy_watch) = controller::policy_watch::policy_view(
@@ -264,7 +267,7 @@ async fn lead(
         policies: policies.clone(),
         health: health.clone(),
         memory: Default::default(),
-        renewals: Default::default(),
+        renewals,
         revoker: revoker.clone(),
         workloads: Arc::new(WorkloadWatches::new(client.clone(), ns.clone())),
         pacing: pacing.clone(),

@@ -44,11 +44,11 @@ impl Wakeups {
         self.by_time.first().map(|(at, _)| *at)
     }
 
-    /// Takes the wake-ups due at `now`, earliest first, as `(namespace, name)`.
-    pub fn take_due(&mut self, now: Instant) -> Vec<(String, String)> {
+    /// Takes up to `max` of the wake-ups due at `now`, earliest first, as `(namespace, name)`.
+    pub fn take_due(&mut self, now: Instant, max: usize) -> Vec<(String, String)> {
         let mut due = vec![];
         while let Some(&(at, uid)) = self.by_time.first() {
-            if at > now {
+            if at > now || due.len() >= max {
                 break;
             }
             self.by_time.pop_first();
@@ -90,10 +90,10 @@ mod tests {
         assert!(w.wake_at(2, "ns", "b", t0 + s(10)));
         assert!(!w.wake_at(3, "other", "c", t0 + s(20)));
         assert_eq!(w.next(), Some(t0 + s(10)));
-        assert!(names(w.take_due(t0 + s(5))).is_empty());
-        assert_eq!(names(w.take_due(t0 + s(20))), ["ns/b", "other/c"]);
+        assert!(names(w.take_due(t0 + s(5), 10)).is_empty());
+        assert_eq!(names(w.take_due(t0 + s(20), 10)), ["ns/b", "other/c"]);
         assert_eq!(w.len(), 1);
-        assert_eq!(names(w.take_due(t0 + s(60))), ["ns/a"]);
+        assert_eq!(names(w.take_due(t0 + s(60), 10)), ["ns/a"]);
         assert!(w.is_empty() && w.next().is_none());
     }
 
@@ -108,8 +108,20 @@ mod tests {
         assert_eq!(w.next(), Some(t0 + s(10)));
         assert!(w.wake_at(1, "ns", "a", t0 + s(5)));
         assert_eq!(w.len(), 1);
-        assert_eq!(names(w.take_due(t0 + s(5))), ["ns/a"]);
-        assert!(w.take_due(t0 + s(100)).is_empty());
+        assert_eq!(names(w.take_due(t0 + s(5), 10)), ["ns/a"]);
+        assert!(w.take_due(t0 + s(100), 10).is_empty());
+    }
+
+    #[test]
+    fn due_wake_ups_are_taken_a_batch_at_a_time() {
+        let t0 = Instant::now();
+        let mut w = Wakeups::default();
+        for uid in 0..5 {
+            w.wake_at(uid, "ns", &format!("i{uid}"), t0);
+        }
+        assert_eq!(names(w.take_due(t0, 2)), ["ns/i0", "ns/i1"]);
+        assert_eq!(names(w.take_due(t0, 2)), ["ns/i2", "ns/i3"]);
+        assert_eq!(names(w.take_due(t0, 2)), ["ns/i4"]);
     }
 
     #[test]
@@ -120,6 +132,6 @@ mod tests {
         w.wake_at(2, "ns", "b", t0);
         w.forget(1);
         w.forget(7);
-        assert_eq!(names(w.take_due(t0)), ["ns/b"]);
+        assert_eq!(names(w.take_due(t0, 10)), ["ns/b"]);
     }
 }

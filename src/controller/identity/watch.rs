@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -16,6 +17,7 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use super::context::IdentityContext;
+use super::renewal_timer::RenewalTimer;
 use crate::cache::IndexedWriter;
 use crate::controller::entitlement::watch as entitlement_watch;
 use crate::controller::secret_index::SecretIndex;
@@ -36,6 +38,7 @@ pub fn identity_secret_watch(
     client: Client,
     namespace: Option<&str>,
     health: Arc<Health>,
+    renewals: Arc<RenewalTimer>,
 ) -> (
     Arc<SecretIndex>,
     impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
@@ -57,8 +60,31 @@ pub fn identity_secret_watch(
                 }
             }
         })
-        .touched_objects();
+        .filter_map(move |ev| {
+            // A relist's Secrets ask for their identity through the paced timer (see
+            // `identity_stream`); changes seen as they happen go to the controller directly.
+            let out = match ev {
+                Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => Some(Ok(s)),
+                Ok(watcher::Event::InitApply(s)) => {
+                    wake_owner(&renewals, &s);
+                    None
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(out)
+        });
     (index, stream)
+}
+
+/// Asks for the identity controlling Secret `s` to be reconciled (through the paced timer).
+fn wake_owner(renewals: &RenewalTimer, s: &PartialObjectMeta<Secret>) {
+    let namespace = s.metadata.namespace.as_deref().unwrap_or_default();
+    let owner = (s.metadata.owner_references.iter().flatten())
+        .find(|r| r.controller == Some(true) && r.kind == "MachineIdentity");
+    if let Some(r) = owner {
+        renewals.wake_after(&r.uid, namespace, &r.name, Duration::ZERO);
+    }
 }
 
 /// Where the MachineIdentity controller's work comes from.
@@ -85,6 +111,7 @@ where
     let store = sources.cache.as_reader().store();
     let identities = identity_stream(ctx.clone(), sources.namespace.as_deref(), sources.cache);
     let health = ctx.health.clone();
+    let renewals = ctx.renewals.clone();
     health.controller_alive.store(true, Ordering::Relaxed);
     Controller::for_stream(identities, store.clone())
         .owns_stream(sources.secrets)
@@ -92,7 +119,8 @@ where
         .with_config(Config::default().concurrency(sources.concurrency))
         .graceful_shutdown_on(sources.shutdown.requested_once_ready(store.clone()))
         .run(super::reconcile, super::error_policy, ctx)
-        .for_each(|res| async move {
+        .for_each(|res| async {
+            renewals.settled();
             match res {
                 // A trigger for an identity deleted meanwhile (its Secret collected after it).
                 Err(kube::runtime::controller::Error::ObjectNotFound(o)) => {
@@ -117,6 +145,7 @@ fn identity_stream(
 ) -> impl futures::Stream<Item = Result<MachineIdentity, watcher::Error>> + Send + 'static {
     let api: Api<MachineIdentity> = scoped_api(ctx.client.clone(), namespace);
     let relisting = Arc::new(AtomicBool::new(false));
+    let timer = ctx.renewals.clone();
     let (seen_ctx, refresh_ctx, filter_ctx) = (ctx.clone(), ctx.clone(), ctx);
     let relist_flag = relisting.clone();
     watcher(api, watcher::Config::default())
@@ -130,6 +159,12 @@ fn identity_stream(
         .map(move |ev| {
             if let Ok(ev) = &ev {
                 cache.apply(ev);
+                // The relist's requests wait in the timer until the cache shows the whole list.
+                match ev {
+                    watcher::Event::Init => timer.hold(true),
+                    watcher::Event::InitDone => timer.hold(false),
+                    _ => {}
+                }
             }
             ev
         })
@@ -140,11 +175,18 @@ fn identity_stream(
         })
         .applied_objects()
         .filter(move |mi| {
-            // Errors pass through (the controller reports them); objects when they changed, and
-            // all of them during a relist.
+            // Errors pass through (the controller reports them); objects when they changed. A
+            // relist's objects, every one, go through the paced timer: all of them at once (on
+            // a start, 100,000) would wait in the controller's scheduler at 650 bytes each.
             futures::future::ready(mi.as_ref().map_or(true, |mi| {
                 let changed = filter_ctx.memory.worth_reconciling(mi);
-                changed || relisting.load(Ordering::Relaxed)
+                if !relisting.load(Ordering::Relaxed) {
+                    return changed;
+                }
+                let uid = mi.metadata.uid.as_deref().unwrap_or_default();
+                let namespace = mi.metadata.namespace.as_deref().unwrap_or_default();
+                (filter_ctx.renewals).wake_after(uid, namespace, &mi.name_any(), Duration::ZERO);
+                false
             }))
         })
 }
