@@ -330,6 +330,14 @@ impl Metrics {
         }
     }
 
+    /// Keeps the expiries of the identities whose uid `keep` accepts (after a relist: those of
+    /// identities deleted while the watch was down go).
+    pub fn retain_expiries(&self, keep: impl Fn(UidKey) -> bool) {
+        if let Ok(mut e) = self.expiries.lock() {
+            e.retain(|uid, _| keep(*uid));
+        }
+    }
+
     /// Forgets identity `uid` (`namespace/name`, deleted): keeps the series count bounded by
     /// live identities.
     pub fn forget(&self, uid: &str, namespace: &str, name: &str) {

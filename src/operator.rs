@@ -13,8 +13,8 @@ use crate::controller::ca_rotation_controller::{RotationContext, RotationSetting
 use crate::controller::entitlement::EntitlementContext;
 use crate::controller::events::{EventBudget, EventPublisher};
 use crate::controller::identity::context::IdentityContext;
-use crate::controller::identity::renewal_timer::RenewalTimer;
 use crate::controller::identity::settings::{LifecyclePolicy, Settings as PlanSettings};
+use crate::controller::identity::wakeup_timer::WakeupTimer;
 use crate::controller::pod_certificate::context::PodCertContext;
 use crate::controller::reissue_pacing::ReissuePacing;
 use crate::controller::report::Reporter;
@@ -241,12 +241,12 @@ async fn lead(
             },
         },
     ));
-    let renewals = Arc::new(RenewalTimer::default());
+    let wakeups = Arc::new(WakeupTimer::default());
     let (secrets, secret_stream) = controller::identity::watch::identity_secret_watch(
         client.clone(),
         ns.as_deref(),
         health.clone(),
-        renewals.clone(),
+        wakeups.clone(),
     );
     let (entitlements, entitlement_cache) = crate::cache::indexed_store();
     let (policies, policy_watch) = controller::policy_watch::policy_view(
@@ -267,7 +267,7 @@ async fn lead(
         policies: policies.clone(),
         health: health.clone(),
         memory: Default::default(),
-        renewals,
+        wakeups,
         revoker: revoker.clone(),
         workloads: Arc::new(WorkloadWatches::new(client.clone(), ns.clone())),
         pacing: pacing.clone(),

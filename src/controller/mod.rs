@@ -100,11 +100,16 @@ pub async fn run_controllers<S>(
         (wiring.namespace.clone(), wiring.concurrency),
         wiring.shutdown.clone(),
     );
-    // What the other controllers ask for, and the identities whose wake-up is due.
-    let requests = futures::stream::select(
-        futures::stream::poll_fn(move |cx| identity_requests.poll_recv(cx)),
-        identity_ctx.renewals.clone().due(),
-    );
+    // What the other controllers ask for (a CA rotation or a policy change asks for every
+    // identity) goes through the identity controller's timer, due at once, paced with the rest.
+    let wakeups = identity_ctx.wakeups.clone();
+    tokio::spawn(async move {
+        while let Some(obj) = identity_requests.recv().await {
+            let namespace = obj.namespace.as_deref().unwrap_or_default();
+            wakeups.wake_after(namespace, &obj.name, std::time::Duration::ZERO);
+        }
+    });
+    let requests = identity_ctx.wakeups.clone().due();
     let identity_controller = identity::watch::run(
         identity_ctx,
         IdentitySources {

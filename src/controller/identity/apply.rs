@@ -142,10 +142,8 @@ impl Run<'_> {
     /// the controller itself waits for a change.
     fn look_again(&self, requeue: Requeue) -> Action {
         if let Requeue::After(after) = requeue {
-            let mi = self.mi();
-            let uid = mi.metadata.uid.as_deref().unwrap_or_default();
-            let name = mi.name_any();
-            (self.ctx.renewals).wake_after(uid, &self.facts.namespace, &name, after);
+            let name = self.mi().name_any();
+            (self.ctx.wakeups).wake_after(&self.facts.namespace, &name, after);
         }
         Action::await_change()
     }

@@ -7,8 +7,8 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::memory::IdentityMemory;
-use super::renewal_timer::RenewalTimer;
 use super::settings::Settings;
+use super::wakeup_timer::WakeupTimer;
 use crate::cache::IndexedStore;
 use crate::controller::policy_watch::PolicyView;
 use crate::controller::reissue_pacing::ReissuePacing;
@@ -40,8 +40,9 @@ pub struct IdentityContext {
     /// Whether the caches have synced.
     pub health: Arc<Health>,
     pub memory: IdentityMemory,
-    /// When each identity is to be reconciled again (its renewal, mostly).
-    pub renewals: Arc<RenewalTimer>,
+    /// When each identity is to be reconciled again (its renewal, mostly), and every other
+    /// request to reconcile one, paced.
+    pub wakeups: Arc<WakeupTimer>,
     /// Revokes certificates and publishes the CRL.
     pub revoker: Revoker,
     /// The watches of the objects identities serve.

@@ -72,6 +72,20 @@ impl IdentityMemory {
         self.forget_certificate(uid);
     }
 
+    /// Keeps what is remembered of the identities whose uid `keep` accepts, and nothing of the
+    /// others.
+    pub fn retain(&self, keep: impl Fn(UidKey) -> bool) {
+        if let Ok(mut c) = self.certificates.lock() {
+            c.retain(|uid, _| keep(*uid));
+        }
+        if let Ok(mut r) = self.revocations.lock() {
+            r.retain(|uid, _| keep(*uid));
+        }
+        if let Ok(mut t) = self.triggered.lock() {
+            t.retain(|uid, _| keep(*uid));
+        }
+    }
+
     /// The certificate known for identity `uid` if its Secret is still at `resource_version`.
     pub fn known_certificate(&self, uid: &str, resource_version: &str) -> Option<KnownCertificate> {
         let known = self.certificates.lock().ok()?;
@@ -141,6 +155,15 @@ mod tests {
         assert!(!m.has_known_certificate("v"));
         m.forget("u");
         assert!(!m.has_known_certificate("u"));
+    }
+
+    #[test]
+    fn after_a_relist_only_the_listed_identities_are_remembered() {
+        let m = IdentityMemory::default();
+        m.remember_certificate("listed", Some("5".into()), known("4a"));
+        m.remember_certificate("gone", Some("5".into()), known("4b"));
+        m.retain(|uid| uid == uid_key("listed"));
+        assert!(m.has_known_certificate("listed") && !m.has_known_certificate("gone"));
     }
 
     #[test]

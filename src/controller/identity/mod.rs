@@ -21,8 +21,8 @@ mod issuance;
 pub mod memory;
 pub mod plan;
 mod remembered_certificate;
-pub mod renewal_timer;
 pub mod settings;
+pub mod wakeup_timer;
 mod wakeups;
 pub mod watch;
 

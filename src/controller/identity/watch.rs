@@ -2,6 +2,7 @@
 //! a way that may change their certificate, and all of them on a relist), their Secrets
 //! (metadata only, into an index), and requests from the other controllers.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,10 +18,11 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use super::context::IdentityContext;
-use super::renewal_timer::RenewalTimer;
+use super::wakeup_timer::WakeupTimer;
 use crate::cache::IndexedWriter;
 use crate::controller::entitlement::watch as entitlement_watch;
 use crate::controller::secret_index::SecretIndex;
+use crate::controller::uid_key::{UidKey, uid_key};
 use crate::health::Health;
 use crate::kube_api::scoped_api;
 use crate::revoke::Reason;
@@ -33,12 +35,13 @@ use nhi_core::lifecycle::certificates::every_revocation;
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The identity-Secret watch: metadata only (no keys or certificates in memory), and only the
-/// operator's labelled Secrets, kept as a compact index of versions rather than a cache.
+/// operator's labelled Secrets, kept as a compact index of versions rather than a cache. A
+/// change to a Secret triggers its identity; a relisted Secret asks for it through the timer.
 pub fn identity_secret_watch(
     client: Client,
     namespace: Option<&str>,
     health: Arc<Health>,
-    renewals: Arc<RenewalTimer>,
+    wakeups: Arc<WakeupTimer>,
 ) -> (
     Arc<SecretIndex>,
     impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
@@ -66,7 +69,7 @@ pub fn identity_secret_watch(
             let out = match ev {
                 Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => Some(Ok(s)),
                 Ok(watcher::Event::InitApply(s)) => {
-                    wake_owner(&renewals, &s);
+                    wake_owner(&wakeups, &s);
                     None
                 }
                 Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
@@ -77,13 +80,18 @@ pub fn identity_secret_watch(
     (index, stream)
 }
 
-/// Asks for the identity controlling Secret `s` to be reconciled (through the paced timer).
-fn wake_owner(renewals: &RenewalTimer, s: &PartialObjectMeta<Secret>) {
+/// Asks for the identity controlling Secret `s` to be reconciled (through the paced timer):
+/// the one of that name in the Secret's namespace (an owner is always in its dependent's
+/// namespace), whatever uid the reference claims.
+fn wake_owner(wakeups: &WakeupTimer, s: &PartialObjectMeta<Secret>) {
     let namespace = s.metadata.namespace.as_deref().unwrap_or_default();
-    let owner = (s.metadata.owner_references.iter().flatten())
-        .find(|r| r.controller == Some(true) && r.kind == "MachineIdentity");
+    let owner = (s.metadata.owner_references.iter().flatten()).find(|r| {
+        r.controller == Some(true)
+            && r.kind == "MachineIdentity"
+            && r.api_version.starts_with("nhi.dev/")
+    });
     if let Some(r) = owner {
-        renewals.wake_after(&r.uid, namespace, &r.name, Duration::ZERO);
+        wakeups.wake_after(namespace, &r.name, Duration::ZERO);
     }
 }
 
@@ -111,7 +119,7 @@ where
     let store = sources.cache.as_reader().store();
     let identities = identity_stream(ctx.clone(), sources.namespace.as_deref(), sources.cache);
     let health = ctx.health.clone();
-    let renewals = ctx.renewals.clone();
+    let wakeups = ctx.wakeups.clone();
     health.controller_alive.store(true, Ordering::Relaxed);
     Controller::for_stream(identities, store.clone())
         .owns_stream(sources.secrets)
@@ -120,7 +128,7 @@ where
         .graceful_shutdown_on(sources.shutdown.requested_once_ready(store.clone()))
         .run(super::reconcile, super::error_policy, ctx)
         .for_each(|res| async {
-            renewals.settled();
+            wakeups.settled();
             match res {
                 // A trigger for an identity deleted meanwhile (its Secret collected after it).
                 Err(kube::runtime::controller::Error::ObjectNotFound(o)) => {
@@ -135,9 +143,9 @@ where
     info!("MachineIdentity controller stopped");
 }
 
-/// The identities to reconcile: changed ones, and all of them during a relist (whatever happened
-/// to their Secrets while the watches were down is found and put right). Status-only changes (our
-/// own writes) trigger nothing.
+/// The identities to reconcile: changed ones go to the controller; during a relist all of them
+/// do, through the paced timer (whatever happened to their Secrets while the watches were down
+/// is found and put right). Status-only changes (our own writes) trigger nothing.
 fn identity_stream(
     ctx: Arc<IdentityContext>,
     namespace: Option<&str>,
@@ -145,8 +153,7 @@ fn identity_stream(
 ) -> impl futures::Stream<Item = Result<MachineIdentity, watcher::Error>> + Send + 'static {
     let api: Api<MachineIdentity> = scoped_api(ctx.client.clone(), namespace);
     let relisting = Arc::new(AtomicBool::new(false));
-    let timer = ctx.renewals.clone();
-    let (seen_ctx, refresh_ctx, filter_ctx) = (ctx.clone(), ctx.clone(), ctx);
+    let (seen_ctx, refresh_ctx, filter_ctx) = (ctx.clone(), ctx.clone(), ctx.clone());
     let relist_flag = relisting.clone();
     watcher(api, watcher::Config::default())
         .backoff(crate::kube_api::watch_backoff())
@@ -159,10 +166,15 @@ fn identity_stream(
         .map(move |ev| {
             if let Ok(ev) = &ev {
                 cache.apply(ev);
-                // The relist's requests wait in the timer until the cache shows the whole list.
+                // The relist's requests wait in the timer until the cache shows the whole list;
+                // then what is remembered of identities no longer in it is let go (deleted
+                // while the watch was down, their deletion never seen).
                 match ev {
-                    watcher::Event::Init => timer.hold(true),
-                    watcher::Event::InitDone => timer.hold(false),
+                    watcher::Event::Init => ctx.wakeups.hold(true),
+                    watcher::Event::InitDone => {
+                        ctx.wakeups.hold(false);
+                        forget_the_unlisted(&ctx, &cache);
+                    }
                     _ => {}
                 }
             }
@@ -183,9 +195,8 @@ fn identity_stream(
                 if !relisting.load(Ordering::Relaxed) {
                     return changed;
                 }
-                let uid = mi.metadata.uid.as_deref().unwrap_or_default();
                 let namespace = mi.metadata.namespace.as_deref().unwrap_or_default();
-                (filter_ctx.renewals).wake_after(uid, namespace, &mi.name_any(), Duration::ZERO);
+                (filter_ctx.wakeups).wake_after(namespace, &mi.name_any(), Duration::ZERO);
                 false
             }))
         })
@@ -226,13 +237,25 @@ fn identity_event_seen(
         watcher::Event::Delete(mi) => {
             ctx.revoker.identity_gone();
             let uid = mi.metadata.uid.as_deref().unwrap_or_default();
-            let metrics = &ctx.reporter.metrics;
-            metrics.forget(uid, &mi.namespace().unwrap_or_default(), &mi.name_any());
+            let (namespace, name) = (mi.namespace().unwrap_or_default(), mi.name_any());
+            ctx.reporter.metrics.forget(uid, &namespace, &name);
             ctx.memory.forget(uid);
-            ctx.renewals.forget(uid);
+            ctx.wakeups.forget(&namespace, &name);
         }
         watcher::Event::InitApply(_) => {}
     }
+}
+
+/// After a relist: the memories keyed by identity (certificates, revocations, expiry metrics)
+/// keep only the identities the cache now holds.
+fn forget_the_unlisted(ctx: &IdentityContext, cache: &IndexedWriter<MachineIdentity>) {
+    let listed: HashSet<UidKey> = (cache.as_reader().state().iter())
+        .filter_map(|mi| mi.metadata.uid.as_deref().map(uid_key))
+        .collect();
+    ctx.memory.retain(|uid| listed.contains(&uid));
+    ctx.reporter
+        .metrics
+        .retain_expiries(|uid| listed.contains(&uid));
 }
 
 /// An identity's new certificate (in its status), new labels or deletion: the Entitlements that
@@ -284,4 +307,64 @@ fn revoke_early(ctx: &IdentityContext, mi: &MachineIdentity) {
             tracing::debug!(error = %e, "early revocation failed; the finalizer retries");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn secret(namespace: &str, owners: Vec<OwnerReference>) -> PartialObjectMeta<Secret> {
+        PartialObjectMeta {
+            types: None,
+            metadata: ObjectMeta {
+                name: Some("s".into()),
+                namespace: Some(namespace.into()),
+                owner_references: Some(owners),
+                ..Default::default()
+            },
+            _phantom: Default::default(),
+        }
+    }
+
+    fn owner(kind: &str, api_version: &str, name: &str, controller: bool) -> OwnerReference {
+        OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: name.into(),
+            // Whatever uid it claims (another namespace's identity's, say), it names an
+            // identity of the Secret's own namespace.
+            uid: "8e46a0dd-95cf-49e4-8190-10f6ca685590".into(),
+            controller: Some(controller),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relisted_secret_wakes_the_identity_of_its_namespace_that_controls_it() {
+        let timer = Arc::new(WakeupTimer::default());
+        let others = vec![
+            owner("Deployment", "apps/v1", "web", true),
+            owner(
+                "MachineIdentity",
+                "nhi.dev/v1alpha1",
+                "not-controller",
+                false,
+            ),
+            owner("MachineIdentity", "elsewhere.example/v1", "foreign", true),
+        ];
+        wake_owner(&timer, &secret("tenant-a", others.clone()));
+        assert_eq!(timer.waiting(), 0);
+        let mut ours = others;
+        ours.push(owner("MachineIdentity", "nhi.dev/v1alpha1", "api", true));
+        wake_owner(&timer, &secret("tenant-a", ours));
+        let woken = Box::pin(timer.clone().due()).next().await.unwrap();
+        assert_eq!(
+            (woken.namespace.as_deref(), woken.name.as_str()),
+            (Some("tenant-a"), "api")
+        );
+    }
 }

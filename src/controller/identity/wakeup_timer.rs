@@ -1,11 +1,13 @@
 //! The identity controller's own timer: reconciles that ask to be run again later (renewals,
 //! review dates, grace periods) wait here, one small entry per identity, instead of in the
-//! controller's scheduler, and come back as reconcile requests when due. A relist's identities
-//! (every one, when the operator starts) wait here too, due at once: they are handed to the
-//! controller a few hundred ahead of the reconciles that finish, not 100,000 at a time into
-//! its scheduler (about 650 bytes each there).
+//! controller's scheduler, and come back as reconcile requests when due. Every other request
+//! for an identity comes through here too, due at once: a relist's (every identity, when the
+//! operator starts), a relisted Secret's owner, and those of the other controllers (a CA
+//! rotation or a policy change asks for every identity). They are handed to the controller a
+//! few hundred ahead of the reconciles that finish, not 100,000 at a time into its scheduler
+//! (about 650 bytes each there).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,56 +17,100 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::wakeups::Wakeups;
-use crate::controller::uid_key::uid_key;
 use nhi_api::MachineIdentity;
 
 /// How many requests handed to the controller may be unfinished at once.
-pub const OUTSTANDING: usize = 256;
+const OUTSTANDING: usize = 256;
 
 /// How many due wake-ups are taken at a time.
 const BATCH: usize = 64;
 
 /// How long the timer waits for a finished reconcile before it stops counting on the ones it
-/// handed over (a request merged with another one finishes once).
+/// handed over (a request merged with another one finishes once). The count is loose: every
+/// finished reconcile is counted, whoever asked for it, so it errs towards handing over more.
 const SETTLE_PATIENCE: Duration = Duration::from_secs(1);
 
-/// The wake-ups and the signal that an earlier one was asked for.
-pub struct RenewalTimer {
+/// The longest a relist holds the wake-ups back: a list that keeps failing must not stop
+/// renewals (they then run against the cache as it was, as they would without the hold).
+const HOLD_LIMIT: Duration = Duration::from_secs(60);
+
+/// The wake-ups, and what paces their handing over.
+pub struct WakeupTimer {
     wakeups: Mutex<Wakeups>,
-    earlier: Notify,
+    /// Something changed for the waiting loop: an earlier wake-up, or the hold.
+    changed: Notify,
     /// Requests handed to the controller whose reconcile has not finished.
     outstanding: AtomicUsize,
     limit: usize,
     settled: Notify,
-    /// The identity cache is relisting: nothing is handed over until it has the whole list
-    /// (the controller finds the objects of its requests there).
-    held: AtomicBool,
+    /// Since when the identity cache relists, if it does: nothing is handed over until it has
+    /// the whole list (the controller finds the objects of its requests there).
+    held_since: Mutex<Option<Instant>>,
 }
 
-impl Default for RenewalTimer {
+impl Default for WakeupTimer {
     fn default() -> Self {
-        RenewalTimer::with_limit(OUTSTANDING)
+        WakeupTimer::with_limit(OUTSTANDING)
     }
 }
 
-impl RenewalTimer {
+impl WakeupTimer {
     /// A timer that hands the controller at most `limit` requests ahead of finished reconciles.
     pub fn with_limit(limit: usize) -> Self {
-        RenewalTimer {
+        WakeupTimer {
             wakeups: Mutex::default(),
-            earlier: Notify::new(),
+            changed: Notify::new(),
             outstanding: AtomicUsize::new(0),
             limit: limit.max(1),
             settled: Notify::new(),
-            held: AtomicBool::new(false),
+            held_since: Mutex::new(None),
+        }
+    }
+
+    /// Identity `namespace/name` is to be reconciled again `after` from now (or sooner, if that
+    /// was asked for already).
+    pub fn wake_after(&self, namespace: &str, name: &str, after: Duration) {
+        let at = Instant::now() + after;
+        let first = match self.wakeups.lock() {
+            Ok(mut w) => w.wake_at(namespace, name, at),
+            Err(_) => return,
+        };
+        if first {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Identity `namespace/name` is gone: nothing to wake.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        if let Ok(mut w) = self.wakeups.lock() {
+            w.forget(namespace, name);
         }
     }
 
     /// Holds the wake-ups while the identity cache relists (`true`), or lets them go.
     pub fn hold(&self, held: bool) {
-        self.held.store(held, Ordering::Relaxed);
-        if !held {
-            self.earlier.notify_one();
+        if let Ok(mut since) = self.held_since.lock() {
+            *since = match (held, *since) {
+                (true, Some(t)) => Some(t),
+                (true, None) => Some(Instant::now()),
+                (false, _) => None,
+            };
+        }
+        self.changed.notify_one();
+    }
+
+    /// How much longer the hold lasts, if there is one.
+    fn held_for(&self) -> Option<Duration> {
+        let since = (*self.held_since.lock().ok()?)?;
+        HOLD_LIMIT
+            .checked_sub(since.elapsed())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Waits out the hold, if any.
+    async fn unheld(&self) {
+        while let Some(left) = self.held_for() {
+            let _ = tokio::time::timeout(left, self.changed.notified()).await;
         }
     }
 
@@ -89,26 +135,6 @@ impl RenewalTimer {
         self.outstanding.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Identity `uid` (`namespace/name`) is to be reconciled again `after` from now (or
-    /// sooner, if that was asked for already).
-    pub fn wake_after(&self, uid: &str, namespace: &str, name: &str, after: Duration) {
-        let at = Instant::now() + after;
-        let first = match self.wakeups.lock() {
-            Ok(mut w) => w.wake_at(uid_key(uid), namespace, name, at),
-            Err(_) => return,
-        };
-        if first {
-            self.earlier.notify_one();
-        }
-    }
-
-    /// Identity `uid` is gone: nothing to wake.
-    pub fn forget(&self, uid: &str) {
-        if let Ok(mut w) = self.wakeups.lock() {
-            w.forget(uid_key(uid));
-        }
-    }
-
     /// How many identities wait for a wake-up.
     #[cfg(test)]
     pub fn waiting(&self) -> usize {
@@ -122,6 +148,7 @@ impl RenewalTimer {
             |(timer, mut ready)| async move {
                 loop {
                     if let Some((namespace, name)) = ready.pop() {
+                        timer.unheld().await;
                         timer.room().await;
                         let obj = ObjectRef::new(&name).within(&namespace);
                         return Some((obj, (timer, ready)));
@@ -133,26 +160,26 @@ impl RenewalTimer {
         )
     }
 
-    /// Waits for the first wake-up (or an earlier one asked for meanwhile) and takes what is
-    /// due then.
+    /// Waits for the first wake-up (or an earlier one asked for meanwhile) and for the end of
+    /// any hold, and takes what is due then.
     async fn next_due(&self) -> Vec<(String, String)> {
         loop {
-            if self.held.load(Ordering::Relaxed) {
-                self.earlier.notified().await;
-                continue;
-            }
+            self.unheld().await;
             let next = self.wakeups.lock().ok().and_then(|w| w.next());
             match next {
                 Some(at) => {
                     tokio::select! {
                         _ = tokio::time::sleep_until(at) => {}
-                        _ = self.earlier.notified() => continue,
+                        _ = self.changed.notified() => continue,
                     }
                 }
                 None => {
-                    self.earlier.notified().await;
+                    self.changed.notified().await;
                     continue;
                 }
+            }
+            if self.held_for().is_some() {
+                continue;
             }
             let due = match self.wakeups.lock() {
                 Ok(mut w) => w.take_due(Instant::now(), BATCH),
@@ -173,18 +200,14 @@ mod tests {
 
     use super::*;
 
-    const UID_A: &str = "00000000-0000-0000-0000-00000000000a";
-    const UID_B: &str = "00000000-0000-0000-0000-00000000000b";
-    const UID_C: &str = "00000000-0000-0000-0000-00000000000c";
-
     #[tokio::test(start_paused = true)]
     async fn identities_come_back_when_due_and_not_before() {
-        let timer = Arc::new(RenewalTimer::default());
+        let timer = Arc::new(WakeupTimer::default());
         let start = Instant::now();
-        timer.wake_after(UID_A, "ns", "a", Duration::from_secs(300));
-        timer.wake_after(UID_B, "ns", "b", Duration::from_secs(60));
-        timer.wake_after(UID_C, "ns", "c", Duration::from_secs(120));
-        timer.forget(UID_C);
+        timer.wake_after("ns", "a", Duration::from_secs(300));
+        timer.wake_after("ns", "b", Duration::from_secs(60));
+        timer.wake_after("ns", "c", Duration::from_secs(120));
+        timer.forget("ns", "c");
         let mut due = Box::pin(timer.clone().due());
         let first = due.next().await.unwrap();
         assert_eq!(
@@ -204,9 +227,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn requests_are_handed_over_as_reconciles_finish() {
-        let timer = Arc::new(RenewalTimer::with_limit(2));
-        for (uid, name) in [(UID_A, "a"), (UID_B, "b"), (UID_C, "c")] {
-            timer.wake_after(uid, "ns", name, Duration::ZERO);
+        let timer = Arc::new(WakeupTimer::with_limit(2));
+        for name in ["a", "b", "c"] {
+            timer.wake_after("ns", name, Duration::ZERO);
         }
         let mut due = Box::pin(timer.clone().due());
         let start = Instant::now();
@@ -222,9 +245,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn requests_that_never_finish_hold_the_rest_back_a_second_at_most() {
-        let timer = Arc::new(RenewalTimer::with_limit(1));
-        timer.wake_after(UID_A, "ns", "a", Duration::ZERO);
-        timer.wake_after(UID_B, "ns", "b", Duration::ZERO);
+        let timer = Arc::new(WakeupTimer::with_limit(1));
+        timer.wake_after("ns", "a", Duration::ZERO);
+        timer.wake_after("ns", "b", Duration::ZERO);
         let mut due = Box::pin(timer.clone().due());
         let start = Instant::now();
         assert_eq!(due.next().await.unwrap().name, "a");
@@ -235,25 +258,61 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn nothing_is_handed_over_while_the_cache_relists() {
-        let timer = Arc::new(RenewalTimer::default());
+        let timer = Arc::new(WakeupTimer::default());
         timer.hold(true);
-        timer.wake_after(UID_A, "ns", "a", Duration::ZERO);
+        timer.wake_after("ns", "a", Duration::ZERO);
         let mut due = Box::pin(timer.clone().due());
-        let held = tokio::time::timeout(Duration::from_secs(60), due.next()).await;
+        let held = tokio::time::timeout(HOLD_LIMIT / 2, due.next()).await;
         assert!(held.is_err());
         timer.hold(false);
         assert_eq!(due.next().await.unwrap().name, "a");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_earlier_wake_up_asked_for_while_waiting_comes_first() {
-        let timer = Arc::new(RenewalTimer::default());
+    async fn a_hold_taken_while_wake_ups_are_due_holds_them() {
+        let timer = Arc::new(WakeupTimer::default());
         let start = Instant::now();
-        timer.wake_after(UID_A, "ns", "a", Duration::from_secs(3600));
+        timer.wake_after("ns", "renewal", Duration::from_secs(10));
+        let mut due = Box::pin(timer.clone().due());
+        let waiting = tokio::spawn(async move {
+            let first = due.next().await.map(|o| o.name);
+            (first, due.next().await.map(|o| o.name))
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // A relist starts, and its identities are due at once: none goes before it ends.
+        timer.hold(true);
+        timer.wake_after("ns", "relisted", Duration::ZERO);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(!waiting.is_finished());
+        timer.hold(false);
+        let (first, second) = waiting.await.unwrap();
+        assert_eq!(
+            (first.as_deref(), second.as_deref()),
+            (Some("relisted"), Some("renewal"))
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(25));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relist_that_never_ends_holds_the_wake_ups_a_minute_at_most() {
+        let timer = Arc::new(WakeupTimer::default());
+        let start = Instant::now();
+        timer.hold(true);
+        timer.wake_after("ns", "renewal", Duration::from_secs(1));
+        let mut due = Box::pin(timer.clone().due());
+        assert_eq!(due.next().await.unwrap().name, "renewal");
+        assert_eq!(start.elapsed(), HOLD_LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_wake_up_asked_for_while_waiting_comes_first() {
+        let timer = Arc::new(WakeupTimer::default());
+        let start = Instant::now();
+        timer.wake_after("ns", "a", Duration::from_secs(3600));
         let mut due = Box::pin(timer.clone().due());
         let waiting = tokio::spawn(async move { due.next().await.map(|o| o.name) });
         tokio::time::sleep(Duration::from_secs(10)).await;
-        timer.wake_after(UID_B, "other", "b", Duration::from_secs(5));
+        timer.wake_after("other", "b", Duration::from_secs(5));
         assert_eq!(waiting.await.unwrap().as_deref(), Some("b"));
         assert_eq!(start.elapsed(), Duration::from_secs(15));
         assert_eq!(timer.waiting(), 1);
