@@ -264,14 +264,16 @@ pub async fn scale_mode(
     run.stop();
     let before = serials(&list_all(client, &run.ns).await);
     let mut again = restart(client, operator, &run.ns, &before, concurrency).await;
+    let (rss_caught_up, _) = proc_stats(again.pid);
     println!(
-        "restart over {} valid identities: caught up (/readyz, every certificate counted) in {}; {} issued by then, {} serials changed",
+        "restart over {} valid identities: caught up (/readyz, every certificate counted) in {}; {} issued by then, {} serials changed; peak RSS {:.1} MiB by then",
         before.len(),
         again
             .catch_up
             .map_or("never (15 min)".into(), |s| format!("{s:.1} s")),
         again.issued,
         again.changed,
+        mib(rss_caught_up),
     );
     if again.catch_up.is_none() || again.issued != 0.0 || again.changed != 0 {
         failures.push("the restart must catch up without re-issuing anything".to_string());
