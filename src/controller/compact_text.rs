@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use super::uid_key::uid_key;
+
 /// A text kept compactly; [`fmt::Display`] gives back the text it was made from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CompactText {
@@ -16,22 +18,23 @@ pub enum CompactText {
 
 impl CompactText {
     pub fn new(text: &str) -> Self {
-        if let Some(u) = uuid(text) {
-            return CompactText::Uuid(u);
+        // A UUID is kept as the bits `uid_key` reads from it, when they give the text back.
+        let bits = CompactText::Uuid(uid_key(text));
+        if bits.to_string() == text {
+            return bits;
         }
-        match text.parse::<u64>() {
-            Ok(n) if n.to_string() == text => CompactText::Decimal(n),
-            _ => CompactText::Other(text.into()),
+        match decimal(text) {
+            Some(n) => CompactText::Decimal(n),
+            None => CompactText::Other(text.into()),
         }
     }
+}
 
-    /// Whether this is `text`.
-    pub fn is(&self, text: &str) -> bool {
-        match self {
-            CompactText::Other(s) => &**s == text,
-            _ => *self == CompactText::new(text),
-        }
-    }
+/// `text` as a number when it is one written canonically (no sign, no leading zero): the form
+/// that prints back to it.
+pub fn decimal(text: &str) -> Option<u64> {
+    let n: u64 = text.parse().ok()?;
+    (n.to_string() == text).then_some(n)
 }
 
 impl fmt::Display for CompactText {
@@ -53,28 +56,6 @@ impl fmt::Display for CompactText {
             CompactText::Other(s) => f.write_str(s),
         }
     }
-}
-
-/// The bits of `text` when it is a UUID written the way it is given back: lowercase, hyphens
-/// at 8, 13, 18 and 23.
-fn uuid(text: &str) -> Option<u128> {
-    let b = text.as_bytes();
-    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
-        return None;
-    }
-    let mut bits = 0u128;
-    for (i, &c) in b.iter().enumerate() {
-        if [8, 13, 18, 23].contains(&i) {
-            continue;
-        }
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        bits = (bits << 4) | u128::from(d);
-    }
-    Some(bits)
 }
 
 #[cfg(test)]
@@ -99,8 +80,7 @@ mod tests {
         ] {
             let c = CompactText::new(text);
             assert_eq!(c.to_string(), text);
-            assert!(c.is(text));
-            assert!(!c.is("something else"));
+            assert_ne!(c, CompactText::new("something else"));
         }
     }
 
@@ -112,6 +92,6 @@ mod tests {
         ));
         assert!(matches!(CompactText::new("313"), CompactText::Decimal(313)));
         assert!(matches!(CompactText::new("0313"), CompactText::Other(_)));
-        assert!(!CompactText::new("313").is("0313"));
+        assert_ne!(CompactText::new("313"), CompactText::new("0313"));
     }
 }

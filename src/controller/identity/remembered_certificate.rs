@@ -4,6 +4,7 @@
 //! allocations and twice the bytes. Anything that does not fit the compact form exactly is kept
 //! as it came, so the memory gives back what it was given.
 
+use crate::controller::compact_text::decimal;
 use nhi_core::issue::assess::KnownCertificate;
 use nhi_identity::certificate::CertificateInfo;
 use time::OffsetDateTime;
@@ -110,12 +111,6 @@ fn compact(resource_version: &str, cert: &KnownCertificate) -> Option<Compact> {
 fn lower_hex(text: &str) -> Option<Vec<u8>> {
     let bytes = hex::decode(text).ok()?;
     (hex::encode(&bytes) == text).then_some(bytes)
-}
-
-/// `text` as a number when it is one written canonically (no sign, no leading zero).
-fn decimal(text: &str) -> Option<u64> {
-    let n: u64 = text.parse().ok()?;
-    (n.to_string() == text).then_some(n)
 }
 
 fn whole_utc_seconds(t: OffsetDateTime) -> Option<i64> {
