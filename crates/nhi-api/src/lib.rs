@@ -1,10 +1,12 @@
 //! The operator's API: custom resource types (group `nhi.dev`, version `v1alpha1`).
 
+pub mod attributes;
 pub mod condition;
 pub mod entitlement;
 pub mod identity_policy;
 pub mod machine_identity;
 
+pub use attributes::Attributes;
 pub use condition::Condition;
 pub use entitlement::{
     Binding, Entitlement, EntitlementSpec, EntitlementStatus, KubernetesPermissions,

@@ -1,13 +1,13 @@
 //! The `MachineIdentity` custom resource: one non-human identity and its certificate.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
+use super::attributes::Attributes;
 use super::condition::Condition;
 
 /// A non-human identity (a service, a CI job, an automation client, an AI agent). The operator
@@ -61,9 +61,9 @@ pub struct MachineIdentitySpec {
 
     /// Small key/value context (for example project, security level) embedded in the certificate.
     /// At most 16 entries; keys are lowercase words, values at most 128 characters.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "Attributes::is_empty")]
     #[schemars(schema_with = "attributes_schema")]
-    pub attributes: BTreeMap<String, String>,
+    pub attributes: Attributes,
 
     /// Kubernetes API access (opt-in): the operator obtains a short-lived client certificate for
     /// the user `nhi:<namespace>:<name>:<issuance>` from the cluster's `kubernetes.io/kube-apiserver-client`

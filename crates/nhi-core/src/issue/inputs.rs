@@ -84,7 +84,7 @@ pub fn claims_extension(
 ) -> Result<CustomExtensions, SpecError> {
     let claims = IdentityClaims {
         grants: grants.grants.clone(),
-        attributes: mi.spec.attributes.clone(),
+        attributes: mi.spec.attributes.to_map(),
     };
     if claims.is_empty() {
         return Ok(vec![]);

@@ -2,7 +2,6 @@
 //! lifetime and Kubernetes access its certificate may carry, the delegation it may allow, and
 //! what is refused.
 
-use std::collections::BTreeMap;
 
 use time::Duration;
 
@@ -11,7 +10,7 @@ use super::effective::EffectivePolicy;
 use super::pattern::{attribute_reserved, dns_matches, dns_overlaps, own_service_name};
 use super::{Refusal, refusal_message};
 use crate::duration::parse_go_duration;
-use nhi_api::{DnsName, KubernetesAccess, MachineIdentity, MachineIdentitySpec};
+use nhi_api::{Attributes, DnsName, KubernetesAccess, MachineIdentity, MachineIdentitySpec};
 
 /// What an identity's certificate may carry under its policy.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,7 +18,7 @@ pub struct IdentityAllowance {
     /// The spec's DNS names the policy allows, in the spec's order.
     pub dns_names: Vec<String>,
     /// The spec's attributes less the reserved ones.
-    pub attributes: BTreeMap<String, String>,
+    pub attributes: Attributes,
     /// The longest lifetime allowed and the policy that sets it (None: the operator's bound).
     pub max_ttl: Option<(Duration, String)>,
     /// Whether the identity may have Kubernetes access.
@@ -124,8 +123,8 @@ fn allowed_attributes(
     spec: &MachineIdentitySpec,
     policy: &EffectivePolicy,
     refusals: &mut Vec<Refusal>,
-) -> BTreeMap<String, String> {
-    let mut kept = BTreeMap::new();
+) -> Attributes {
+    let mut kept = Attributes::new();
     for (key, value) in &spec.attributes {
         let reserving = policy.applied.iter().find(|p| {
             p.spec
