@@ -13,6 +13,7 @@ pub use nhi_core::{duration, entitle, issue, labels, lifecycle, podcert, revocat
 pub use nhi_identity::{reload, verify};
 
 pub mod agent;
+pub mod allocator;
 pub mod ca;
 pub mod cache;
 pub mod controller;

@@ -70,6 +70,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run(settings) => {
+            nhi_operator::allocator::tune();
             telemetry::init(settings.log_format);
             // Key generation runs on the blocking pool; a few threads keep every core busy, while
             // tokio's default of 512 threads (each with its own allocator arena) would only grow

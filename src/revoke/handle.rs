@@ -8,7 +8,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::trust::TrustDocuments;
-use nhi_core::revocation::Revocation;
+use nhi_core::revocation::{Revocation, RevocationRecord};
 use nhi_core::revocation::quota::Refusal;
 
 /// How long a revocation may wait for the service's answer.
@@ -52,8 +52,8 @@ pub(super) struct Shared {
 
 /// What the rest of the operator reads of the revocation record.
 pub(super) struct RecordSummary {
-    /// The serials on it (what RoleBindings leave out).
-    pub serials: HashSet<String>,
+    /// The record (the serials on it are what RoleBindings leave out), shared with the service.
+    pub record: Arc<RevocationRecord>,
     /// PEM bytes its entries add to one CRL (whether a CA rotation may switch).
     pub crl_bytes: usize,
 }
@@ -156,10 +156,7 @@ impl Revoker {
     /// Whether the record holds `serial_hex` (as far as this replica's service knows: nothing
     /// before it has loaded the record).
     pub fn is_revoked(&self, serial_hex: &str) -> bool {
-        self.shared.record.load().as_ref().is_some_and(|r| {
-            r.serials
-                .contains(&nhi_core::revocation::normalise_serial(serial_hex))
-        })
+        (self.shared.record.load().as_ref()).is_some_and(|r| r.record.contains(serial_hex))
     }
 
     /// PEM bytes the record's entries add to one CRL; None before the service has loaded the

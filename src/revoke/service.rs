@@ -22,6 +22,7 @@ use kube::runtime::events::Recorder;
 use nhi_api::MachineIdentity;
 use nhi_core::revocation::quota::{Limits, Usage};
 use nhi_core::revocation::{Revocation, RevocationRecord};
+use rcgen::CertificateRevocationListParams;
 
 /// How the service is set up.
 #[derive(Clone, Debug)]
@@ -69,7 +70,7 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
     let mut delay = StdDuration::from_millis(500);
     let (mut record, mut version) = loop {
         match store.load().await {
-            Ok(l) => break (l.record, l.resource_version),
+            Ok(l) => break (Arc::new(l.record), l.resource_version),
             Err(e) => {
                 error!(error = %e, "cannot read the revocation record; retrying");
                 deps.metrics.count_failure("RevocationRecordUnreadable");
@@ -243,13 +244,14 @@ pub async fn run(mut inbox: Inbox, deps: RevocationDeps, config: RevocationConfi
     info!("revocation service stopped");
 }
 
-/// Tells the rest of the operator which serials the record holds (what RoleBindings leave out).
-fn publish_serials(inbox: &Inbox, record: &RevocationRecord) {
+/// Tells the rest of the operator which serials the record holds (what RoleBindings leave out):
+/// the record itself, shared, not a copy of its serials.
+fn publish_serials(inbox: &Inbox, record: &Arc<RevocationRecord>) {
     inbox
         .shared
         .record
         .store(Some(Arc::new(super::handle::RecordSummary {
-            serials: record.serials().map(str::to_string).collect(),
+            record: record.clone(),
             crl_bytes: record.crl_bytes(),
         })));
 }
@@ -297,14 +299,14 @@ fn admit(
 /// revoked already) costs no write unless a new CRL is due anyway (`sign_due`).
 async fn commit(
     store: &RecordStore,
-    record: &mut RevocationRecord,
+    record: &mut Arc<RevocationRecord>,
     version: &mut Option<String>,
     revocations: &[Revocation],
     now: OffsetDateTime,
     sign_due: bool,
 ) -> Result<bool, PersistError> {
     for attempt in 1..=WRITE_ATTEMPTS {
-        let mut next = record.clone();
+        let mut next = RevocationRecord::clone(record);
         let added = next.add(revocations, now);
         let pruned = next.prune(now);
         if added == 0 && pruned == 0 && !sign_due && version.is_some() {
@@ -313,7 +315,7 @@ async fn commit(
         next.crl_number += 1;
         match store.save(&next, version.as_deref()).await? {
             Some(v) => {
-                *record = next;
+                *record = Arc::new(next);
                 *version = Some(v);
                 return Ok(true);
             }
@@ -323,7 +325,7 @@ async fn commit(
                     "the revocation record changed since it was read; merging"
                 );
                 let theirs = store.load().await?;
-                record.merge(&theirs.record);
+                Arc::make_mut(record).merge(&theirs.record);
                 *version = theirs.resource_version;
             }
         }
@@ -345,14 +347,17 @@ async fn sign(
         // During a CA rotation the retiring (and next) CA signs a CRL too: a relying party
         // matches each certificate to the CRL of its own issuer. The retiring and current CAs'
         // list every revoked serial; the next CA's lists none, as it has issued nothing yet.
+        // The revoked entries are never copied: a signer that lists none signs the same header
+        // with an empty list.
         let mut crl_pem = String::new();
         for signer in ca.crl_signers() {
-            let mut params = params.clone();
-            if !ca.lists_revocations(signer) {
-                params.revoked_certs.clear();
-            }
-            let crl = params
-                .signed_by(signer.issuer())
+            let listed = ca.lists_revocations(signer);
+            let crl = if listed {
+                params.signed_by(signer.issuer())
+            } else {
+                empty_list(&params).signed_by(signer.issuer())
+            };
+            let crl = crl
                 .map_err(|e| format!("signing the CRL failed: {e}"))?;
             crl_pem.push_str(
                 &crl.pem()
@@ -367,6 +372,18 @@ async fn sign(
     })
     .await
     .map_err(|e| format!("the signing task failed: {e}"))?
+}
+
+/// `params`' header with no revoked certificates.
+fn empty_list(params: &CertificateRevocationListParams) -> CertificateRevocationListParams {
+    CertificateRevocationListParams {
+        this_update: params.this_update,
+        next_update: params.next_update,
+        crl_number: params.crl_number.clone(),
+        issuing_distribution_point: params.issuing_distribution_point.clone(),
+        revoked_certs: vec![],
+        key_identifier_method: params.key_identifier_method.clone(),
+    }
 }
 
 /// When to sign the next CRL: at half its validity, or a minute after the first entry expires

@@ -218,17 +218,27 @@ impl RevocationRecord {
     /// The persisted form: a header line with the CRL number, then one line per revoked
     /// certificate: `<serial> <notAfter unix> <revokedAt unix> <reason> <namespace/name>`.
     pub fn to_text(&self) -> String {
-        let mut out = format!("crlNumber {}\n", self.crl_number);
+        let mut out = Vec::new();
+        // Writing into a Vec cannot fail, and the text is ASCII but for identity names (UTF-8).
+        let _ = self.write_text(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Writes [`Self::to_text`] into `out` line by line (the whole text is never held: 20,000
+    /// entries make 2 MB of it).
+    pub fn write_text(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        writeln!(out, "crlNumber {}", self.crl_number)?;
         for (serial, e) in &self.entries {
-            out.push_str(&format!(
-                "{serial} {} {} {} {}\n",
+            writeln!(
+                out,
+                "{serial} {} {} {} {}",
                 e.not_after,
                 e.revoked_at,
                 e.reason.word(),
                 e.identity
-            ));
+            )?;
         }
-        out
+        Ok(())
     }
 
     /// Reads the persisted form.
