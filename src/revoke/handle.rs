@@ -8,8 +8,8 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::trust::TrustDocuments;
-use nhi_core::revocation::{Revocation, RevocationRecord};
 use nhi_core::revocation::quota::Refusal;
+use nhi_core::revocation::{Revocation, RevocationRecord};
 
 /// How long a revocation may wait for the service's answer.
 pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

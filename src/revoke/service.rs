@@ -357,8 +357,7 @@ async fn sign(
             } else {
                 empty_list(&params).signed_by(signer.issuer())
             };
-            let crl = crl
-                .map_err(|e| format!("signing the CRL failed: {e}"))?;
+            let crl = crl.map_err(|e| format!("signing the CRL failed: {e}"))?;
             crl_pem.push_str(
                 &crl.pem()
                     .map_err(|e| format!("encoding the CRL failed: {e}"))?,

@@ -133,8 +133,7 @@ mod tests {
     #[test]
     fn reads_and_writes_a_json_object_in_key_order() {
         let a: Attributes =
-            serde_json::from_str(r#"{"zone": "eu", "project": "shop", "level": "high"}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"zone": "eu", "project": "shop", "level": "high"}"#).unwrap();
         assert_eq!(
             serde_json::to_string(&a).unwrap(),
             r#"{"level":"high","project":"shop","zone":"eu"}"#
@@ -168,9 +167,6 @@ mod tests {
         let map: BTreeMap<String, String> = pairs.into_iter().collect();
         assert_eq!(a.to_map(), map);
         assert_eq!(Attributes::from(map.clone()), a);
-        assert_eq!(
-            a.iter().collect::<Vec<_>>(),
-            map.iter().collect::<Vec<_>>()
-        );
+        assert_eq!(a.iter().collect::<Vec<_>>(), map.iter().collect::<Vec<_>>());
     }
 }

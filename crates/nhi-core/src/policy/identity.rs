@@ -2,7 +2,6 @@
 //! lifetime and Kubernetes access its certificate may carry, the delegation it may allow, and
 //! what is refused.
 
-
 use time::Duration;
 
 use super::delegation::{delegation_bound, delegation_refusals};
