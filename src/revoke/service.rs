@@ -22,7 +22,6 @@ use kube::runtime::events::Recorder;
 use nhi_api::MachineIdentity;
 use nhi_core::revocation::quota::{Limits, Usage};
 use nhi_core::revocation::{Revocation, RevocationRecord};
-use rcgen::CertificateRevocationListParams;
 
 /// How the service is set up.
 #[derive(Clone, Debug)]
@@ -341,21 +340,23 @@ async fn sign(
     validity: Duration,
 ) -> Result<TrustDocuments, String> {
     let ca = ca.load_full();
-    let params = record.crl_params(now, validity);
+    let mut params = record.crl_params(now, validity);
     let number = record.crl_number;
     tokio::task::spawn_blocking(move || {
         // During a CA rotation the retiring (and next) CA signs a CRL too: a relying party
         // matches each certificate to the CRL of its own issuer. The retiring and current CAs'
         // list every revoked serial; the next CA's lists none, as it has issued nothing yet.
-        // The revoked entries are never copied: a signer that lists none signs the same header
-        // with an empty list.
+        // The revoked entries are never copied: a signer that lists none signs the same
+        // parameters with the list taken out for it.
         let mut crl_pem = String::new();
         for signer in ca.crl_signers() {
-            let listed = ca.lists_revocations(signer);
-            let crl = if listed {
+            let crl = if ca.lists_revocations(signer) {
                 params.signed_by(signer.issuer())
             } else {
-                empty_list(&params).signed_by(signer.issuer())
+                let listed = std::mem::take(&mut params.revoked_certs);
+                let crl = params.signed_by(signer.issuer());
+                params.revoked_certs = listed;
+                crl
             };
             let crl = crl.map_err(|e| format!("signing the CRL failed: {e}"))?;
             crl_pem.push_str(
@@ -371,18 +372,6 @@ async fn sign(
     })
     .await
     .map_err(|e| format!("the signing task failed: {e}"))?
-}
-
-/// `params`' header with no revoked certificates.
-fn empty_list(params: &CertificateRevocationListParams) -> CertificateRevocationListParams {
-    CertificateRevocationListParams {
-        this_update: params.this_update,
-        next_update: params.next_update,
-        crl_number: params.crl_number.clone(),
-        issuing_distribution_point: params.issuing_distribution_point.clone(),
-        revoked_certs: vec![],
-        key_identifier_method: params.key_identifier_method.clone(),
-    }
 }
 
 /// When to sign the next CRL: at half its validity, or a minute after the first entry expires

@@ -146,11 +146,6 @@ impl RevocationRecord {
         before - self.entries.len()
     }
 
-    /// Every revoked serial (normalised: lowercase, even length).
-    pub fn serials(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(String::as_str)
-    }
-
     /// Whether `serial_hex` is revoked.
     pub fn contains(&self, serial_hex: &str) -> bool {
         self.entries.contains_key(&normalise_serial(serial_hex))
